@@ -1,0 +1,1 @@
+"""Settings, database, audit trail, logging and base errors."""

@@ -1,0 +1,180 @@
+"""One typed settings object, built once and injected (CONVENTIONS.md, 7).
+
+Precedence, highest first: explicit overrides (tests, CLI flags) > ``MSS_*`` environment
+variables > ``mss.toml`` in the data directory > defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from core.errors import ConfigError
+
+ENV_PREFIX = "MSS_"
+SECURITY_POLICIES = ("none", "sign", "encrypt", "sign+encrypt")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of mss. Each field is documented in the README (section "Settings")."""
+
+    data_dir: Path = Path("./mss-data")
+    database_url: str = ""  # empty: sqlite file DATA_DIR/mss.db
+    domain: str = "mss.test"
+    operator_name: str = "Opérateur MSS de démonstration"
+    demo_password: str = ""
+    secret_key: str = ""  # empty: generated once into DATA_DIR/secret.key
+    listen_address: str = "127.0.0.1"
+    hostname: str = "localhost"
+    submission_port: int = 5870
+    submissions_port: int = 4650
+    relay_port: int = 2525
+    imap_port: int = 1143
+    imaps_port: int = 9930
+    web_port: int = 8443
+    metrics_port: int = 9100
+    smarthost: str = ""  # host:port of the outbound relay for notifications
+    security_policy: str = "sign"  # minimum per message: none / sign / encrypt / sign+encrypt
+    max_message_size: int = 25 * 1024 * 1024
+    max_recipients: int = 50
+    mailbox_quota_mb: int = 1024
+    session_timeout_minutes: int = 120
+    log_level: str = "INFO"
+    softhsm2_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        data_dir: str | Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Build settings from defaults, ``DATA_DIR/mss.toml``, ``MSS_*`` variables and overrides.
+
+        Raises:
+            ConfigError: an unknown key, a value of the wrong type, or an unreadable TOML file.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        names = {f.name for f in fields(cls)} - {"extra"}
+        raw_dir = data_dir or overrides.get("data_dir") or env.get(ENV_PREFIX + "DATA_DIR")
+        base_dir = Path(raw_dir) if raw_dir else cls.data_dir
+        toml_path = base_dir / "mss.toml"
+        if toml_path.exists():
+            try:
+                toml_values = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"{toml_path}: fichier de configuration illisible ({exc})") from exc
+            for key, value in toml_values.items():
+                if key not in names:
+                    raise ConfigError(f"{toml_path}: paramètre inconnu « {key} »")
+                values[key] = value
+        for name in names:
+            env_value = env.get(ENV_PREFIX + name.upper())
+            if env_value is not None:
+                values[name] = env_value
+        for key, value in overrides.items():
+            if key not in names:
+                raise ConfigError(f"paramètre inconnu « {key} »")
+            if value is not None:
+                values[key] = value
+        values["data_dir"] = base_dir
+        settings = cls(**{k: _coerce(k, v) for k, v in values.items()})
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (the object itself is immutable)."""
+        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+
+    def validate(self) -> None:
+        """Raises ConfigError on a value no component could use."""
+        if self.security_policy not in SECURITY_POLICIES:
+            raise ConfigError(
+                f"MSS_SECURITY_POLICY doit valoir l'une de {', '.join(SECURITY_POLICIES)}"
+            )
+        for name in ("submission_port", "submissions_port", "relay_port", "imap_port",
+                     "imaps_port", "web_port", "metrics_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"MSS_{name.upper()} : port invalide ({port})")
+        if self.smarthost and ":" not in self.smarthost:
+            raise ConfigError("MSS_SMARTHOST doit être de la forme hôte:port")
+        if not self.domain or "@" in self.domain or "." not in self.domain:
+            raise ConfigError(f"MSS_DOMAIN invalide : « {self.domain} »")
+
+    # ------------------------------------------------------------------ derived paths
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'mss.db').resolve()}"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.data_dir / "demo"
+
+    @property
+    def cards_dir(self) -> Path:
+        return self.data_dir / "cards"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    def secret(self) -> bytes:
+        """The key that protects private keys at rest: MSS_SECRET_KEY, else DATA_DIR/secret.key
+        (created with mode 0600 on first use)."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(os.urandom(32).hex())
+        return path.read_text().strip().encode()
+
+
+_HINTS = typing.get_type_hints(Settings)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn an environment/TOML string into the field's type, with a clear error."""
+    hint = _HINTS.get(name)
+    try:
+        if hint is Path:
+            return Path(value)
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            return str(value).lower() in ("1", "true", "yes", "oui", "on")
+        if hint is str:
+            return str(value)
+        if isinstance(hint, types.GenericAlias) or hint is None:
+            return value
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"MSS_{name.upper()} : valeur invalide « {value} »") from exc
+    return value

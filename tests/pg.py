@@ -1,0 +1,73 @@
+"""A throwaway PostgreSQL server for the test session (Debian's postgresql package).
+
+Started under a temporary directory on a loopback port; when the tests run as root the server
+runs as the ``postgres`` system user (PostgreSQL refuses to run as root). ``MSS_TEST_PG_URL``
+points the tests at an existing server instead.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def _pg_bin() -> Path | None:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
+    return Path(candidates[0]).parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TempPostgres:
+    def __init__(self) -> None:
+        bindir = _pg_bin()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="mss-pg-"))
+        self.datadir = self.root / "data"
+        self.port = _free_port()
+        self._as_root = os.geteuid() == 0
+
+    def _run(self, *args: str) -> None:
+        cmd = list(args)
+        if self._as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def start(self) -> str:
+        if self._as_root:
+            shutil.chown(self.root, "postgres", "postgres")
+        os.chmod(self.root, 0o700)
+        self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "mss",
+                  "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+                f"-c unix_socket_directories={self.root} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", opts,
+                  "-l", str(self.root / "log"), "-w", "start")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        return f"postgresql+psycopg://mss@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        try:
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
+                      "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,252 @@
+"""The trust space's directory, in its own words (CONVENTIONS.md, 11).
+
+``Professional`` (RPPS/ADELI), ``Structure`` (FINESS), ``Mailbox`` (BAL: personal /
+organisational / applicative), ``Delegation`` (roles on a mailbox), ``Operator`` and
+``TrustedDomain`` (the whitelist), ``Account`` (how someone logs in).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    Enum,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.db import Base, UTCDateTime, utcnow
+
+
+class MailboxKind(enum.StrEnum):
+    PERSONAL = "personal"
+    ORGANISATIONAL = "organisational"
+    APPLICATIVE = "applicative"
+
+
+class MailboxState(enum.StrEnum):
+    PENDING_VALIDATION = "pending_validation"
+    PUBLISHED = "published"
+    SUSPENDED = "suspended"
+    CLOSED = "closed"
+
+
+class Role(enum.StrEnum):
+    ADMINISTRATOR = "administrator"
+    MANAGER = "manager"
+    USER = "user"
+
+
+class AccountKind(enum.StrEnum):
+    PROFESSIONAL = "professional"  # a person: logs in with password + code or CPS card
+    APPLICATIVE = "applicative"  # practice software bound to an applicative mailbox
+    SERVICE = "service"  # mss's own components (the webmail submitting on behalf of users)
+
+
+class AccountState(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class OtpChannel(enum.StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    TOTP = "totp"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as plain strings (no native PG enum types): simpler migrations, same on SQLite.
+    return Enum(cls, name=name, native_enum=False, length=32,
+                values_callable=lambda e: [m.value for m in e])
+
+
+class Structure(Base):
+    """A health structure (pharmacy, clinic, practice), identified by its FINESS number."""
+
+    __tablename__ = "structure"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    finess: Mapped[str | None] = mapped_column(String(9), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(String(300), default="")
+    postal_code: Mapped[str] = mapped_column(String(5), default="", index=True)
+    city: Mapped[str] = mapped_column(String(120), default="", index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    mailboxes: Mapped[list[Mailbox]] = relationship(back_populates="structure")
+
+
+class Professional(Base):
+    """A health professional, identified by RPPS (11 digits) or ADELI (9 digits)."""
+
+    __tablename__ = "professional"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rpps: Mapped[str | None] = mapped_column(String(11), unique=True)
+    adeli: Mapped[str | None] = mapped_column(String(9), unique=True)
+    civility: Mapped[str] = mapped_column(String(10), default="")
+    first_name: Mapped[str] = mapped_column(String(100))
+    last_name: Mapped[str] = mapped_column(String(100), index=True)
+    profession: Mapped[str] = mapped_column(String(100), default="", index=True)
+    specialty: Mapped[str] = mapped_column(String(100), default="")
+    usual_email: Mapped[str] = mapped_column(String(254), default="")
+    mobile: Mapped[str] = mapped_column(String(20), default="")
+    phone: Mapped[str] = mapped_column(String(20), default="")
+    place_of_practice: Mapped[str] = mapped_column(String(200), default="")
+    address: Mapped[str] = mapped_column(String(300), default="")
+    postal_code: Mapped[str] = mapped_column(String(5), default="", index=True)
+    city: Mapped[str] = mapped_column(String(120), default="", index=True)
+    birth_day: Mapped[int | None] = mapped_column(Integer)
+    birth_month: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    delegations: Mapped[list[Delegation]] = relationship(back_populates="professional")
+    account: Mapped[Account | None] = relationship(back_populates="professional")
+
+    @property
+    def national_id(self) -> str:
+        """The CPS national identifier: "8" + RPPS, or "0" + ADELI."""
+        if self.rpps:
+            return "8" + self.rpps
+        if self.adeli:
+            return "0" + self.adeli
+        return ""
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+
+class Operator(Base):
+    """A peer operator of the trust space, known by its certificate's subject DN."""
+
+    __tablename__ = "operator"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    certificate_dn: Mapped[str] = mapped_column(String(500), unique=True)
+    responsible_contact: Mapped[str] = mapped_column(String(254), default="")
+    support_contact: Mapped[str] = mapped_column(String(254), default="")
+
+    domains: Mapped[list[TrustedDomain]] = relationship(back_populates="operator")
+
+
+class TrustedDomain(Base):
+    """A whitelist entry: a domain of a peer operator, and where its relay listens."""
+
+    __tablename__ = "trusted_domain"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(253), unique=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operator.id", ondelete="CASCADE"))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    certificate_dn: Mapped[str] = mapped_column(String(500))
+    responsible_contact: Mapped[str] = mapped_column(String(254), default="")
+    support_contact: Mapped[str] = mapped_column(String(254), default="")
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # DateMAJ
+    relay_host: Mapped[str | None] = mapped_column(String(253))
+    relay_port: Mapped[int | None] = mapped_column(Integer)
+
+    operator: Mapped[Operator] = relationship(back_populates="domains")
+
+
+class Mailbox(Base):
+    """A secure mailbox (BAL). Local when ``operator_id`` is None; otherwise a peer's,
+    known from its published directory (for look-up and encryption only)."""
+
+    __tablename__ = "mailbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(254), unique=True)
+    kind: Mapped[MailboxKind] = mapped_column(_enum(MailboxKind, "mailbox_kind"))
+    state: Mapped[MailboxState] = mapped_column(
+        _enum(MailboxState, "mailbox_state"), default=MailboxState.PENDING_VALIDATION, index=True
+    )
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    professional_id: Mapped[int | None] = mapped_column(
+        ForeignKey("professional.id", ondelete="SET NULL"), index=True
+    )
+    structure_id: Mapped[int | None] = mapped_column(
+        ForeignKey("structure.id", ondelete="SET NULL"), index=True
+    )
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operator.id", ondelete="CASCADE"))
+    liste_rouge: Mapped[bool] = mapped_column(Boolean, default=False)
+    mobile_published: Mapped[bool] = mapped_column(Boolean, default=False)
+    dematerialisation: Mapped[bool] = mapped_column(Boolean, default=False)
+    notify_usual_email: Mapped[bool] = mapped_column(Boolean, default=False)
+    quota_mb: Mapped[int | None] = mapped_column(Integer)
+    # The mailbox's current S/MIME certificate (PEM) and, for local mailboxes, its private key
+    # encrypted at rest with the data directory's secret (PKCS#8, BestAvailableEncryption).
+    smime_cert_pem: Mapped[str | None] = mapped_column(Text)
+    smime_key_pem: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    professional: Mapped[Professional | None] = relationship()
+    structure: Mapped[Structure | None] = relationship(back_populates="mailboxes")
+    operator: Mapped[Operator | None] = relationship()
+    delegations: Mapped[list[Delegation]] = relationship(
+        back_populates="mailbox", cascade="all, delete-orphan"
+    )
+
+    @property
+    def is_local(self) -> bool:
+        return self.operator_id is None
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[-1]
+
+
+class Delegation(Base):
+    """A professional's role on a (usually organisational) mailbox."""
+
+    __tablename__ = "delegation"
+    __table_args__ = (UniqueConstraint("mailbox_id", "professional_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailbox.id", ondelete="CASCADE"))
+    professional_id: Mapped[int] = mapped_column(
+        ForeignKey("professional.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[Role] = mapped_column(_enum(Role, "delegation_role"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    mailbox: Mapped[Mailbox] = relationship(back_populates="delegations")
+    professional: Mapped[Professional] = relationship(back_populates="delegations")
+
+
+class Account(Base):
+    """How someone (or something) logs in: password hash, one-time-code channel, lock-out."""
+
+    __tablename__ = "account"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    login: Mapped[str] = mapped_column(String(254), unique=True)
+    kind: Mapped[AccountKind] = mapped_column(_enum(AccountKind, "account_kind"))
+    state: Mapped[AccountState] = mapped_column(
+        _enum(AccountState, "account_state"), default=AccountState.ACTIVE
+    )
+    professional_id: Mapped[int | None] = mapped_column(
+        ForeignKey("professional.id", ondelete="CASCADE"), unique=True
+    )
+    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailbox.id", ondelete="CASCADE"))
+    password_hash: Mapped[str | None] = mapped_column(String(255))  # argon2id, PHC string
+    otp_channel: Mapped[OtpChannel] = mapped_column(
+        _enum(OtpChannel, "otp_channel"), default=OtpChannel.EMAIL
+    )
+    totp_secret: Mapped[str | None] = mapped_column(String(255))  # encrypted at rest
+    is_operator: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    professional: Mapped[Professional | None] = relationship(back_populates="account")
+    mailbox: Mapped[Mailbox | None] = relationship()
