@@ -103,10 +103,20 @@ class ChainReport:
     reason: str = ""
 
 
-def _records(session: Session) -> Iterator[AuditRecord]:
-    yield from session.execute(
-        select(AuditRecord).order_by(AuditRecord.id).execution_options(yield_per=1000)
-    ).scalars()
+def _records(session: Session, page: int = 1000) -> Iterator[AuditRecord]:
+    """All records in id order, a page at a time (keyset paging: no cursor left open)."""
+    last_id = -1
+    while True:
+        rows = session.execute(
+            select(AuditRecord).where(AuditRecord.id > last_id).order_by(AuditRecord.id)
+            .limit(page)
+        ).scalars().all()
+        yield from rows
+        for row in rows:  # keep the identity map small on long trails
+            session.expunge(row)
+        if len(rows) < page:
+            return
+        last_id = rows[-1].id
 
 
 def verify(session: Session) -> ChainReport:

@@ -1,0 +1,55 @@
+"""The wiring of one mss installation: settings, database, PKI and cards, built lazily once.
+
+The `mss` command and the services receive an ``App``; nothing reads a global.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.db import Database
+from core.settings import Settings
+
+if TYPE_CHECKING:
+    from certs.card import SoftHsmCards
+    from certs.pki import Pki
+
+TOML_TEMPLATE = """# mss settings for this data directory (see README, "Settings").
+# MSS_* environment variables override what is written here.
+domain = "{domain}"
+"""
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @classmethod
+    def from_data_dir(cls, data_dir: str | Path | None = None, **overrides: object) -> App:
+        return cls(Settings.load(data_dir=data_dir, **overrides))
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.effective_database_url)
+
+    @cached_property
+    def pki(self) -> Pki:
+        from certs.pki import Pki
+
+        return Pki.load(self.settings.pki_dir)
+
+    @cached_property
+    def cards(self) -> SoftHsmCards:
+        from certs.card import SoftHsmCards
+
+        return SoftHsmCards(self.settings.cards_dir, module=self.settings.softhsm2_module)
+
+    @property
+    def local_domains(self) -> set[str]:
+        return {self.settings.domain}
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.dispose()

@@ -1,0 +1,104 @@
+"""The `mss` command. Each sub-command parses its input, calls one function of a package below
+and prints the result; errors become a clear message and a non-zero exit code in one place
+(``MssGroup.invoke``), never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy.exc import OperationalError
+
+from core.errors import MssError
+from mss.app import App
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class MssGroup(click.Group):
+    """Maps every MssError (and a dead database) to one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MssError as exc:
+            click.secho(f"Erreur : {exc.message}", fg="red", err=True)
+            sys.exit(EXIT_ERROR)
+        except OperationalError as exc:
+            reason = str(exc.orig).splitlines()[0] if exc.orig else "connexion impossible"
+            click.secho(f"Erreur : base de données inaccessible ({reason})", fg="red", err=True)
+            sys.exit(EXIT_ERROR)
+
+
+@click.group(cls=MssGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              envvar="MSS_DATA_DIR", help="Répertoire de données (défaut : ./mss-data).")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None) -> None:
+    """mss — opérateur de messagerie sécurisée de santé."""
+
+
+def app_of(ctx: click.Context, **overrides: Any) -> App:
+    """The App of this invocation, built once from --data-dir, MSS_* and ``overrides``."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, App):
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        root.obj = App.from_data_dir(root.params.get("data_dir"), **clean)
+        root.call_on_close(root.obj.close)
+    return root.obj
+
+
+@main.command("init")
+@click.option("--domain", help="Domaine de messagerie de l'opérateur (ex. mss.test).")
+@click.pass_context
+def init_cmd(ctx: click.Context, domain: str | None) -> None:
+    """Prépare le répertoire de données : schéma, secret, autorité de certification."""
+    from mss.setup import init
+
+    report = init(app_of(ctx, domain=domain))
+    click.echo(f"Répertoire de données : {report.data_dir}")
+    click.echo(f"Base de données       : {_safe_url(report.database_url)}")
+    click.echo(f"Autorité (chaîne)     : {report.data_dir / 'pki' / 'ca.pem'}"
+               + (" (créée)" if report.created_pki else ""))
+    click.echo(f"Certificat serveur    : {report.server_cert}")
+
+
+@main.command("demo")
+@click.option("--domain", help="Domaine de l'opérateur de démonstration (défaut : mss.test).")
+@click.pass_context
+def demo_cmd(ctx: click.Context, domain: str | None) -> None:
+    """Crée l'espace de confiance de démonstration (idempotent)."""
+    from mss.demo import DEMO_PIN, setup_demo
+
+    report = setup_demo(app_of(ctx, domain=domain))
+    click.echo(f"Espace de démonstration prêt pour {report.domain}.")
+    note = " (généré ; fixez MSS_DEMO_PASSWORD pour le choisir)" if report.password_generated else ""
+    click.echo(f"Mot de passe de tous les comptes : {report.password}{note}")
+    for login, desc in report.accounts:
+        click.echo(f"  {login:40} {desc}")
+    click.echo(f"Cartes CPS (SoftHSM2, PIN {DEMO_PIN}) : {', '.join(report.cards)}")
+    click.echo(f"Certificats de démonstration (PEM) : {report.files[0].parent}/")
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password (never print secrets)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+# Sub-groups live in their own modules to keep this one short.
+from mss import cli_admin  # noqa: E402
+
+cli_admin.register(main)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

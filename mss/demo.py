@@ -1,0 +1,230 @@
+"""`mss demo`: the demo trust space that later work, tests and the README rely on.
+
+Idempotent: running it twice changes nothing the second time (passwords are reset to the current
+MSS_DEMO_PASSWORD so the printed logins are always true).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from certs.errors import CardError
+from certs.pki import CardIdentity, Pki
+from core import audit
+from mss.app import App
+from mss.setup import init, write_pair
+from trust_space.accounts import hash_password
+from trust_space.models import (
+    Account,
+    AccountKind,
+    Delegation,
+    Mailbox,
+    MailboxKind,
+    MailboxState,
+    OtpChannel,
+    Professional,
+    Role,
+    Structure,
+)
+
+DEMO_PIN = "1234"
+
+
+@dataclass(frozen=True)
+class DemoPerson:
+    first_name: str
+    last_name: str
+    civility: str
+    profession: str
+    specialty: str
+    rpps: str | None = None
+    adeli: str | None = None
+    mobile: str = ""
+
+    @property
+    def national_id(self) -> str:
+        return "8" + self.rpps if self.rpps else "0" + (self.adeli or "")
+
+    def local_part(self) -> str:
+        return f"{self.first_name}.{self.last_name}".lower()
+
+
+PEOPLE = (
+    DemoPerson("Marie", "Martin", "Dr", "Médecin", "Médecine générale", rpps="10000000001",
+               mobile="+33600000001"),
+    DemoPerson("Paul", "Durand", "M.", "Pharmacien", "Officine", rpps="10000000002",
+               mobile="+33600000002"),
+    DemoPerson("Julie", "Bernard", "Mme", "Infirmier", "Soins infirmiers", adeli="640000003",
+               mobile="+33600000003"),
+)
+PHARMACY = ("640000001", "Pharmacie du Centre", "1 place Clemenceau", "64000", "Pau")
+ORG_LOCAL = "pharma.ducentre.64000"
+APP_LOCAL = "lps.cabinetmartin"
+
+
+@dataclass
+class DemoReport:
+    domain: str
+    password: str
+    password_generated: bool
+    accounts: list[tuple[str, str]] = field(default_factory=list)  # (login, description)
+    files: list[Path] = field(default_factory=list)
+    cards: list[str] = field(default_factory=list)
+
+
+def setup_demo(app: App) -> DemoReport:
+    """Create (or complete) the demo trust space in ``app``'s data directory."""
+    init(app)
+    s = app.settings
+    password = s.demo_password or _stored_demo_password(app)
+    report = DemoReport(s.domain, password, not s.demo_password)
+    pwd_hash = hash_password(password)
+    with app.db.transaction() as session:
+        pharmacy = _structure(session)
+        people = [_professional(session, p, s.domain) for p in PEOPLE]
+        for person, prof in zip(PEOPLE, people, strict=True):
+            box = _mailbox(session, f"{person.local_part()}@{s.domain}", MailboxKind.PERSONAL,
+                           f"{person.first_name} {person.last_name}", professional=prof)
+            _account(session, box.address, AccountKind.PROFESSIONAL, pwd_hash, professional=prof)
+            report.accounts.append((box.address, f"{person.profession}, carte CPS PIN {DEMO_PIN}"))
+        org = _mailbox(session, f"{ORG_LOCAL}@{s.domain}", MailboxKind.ORGANISATIONAL,
+                       "Pharmacie du Centre", structure=pharmacy)
+        _delegate(session, org, people[1], Role.ADMINISTRATOR)
+        _delegate(session, org, people[2], Role.USER)
+        lps = _mailbox(session, f"{APP_LOCAL}@{s.domain}", MailboxKind.APPLICATIVE,
+                       "Logiciel du cabinet Martin", professional=people[0])
+        _account(session, lps.address, AccountKind.APPLICATIVE, pwd_hash, mailbox=lps)
+        report.accounts.append((lps.address, "boîte applicative (logiciel métier)"))
+        _issue_mailbox_certs(app, session)
+        report.files += _issue_demo_files(app, session, lps.address)
+        report.cards += _provision_cards(app, session)
+        audit.record(session, actor="mss-cli", action="demo.setup", target=s.domain, outcome="ok")
+    return report
+
+
+def _stored_demo_password(app: App) -> str:
+    """A generated demo password, kept in the data directory so reruns print the same one."""
+    path = app.settings.data_dir / "demo-password"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(12))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _structure(session: Session) -> Structure:
+    finess, name, address, postal_code, city = PHARMACY
+    found = session.scalar(select(Structure).where(Structure.finess == finess))
+    if found is None:
+        found = Structure(finess=finess, name=name, address=address, postal_code=postal_code,
+                          city=city)
+        session.add(found)
+        session.flush()
+    return found
+
+
+def _professional(session: Session, p: DemoPerson, domain: str) -> Professional:
+    query = select(Professional).where(
+        Professional.rpps == p.rpps if p.rpps else Professional.adeli == p.adeli
+    )
+    found = session.scalar(query)
+    if found is None:
+        found = Professional(
+            rpps=p.rpps, adeli=p.adeli, civility=p.civility, first_name=p.first_name,
+            last_name=p.last_name, profession=p.profession, specialty=p.specialty,
+            usual_email=f"{p.local_part()}@exemple.fr", mobile=p.mobile,
+            place_of_practice="Pau", address="10 rue des Cordeliers", postal_code="64000",
+            city="Pau",
+        )
+        session.add(found)
+        session.flush()
+    return found
+
+
+def _mailbox(session: Session, address: str, kind: MailboxKind, display_name: str, *,
+             professional: Professional | None = None,
+             structure: Structure | None = None) -> Mailbox:
+    found = session.scalar(select(Mailbox).where(Mailbox.address == address))
+    if found is None:
+        from core.db import utcnow
+
+        found = Mailbox(address=address, kind=kind, display_name=display_name,
+                        state=MailboxState.PUBLISHED, published_at=utcnow(),
+                        professional=professional, structure=structure)
+        session.add(found)
+        session.flush()
+    return found
+
+
+def _account(session: Session, login: str, kind: AccountKind, pwd_hash: str, *,
+             professional: Professional | None = None, mailbox: Mailbox | None = None) -> None:
+    found = session.scalar(select(Account).where(Account.login == login))
+    if found is None:
+        found = Account(login=login, kind=kind, professional=professional, mailbox=mailbox,
+                        otp_channel=OtpChannel.EMAIL)
+        session.add(found)
+    found.password_hash = pwd_hash
+    found.failed_attempts = 0
+    found.locked_until = None
+
+
+def _delegate(session: Session, mailbox: Mailbox, prof: Professional, role: Role) -> None:
+    found = session.scalar(select(Delegation).where(
+        Delegation.mailbox_id == mailbox.id, Delegation.professional_id == prof.id))
+    if found is None:
+        session.add(Delegation(mailbox=mailbox, professional=prof, role=role))
+        session.flush()
+
+
+def _issue_mailbox_certs(app: App, session: Session) -> None:
+    """An S/MIME certificate for every local mailbox that has none (key encrypted at rest)."""
+    pki: Pki = app.pki
+    secret = app.settings.secret()
+    for box in session.scalars(select(Mailbox).where(Mailbox.operator_id.is_(None))):
+        if box.smime_cert_pem:
+            continue
+        issued = pki.issue_mailbox(session, box.address, box.display_name)
+        box.smime_cert_pem = issued.cert_pem().decode()
+        box.smime_key_pem = issued.key_pem(secret).decode()
+
+
+def _issue_demo_files(app: App, session: Session, applicative: str) -> list[Path]:
+    """Card certificates as PEM (for browsers and tests without a token) and the practice
+    software's client certificate, under DATA_DIR/demo/."""
+    demo = app.settings.demo_dir
+    written = []
+    for p in PEOPLE:
+        address = f"{p.local_part()}@{app.settings.domain}"
+        crt = demo / f"{address}.crt"
+        if not crt.exists():
+            identity = CardIdentity(p.national_id, p.first_name, p.last_name, p.profession,
+                                    address)
+            write_pair(app.pki.issue_card_soft(session, identity), crt, demo / f"{address}.key")
+        written.append(crt)
+    crt = demo / f"{applicative}.crt"
+    if not crt.exists():
+        issued = app.pki.issue_client(session, "Logiciel du cabinet Martin", applicative)
+        write_pair(issued, crt, demo / f"{applicative}.key")
+    written.append(crt)
+    return written
+
+
+def _provision_cards(app: App, session: Session) -> list[str]:
+    """One SoftHSM2 token per demo professional, PIN 1234 (key generated on the token)."""
+    existing = set(app.cards.list_cards())
+    labels = []
+    for p in PEOPLE:
+        label = f"CPS-{p.national_id}"
+        if label not in existing:
+            identity = CardIdentity(p.national_id, p.first_name, p.last_name, p.profession,
+                                    f"{p.local_part()}@{app.settings.domain}")
+            try:
+                app.cards.provision(app.pki, session, identity, pin=DEMO_PIN, label=label)
+            except CardError as exc:
+                raise CardError(f"carte de démonstration {label} : {exc.message}") from exc
+        labels.append(label)
+    return labels

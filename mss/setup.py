@@ -1,0 +1,70 @@
+"""`mss init`: a data directory ready to run (schema, secret, CA, server and operator certificates).
+
+Idempotent: every step checks what is already there.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from certs.pki import Issued, Pki
+from core import audit, migrate
+from mss.app import TOML_TEMPLATE, App
+
+
+@dataclass(frozen=True)
+class InitReport:
+    data_dir: Path
+    database_url: str
+    created_pki: bool
+    server_cert: Path
+    operator_cert: Path
+
+
+def write_pair(issued: Issued, cert_path: Path, key_path: Path, password: bytes | None = None) -> None:
+    """Write a certificate and its key (key file mode 0600, created before anything is written)."""
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    cert_path.write_bytes(issued.cert_pem())
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(issued.key_pem(password))
+
+
+def server_hostnames(app: App) -> list[str]:
+    names = [app.settings.hostname, "localhost", app.settings.domain, f"mail.{app.settings.domain}"]
+    fqdn = socket.getfqdn()
+    if fqdn and "." in fqdn and fqdn not in names:
+        names.append(fqdn)
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def init(app: App) -> InitReport:
+    """Create or complete the data directory of ``app``."""
+    s = app.settings
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(s.data_dir, 0o750)
+    toml = s.data_dir / "mss.toml"
+    if not toml.exists():
+        toml.write_text(TOML_TEMPLATE.format(domain=s.domain), encoding="utf-8")
+    s.secret()
+    migrate.upgrade(app.db)
+    created = not (s.pki_dir / "ca.pem").exists()
+    pki = Pki.create(s.pki_dir, s.operator_name, s.domain)
+    app.__dict__["pki"] = pki
+    server_crt, server_key = s.pki_dir / "server.crt", s.pki_dir / "server.key"
+    operator_crt, operator_key = s.pki_dir / "operator.crt", s.pki_dir / "operator.key"
+    with app.db.transaction() as session:
+        if not server_crt.exists():
+            issued = pki.issue_server(session, server_hostnames(app), ["127.0.0.1", "::1"])
+            write_pair(issued, server_crt, server_key)
+        if not operator_crt.exists():
+            issued = pki.issue_operator(session, [s.hostname, s.domain], s.operator_name)
+            write_pair(issued, operator_crt, operator_key)
+        if created:
+            pki.make_crl(session)
+            audit.record(session, actor="mss-cli", action="pki.create", target=s.domain,
+                         outcome="ok")
+    return InitReport(s.data_dir, s.effective_database_url, created, server_crt, operator_crt)

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# mss set-up: `bash setup.sh run` installs what the service needs and runs the demo;
+# `bash setup.sh test` installs what the tests need and runs the whole suite.
+# Works on a fresh Debian 12 machine with Python 3.11 as root (or with sudo available).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+MODE="${1:-}"
+case "$MODE" in
+  run|test) ;;
+  *) echo "usage: bash setup.sh run|test" >&2; exit 2 ;;
+esac
+
+RUN_PACKAGES=(openssl softhsm2 dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql ca-certificates)
+TEST_PACKAGES=(postgresql)
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "missing Debian packages: ${missing[*]} (run as root)" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "== installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -q
+  # Debian's postinst scripts would start system-wide dovecot/postgresql services: mss runs its own.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now dovecot.service postgresql.service >/dev/null 2>&1 || true
+  fi
+}
+
+PYTHON="${PYTHON:-python3}"
+make_venv() {
+  if [ ! -x .venv/bin/python ]; then
+    if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+      rm -rf .venv
+      apt_install python3-venv
+      "$PYTHON" -m venv .venv
+    fi
+  fi
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".$1"
+}
+
+if [ "$MODE" = run ]; then
+  apt_install "${RUN_PACKAGES[@]}"
+  make_venv ""
+  export MSS_DATA_DIR="${MSS_DATA_DIR:-$PWD/mss-data}"
+  .venv/bin/mss demo
+  exec .venv/bin/mss run
+fi
+
+apt_install "${RUN_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+make_venv "[test]"
+echo "== lint"
+.venv/bin/ruff check .
+echo "== tests"
+set +e
+.venv/bin/python -m pytest -p no:cacheprovider "${@:2}"
+status=$?
+set -e
+if [ $status -eq 5 ]; then
+  echo "pytest collected no tests: failing on purpose" >&2
+  exit 1
+fi
+exit $status
