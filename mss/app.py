@@ -38,7 +38,7 @@ class App:
     def pki(self) -> Pki:
         from certs.pki import Pki
 
-        return Pki.load(self.settings.pki_dir)
+        return Pki.load(self.settings.pki_dir, password=self.settings.secret())
 
     @cached_property
     def cards(self) -> SoftHsmCards:

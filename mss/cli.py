@@ -84,6 +84,43 @@ def demo_cmd(ctx: click.Context, domain: str | None) -> None:
     click.echo(f"Certificats de démonstration (PEM) : {report.files[0].parent}/")
 
 
+@main.command("run")
+@click.option("--role", type=click.Choice(["all", "mailstore", "gateway", "webmail"]),
+              default="all", show_default=True, help="Quels services lancer (un par conteneur).")
+@click.pass_context
+def run_cmd(ctx: click.Context, role: str) -> None:
+    """Lance les services (Dovecot…) jusqu'à SIGTERM / Ctrl-C."""
+    from core.logs import configure
+    from mss.run import run
+    from mss.setup import init
+
+    app = app_of(ctx)
+    configure(app.settings.log_level)
+    init(app)
+
+    def ready(services: list) -> None:  # type: ignore[type-arg]
+        click.echo(f"mss {role} prêt — domaine {app.settings.domain}, "
+                   f"données {app.settings.data_dir}")
+        for service in services:
+            for line in service.endpoints():
+                click.echo(f"  {line}")
+        _print_logins(app)
+        click.echo("Ctrl-C pour arrêter.")
+
+    run(app, role, ready=ready)
+
+
+def _print_logins(app: App) -> None:
+    from mss.demo import DEMO_PIN, demo_logins
+
+    logins = demo_logins(app)
+    if logins:
+        click.echo(f"Comptes de démonstration (mot de passe : {logins[0][1]}, "
+                   f"PIN des cartes : {DEMO_PIN}) :")
+        for login, _pw in logins:
+            click.echo(f"  {login}")
+
+
 def _safe_url(url: str) -> str:
     """The database URL without its password (never print secrets)."""
     from sqlalchemy.engine import make_url

@@ -52,7 +52,7 @@ def init(app: App) -> InitReport:
     s.secret()
     migrate.upgrade(app.db)
     created = not (s.pki_dir / "ca.pem").exists()
-    pki = Pki.create(s.pki_dir, s.operator_name, s.domain)
+    pki = Pki.create(s.pki_dir, s.operator_name, s.domain, password=s.secret())
     app.__dict__["pki"] = pki
     server_crt, server_key = s.pki_dir / "server.crt", s.pki_dir / "server.key"
     operator_crt, operator_key = s.pki_dir / "operator.crt", s.pki_dir / "operator.key"
@@ -61,7 +61,8 @@ def init(app: App) -> InitReport:
             issued = pki.issue_server(session, server_hostnames(app), ["127.0.0.1", "::1"])
             write_pair(issued, server_crt, server_key)
         if not operator_crt.exists():
-            issued = pki.issue_operator(session, [s.hostname, s.domain], s.operator_name)
+            # CN = our domain: the DN a peer pins in its whitelist is unique per operator.
+            issued = pki.issue_operator(session, [s.domain, s.hostname], s.operator_name)
             write_pair(issued, operator_crt, operator_key)
         if created:
             pki.make_crl(session)

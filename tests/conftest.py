@@ -89,3 +89,21 @@ def settings(tmp_path: Path) -> Settings:
     data = tmp_path / "data"
     data.mkdir()
     return Settings.load(data_dir=data, environ={}, demo_password="Demo-Passw0rd")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A database with no schema at all (migration tests), on SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'empty.db'}"
+    else:
+        pg = request.getfixturevalue("pg_url")
+        name = f"mss_e{os.getpid()}_{next(_counter)}"
+        admin = create_engine(pg, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        url = pg.rsplit("/", 1)[0] + "/" + name
+    database = Database(url)
+    yield database
+    database.dispose()

@@ -1,0 +1,144 @@
+"""Organisational mailboxes: IMAP ACLs generated from the trust space's delegations.
+
+How a delegate reaches an organisational mailbox (the choice, and why): with their **own**
+login (password, CPS card over EXTERNAL, or the webmail's master user), the mailbox appears in
+Dovecot's shared namespace (RFC 2342) as ``shared/<mailbox address>/…``, e.g.
+``shared/pharma.ducentre.64000@mss.test/INBOX``. Practice software keeps one IMAP account per
+practitioner and polls one more folder whose name it can build from the address alone; mail
+clients (Thunderbird, Outlook) list it on their own through NAMESPACE/LIST; no second secret or
+special login syntax is needed, and every action is done — and logged — as the person.
+
+Rights follow the delegation's role (``trust_space.policy.imap_acl_rights``, RFC 4314 letters):
+user ``lrswip`` (read, flags, append), manager ``lrswipkxte`` (also folders, delete, expunge),
+administrator ``lrswipkxtea`` (also ACL administration). mss is the only source: ``sync``
+rewrites every organisational mailbox's ``dovecot-acl`` files (Dovecot's vfile backend, one per
+folder) and the shared-mailboxes dictionary that lets LIST find them; IMAP SETACL changes are
+overwritten at the next sync. Dovecot sees a rewritten file within ``acl_cache_secs``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db import Database
+from mailstore.config import SPECIAL_FOLDERS, DovecotPaths, ProcessUsers
+from trust_space.models import Account, Delegation, Mailbox, MailboxKind, MailboxState
+from trust_space.policy import imap_acl_rights
+
+OWNER_RIGHTS = "lrswipkxtea"  # the mailbox's own user: LMTP delivers as it
+ACL_FILE = "dovecot-acl"
+
+
+@dataclass
+class AclReport:
+    """What ``sync`` wrote: mailbox address → {delegate login: rights}."""
+
+    mailboxes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def delegations(session: Session) -> dict[str, dict[str, str]]:
+    """Every local, not closed organisational mailbox with its delegates' logins and rights."""
+    rows = session.execute(
+        select(Mailbox.address, Account.login, Delegation.role)
+        .join(Delegation, Delegation.mailbox_id == Mailbox.id)
+        .join(Account, Account.professional_id == Delegation.professional_id)
+        .where(Mailbox.kind == MailboxKind.ORGANISATIONAL, Mailbox.operator_id.is_(None),
+               Mailbox.state != MailboxState.CLOSED)
+    ).all()
+    result: dict[str, dict[str, str]] = defaultdict(dict)
+    orgs = session.scalars(select(Mailbox.address).where(
+        Mailbox.kind == MailboxKind.ORGANISATIONAL, Mailbox.operator_id.is_(None),
+        Mailbox.state != MailboxState.CLOSED))
+    for address in orgs:
+        result[address] = {}
+    for address, login, role in rows:
+        result[address][login] = imap_acl_rights(role)
+    return dict(result)
+
+
+def sync(db: Database, paths: DovecotPaths, users: ProcessUsers) -> AclReport:
+    """Rewrite the ACL files of every organisational mailbox and the shared dictionary."""
+    with db.transaction() as session:
+        wanted = delegations(session)
+    for address, rights in wanted.items():
+        maildir = mailbox_maildir(paths, address)
+        _ensure_maildir(maildir, paths.mail_dir, users)
+        for folder in _folders(maildir):
+            _write_acl(folder / ACL_FILE, rights, users)
+    _write_shared_dict(paths.shared_dict, wanted, users)
+    return AclReport(wanted)
+
+
+def mailbox_maildir(paths: DovecotPaths, address: str) -> Path:
+    """The Maildir of a mailbox: ``DATA_DIR/mail/<domain>/<local part>/Maildir``."""
+    local, _, domain = address.lower().rpartition("@")
+    return paths.mail_dir / domain / local / "Maildir"
+
+
+def _ensure_maildir(maildir: Path, root: Path, users: ProcessUsers) -> None:
+    """INBOX and the special folders exist before anyone reaches them through the shared
+    namespace (auto-creation only happens in the owner's own namespace)."""
+    for folder in (maildir, *(maildir / f".{name}" for name, _ in SPECIAL_FOLDERS)):
+        for sub in ("cur", "new", "tmp"):
+            _makedirs(folder / sub, root, users)
+        if folder != maildir and not (folder / "maildirfolder").exists():
+            (folder / "maildirfolder").touch()
+            _own(folder / "maildirfolder", users)
+
+
+def _makedirs(path: Path, root: Path, users: ProcessUsers) -> None:
+    """``mkdir -p`` below ``root``, each new directory owned by the mail user."""
+    missing = []
+    while path != root and not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700)
+        _own(directory, users)
+
+
+def _folders(maildir: Path) -> Iterable[Path]:
+    """INBOX (the Maildir root) and every Maildir++ folder (``.Name`` directories)."""
+    yield maildir
+    for entry in sorted(maildir.iterdir()):
+        if entry.is_dir() and entry.name.startswith(".") and (entry / "cur").is_dir():
+            yield entry
+
+
+def _write_acl(path: Path, rights: dict[str, str], users: ProcessUsers) -> None:
+    lines = [f"owner {OWNER_RIGHTS}"]
+    lines += [f"user={login} {letters}" for login, letters in sorted(rights.items())]
+    _replace(path, "\n".join(lines) + "\n", users)
+
+
+def _write_shared_dict(path: Path, wanted: dict[str, dict[str, str]],
+                       users: ProcessUsers) -> None:
+    """Dovecot's ``file:`` dict, alternating key and value lines: which users see which
+    owners' shared mailboxes (``acl_shared_dict``)."""
+    lines = []
+    for owner, rights in sorted(wanted.items()):
+        for login, letters in sorted(rights.items()):
+            if "l" in letters:
+                lines += [f"shared/shared-boxes/user/{login}/{owner}", "1"]
+    _replace(path, "".join(line + "\n" for line in lines), users)
+
+
+def _replace(path: Path, text: str, users: ProcessUsers) -> None:
+    if path.exists() and path.read_text() == text:
+        return
+    tmp = path.with_name(f".{path.name}.mss.tmp")
+    tmp.write_text(text)
+    _own(tmp, users)
+    os.replace(tmp, path)
+
+
+def _own(path: Path, users: ProcessUsers) -> None:
+    if users.privileged:
+        os.chown(path, users.mail_uid, users.mail_gid)

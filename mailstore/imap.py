@@ -1,0 +1,261 @@
+"""The webmail's IMAP client layer, on IMAPClient (synchronous, like the Flask webmail).
+
+A ``MailboxSession`` is one logged-in IMAP connection for one user, with the operations the
+mail views need: folders with unread counts, a page of envelopes newest first (server-side
+SORT), one message raw and parsed, flags, move, expunge, append, search, quota. Every message
+is addressed by UID. ``mailstore.pool.ImapPool`` hands sessions out and keeps them open
+between page views.
+
+Organisational mailboxes are folders of the shared namespace: ``shared_folder(address)`` gives
+``shared/<address>/INBOX`` and the same operations apply, within the delegate's rights.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from email.header import decode_header, make_header
+from email.message import EmailMessage
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+from imapclient.response_types import Address
+
+from mailstore.config import SEPARATOR, SHARED_PREFIX
+from mailstore.errors import ImapError, MailboxNotFound
+
+ENVELOPE_ITEMS = [b"ENVELOPE", b"FLAGS", b"RFC822.SIZE", b"INTERNALDATE"]
+_APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
+
+
+def shared_folder(address: str, folder: str = "INBOX") -> str:
+    """The name of an organisational mailbox's folder in the delegate's session."""
+    return f"{SHARED_PREFIX}{address.lower()}{SEPARATOR}{folder}"
+
+
+@dataclass(frozen=True)
+class Folder:
+    name: str
+    special_use: str | None  # "\\Sent", "\\Drafts", "\\Trash" or None
+    messages: int
+    unseen: int
+
+
+@dataclass(frozen=True)
+class Envelope:
+    uid: int
+    date: datetime | None
+    subject: str
+    sender: str  # "Name <address>" of From
+    to: tuple[str, ...]
+    flags: tuple[str, ...]
+    size: int
+
+    @property
+    def seen(self) -> bool:
+        return "\\Seen" in self.flags
+
+
+@dataclass(frozen=True)
+class Page:
+    envelopes: list[Envelope]
+    total: int
+    page: int
+    per_page: int
+
+
+@dataclass(frozen=True)
+class Message:
+    uid: int
+    raw: bytes
+    flags: tuple[str, ...]
+
+    @property
+    def parsed(self) -> EmailMessage:
+        msg = email.message_from_bytes(self.raw, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+
+@dataclass(frozen=True)
+class Quota:
+    used_kb: int
+    limit_kb: int | None
+
+    @property
+    def percent(self) -> float | None:
+        return None if not self.limit_kb else 100.0 * self.used_kb / self.limit_kb
+
+
+class MailboxSession:
+    """One logged-in IMAP connection (not thread-safe: one request at a time)."""
+
+    def __init__(self, client: IMAPClient, user: str) -> None:
+        self.client = client
+        self.user = user
+        self._selected: str | None = None
+
+    # ------------------------------------------------------------------ folders
+    def folders(self) -> list[Folder]:
+        """Selectable folders with message and unseen counts (INBOX first)."""
+        result = []
+        for flags, _delim, name in self._call(self.client.list_folders):
+            if b"\\Noselect" in flags or b"\\NonExistent" in flags:
+                continue
+            status = self._call(self.client.folder_status, name, [b"MESSAGES", b"UNSEEN"])
+            special = next((f.decode() for f in flags
+                            if f in (b"\\Sent", b"\\Drafts", b"\\Trash", b"\\Junk")), None)
+            result.append(Folder(name, special, status[b"MESSAGES"], status[b"UNSEEN"]))
+        return sorted(result, key=lambda f: (f.name != "INBOX", f.name))
+
+    def select(self, folder: str) -> None:
+        """Select ``folder`` read-write (skipped when it already is)."""
+        if self._selected == folder:
+            return
+        try:
+            self.client.select_folder(folder)
+        except IMAPClientError as exc:
+            self._selected = None
+            raise MailboxNotFound(f"Dossier introuvable : « {folder} »") from exc
+        self._selected = folder
+
+    # ------------------------------------------------------------------ reading
+    def page(self, folder: str, page: int = 1, per_page: int = 50) -> Page:
+        """A page of envelopes, newest (Date header) first."""
+        uids = self.sorted_uids(folder)
+        start = max(page - 1, 0) * per_page
+        chunk = uids[start:start + per_page]
+        fetched = self._call(self.client.fetch, chunk, ENVELOPE_ITEMS) if chunk else {}
+        envelopes = [_envelope(uid, fetched[uid]) for uid in chunk if uid in fetched]
+        return Page(envelopes, len(uids), page, per_page)
+
+    def sorted_uids(self, folder: str, criteria: Sequence[Any] = ("ALL",)) -> list[int]:
+        """UIDs matching ``criteria``, newest first (SORT REVERSE DATE, RFC 5256)."""
+        self.select(folder)
+        if self.client.has_capability("SORT"):
+            return list(self._call(self.client.sort, ["REVERSE DATE"], list(criteria)))
+        uids = self._call(self.client.search, list(criteria))
+        return sorted(uids, reverse=True)
+
+    def message(self, folder: str, uid: int, *, mark_seen: bool = True) -> Message:
+        """One message, raw (and ``parsed``); reading it marks it seen unless told not to."""
+        self.select(folder)
+        item = b"BODY[]" if mark_seen else b"BODY.PEEK[]"
+        data = self._call(self.client.fetch, [uid], [item, b"FLAGS"]).get(uid)
+        if not data or b"BODY[]" not in data:
+            raise MailboxNotFound(f"Message introuvable (UID {uid})")
+        flags = _flags(data.get(b"FLAGS", ()))
+        if mark_seen and "\\Seen" not in flags:
+            flags = (*flags, "\\Seen")
+        return Message(uid, data[b"BODY[]"], flags)
+
+    def search(self, folder: str, *, text: str | None = None, sender: str | None = None,
+               since: date | None = None, before: date | None = None,
+               unseen: bool = False) -> list[int]:
+        """UIDs of the messages matching every given criterion, newest first."""
+        criteria: list[Any] = []
+        if text:
+            criteria += ["TEXT", text]
+        if sender:
+            criteria += ["FROM", sender]
+        if since:
+            criteria += ["SINCE", since]
+        if before:
+            criteria += ["BEFORE", before]
+        if unseen:
+            criteria.append("UNSEEN")
+        return self.sorted_uids(folder, criteria or ["ALL"])
+
+    # ------------------------------------------------------------------ changing
+    def set_flags(self, folder: str, uids: Iterable[int], flags: Iterable[str]) -> None:
+        self.select(folder)
+        self._call(self.client.add_flags, list(uids), list(flags), silent=True)
+
+    def clear_flags(self, folder: str, uids: Iterable[int], flags: Iterable[str]) -> None:
+        self.select(folder)
+        self._call(self.client.remove_flags, list(uids), list(flags), silent=True)
+
+    def move(self, folder: str, uids: Iterable[int], destination: str) -> None:
+        """MOVE (RFC 6851) to another folder, e.g. the Trash."""
+        self.select(folder)
+        self._call(self.client.move, list(uids), destination)
+
+    def expunge(self, folder: str, uids: Iterable[int]) -> None:
+        """Delete for good: \\Deleted then UID EXPUNGE of just these messages (RFC 4315).
+
+        Raises:
+            ImapError: the user may not delete here (e.g. a ``user`` delegate).
+        """
+        self.select(folder)
+        wanted = list(uids)
+        self._call(self.client.add_flags, wanted, [b"\\Deleted"], silent=True)
+        self._call(self.client.uid_expunge, wanted)
+        left = self._call(self.client.fetch, wanted, [b"FLAGS"])
+        if left:
+            raise ImapError("Suppression refusée : droits insuffisants sur ce dossier")
+
+    def append(self, folder: str, raw: bytes, flags: Iterable[str] = (),
+               when: datetime | None = None) -> int | None:
+        """Store a message (a draft, a copy); its UID when the server says (UIDPLUS)."""
+        reply = self._call(self.client.append, folder, raw, list(flags), when)
+        found = _APPENDUID.search(reply if isinstance(reply, bytes) else b"")
+        return int(found.group(1)) if found else None
+
+    # ------------------------------------------------------------------ misc
+    def quota(self) -> Quota:
+        """Storage used and allowed for the user's own mailbox (RFC 2087)."""
+        _roots, quotas = self._call(self.client.get_quota_root, "INBOX")
+        for q in quotas:
+            if q.resource.upper() == "STORAGE":
+                return Quota(int(q.usage), int(q.limit))
+        return Quota(0, None)
+
+    def noop(self) -> None:
+        self._call(self.client.noop)
+
+    def logout(self) -> None:
+        try:
+            self.client.logout()
+        except (IMAPClientError, OSError):
+            pass
+
+    def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except IMAPClientError as exc:
+            raise ImapError(f"Erreur IMAP : {exc}") from exc
+
+
+def _flags(raw: Iterable[bytes | str]) -> tuple[str, ...]:
+    return tuple(f.decode() if isinstance(f, bytes) else f for f in raw)
+
+
+def _text(value: bytes | None) -> str:
+    if not value:
+        return ""
+    decoded = value.decode("utf-8", "replace")
+    try:
+        return str(make_header(decode_header(decoded)))
+    except (ValueError, LookupError):
+        return decoded
+
+
+def _address(addr: Address) -> str:
+    mailbox = (addr.mailbox or b"").decode("utf-8", "replace")
+    host = (addr.host or b"").decode("utf-8", "replace")
+    full = f"{mailbox}@{host}" if host else mailbox
+    name = _text(addr.name)
+    return f"{name} <{full}>" if name else full
+
+
+def _envelope(uid: int, data: dict[bytes, Any]) -> Envelope:
+    env = data[b"ENVELOPE"]
+    sender = _address(env.from_[0]) if env.from_ else ""
+    to = tuple(_address(a) for a in (env.to or ()))
+    return Envelope(uid, env.date or data.get(b"INTERNALDATE"), _text(env.subject), sender, to,
+                    _flags(data.get(b"FLAGS", ())), int(data.get(b"RFC822.SIZE", 0)))

@@ -1,0 +1,182 @@
+"""LMTP delivery into Dovecot, for the gateway's queue workers (RFC 2033).
+
+One LMTP transaction carries the message to all its local recipients; after the final dot the
+server answers **once per accepted recipient**, in RCPT order (RFC 2033 §4.2) — smtplib reads
+only one reply there, so ``deliver`` reads the others itself. Each recipient gets its own
+``Result``: a message is never "half delivered" to one mailbox (Dovecot saves it whole or not
+at all), but it can be delivered to some recipients and refused for others, and the caller
+must act per recipient (retry the temporary failures, bounce the permanent ones).
+
+Delivery into a named folder (the sender's copy into ``Sent``) uses the recipient's detail:
+``marie.martin+Sent@mss.test`` with Dovecot's ``lmtp_save_to_detail_mailbox``. Folder names are
+restricted to a safe set so that a caller cannot aim anywhere else. LMTP cannot set flags: the
+copy in ``Sent`` arrives unseen (the webmail shows no unread count for ``Sent``).
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.settings import Settings
+from mailstore.config import DovecotPaths
+from mailstore.errors import (
+    DeliveryError,
+    OverQuota,
+    PermanentFailure,
+    TemporaryFailure,
+    UnknownMailbox,
+)
+
+_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
+_FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_EOL = re.compile(rb"\r\n|\r(?!\n)|(?<!\r)\n")
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome for one recipient: ``error`` is None when delivered."""
+
+    recipient: str
+    code: int
+    text: str
+    error: DeliveryError | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.error is None
+
+
+class LmtpClient:
+    """Delivers over Dovecot's LMTP unix socket (``DATA_DIR/run/dovecot/lmtp``)."""
+
+    def __init__(self, socket_path: str | Path, *, timeout: float = 60.0,
+                 local_hostname: str = "mss") -> None:
+        self.socket_path = str(socket_path)
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+
+    @classmethod
+    def for_settings(cls, settings: Settings, **kwargs: float | str) -> LmtpClient:
+        return cls(DovecotPaths.from_settings(settings).lmtp_socket, **kwargs)  # type: ignore[arg-type]
+
+    def deliver(self, raw: bytes, sender: str, recipients: Sequence[str],
+                folder: str = "INBOX") -> dict[str, Result]:
+        """Deliver ``raw`` (an RFC 5322 message) to each local recipient's ``folder``.
+
+        Never raises for a refused recipient: look at each ``Result.error``
+        (``UnknownMailbox``, ``OverQuota``, ``TemporaryFailure``, ``PermanentFailure``).
+        A store that cannot be reached gives every recipient a ``TemporaryFailure``.
+
+        Raises:
+            ValueError: an unsafe folder name, or no recipient.
+        """
+        if not recipients:
+            raise ValueError("aucun destinataire")
+        targets = {rcpt: _with_folder(rcpt, folder) for rcpt in recipients}
+        results: dict[str, Result] = {}
+        try:
+            with smtplib.LMTP(self.socket_path, local_hostname=self.local_hostname,
+                              timeout=self.timeout) as conn:
+                self._transaction(conn, raw, sender, targets, results)
+        except (OSError, smtplib.SMTPException) as exc:
+            failure = _unreachable(exc)
+            for rcpt in recipients:
+                results.setdefault(rcpt, Result(rcpt, failure.smtp_code, failure.reply, failure))
+        return {rcpt: results[rcpt] for rcpt in recipients}
+
+    def _transaction(self, conn: smtplib.LMTP, raw: bytes, sender: str,
+                     targets: dict[str, str], results: dict[str, Result]) -> None:
+        conn.ehlo_or_helo_if_needed()
+        data = _dot_stuffed(raw)
+        options = ["BODY=8BITMIME"] if conn.has_extn("8bitmime") and not data.isascii() else []
+        code, reply = conn.mail(sender, options)
+        if code != 250:
+            for rcpt in targets:
+                results[rcpt] = _result(rcpt, code, reply)
+            return
+        accepted = []
+        for rcpt, target in targets.items():
+            code, reply = conn.rcpt(target)
+            if code in (250, 251):
+                accepted.append(rcpt)
+            else:
+                results[rcpt] = _result(rcpt, code, reply)
+        if not accepted:
+            conn.rset()
+            return
+        self._data(conn, data, accepted, results)
+
+    @staticmethod
+    def _data(conn: smtplib.LMTP, data: bytes, accepted: list[str],
+              results: dict[str, Result]) -> None:
+        code, reply = conn.docmd("DATA")
+        if code != 354:
+            for rcpt in accepted:
+                results[rcpt] = _result(rcpt, code, reply)
+            return
+        conn.send(data + b".\r\n")
+        for rcpt in accepted:  # RFC 2033 §4.2: one reply per accepted RCPT, in order
+            code, reply = conn.getreply()
+            results[rcpt] = _result(rcpt, code, reply)
+
+
+def deliver(settings: Settings, raw: bytes, sender: str, recipients: Sequence[str],
+            folder: str = "INBOX") -> dict[str, Result]:
+    """``LmtpClient.for_settings(settings).deliver(...)``."""
+    return LmtpClient.for_settings(settings).deliver(raw, sender, recipients, folder)
+
+
+def _with_folder(address: str, folder: str) -> str:
+    if folder.upper() == "INBOX":
+        return address
+    if not _FOLDER.match(folder):
+        raise ValueError(f"nom de dossier refusé pour une livraison : « {folder} »")
+    local, at, domain = address.rpartition("@")
+    if not at or "+" in local:
+        raise ValueError(f"adresse de livraison invalide : « {address} »")
+    return f"{local}+{folder}@{domain}"
+
+
+def _dot_stuffed(raw: bytes) -> bytes:
+    """CRLF line ends, leading dots doubled (RFC 5321 §4.5.2), a final CRLF."""
+    data = _EOL.sub(b"\r\n", raw)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return re.sub(rb"(?m)^\.", b"..", data)
+
+
+def _result(rcpt: str, code: int, reply: bytes | str) -> Result:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    error = classify(code, text)
+    return Result(rcpt, code, text, error)
+
+
+def classify(code: int, text: str) -> DeliveryError | None:
+    """The error for an LMTP reply; None for success."""
+    if 200 <= code < 300:
+        return None
+    match = _ENHANCED.match(text)
+    enhanced = match.group(1) if match else ""
+    what = f"{code} {text}".strip()
+    if enhanced in ("5.2.2", "4.2.2") or code in (452, 552) and "quota" in text.lower():
+        return OverQuota(f"Boîte pleine / mailbox full ({what})", smtp_code=code,
+                         enhanced=enhanced or ("5.2.2" if code >= 500 else "4.2.2"), reply=text)
+    if enhanced == "5.1.1" or code == 550:
+        return UnknownMailbox(f"Boîte inconnue / unknown mailbox ({what})", smtp_code=code,
+                              enhanced=enhanced or "5.1.1", reply=text)
+    if 400 <= code < 500:
+        return TemporaryFailure(f"Échec temporaire / temporary failure ({what})",
+                                smtp_code=code, enhanced=enhanced or "4.3.0", reply=text)
+    return PermanentFailure(f"Livraison refusée / delivery refused ({what})",
+                            smtp_code=code if code >= 500 else 554,
+                            enhanced=enhanced or "5.3.0", reply=text)
+
+
+def _unreachable(exc: Exception) -> TemporaryFailure:
+    reason = type(exc).__name__
+    return TemporaryFailure(f"Magasin de courrier injoignable / mail store unreachable ({reason})",
+                            smtp_code=451, enhanced="4.4.1", reply=reason)

@@ -1,0 +1,140 @@
+"""Dovecot's SQL passdb/userdb over mss's own tables: the trust-space database stays the only
+source of truth for who may log in (SQLite or PostgreSQL, whichever mss uses).
+
+Why SQL and not a checkpassword helper: Dovecot verifies mss's argon2id PHC strings itself
+(``{ARGON2ID}`` through libsodium; ``trust_space.accounts`` hashes with ``p=1`` for that), in C,
+in its auth worker, with no process spawned per login; the refusal rules are a ``WHERE`` clause
+that reads the same columns as ``trust_space.accounts``. A checkpassword helper would start a
+Python interpreter (SQLAlchemy, argon2) for every IMAP login.
+
+Rules encoded here (keep them in step with ``trust_space.accounts.authenticate_password``):
+
+- password (PLAIN/LOGIN): the login (mailbox address) or the CPS national id ("8"+RPPS,
+  "0"+ADELI) of an active professional or applicative account, not locked
+  (``locked_until`` in the future), with a password, whose own mailbox is local and published;
+- certificate (EXTERNAL): Dovecot gives the ``serialNumber`` of a client certificate that chains
+  to mss's CA and is not on its CRL; a national id maps to that professional's account, anything
+  else to the applicative account of that login. A CN is never trusted. Locks do not apply (they
+  answer password guessing, which a certificate is not);
+- userdb: every local mailbox not closed, with its quota (``Mailbox.quota_mb`` or the default).
+
+Both passdbs also require a TLS session (``%{secured}``), see ``_TLS_ONLY``. ``%u`` is
+lower-cased by ``auth_username_format`` and SQL-escaped by Dovecot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import URL, make_url
+
+from core.errors import ConfigError
+
+# A local mailbox that may be opened: published, on this operator.
+_OWN_MAILBOX = (
+    "EXISTS (SELECT 1 FROM mailbox m WHERE m.operator_id IS NULL AND m.state = 'published' "
+    "AND (m.id = a.mailbox_id OR m.address = a.login))"
+)
+_NATIONAL_ID = "('8' || p.rpps = '%u' OR '0' || p.adeli = '%u')"
+# Dovecot counts a connection from the host's own address as "secured" even without TLS (and
+# then allows LOGIN in clear over it); %{secured} is "TLS" only for TLS sessions: mss wants TLS.
+_TLS_ONLY = "'%{secured}' = 'TLS'"
+_NOT_LOCKED = {
+    # UTCDateTime is stored as "YYYY-MM-DD HH:MM:SS.ffffff" (UTC) on SQLite: julianday() reads it.
+    "sqlite": "(a.locked_until IS NULL OR julianday(a.locked_until) <= julianday('now'))",
+    "pgsql": "(a.locked_until IS NULL OR a.locked_until <= now())",
+}
+
+
+@dataclass(frozen=True)
+class SqlSource:
+    """The Dovecot SQL driver name and its ``connect`` string for mss's database."""
+
+    driver: str  # "sqlite" or "pgsql"
+    connect: str
+
+
+def sql_source(database_url: str) -> SqlSource:
+    """Translate an SQLAlchemy URL into Dovecot's driver and connect string.
+
+    Raises:
+        ConfigError: a database Dovecot has no driver for, or an SQLite URL without a file.
+    """
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise ConfigError("Dovecot a besoin d'un fichier SQLite (pas d'une base en mémoire)")
+        return SqlSource("sqlite", url.database)
+    if backend == "postgresql":
+        return SqlSource("pgsql", _libpq_conninfo(url))
+    raise ConfigError(f"base de données non prise en charge par Dovecot : {backend}")
+
+
+def _libpq_conninfo(url: URL) -> str:
+    """A libpq ``key=value`` string (values quoted as libpq wants) from a PostgreSQL URL."""
+    query = {k: v if isinstance(v, str) else v[0] for k, v in url.query.items()}
+    pairs = {"host": url.host or query.get("host"), "port": url.port, "dbname": url.database,
+             "user": url.username, "password": url.password}
+    pairs.update({k: query[k] for k in ("sslmode", "sslrootcert", "sslcert", "sslkey")
+                  if k in query})
+    return " ".join(f"{k}={_quote(str(v))}" for k, v in pairs.items() if v)
+
+
+def _quote(value: str) -> str:
+    if value and all(c.isalnum() or c in "._-/:@" for c in value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def password_query(driver: str) -> str:
+    """The passdb query for PLAIN/LOGIN (and the target check of master-user logins)."""
+    return (
+        "SELECT a.login AS \"user\", '{ARGON2ID}' || a.password_hash AS password "
+        "FROM account a LEFT JOIN professional p ON p.id = a.professional_id "
+        f"WHERE (a.login = '%u' OR {_NATIONAL_ID}) "
+        "AND a.kind IN ('professional', 'applicative') AND a.state = 'active' "
+        f"AND a.password_hash IS NOT NULL AND {_NOT_LOCKED[driver]} AND {_OWN_MAILBOX} "
+        f"AND {_TLS_ONLY}"
+    )
+
+
+def external_query() -> str:
+    """The passdb query for SASL EXTERNAL: ``%u`` is the certificate's serialNumber."""
+    return (
+        "SELECT a.login AS \"user\", NULL AS password, 'Y' AS nopassword "
+        "FROM account a LEFT JOIN professional p ON p.id = a.professional_id "
+        "WHERE a.state = 'active' AND ("
+        f"(a.kind = 'professional' AND {_NATIONAL_ID}) "
+        "OR (a.kind = 'applicative' AND a.login = '%u')) "
+        f"AND {_OWN_MAILBOX} AND {_TLS_ONLY}"
+    )
+
+
+def user_query(default_quota_mb: int) -> str:
+    """The userdb query: a local mailbox that is not closed, with its storage quota."""
+    return (
+        "SELECT m.address AS \"user\", "
+        f"'*:storage=' || COALESCE(m.quota_mb, {int(default_quota_mb)}) || 'M' AS quota_rule "
+        "FROM mailbox m WHERE m.address = '%u' AND m.operator_id IS NULL "
+        "AND m.state <> 'closed'"
+    )
+
+
+def iterate_query() -> str:
+    """Every local mailbox (``doveadm … -A``)."""
+    return ("SELECT address AS \"user\" FROM mailbox WHERE operator_id IS NULL "
+            "AND state <> 'closed'")
+
+
+def passdb_file(source: SqlSource, query: str) -> str:
+    """The text of a Dovecot ``dovecot-sql.conf.ext`` file for one passdb."""
+    return (f"driver = {source.driver}\nconnect = {source.connect}\n"
+            f"password_query = {query}\n")
+
+
+def userdb_file(source: SqlSource, default_quota_mb: int) -> str:
+    """The text of the userdb's ``dovecot-sql.conf.ext`` file."""
+    return (f"driver = {source.driver}\nconnect = {source.connect}\n"
+            f"user_query = {user_query(default_quota_mb)}\n"
+            f"iterate_query = {iterate_query()}\n")

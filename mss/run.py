@@ -1,0 +1,83 @@
+"""`mss run`: start the services of a role, print where they listen, stop them cleanly.
+
+Each package that runs something offers a ``Service`` (below); ``SERVICES`` says which role starts
+which. Later packages (gateway, webmail) add themselves here.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from mss.app import App
+
+log = logging.getLogger("mss.run")
+
+ROLES = ("all", "mailstore", "gateway", "webmail")
+
+
+class Service(Protocol):
+    """Something `mss run` starts and stops.
+
+    Raises:
+        core.errors.MssError: from ``start`` when the service cannot come up (port taken,
+            missing package…), with a message an operator can act on.
+    """
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def endpoints(self) -> list[str]:
+        """Human lines: what listens where (printed at start-up)."""
+        ...
+
+
+def _mailstore(app: App) -> Service:
+    from mailstore.service import DovecotService
+
+    return DovecotService(app.settings, app.db)
+
+
+# role → factories, in start order
+SERVICES: dict[str, list[Callable[[App], Service]]] = {
+    "mailstore": [_mailstore],
+    "gateway": [],
+    "webmail": [],
+}
+
+
+def services_for(role: str) -> list[Callable[[App], Service]]:
+    if role == "all":
+        return [f for r in ("mailstore", "gateway", "webmail") for f in SERVICES[r]]
+    return list(SERVICES[role])
+
+
+def run(app: App, role: str, *, ready: Callable[[list[Service]], None] | None = None,
+        stop_event: threading.Event | None = None) -> None:
+    """Start the role's services, call ``ready``, block until SIGTERM/SIGINT (or ``stop_event``),
+    then stop them in reverse order."""
+    stop = stop_event or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    started: list[Service] = []
+    try:
+        for factory in services_for(role):
+            service = factory(app)
+            service.start()
+            started.append(service)
+        if ready:
+            ready(started)
+        stop.wait()
+    finally:
+        for service in reversed(started):
+            try:
+                service.stop()
+            except Exception:  # one failing stop must not keep the others running
+                log.exception("arrêt de %s en échec", service.name)

@@ -1,0 +1,197 @@
+"""A small trust space for the mail-store tests (and the IMAP benchmark), built directly with
+the models and the real CA, like ``mss demo`` builds its own.
+
+People: Marie (médecin), Paul (pharmacien, administrator of the pharmacy's mailbox), Julie
+(infirmière, user on it), Louis (account locked), Sophie (account suspended), Hugo (mailbox
+suspended), Nina (mailbox with a 1 MB quota). Applicative mailbox ``lps.cabinetmartin``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from certs.pki import CardIdentity, Issued, Pki
+from core.db import Database, utcnow
+from core.settings import Settings
+from trust_space.accounts import hash_password
+from trust_space.models import (
+    Account,
+    AccountKind,
+    AccountState,
+    Delegation,
+    Mailbox,
+    MailboxKind,
+    MailboxState,
+    Professional,
+    Role,
+)
+
+PASSWORD = "Demo-Passw0rd"
+ORG = "pharma.ducentre.64000"
+LPS = "lps.cabinetmartin"
+
+
+@dataclass(frozen=True)
+class Person:
+    first: str
+    last: str
+    rpps: str | None = None
+    adeli: str | None = None
+    account_state: AccountState = AccountState.ACTIVE
+    locked: bool = False
+    mailbox_state: MailboxState = MailboxState.PUBLISHED
+    quota_mb: int | None = None
+
+    @property
+    def local(self) -> str:
+        return f"{self.first}.{self.last}".lower()
+
+    @property
+    def national_id(self) -> str:
+        return "8" + self.rpps if self.rpps else "0" + (self.adeli or "")
+
+
+PEOPLE = {
+    "marie": Person("Marie", "Martin", rpps="10000000001"),
+    "paul": Person("Paul", "Durand", rpps="10000000002"),
+    "julie": Person("Julie", "Bernard", adeli="640000003"),
+    "louis": Person("Louis", "Petit", rpps="10000000004", locked=True),
+    "sophie": Person("Sophie", "Roux", rpps="10000000005", account_state=AccountState.SUSPENDED),
+    "hugo": Person("Hugo", "Blanc", rpps="10000000006", mailbox_state=MailboxState.SUSPENDED),
+    "nina": Person("Nina", "Morel", rpps="10000000007", quota_mb=1),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class TrustSpace:
+    """What the tests need to know about the built trust space."""
+
+    settings: Settings
+    db: Database
+    pki: Pki
+    domain: str
+    cards: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # name -> (crt, key)
+
+    def address(self, name: str) -> str:
+        local = {"org": ORG, "lps": LPS}.get(name) or PEOPLE[name].local
+        return f"{local}@{self.domain}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.settings.pki_dir / "ca.pem"
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {"imap_port": free_port(), "imaps_port": free_port(),
+                                 "demo_password": PASSWORD, "mailbox_quota_mb": 50}
+    values.update(overrides)
+    return Settings.load(data_dir=data_dir, environ={}, **values)
+
+
+def build(settings: Settings) -> TrustSpace:
+    """Schema, CA, server certificate, people, mailboxes, delegations and card files."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.effective_database_url)
+    db.create_all()
+    pki = Pki.create(settings.pki_dir, settings.operator_name, settings.domain)
+    space = TrustSpace(settings, db, pki, settings.domain)
+    pwd_hash = hash_password(PASSWORD)
+    with db.transaction() as session:
+        _write_pair(pki.issue_server(session, ["localhost"], ["127.0.0.1"]),
+                    settings.pki_dir / "server.crt", settings.pki_dir / "server.key")
+        profs = {name: _person(session, space, p, pwd_hash) for name, p in PEOPLE.items()}
+        org = Mailbox(address=space.address("org"), kind=MailboxKind.ORGANISATIONAL,
+                      state=MailboxState.PUBLISHED, display_name="Pharmacie du Centre")
+        session.add(org)
+        session.add_all([Delegation(mailbox=org, professional=profs["paul"],
+                                    role=Role.ADMINISTRATOR),
+                         Delegation(mailbox=org, professional=profs["julie"], role=Role.USER)])
+        lps = Mailbox(address=space.address("lps"), kind=MailboxKind.APPLICATIVE,
+                      state=MailboxState.PUBLISHED, professional=profs["marie"])
+        session.add(lps)
+        session.add(Account(login=lps.address, kind=AccountKind.APPLICATIVE, mailbox=lps,
+                            password_hash=pwd_hash, failed_attempts=0))
+        for name in ("marie", "julie", "hugo"):
+            space.cards[name] = _card(session, space, PEOPLE[name], name)
+        space.cards["stranger"] = _card(session, space, Person("Inconnu", "Hors", "19999999999"),
+                                        "stranger")
+        space.cards["revoked"] = _card(session, space, PEOPLE["paul"], "revoked")
+        space.cards["lps"] = _client(session, space)
+        serial = x509.load_pem_x509_certificate(space.cards["revoked"][0].read_bytes()).serial_number
+        pki.revoke(session, serial, "keyCompromise")
+        publish_crl(space, session)
+    return space
+
+
+def _person(session: object, space: TrustSpace, p: Person, pwd_hash: str) -> Professional:
+    prof = Professional(rpps=p.rpps, adeli=p.adeli, first_name=p.first, last_name=p.last,
+                        profession="Médecin")
+    box = Mailbox(address=f"{p.local}@{space.domain}", kind=MailboxKind.PERSONAL,
+                  state=p.mailbox_state, professional=prof, quota_mb=p.quota_mb)
+    account = Account(login=box.address, kind=AccountKind.PROFESSIONAL, professional=prof,
+                      state=p.account_state, password_hash=pwd_hash, failed_attempts=0)
+    if p.locked:
+        account.failed_attempts = 5
+        account.locked_until = utcnow() + timedelta(minutes=15)
+    session.add_all([prof, box, account])  # type: ignore[attr-defined]
+    return prof
+
+
+def _card(session: object, space: TrustSpace, p: Person, name: str) -> tuple[Path, Path]:
+    identity = CardIdentity(p.national_id, p.first, p.last, "Médecin",
+                            f"{p.local}@{space.domain}")
+    issued = space.pki.issue_card_soft(session, identity)  # type: ignore[arg-type]
+    return _write_pair(issued, *_pair_paths(space, name))
+
+
+def _client(session: object, space: TrustSpace) -> tuple[Path, Path]:
+    issued = space.pki.issue_client(session, "Logiciel du cabinet Martin",  # type: ignore[arg-type]
+                                    space.address("lps"))
+    return _write_pair(issued, *_pair_paths(space, "lps"))
+
+
+def _pair_paths(space: TrustSpace, name: str) -> tuple[Path, Path]:
+    base = space.settings.data_dir / "test-certs"
+    return base / f"{name}.crt", base / f"{name}.key"
+
+
+def publish_crl(space: TrustSpace, session: object) -> None:
+    """The issuing CA's CRL (``Pki.make_crl``) plus an empty CRL of the root, which OpenSSL's
+    CRL_CHECK_ALL (Dovecot's ``ssl_require_crl``) needs for the issuing CA certificate."""
+    space.pki.make_crl(session)  # type: ignore[arg-type]
+    crl_path = space.pki.crl_path
+    text = crl_path.read_bytes()
+    if text.count(b"BEGIN X509 CRL") < 2:
+        crl_path.write_bytes(text + _root_crl(space))
+
+
+def _root_crl(space: TrustSpace) -> bytes:
+    key = serialization.load_pem_private_key(
+        (space.settings.pki_dir / "root.key").read_bytes(), None)
+    now = utcnow()
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(space.pki.root.subject)
+           .last_update(now - timedelta(minutes=5)).next_update(now + timedelta(days=7))
+           .sign(key, hashes.SHA256()))  # type: ignore[arg-type]
+    return crl.public_bytes(serialization.Encoding.PEM)
+
+
+def _write_pair(issued: Issued, crt: Path, key: Path) -> tuple[Path, Path]:
+    crt.parent.mkdir(parents=True, exist_ok=True)
+    crt.write_bytes(issued.cert_pem())
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(issued.key_pem())
+    return crt, key

@@ -1,0 +1,257 @@
+"""Accounts: password hashing, strength rules, password authentication with lock-out.
+
+Hashes are argon2id PHC strings with ``parallelism=1``: Dovecot verifies the same hashes through
+libsodium, which only supports p=1 (the Dovecot scheme is ``{ARGON2ID}`` + this string).
+These functions write to the caller's session but never commit, and do not audit: the caller
+records the outcome (CONVENTIONS.md, 6).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db import utcnow
+from trust_space.errors import (
+    AccountLocked,
+    AccountSuspended,
+    AuthenticationFailed,
+    TrustSpaceError,
+    UnknownProfessional,
+    WeakPassword,
+)
+from trust_space.models import (
+    Account,
+    AccountKind,
+    AccountState,
+    Mailbox,
+    MailboxKind,
+    MailboxState,
+    Professional,
+)
+from trust_space.naming import parse_national_id
+
+# p=1 is required by Dovecot/libsodium; t=3, m=64 MiB per RFC 9106 §4 second recommendation.
+HASHER = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=1)
+MIN_LENGTH = 8
+
+_dummy: tuple[PasswordHasher, str] | None = None
+
+
+def hash_password(password: str) -> str:
+    """An argon2id PHC string for ``password``."""
+    return HASHER.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """True when ``password`` matches; False on mismatch or an unreadable hash."""
+    try:
+        return HASHER.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """True when the hash was made with other parameters than ``HASHER``'s."""
+    try:
+        return HASHER.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
+
+
+def check_password_strength(password: str) -> list[str]:
+    """The French list of what a new password lacks; empty when it is acceptable."""
+    problems = []
+    if len(password) < MIN_LENGTH:
+        problems.append(f"au moins {MIN_LENGTH} caractères")
+    if not any(c.islower() for c in password):
+        problems.append("au moins une lettre minuscule")
+    if not any(c.isupper() for c in password):
+        problems.append("au moins une lettre majuscule")
+    if not any(c.isdigit() for c in password):
+        problems.append("au moins un chiffre")
+    return problems
+
+
+def _burn_time(password: str) -> None:
+    """Verify against a fixed hash so an unknown login costs as long as a wrong password."""
+    global _dummy
+    if _dummy is None or _dummy[0] is not HASHER:
+        _dummy = (HASHER, HASHER.hash("mss-dummy-password"))
+    verify_password(_dummy[1], password)
+
+
+def find_account(session: Session, identifier: str, *,
+                 for_update: bool = False) -> Account | None:
+    """The account for a login (usually the mailbox address, case-insensitive) or for a CPS
+    national identifier ("8" + RPPS, "0" + ADELI). ``for_update`` locks the row (PostgreSQL;
+    SQLite writers are serialised by BEGIN IMMEDIATE)."""
+    parsed = parse_national_id(identifier)
+    if parsed is not None:
+        column = Professional.rpps if parsed[0] == "rpps" else Professional.adeli
+        query = (select(Account).join(Professional, Account.professional_id == Professional.id)
+                 .where(column == parsed[1]))
+    else:
+        query = select(Account).where(Account.login == identifier.strip().lower())
+    if for_update:
+        query = query.with_for_update(of=Account)
+    return session.execute(query).scalar_one_or_none()
+
+
+def find_professional(session: Session, identifier: str) -> tuple[Professional, str]:
+    """The professional named by an RPPS (11 digits), an ADELI (9 digits), a national id
+    ("8" + RPPS, "0" + ADELI), a personal mailbox address or an account login, with the address
+    of their personal local mailbox (published first, never a closed one; "" when none).
+
+    Raises:
+        UnknownProfessional: nobody matches.
+    """
+    text = identifier.strip()
+    parsed = parse_national_id(text) or (
+        ("rpps", text) if len(text) == 11 and text.isascii() and text.isdigit() else
+        ("adeli", text) if len(text) == 9 and text.isascii() and text.isdigit() else None)
+    professional: Professional | None = None
+    if parsed is not None:
+        column = Professional.rpps if parsed[0] == "rpps" else Professional.adeli
+        professional = session.execute(select(Professional).where(column == parsed[1])
+                                       ).scalar_one_or_none()
+    else:
+        mailbox = session.execute(select(Mailbox).where(Mailbox.address == text.lower())
+                                  ).scalar_one_or_none()
+        account = find_account(session, text)
+        professional = (mailbox.professional if mailbox is not None else None) or (
+            account.professional if account is not None else None)
+    if professional is None:
+        raise UnknownProfessional(f"professionnel inconnu : « {identifier} »")
+    return professional, _personal_address(session, professional)
+
+
+def _personal_address(session: Session, professional: Professional) -> str:
+    boxes = session.execute(select(Mailbox).where(
+        Mailbox.professional_id == professional.id, Mailbox.kind == MailboxKind.PERSONAL,
+        Mailbox.operator_id.is_(None), Mailbox.state != MailboxState.CLOSED)).scalars().all()
+    boxes = sorted(boxes, key=lambda m: (m.state is not MailboxState.PUBLISHED, m.id))
+    return boxes[0].address if boxes else ""
+
+
+def _record_failure(account: Account, now: datetime, max_failures: int,
+                    lock_minutes: int) -> None:
+    account.failed_attempts = (account.failed_attempts or 0) + 1
+    if account.failed_attempts >= max_failures:
+        account.locked_until = now + timedelta(minutes=lock_minutes)
+
+
+def authenticate_password(
+    session: Session,
+    login: str,
+    password: str,
+    *,
+    now: datetime | None = None,
+    max_failures: int = 5,
+    lock_minutes: int = 15,
+) -> Account:
+    """The account once ``password`` is verified for ``login`` (a login or a national id).
+
+    After ``max_failures`` consecutive failures the account is locked for ``lock_minutes``;
+    while locked the password is not even checked. Success resets the counter and sets
+    ``last_login_at``; an outdated hash is re-hashed.
+
+    The failure count is written to ``session`` before raising: catch the error *inside* the
+    transaction (and audit it there) so that it is committed, not rolled back::
+
+        with db.transaction() as session:
+            try:
+                account = authenticate_password(session, login, password)
+            except AuthenticationFailed as exc:
+                audit.record(session, actor=login, action="login", outcome=exc.code)
+                ...
+
+    Raises:
+        AuthenticationFailed: unknown login or wrong password — the same message for both, and
+            about the same time (a dummy verification is run for unknown logins).
+        AccountLocked: an existing account inside its lock window.
+        AccountSuspended: the right password for a suspended account.
+    """
+    now = now or utcnow()
+    # Row lock: parallel guesses on one account are counted one after the other, so the
+    # lock-out cannot be outrun by sending many attempts at once.
+    account = find_account(session, login, for_update=True)
+    if account is None or not account.password_hash:
+        _burn_time(password)
+        raise AuthenticationFailed()
+    if account.locked_until is not None:
+        if account.locked_until > now:
+            raise AccountLocked(account.locked_until)
+        account.locked_until = None
+        account.failed_attempts = 0
+    if not verify_password(account.password_hash, password):
+        _record_failure(account, now, max_failures, lock_minutes)
+        session.flush()
+        raise AuthenticationFailed()
+    if account.state is not AccountState.ACTIVE:
+        raise AccountSuspended()
+    account.failed_attempts = 0
+    account.last_login_at = now
+    if needs_rehash(account.password_hash):
+        account.password_hash = hash_password(password)
+    session.flush()
+    return account
+
+
+def set_password(account: Account, password: str) -> None:
+    """Replace the account's password after checking its strength.
+
+    Raises:
+        WeakPassword: with the French list of problems.
+    """
+    problems = check_password_strength(password)
+    if problems:
+        raise WeakPassword(problems)
+    account.password_hash = hash_password(password)
+    account.failed_attempts = 0
+    account.locked_until = None
+
+
+def create_account(
+    session: Session,
+    *,
+    login: str,
+    kind: AccountKind,
+    password: str | None = None,
+    professional: Professional | None = None,
+    mailbox: Mailbox | None = None,
+) -> Account:
+    """A new active account. ``password`` None leaves password login impossible (card or
+    certificate only).
+
+    Raises:
+        TrustSpaceError: the login is already used. WeakPassword: see ``set_password``.
+    """
+    normalised = login.strip().lower()
+    if not normalised:
+        raise TrustSpaceError("identifiant de connexion vide", code="bad_login")
+    if session.execute(select(Account.id).where(Account.login == normalised)).first():
+        raise TrustSpaceError(f"identifiant déjà utilisé : « {normalised} »", code="login_taken")
+    account = Account(login=normalised, kind=kind, state=AccountState.ACTIVE,
+                      professional=professional, mailbox=mailbox, failed_attempts=0)
+    if password is not None:
+        set_password(account, password)
+    session.add(account)
+    session.flush()
+    return account
+
+
+def create_professional_account(
+    session: Session, professional: Professional, login: str, password: str | None
+) -> Account:
+    """The account of a professional; ``login`` is normally their personal mailbox address,
+    which becomes ``Account.mailbox`` when that mailbox exists."""
+    mailbox = session.execute(
+        select(Mailbox).where(Mailbox.address == login.strip().lower())
+    ).scalar_one_or_none()
+    return create_account(session, login=login, kind=AccountKind.PROFESSIONAL, password=password,
+                          professional=professional, mailbox=mailbox)

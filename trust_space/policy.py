@@ -1,0 +1,197 @@
+"""Who may send as a mailbox, who may receive, and what each delegation role may do.
+
+Pure decisions over the database state the caller's session sees; nothing is written. The
+gateway turns a refused ``Decision`` into ``550 5.7.1`` with ``reason`` as the text
+(CONVENTIONS.md, 2); IMAP ACLs come from ``imap_acl_rights``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from trust_space.models import (
+    Account,
+    AccountKind,
+    Delegation,
+    Mailbox,
+    MailboxKind,
+    MailboxState,
+    Role,
+    TrustedDomain,
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``allowed`` and why: ``code`` is stable (for mappers and tests), ``reason`` French /
+    English for the human reading the SMTP reply."""
+
+    allowed: bool
+    reason: str
+    code: str
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The authenticated party, as the gateway or webmail established it.
+
+    ``professional_id`` for a professional's account; ``mailbox_id`` for an applicative account
+    (the mailbox its account and client certificate are bound to).
+    """
+
+    kind: AccountKind
+    login: str
+    professional_id: int | None = None
+    mailbox_id: int | None = None
+
+    @classmethod
+    def from_account(cls, account: Account) -> Identity:
+        return cls(kind=account.kind, login=account.login,
+                   professional_id=account.professional_id, mailbox_id=account.mailbox_id)
+
+
+def _ok(code: str, reason: str) -> Decision:
+    return Decision(True, reason, code)
+
+
+def _no(code: str, reason: str) -> Decision:
+    return Decision(False, reason, code)
+
+
+_STATE_REFUSALS = {
+    MailboxState.PENDING_VALIDATION: _no(
+        "mailbox_not_published",
+        "Boîte aux lettres en attente de validation / mailbox not yet published"),
+    MailboxState.SUSPENDED: _no(
+        "mailbox_suspended", "Boîte aux lettres suspendue / mailbox suspended"),
+    MailboxState.CLOSED: _no("mailbox_closed", "Boîte aux lettres fermée / mailbox closed"),
+}
+
+
+def _local_mailbox(session: Session, address: str) -> Mailbox | None:
+    # Addresses are stored lower-case (trust_space.naming, directory); compare the same way.
+    mailbox = session.execute(
+        select(Mailbox).where(Mailbox.address == address.strip().lower())
+    ).scalar_one_or_none()
+    return mailbox if mailbox is not None and mailbox.is_local else None
+
+
+def _has_delegation(session: Session, mailbox: Mailbox, professional_id: int) -> bool:
+    # Every role may send (administrator, manager, user); roles differ in mailbox rights only.
+    found = session.execute(
+        select(Delegation.id).where(Delegation.mailbox_id == mailbox.id,
+                                    Delegation.professional_id == professional_id)
+    ).first()
+    return found is not None
+
+
+def _is_holder(session: Session, identity: Identity, mailbox: Mailbox) -> Decision | None:
+    """None when ``identity`` holds ``mailbox``, else the refusal."""
+    if mailbox.kind is MailboxKind.APPLICATIVE:
+        if identity.kind is AccountKind.APPLICATIVE and identity.mailbox_id == mailbox.id:
+            return None
+        return _no("not_bound", "Boîte applicative liée à un autre logiciel / applicative "
+                                "mailbox bound to another account")
+    if identity.kind is not AccountKind.PROFESSIONAL or identity.professional_id is None:
+        return _no("not_owner", "Vous n'êtes pas titulaire de cette boîte / you do not own "
+                                "this mailbox")
+    if mailbox.kind is MailboxKind.PERSONAL:
+        if mailbox.professional_id == identity.professional_id:
+            return None
+        return _no("not_owner", "Vous n'êtes pas titulaire de cette boîte / you do not own "
+                                "this mailbox")
+    if _has_delegation(session, mailbox, identity.professional_id):
+        return None
+    return _no("no_delegation", "Aucune délégation sur cette boîte organisationnelle / no "
+                                "delegation on this organisational mailbox")
+
+
+def may_send_as(session: Session, identity: Identity, mailbox_address: str) -> Decision:
+    """May ``identity`` use ``mailbox_address`` as sender (MAIL FROM / From)?
+
+    A personal mailbox by its own professional; an organisational one by any professional with
+    a delegation on it, whatever the role; an applicative one only by its bound applicative
+    account. Service accounts never send directly: they submit with an authorisation identity,
+    and the gateway asks again for that user. Holding is checked before the state, so that the
+    state of someone else's mailbox is not disclosed; then only published mailboxes may send.
+    """
+    if identity.kind is AccountKind.SERVICE:
+        return _no("service_account", "Un compte de service n'émet pas en son nom / a service "
+                                      "account cannot send on its own behalf")
+    mailbox = _local_mailbox(session, mailbox_address)
+    if mailbox is None:
+        return _no("unknown_mailbox", "Boîte aux lettres inconnue sur cet opérateur / unknown "
+                                      "mailbox on this operator")
+    refusal = _is_holder(session, identity, mailbox)
+    if refusal is not None:
+        return refusal
+    if mailbox.state is not MailboxState.PUBLISHED:
+        return _STATE_REFUSALS[mailbox.state]
+    return _ok("ok", "Émission autorisée / sending allowed")
+
+
+def may_receive(session: Session, address: str, local_domains: Collection[str]) -> Decision:
+    """Is ``address`` a recipient inside the trust space?
+
+    Local domain: only a published local mailbox. Other domains: only whitelisted ones
+    (``TrustedDomain``); the peer operator then decides on the mailbox itself.
+    """
+    local_part, at, domain = address.strip().rpartition("@")
+    domain = domain.lower()
+    if not at or not local_part or not domain:
+        return _no("bad_address", "Adresse invalide / invalid address")
+    if domain in {d.lower() for d in local_domains}:
+        mailbox = _local_mailbox(session, address)
+        if mailbox is None:
+            return _no("unknown_recipient", "Destinataire inconnu dans l'espace de confiance / "
+                                            "unknown recipient in the trust space")
+        if mailbox.state is not MailboxState.PUBLISHED:
+            return _STATE_REFUSALS[mailbox.state]
+        return _ok("local", "Destinataire local / local recipient")
+    trusted = session.execute(
+        select(TrustedDomain.id).where(TrustedDomain.domain == domain)
+    ).first()
+    if trusted is None:
+        return _no("untrusted_domain", "Destinataire hors de l'espace de confiance MSSanté / "
+                                       "recipient outside the MSSanté trust space")
+    return _ok("trusted_peer", "Domaine d'un opérateur de confiance / trusted peer domain")
+
+
+# RFC 4314 §2.1 rights, in the RFC's order.
+RIGHT_NAMES = {
+    "l": "lookup",  # see the mailbox in LIST
+    "r": "read",  # SELECT, FETCH, SEARCH, COPY from
+    "s": "seen",  # keep \Seen across sessions
+    "w": "write",  # flags other than \Seen and \Deleted
+    "i": "insert",  # APPEND, COPY into
+    "p": "post",  # send mail to the submission address of the mailbox
+    "k": "create",  # create sub-mailboxes
+    "x": "delete_mailbox",  # delete or rename the mailbox
+    "t": "delete_messages",  # set or clear \Deleted
+    "e": "expunge",  # EXPUNGE
+    "a": "administer",  # SETACL / DELETEACL / GETACL / LISTRIGHTS
+}
+_ROLE_ACL = {
+    Role.USER: "lrswip",
+    Role.MANAGER: "lrswipkxte",
+    Role.ADMINISTRATOR: "lrswipkxtea",
+}
+
+
+def imap_acl_rights(role: Role | str) -> str:
+    """The RFC 4314 rights string of a delegation role: user ``lrswip`` (read, flag, append,
+    post), manager ``lrswipkxte`` (plus folders, delete, expunge), administrator
+    ``lrswipkxtea`` (plus ACL administration)."""
+    return _ROLE_ACL[Role(role)]
+
+
+def role_rights(role: Role | str) -> frozenset[str]:
+    """The same rights as readable names (``{"lookup", "read", …}``)."""
+    return frozenset(RIGHT_NAMES[letter] for letter in imap_acl_rights(role))
