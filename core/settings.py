@@ -74,7 +74,9 @@ class Settings:
             try:
                 toml_values = tomllib.loads(toml_path.read_text(encoding="utf-8"))
             except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"{toml_path}: fichier de configuration illisible ({exc})") from exc
+                raise ConfigError(
+                    f"{toml_path}: fichier de configuration illisible ({exc})"
+                ) from exc
             for key, value in toml_values.items():
                 if key not in names:
                     raise ConfigError(f"{toml_path}: paramètre inconnu « {key} »")

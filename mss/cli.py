@@ -76,7 +76,8 @@ def demo_cmd(ctx: click.Context, domain: str | None) -> None:
 
     report = setup_demo(app_of(ctx, domain=domain))
     click.echo(f"Espace de démonstration prêt pour {report.domain}.")
-    note = " (généré ; fixez MSS_DEMO_PASSWORD pour le choisir)" if report.password_generated else ""
+    note = (" (généré ; fixez MSS_DEMO_PASSWORD pour le choisir)"
+            if report.password_generated else "")
     click.echo(f"Mot de passe de tous les comptes : {report.password}{note}")
     for login, desc in report.accounts:
         click.echo(f"  {login:40} {desc}")

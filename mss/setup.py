@@ -24,7 +24,8 @@ class InitReport:
     operator_cert: Path
 
 
-def write_pair(issued: Issued, cert_path: Path, key_path: Path, password: bytes | None = None) -> None:
+def write_pair(issued: Issued, cert_path: Path, key_path: Path,
+               password: bytes | None = None) -> None:
     """Write a certificate and its key (key file mode 0600, created before anything is written)."""
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     cert_path.write_bytes(issued.cert_pem())

@@ -1,5 +1,7 @@
 """A small trust space for the mail-store tests (and the IMAP benchmark), built directly with
-the models and the real CA, like ``mss demo`` builds its own.
+the models and the real CA, like ``mss demo`` builds its own; and the pytest fixtures that run
+one real Dovecot for the whole test session (test modules load them with
+``pytest_plugins = ["tests.mailstore_fixtures"]``).
 
 People: Marie (médecin), Paul (pharmacien, administrator of the pharmacy's mailbox), Julie
 (infirmière, user on it), Louis (account locked), Sophie (account suspended), Hugo (mailbox
@@ -8,18 +10,24 @@ suspended), Nina (mailbox with a 1 MB quota). Applicative mailbox ``lps.cabinetm
 
 from __future__ import annotations
 
+import imaplib
 import os
 import socket
+import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from certs.pki import CardIdentity, Issued, Pki
 from core.db import Database, utcnow
 from core.settings import Settings
+from mailstore.config import Options
+from mailstore.service import DovecotService
 from trust_space.accounts import hash_password
 from trust_space.models import (
     Account,
@@ -93,6 +101,29 @@ class TrustSpace:
     def ca_file(self) -> Path:
         return self.settings.pki_dir / "ca.pem"
 
+    password = PASSWORD
+
+    def tls_context(self, card: str | None = None) -> ssl.SSLContext:
+        """A client TLS context trusting mss's CA, with a client certificate when asked."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        if card is not None:
+            crt, key = self.cards[card]
+            context.load_cert_chain(str(crt), str(key))
+        return context
+
+    def imaps(self, card: str | None = None) -> imaplib.IMAP4_SSL:
+        """An imaplib connection on the IMAPS port."""
+        return imaplib.IMAP4_SSL("127.0.0.1", self.settings.imaps_port,
+                                 ssl_context=self.tls_context(card), timeout=10)
+
+    @staticmethod
+    def message(subject: str, sender: str = "marie.martin@mss.test",
+                to: str = "paul.durand@mss.test", body: str = "Bonjour.\n",
+                date: str = "Mon, 10 Nov 2025 10:00:00 +0100") -> bytes:
+        """A small RFC 5322 message."""
+        return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\n"
+                f"Message-ID: <{os.urandom(6).hex()}@mss.test>\r\n\r\n{body}").encode()
+
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {"imap_port": free_port(), "imaps_port": free_port(),
@@ -130,9 +161,7 @@ def build(settings: Settings) -> TrustSpace:
                                         "stranger")
         space.cards["revoked"] = _card(session, space, PEOPLE["paul"], "revoked")
         space.cards["lps"] = _client(session, space)
-        serial = x509.load_pem_x509_certificate(space.cards["revoked"][0].read_bytes()).serial_number
-        pki.revoke(session, serial, "keyCompromise")
-        publish_crl(space, session)
+        revoke(space, session, "revoked")
     return space
 
 
@@ -168,6 +197,13 @@ def _pair_paths(space: TrustSpace, name: str) -> tuple[Path, Path]:
     return base / f"{name}.crt", base / f"{name}.key"
 
 
+def revoke(space: TrustSpace, session: object, card: str) -> None:
+    """Revoke one of the test certificates and publish the CRL."""
+    cert = x509.load_pem_x509_certificate(space.cards[card][0].read_bytes())
+    space.pki.revoke(session, cert.serial_number, "keyCompromise")  # type: ignore[arg-type]
+    publish_crl(space, session)
+
+
 def publish_crl(space: TrustSpace, session: object) -> None:
     """The issuing CA's CRL (``Pki.make_crl``) plus an empty CRL of the root, which OpenSSL's
     CRL_CHECK_ALL (Dovecot's ``ssl_require_crl``) needs for the issuing CA certificate."""
@@ -195,3 +231,31 @@ def _write_pair(issued: Issued, crt: Path, key: Path) -> tuple[Path, Path]:
     with os.fdopen(fd, "wb") as fh:
         fh.write(issued.key_pem())
     return crt, key
+
+
+# ---------------------------------------------------------------------- pytest fixtures
+TEST_OPTIONS = Options(auth_failure_delay=0, trusted_networks="127.0.0.0/8")
+
+
+@pytest.fixture(scope="session")
+def mailstore_space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrustSpace]:
+    """The trust space above, in a session-wide temporary data directory (SQLite)."""
+    root = tmp_path_factory.mktemp("ms")
+    space = build(make_settings(root / "data"))
+    yield space
+    space.db.dispose()
+
+
+@pytest.fixture(scope="session")
+def _dovecot_session(mailstore_space: TrustSpace) -> Iterator[DovecotService]:
+    service = DovecotService(mailstore_space.settings, mailstore_space.db, options=TEST_OPTIONS)
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def dovecot(_dovecot_session: DovecotService) -> DovecotService:
+    """The session's Dovecot, answering (a test may have restarted it)."""
+    assert _dovecot_session.wait_ready(30), "Dovecot ne répond plus"
+    return _dovecot_session

@@ -22,14 +22,6 @@ from trust_space.directory import (
 from trust_space.errors import ImportFailed
 from trust_space.fhir import EXT_SMIME, OID_FINESS, OID_IDNPS, export_directory, import_directory
 from trust_space.importers import import_professionals, import_structures
-from trust_space.whitelist import (
-    diff_whitelist,
-    export_whitelist,
-    import_whitelist,
-    local_entry,
-    parse_whitelist,
-    render_whitelist,
-)
 from trust_space.models import (
     Mailbox,
     MailboxKind,
@@ -37,6 +29,14 @@ from trust_space.models import (
     Professional,
     Structure,
     TrustedDomain,
+)
+from trust_space.whitelist import (
+    diff_whitelist,
+    export_whitelist,
+    import_whitelist,
+    local_entry,
+    parse_whitelist,
+    render_whitelist,
 )
 
 HEADER = ("rpps;adeli;civilite;prenom;nom;profession;specialite;email;mobile;telephone;"
