@@ -53,6 +53,7 @@ _PURPOSES: dict[str, tuple[x509.ObjectIdentifier, str]] = {
     "server": (ExtendedKeyUsageOID.SERVER_AUTH, "l'authentification d'un serveur TLS"),
 }
 MAX_DEPTH = 4
+_CERT_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 _CRL_PEM = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 
 
@@ -72,6 +73,24 @@ class TrustStore:
             raise PkiNotInitialised(f"Pas d'autorité de certification dans {pki_dir} (ca.pem).")
         crl = crl_path.read_bytes() if crl_path.is_file() else None
         return cls.from_pem(ca_path.read_bytes(), crl)
+
+    @classmethod
+    def with_peers(cls, pki_dir: Path) -> TrustStore:
+        """Our CA plus the peer operators' CAs: every ``*.pem`` under ``pki_dir/peers/`` (CA
+        certificates and their CRLs, as each peer publishes its ``ca.pem`` and ``crl.pem``).
+        Used to authenticate peer relays and to verify signatures of peer professionals."""
+        ca_path, crl_path = Path(pki_dir) / "ca.pem", Path(pki_dir) / "crl.pem"
+        if not ca_path.is_file():
+            raise PkiNotInitialised(f"Pas d'autorité de certification dans {pki_dir} (ca.pem).")
+        bundle = [ca_path.read_bytes()]
+        crls = [crl_path.read_bytes() if crl_path.is_file() else b""]
+        for extra in sorted((Path(pki_dir) / "peers").glob("*.pem")):
+            data = extra.read_bytes()
+            if b"BEGIN CERTIFICATE" in data:
+                bundle.extend(_CERT_PEM.findall(data))
+            if b"BEGIN X509 CRL" in data:
+                crls.append(data)
+        return cls.from_pem(b"\n".join(bundle), b"\n".join(crls))
 
     @classmethod
     def from_pem(cls, ca_pem: bytes, crl_pem: bytes | None = None) -> TrustStore:
