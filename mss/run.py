@@ -58,6 +58,27 @@ def services_for(role: str) -> list[Callable[[App], Service]]:
     return list(SERVICES[role])
 
 
+MAINTENANCE_INTERVAL = 3600.0  # seconds between housekeeping rounds
+
+
+def _maintain(app: App, services: list[Service]) -> None:
+    """Hourly housekeeping: keep the CRL fresh and make the services reload it."""
+    from mss.setup import refresh_crl_if_due
+
+    try:
+        with app.db.transaction() as session:
+            renewed = refresh_crl_if_due(app.pki, session)
+    except Exception:  # housekeeping must never bring the services down
+        log.exception("renouvellement de la CRL en échec")
+        return
+    if renewed:
+        log.info("CRL renouvelée")
+        for service in services:
+            reload = getattr(service, "reload", None)
+            if callable(reload):
+                reload()
+
+
 def run(app: App, role: str, *, ready: Callable[[list[Service]], None] | None = None,
         stop_event: threading.Event | None = None) -> None:
     """Start the role's services, call ``ready``, block until SIGTERM/SIGINT (or ``stop_event``),
@@ -74,7 +95,8 @@ def run(app: App, role: str, *, ready: Callable[[list[Service]], None] | None = 
             started.append(service)
         if ready:
             ready(started)
-        stop.wait()
+        while not stop.wait(MAINTENANCE_INTERVAL):
+            _maintain(app, started)
     finally:
         for service in reversed(started):
             try:

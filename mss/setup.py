@@ -8,7 +8,11 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from cryptography import x509
+from sqlalchemy.orm import Session
 
 from certs.pki import Issued, Pki
 from core import audit, migrate
@@ -42,6 +46,21 @@ def server_hostnames(app: App) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
+CRL_RENEW_MARGIN = timedelta(days=2)
+
+
+def refresh_crl_if_due(pki: Pki, session: Session) -> bool:
+    """Re-sign the CRL when it is missing or expires within ``CRL_RENEW_MARGIN`` (it is valid
+    7 days; OpenSSL-based checkers such as Dovecot's refuse every client certificate once the
+    CRL has expired). Returns True when a new CRL was written."""
+    if pki.crl_path.exists():
+        crl = x509.load_pem_x509_crl(pki.crl_path.read_bytes())
+        if crl.next_update_utc and crl.next_update_utc - datetime.now(UTC) > CRL_RENEW_MARGIN:
+            return False
+    pki.make_crl(session)
+    return True
+
+
 def init(app: App) -> InitReport:
     """Create or complete the data directory of ``app``."""
     s = app.settings
@@ -65,8 +84,8 @@ def init(app: App) -> InitReport:
             # CN = our domain: the DN a peer pins in its whitelist is unique per operator.
             issued = pki.issue_operator(session, [s.domain, s.hostname], s.operator_name)
             write_pair(issued, operator_crt, operator_key)
+        refresh_crl_if_due(pki, session)
         if created:
-            pki.make_crl(session)
             audit.record(session, actor="mss-cli", action="pki.create", target=s.domain,
                          outcome="ok")
     return InitReport(s.data_dir, s.effective_database_url, created, server_crt, operator_crt)
