@@ -246,8 +246,11 @@ def _find_signer(sid: cms.SignerIdentifier,
     chosen = sid.chosen
     for cert in certs:
         if sid.name == "issuer_and_serial_number":
-            found = (cert.issuer == chosen["issuer"]
-                     and cert.serial_number == chosen["serial_number"].native)
+            # Serial first: asn1crypto's Name equality normalises every attribute (slow), so
+            # compare names only for the one certificate whose serial matches.
+            found = (cert.serial_number == chosen["serial_number"].native
+                     and (cert.issuer.dump() == chosen["issuer"].dump()
+                          or cert.issuer == chosen["issuer"]))
         else:
             found = cert.key_identifier == chosen.native
         if found:
