@@ -34,6 +34,26 @@ apt_install() {
   fi
 }
 
+# As root, Dovecot's mail processes run as the unprivileged system user vmail (see mailstore/).
+ensure_vmail() {
+  if [ "$(id -u)" -eq 0 ] && ! id vmail >/dev/null 2>&1; then
+    useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin vmail
+  fi
+}
+
+# Dovecot's unprivileged processes must traverse every parent of the data directory; a clone
+# under /root (mode 0700) cannot host it, so root then defaults to /var/lib/mss.
+default_data_dir() {
+  local dir="$PWD"
+  if [ "$(id -u)" -eq 0 ]; then
+    while [ "$dir" != "/" ]; do
+      if [ "$(( $(stat -c '%a' "$dir") % 2 ))" -eq 0 ]; then echo /var/lib/mss; return; fi
+      dir="$(dirname "$dir")"
+    done
+  fi
+  echo "$PWD/mss-data"
+}
+
 PYTHON="${PYTHON:-python3}"
 make_venv() {
   if [ ! -x .venv/bin/python ]; then
@@ -49,13 +69,16 @@ make_venv() {
 
 if [ "$MODE" = run ]; then
   apt_install "${RUN_PACKAGES[@]}"
+  ensure_vmail
   make_venv ""
-  export MSS_DATA_DIR="${MSS_DATA_DIR:-$PWD/mss-data}"
+  export MSS_DATA_DIR="${MSS_DATA_DIR:-$(default_data_dir)}"
+  echo "== data directory: $MSS_DATA_DIR"
   .venv/bin/mss demo
   exec .venv/bin/mss run
 fi
 
 apt_install "${RUN_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+ensure_vmail
 make_venv "[test]"
 echo "== lint"
 .venv/bin/ruff check .

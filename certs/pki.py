@@ -226,6 +226,12 @@ class Pki:
             extensions.append((x509.SubjectAlternativeName([x509.RFC822Name(address)]), False))
         subject = xu.make_name((NameOID.ORGANIZATION_NAME, self.organisation),
                            (NameOID.COMMON_NAME, name))
+        if address:
+            # serialNumber carries the mailbox address: the mail store maps a client
+            # certificate to its account by this field, never by the CN. UTF8String because
+            # PrintableString (the default for serialNumber) cannot hold "@".
+            subject = x509.Name([*subject, x509.NameAttribute(
+                NameOID.SERIAL_NUMBER, address, _type=x509.name._ASN1Type.UTF8String)])
         extensions += [(xu.key_usage(sign=True, encipher=True), True),
                        (x509.ExtendedKeyUsage(ekus), False)]
         return self._issue_with_key(session, CertKind.CLIENT, subject, address or name,

@@ -17,3 +17,4 @@ def configure(level: str = "INFO") -> None:
     handler._mss = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step

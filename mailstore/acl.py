@@ -133,7 +133,7 @@ def _write_shared_dict(path: Path, wanted: dict[str, dict[str, str]],
 def _replace(path: Path, text: str, users: ProcessUsers) -> None:
     if path.exists() and path.read_text() == text:
         return
-    tmp = path.with_name(f".{path.name}.mss.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # webmail and mss may both sync
     tmp.write_text(text)
     _own(tmp, users)
     os.replace(tmp, path)

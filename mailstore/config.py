@@ -13,20 +13,19 @@ every start and reload; nobody edits it by hand. Layout::
     DATA_DIR/mail/<domain>/<local>/     each mailbox's home, Maildir in ``Maildir/``
     DATA_DIR/log/dovecot.log            Dovecot's log
 
-Who runs what. As a normal user, every Dovecot process runs as that user (no chroot). As root,
-Dovecot's own split applies: login processes as ``dovenull``, internal services as ``dovecot``,
-and mail (imap, lmtp) as a dedicated ``vmail`` system user when it exists (``setup.sh`` creates
-it), else as ``dovecot`` with a warning. The mail user owns ``DATA_DIR/mail``; ``DATA_DIR`` gets
-the execute bit for others (traverse, not list) so that the unprivileged processes reach their
-sockets and mail, and mss's database and settings files are kept private (0600).
+Who runs what (``mailstore.users``). As a normal user, every Dovecot process runs as that user
+(no chroot). As root, Dovecot's own split applies: login processes as ``dovenull``, internal
+services as ``dovecot``, and mail (imap, lmtp) as a dedicated ``vmail`` system user when it
+exists (``setup.sh`` creates it), else as ``dovecot`` with a warning. The mail user owns
+``DATA_DIR/mail``; ``DATA_DIR`` gets the execute bit for others (traverse, not list) so that
+the unprivileged processes reach their sockets and mail, and mss's database and settings files
+are kept private (0600). Every parent of ``DATA_DIR`` must be traversable too (not ``/root``).
 """
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
-import pwd
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +33,10 @@ from pathlib import Path
 from core.errors import ConfigError
 from core.settings import Settings
 from mailstore import credentials, sql
+from mailstore.users import ProcessUsers
 
 log = logging.getLogger("mss.mailstore")
 
-MAIL_USER = "vmail"
 SPECIAL_FOLDERS = (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"))
 SHARED_PREFIX = "shared/"  # organisational mailboxes: shared/<address>/INBOX, …/Sent
 SEPARATOR = "/"
@@ -79,51 +78,6 @@ class DovecotPaths:
 
 
 @dataclass(frozen=True)
-class ProcessUsers:
-    """The system users Dovecot's processes run as (see the module docstring)."""
-
-    owner: str  # the user mss runs as; owns the LMTP socket
-    internal: str
-    login: str
-    mail: str
-    mail_uid: int
-    mail_gid: int
-    privileged: bool  # running as root: privileges are dropped per service
-
-    @classmethod
-    def detect(cls, mail_user: str | None = None) -> ProcessUsers:
-        me = pwd.getpwuid(os.geteuid())
-        if os.geteuid() != 0:
-            return cls(me.pw_name, me.pw_name, me.pw_name, me.pw_name, me.pw_uid, me.pw_gid,
-                       False)
-        for name in ("dovecot", "dovenull"):
-            _require_user(name)
-        mail = _mail_user(mail_user)
-        return cls(me.pw_name, "dovecot", "dovenull", mail.pw_name, mail.pw_uid, mail.pw_gid,
-                   True)
-
-
-def _require_user(name: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        raise ConfigError(f"utilisateur système « {name} » absent : installez dovecot-core "
-                          "(apt-get install dovecot-imapd dovecot-lmtpd)") from None
-
-
-def _mail_user(wanted: str | None) -> pwd.struct_passwd:
-    if wanted:
-        return _require_user(wanted)
-    try:
-        return pwd.getpwnam(MAIL_USER)
-    except KeyError:
-        log.warning("utilisateur système %s absent : les boîtes appartiendront à dovecot "
-                    "(créez-le : useradd --system --user-group --shell /usr/sbin/nologin %s)",
-                    MAIL_USER, MAIL_USER)
-        return _require_user("dovecot")
-
-
-@dataclass(frozen=True)
 class Options:
     """Knobs that are not settings of mss (tests shorten the failure delay)."""
 
@@ -133,6 +87,9 @@ class Options:
     # 15 s) and that may pass the real client IP (IMAP ID x-originating-ip). Never makes a
     # session "secured": ssl = required still demands TLS.
     trusted_networks: str = ""
+    # Dovecot slows down logins from an IP after failures from it (2 s doubling up to 15 s).
+    # Tests turn it off: they fail logins on purpose, all from 127.0.0.1.
+    auth_penalty: bool = True
 
 
 def prepare(settings: Settings, users: ProcessUsers, options: Options | None = None,
@@ -175,12 +132,29 @@ def _make_dirs(paths: DovecotPaths, users: ProcessUsers) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     paths.mail_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if users.privileged:
+        _check_traversal(paths.data_dir, users)
         _open_traversal(paths.data_dir)
         os.chown(paths.mail_dir, users.mail_uid, users.mail_gid)
         os.chmod(paths.mail_dir, 0o700)
         os.chown(paths.state_dir, users.mail_uid, users.mail_gid)
         os.chmod(paths.base_dir.parent, 0o755)
         os.chmod(paths.conf_dir, 0o755)
+
+
+def _check_traversal(data_dir: Path, users: ProcessUsers) -> None:
+    """Dovecot's unprivileged processes must be able to walk down to DATA_DIR.
+
+    Raises:
+        ConfigError: a parent directory (``/root`` typically) is closed to them.
+    """
+    for parent in data_dir.parents:
+        st = parent.stat()
+        if st.st_mode & 0o001 or st.st_uid == users.mail_uid:
+            continue
+        raise ConfigError(
+            f"{parent} (mode {st.st_mode & 0o777:o}) n'est pas traversable par les processus "
+            f"de Dovecot ({users.mail}, {users.internal}) : placez MSS_DATA_DIR ailleurs, "
+            f"autorisez la traversée (chmod o+x {parent}) ou lancez mss sans être root")
 
 
 def _open_traversal(data_dir: Path) -> None:
@@ -225,7 +199,7 @@ def render(settings: Settings, paths: DovecotPaths, users: ProcessUsers,
         _ssl(settings, paths),
         _auth(paths, options),
         _mail(paths, options),
-        _services(settings, paths, users),
+        _services(settings, paths, users, options),
     ]) + "\n"
 
 
@@ -243,6 +217,7 @@ log_path = {paths.log}
 log_timestamp = "%Y-%m-%d %H:%M:%S "
 login_greeting = mss IMAP ({settings.domain}) ready
 default_internal_user = {users.internal}
+default_internal_group = {users.internal_group}
 default_login_user = {users.login}
 {mail_ids}first_valid_uid = {users.mail_uid}
 first_valid_gid = {users.mail_gid}
@@ -351,9 +326,13 @@ protocol lmtp {{
 """
 
 
-def _services(settings: Settings, paths: DovecotPaths, users: ProcessUsers) -> str:
+def _services(settings: Settings, paths: DovecotPaths, users: ProcessUsers,
+              options: Options) -> str:
     chroot = "" if users.privileged else "  chroot =\n"
     worker_user = "root" if users.privileged else "$default_internal_user"
+    # The auth process finds anvil's penalty socket by this name; moved away, no penalty.
+    penalty = "" if options.auth_penalty else (
+        "  unix_listener anvil-auth-penalty {\n    path = anvil-auth-penalty-off\n  }\n")
     return f"""\
 service imap-login {{
 {chroot}  inet_listener imap {{
@@ -377,7 +356,7 @@ service auth-worker {{
   user = {worker_user}
 }}
 service anvil {{
-{chroot}}}
+{chroot}{penalty}}}
 """
 
 
@@ -392,10 +371,3 @@ def dovecot_binary() -> str:
             return candidate
     raise ConfigError("Dovecot est absent : apt-get install dovecot-imapd dovecot-lmtpd "
                       "dovecot-sqlite dovecot-pgsql")
-
-
-def group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)

@@ -70,15 +70,14 @@ def write_master_users(conf_dir: Path, group: str | None) -> Path:
     process when running as root (it reads the file after dropping privileges)."""
     secret = _secret(conf_dir)
     path = conf_dir / MASTER_USERS_FILE
-    if path.exists() and _matches(path, secret):
-        return path  # keep the same salt: no needless rewrite on every start
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"{MASTER_USER}:{ssha512(secret)}\n")
+    if not (path.exists() and _matches(path, secret)):  # else keep it: no rewrite per start
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{MASTER_USER}:{ssha512(secret)}\n")
+        os.replace(tmp, path)
     if group is not None:
-        os.chown(tmp, 0, grp.getgrnam(group).gr_gid)
-    os.replace(tmp, path)
+        os.chown(path, 0, grp.getgrnam(group).gr_gid)
     return path
 
 

@@ -13,7 +13,9 @@ Organisational mailboxes are folders of the shared namespace: ``shared_folder(ad
 from __future__ import annotations
 
 import email
+import email.parser
 import email.policy
+import email.utils
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,13 +26,19 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
-from imapclient.response_types import Address
 
 from mailstore.config import SEPARATOR, SHARED_PREFIX
 from mailstore.errors import ImapError, MailboxNotFound
 
-ENVELOPE_ITEMS = [b"ENVELOPE", b"FLAGS", b"RFC822.SIZE", b"INTERNALDATE"]
+# The list view needs four header fields, flags and size. They are fetched as raw header text
+# through imaplib (under IMAPClient) and parsed by the email package: IMAPClient's pure-Python
+# parser of ENVELOPE structures costs several times the round trip itself (bench/imap_bench.py).
+HEADER_FIELDS = "BODY.PEEK[HEADER.FIELDS (DATE FROM TO SUBJECT)]"
 _APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
+_UID = re.compile(rb"\bUID (\d+)")
+_FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
+_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+_HEADERS = email.parser.HeaderParser(policy=email.policy.compat32)
 
 
 def shared_folder(address: str, folder: str = "INBOX") -> str:
@@ -130,9 +138,23 @@ class MailboxSession:
         uids = self.sorted_uids(folder)
         start = max(page - 1, 0) * per_page
         chunk = uids[start:start + per_page]
-        fetched = self._call(self.client.fetch, chunk, ENVELOPE_ITEMS) if chunk else {}
-        envelopes = [_envelope(uid, fetched[uid]) for uid in chunk if uid in fetched]
+        fetched = self._fetch_envelopes(chunk) if chunk else {}
+        envelopes = [fetched[uid] for uid in chunk if uid in fetched]
         return Page(envelopes, len(uids), page, per_page)
+
+    def _fetch_envelopes(self, uids: list[int]) -> dict[int, Envelope]:
+        raw = self.client._imap  # the imaplib connection IMAPClient drives (see HEADER_FIELDS)
+        try:
+            typ, data = raw.uid("FETCH", ",".join(map(str, uids)),
+                                f"(UID FLAGS RFC822.SIZE {HEADER_FIELDS})")
+        except raw.error as exc:
+            raise ImapError(f"Erreur IMAP : {exc}") from exc
+        result = {}
+        for item in data:
+            if isinstance(item, tuple) and (uid := _UID.search(item[0])):
+                env = _envelope(int(uid.group(1)), item[0], item[1])
+                result[env.uid] = env
+        return result
 
     def sorted_uids(self, folder: str, criteria: Sequence[Any] = ("ALL",)) -> list[int]:
         """UIDs matching ``criteria``, newest first (SORT REVERSE DATE, RFC 5256)."""
@@ -157,16 +179,17 @@ class MailboxSession:
     def search(self, folder: str, *, text: str | None = None, sender: str | None = None,
                since: date | None = None, before: date | None = None,
                unseen: bool = False) -> list[int]:
-        """UIDs of the messages matching every given criterion, newest first."""
+        """UIDs of the messages matching every given criterion, newest first. Dates are the
+        messages' ``Date`` (SENTSINCE/SENTBEFORE, the date the list is sorted and shown by)."""
         criteria: list[Any] = []
         if text:
             criteria += ["TEXT", text]
         if sender:
             criteria += ["FROM", sender]
         if since:
-            criteria += ["SINCE", since]
+            criteria += ["SENTSINCE", since]
         if before:
-            criteria += ["BEFORE", before]
+            criteria += ["SENTBEFORE", before]
         if unseen:
             criteria.append("UNSEEN")
         return self.sorted_uids(folder, criteria or ["ALL"])
@@ -235,27 +258,29 @@ def _flags(raw: Iterable[bytes | str]) -> tuple[str, ...]:
     return tuple(f.decode() if isinstance(f, bytes) else f for f in raw)
 
 
-def _text(value: bytes | None) -> str:
+def _envelope(uid: int, prefix: bytes, header_block: bytes) -> Envelope:
+    # Raw 8-bit header values (SMTPUTF8, broken senders) are taken as UTF-8.
+    headers = _HEADERS.parsestr(header_block.decode("utf-8", "replace"))
+    flags = _FLAGS.search(prefix)
+    size = _SIZE.search(prefix)
+    try:
+        when = email.utils.parsedate_to_datetime(headers["Date"]) if headers["Date"] else None
+    except (TypeError, ValueError):
+        when = None
+    to = tuple(_text_str(f"{name} <{addr}>" if name else addr)
+               for name, addr in email.utils.getaddresses(headers.get_all("To", [])))
+    return Envelope(uid, when, _text_str(headers["Subject"]), _text_str(headers["From"]), to,
+                    tuple(f.decode() for f in flags.group(1).split()) if flags else (),
+                    int(size.group(1)) if size else 0)
+
+
+def _text_str(value: str | None) -> str:
+    """A header value with RFC 2047 encoded words decoded."""
     if not value:
         return ""
-    decoded = value.decode("utf-8", "replace")
+    if "=?" not in value:
+        return value.strip()
     try:
-        return str(make_header(decode_header(decoded)))
+        return str(make_header(decode_header(value))).strip()
     except (ValueError, LookupError):
-        return decoded
-
-
-def _address(addr: Address) -> str:
-    mailbox = (addr.mailbox or b"").decode("utf-8", "replace")
-    host = (addr.host or b"").decode("utf-8", "replace")
-    full = f"{mailbox}@{host}" if host else mailbox
-    name = _text(addr.name)
-    return f"{name} <{full}>" if name else full
-
-
-def _envelope(uid: int, data: dict[bytes, Any]) -> Envelope:
-    env = data[b"ENVELOPE"]
-    sender = _address(env.from_[0]) if env.from_ else ""
-    to = tuple(_address(a) for a in (env.to or ()))
-    return Envelope(uid, env.date or data.get(b"INTERNALDATE"), _text(env.subject), sender, to,
-                    _flags(data.get(b"FLAGS", ())), int(data.get(b"RFC822.SIZE", 0)))
+        return value.strip()

@@ -10,7 +10,11 @@ growing pause while it keeps failing. A Dovecot left running by a previous mss t
 is recognised by its pid file and command line, and stopped first.
 
 ``reload`` rewrites the configuration, the CA/CRL bundle and the ACLs, then sends SIGHUP:
-Dovecot re-reads everything, including the CRL (a revoked certificate stops working at once).
+Dovecot re-reads everything, including the CRL. The supervisor also watches ``pki/ca.pem`` and
+``pki/crl.pem``: when any process (``mss`` CLI, webmail) publishes a new CRL, the bundle is
+rebuilt and Dovecot reloaded within ``watch_interval`` seconds, so a revoked certificate stops
+working without anyone calling ``reload``. ``reload_running`` does the same from another
+process, for the Dovecot that ``mss run`` started on this data directory.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ class DovecotService:
     def __init__(self, settings: Settings, db: Database, *,
                  options: config.Options | None = None,
                  users: config.ProcessUsers | None = None,
-                 start_timeout: float = 20.0, restart_pause: float = 0.5) -> None:
+                 start_timeout: float = 20.0, restart_pause: float = 0.5,
+                 watch_interval: float = 2.0) -> None:
         self.settings = settings
         self.db = db
         self.options = options or config.Options()
@@ -51,7 +56,9 @@ class DovecotService:
         self.paths = config.DovecotPaths.from_settings(settings)
         self.start_timeout = start_timeout
         self.restart_pause = restart_pause
+        self.watch_interval = watch_interval
         self.restarts = 0
+        self._pki_stamp: tuple[tuple[int, int], ...] = ()
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._ready = threading.Event()
@@ -136,8 +143,20 @@ class DovecotService:
 
     # ------------------------------------------------------------------ internals
     def _write_all(self) -> None:
+        self._pki_stamp = _pki_stamp(self.settings)
         self.paths = config.prepare(self.settings, self.users, self.options)
         acl.sync(self.db, self.paths, self.users)
+
+    def _watch_pki(self) -> None:
+        """A new CRL (or CA bundle) on disk: rebuild ``client-ca.pem`` and reload."""
+        stamp = _pki_stamp(self.settings)
+        proc = self._proc
+        if stamp == self._pki_stamp or proc is None or proc.poll() is not None:
+            return
+        self._pki_stamp = stamp
+        config.write_client_ca(self.settings, self.paths)
+        proc.send_signal(signal.SIGHUP)
+        log.info("Dovecot rechargé : nouvelle liste de révocation")
 
     def _spawn(self, binary: str) -> None:
         self._ready.clear()
@@ -178,7 +197,11 @@ class DovecotService:
         while not self._stopping.is_set():
             proc = self._proc
             assert proc is not None
-            code = proc.wait()
+            try:
+                code = proc.wait(self.watch_interval)
+            except subprocess.TimeoutExpired:
+                self._watch_pki()
+                continue
             if self._stopping.is_set():
                 return
             self._ready.clear()
@@ -211,6 +234,29 @@ class DovecotService:
             os.kill(pid, signal.SIGKILL)
 
 
+def reload_running(settings: Settings) -> bool:
+    """From any process: rebuild the CA/CRL bundle and SIGHUP the Dovecot running on this
+    data directory. False when none runs (nothing to do: the next start reads the files)."""
+    paths = config.DovecotPaths.from_settings(settings)
+    pid = _read_pid(paths.master_pid)
+    if pid is None or not _is_ours(pid, paths.conf):
+        return False
+    config.write_client_ca(settings, paths)
+    os.kill(pid, signal.SIGHUP)
+    return True
+
+
+def _pki_stamp(settings: Settings) -> tuple[tuple[int, int], ...]:
+    stamps = []
+    for name in ("ca.pem", "crl.pem"):
+        try:
+            st = (settings.pki_dir / name).stat()
+            stamps.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamps.append((0, 0))
+    return tuple(stamps)
+
+
 def _connect_host(listen: str) -> str:
     if listen in ("", "*", "0.0.0.0"):
         return "127.0.0.1"
@@ -227,13 +273,12 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it counts as stopped)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _is_ours(pid: int, conf: Path) -> bool:

@@ -5,6 +5,7 @@ and prints the result; errors become a clear message and a non-zero exit code in
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class MssGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, data_dir: Path | None) -> None:
     """mss — opérateur de messagerie sécurisée de santé."""
+    # Files mss creates (database, keys, settings) are private unless made otherwise on purpose.
+    os.umask(0o077)
 
 
 def app_of(ctx: click.Context, **overrides: Any) -> App:

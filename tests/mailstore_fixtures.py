@@ -5,15 +5,18 @@ one real Dovecot for the whole test session (test modules load them with
 
 People: Marie (médecin), Paul (pharmacien, administrator of the pharmacy's mailbox), Julie
 (infirmière, user on it), Louis (account locked), Sophie (account suspended), Hugo (mailbox
-suspended), Nina (mailbox with a 1 MB quota). Applicative mailbox ``lps.cabinetmartin``.
+suspended), Nina (mailbox with a 1 MB quota), Emma and Léo (for the client-layer tests).
+Applicative mailbox ``lps.cabinetmartin``.
 """
 
 from __future__ import annotations
 
 import imaplib
 import os
+import shutil
 import socket
 import ssl
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -74,6 +77,8 @@ PEOPLE = {
     "sophie": Person("Sophie", "Roux", rpps="10000000005", account_state=AccountState.SUSPENDED),
     "hugo": Person("Hugo", "Blanc", rpps="10000000006", mailbox_state=MailboxState.SUSPENDED),
     "nina": Person("Nina", "Morel", rpps="10000000007", quota_mb=1),
+    "emma": Person("Emma", "Garnier", rpps="10000000008"),
+    "leo": Person("Leo", "Faure", rpps="10000000009"),
 }
 
 
@@ -92,6 +97,7 @@ class TrustSpace:
     pki: Pki
     domain: str
     cards: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # name -> (crt, key)
+    scratch: list[Path] = field(default_factory=list)  # removed with the session
 
     def address(self, name: str) -> str:
         local = {"org": ORG, "lps": LPS}.get(name) or PEOPLE[name].local
@@ -115,6 +121,23 @@ class TrustSpace:
         """An imaplib connection on the IMAPS port."""
         return imaplib.IMAP4_SSL("127.0.0.1", self.settings.imaps_port,
                                  ssl_context=self.tls_context(card), timeout=10)
+
+    def revoke(self, card: str) -> None:
+        """Revoke one of the test certificates and publish the CRL (no reload)."""
+        with self.db.transaction() as session:
+            revoke(self, session, card)
+
+    def sibling_settings(self, **overrides: object) -> Settings:
+        """Settings of a second installation (own data directory and ports) on the same
+        database and CA."""
+        root = open_tempdir("mss-mailstore-2-")
+        self.scratch.append(root)
+        data = root / "data"
+        data.mkdir()
+        shutil.copytree(self.settings.pki_dir, data / "pki")
+        values: dict[str, object] = {"database_url": self.settings.effective_database_url}
+        values.update(overrides)
+        return make_settings(data, **values)
 
     @staticmethod
     def message(subject: str, sender: str = "marie.martin@mss.test",
@@ -155,7 +178,7 @@ def build(settings: Settings) -> TrustSpace:
         session.add(lps)
         session.add(Account(login=lps.address, kind=AccountKind.APPLICATIVE, mailbox=lps,
                             password_hash=pwd_hash, failed_attempts=0))
-        for name in ("marie", "julie", "hugo"):
+        for name in ("marie", "julie", "hugo", "emma"):
             space.cards[name] = _card(session, space, PEOPLE[name], name)
         space.cards["stranger"] = _card(session, space, Person("Inconnu", "Hors", "19999999999"),
                                         "stranger")
@@ -234,16 +257,27 @@ def _write_pair(issued: Issued, crt: Path, key: Path) -> tuple[Path, Path]:
 
 
 # ---------------------------------------------------------------------- pytest fixtures
-TEST_OPTIONS = Options(auth_failure_delay=0, trusted_networks="127.0.0.0/8")
+TEST_OPTIONS = Options(auth_failure_delay=0, auth_penalty=False)
+
+
+def open_tempdir(prefix: str) -> Path:
+    """A temporary directory that Dovecot's unprivileged processes can traverse (pytest's own
+    temporary root is 0700: fine for the mss process, closed to ``dovecot`` when run as root).
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    return path
 
 
 @pytest.fixture(scope="session")
-def mailstore_space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrustSpace]:
+def mailstore_space() -> Iterator[TrustSpace]:
     """The trust space above, in a session-wide temporary data directory (SQLite)."""
-    root = tmp_path_factory.mktemp("ms")
+    root = open_tempdir("mss-mailstore-")
     space = build(make_settings(root / "data"))
     yield space
     space.db.dispose()
+    for path in (root, *space.scratch):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
