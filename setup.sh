@@ -12,7 +12,7 @@ case "$MODE" in
 esac
 
 RUN_PACKAGES=(openssl softhsm2 dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql ca-certificates)
-TEST_PACKAGES=(postgresql)
+TEST_PACKAGES=(postgresql chromium)
 
 apt_install() {
   local missing=()

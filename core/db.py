@@ -86,7 +86,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 # Packages that declare tables. Named, not imported, so core depends on nothing above it.
-MODEL_MODULES = ("core.audit", "certs.models", "trust_space.models")
+MODEL_MODULES = ("core.audit", "certs.models", "trust_space.models", "gateway.models",
+                 "webmail.models")
 
 
 def load_models() -> MetaData:

@@ -49,6 +49,22 @@ class Settings:
     session_timeout_minutes: int = 120
     log_level: str = "INFO"
     softhsm2_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    # gateway (issue 4)
+    rate_limit_per_minute: int = 120  # messages per authenticated identity per minute; 0 = off
+    delivery_expiry_hours: int = 24  # then a DSN (RFC 3464) tells the sender
+    retry_base_seconds: int = 60  # first retry delay; doubles each attempt, capped at 1 h
+    queue_workers: int = 4  # delivery threads per gateway process
+    queue_lease_seconds: int = 120  # a claim not finished by then is taken again
+    max_received: int = 30  # loop detection: more Received: fields than this → 554 5.4.6
+    webmail_url: str = ""  # link in notifications; empty: https://HOSTNAME:WEB_PORT/
+    allow_tls_only_peers: bool = True  # peer recipient without certificate: TLS hop only
+    bad_signature: str = "refuse"  # inbound signature failure: refuse / quarantine
+    # webmail (issue 5)
+    login_max_failures: int = 5  # wrong passwords or codes in a row before a temporary lock
+    login_lock_minutes: int = 15  # how long that lock lasts
+    sms_provider: str = "file"  # one-time codes by SMS: file (spool, tests/demo) / webhook
+    sms_webhook_url: str = ""  # webhook provider: JSON {"to", "text"} POSTed here
+    sms_spool_dir: str = ""  # file provider; empty: DATA_DIR/spool/sms
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ loading
@@ -110,6 +126,8 @@ class Settings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"MSS_{name.upper()} : port invalide ({port})")
+        if self.bad_signature not in ("refuse", "quarantine"):
+            raise ConfigError("MSS_BAD_SIGNATURE doit valoir refuse ou quarantine")
         if self.smarthost and ":" not in self.smarthost:
             raise ConfigError("MSS_SMARTHOST doit être de la forme hôte:port")
         if not self.domain or "@" in self.domain or "." not in self.domain:

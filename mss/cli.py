@@ -85,6 +85,9 @@ def demo_cmd(ctx: click.Context, domain: str | None) -> None:
     for login, desc in report.accounts:
         click.echo(f"  {login:40} {desc}")
     click.echo(f"Cartes CPS (SoftHSM2, PIN {DEMO_PIN}) : {', '.join(report.cards)}")
+    if report.operator_totp:
+        click.echo(f"Clé TOTP de l'opérateur (application d'authentification) : "
+                   f"{report.operator_totp}")
     click.echo(f"Certificats de démonstration (PEM) : {report.files[0].parent}/")
 
 
@@ -118,11 +121,20 @@ def _print_logins(app: App) -> None:
     from mss.demo import DEMO_PIN, demo_logins
 
     logins = demo_logins(app)
-    if logins:
-        click.echo(f"Comptes de démonstration (mot de passe : {logins[0][1]}, "
-                   f"PIN des cartes : {DEMO_PIN}) :")
-        for login, _pw in logins:
-            click.echo(f"  {login}")
+    if not logins:
+        return
+    click.echo(f"Comptes de démonstration (mot de passe : {logins[0][1]}, "
+               f"PIN des cartes : {DEMO_PIN}) :")
+    for login, _pw in logins:
+        click.echo(f"  {login}")
+    s = app.settings
+    click.echo(f"Certificats de carte pour le navigateur : {s.demo_dir}/<adresse>.crt|.key")
+    totp = s.demo_dir / "operator-totp.txt"
+    if totp.exists():
+        click.echo(f"Clé TOTP de l'opérateur : {totp.read_text().strip()}")
+    if not s.smarthost:
+        click.echo(f"Codes à usage unique : e-mails dans {s.data_dir / 'spool' / 'mail'}, "
+                   f"SMS dans {s.sms_spool_dir or s.data_dir / 'spool' / 'sms'}")
 
 
 def _safe_url(url: str) -> str:

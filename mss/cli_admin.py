@@ -13,12 +13,14 @@ from core.errors import MssError, NotFound
 
 
 def register(main: click.Group) -> None:
-    from mss import cli_directory
+    from mss import cli_accounts, cli_directory, cli_gateway
 
     main.add_command(cert)
     main.add_command(card)
     main.add_command(audit_group)
     cli_directory.register(main)
+    cli_gateway.register(main)  # after directory: it adds to the directory/whitelist groups
+    cli_accounts.register(main)
 
 
 def _app(ctx: click.Context):  # type: ignore[no-untyped-def]

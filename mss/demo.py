@@ -66,6 +66,7 @@ PEOPLE = (
 PHARMACY = ("640000001", "Pharmacie du Centre", "1 place Clemenceau", "64000", "Pau")
 ORG_LOCAL = "pharma.ducentre.64000"
 APP_LOCAL = "lps.cabinetmartin"
+OPERATOR_LOGIN = "operateur@{domain}"
 
 
 @dataclass
@@ -76,6 +77,7 @@ class DemoReport:
     accounts: list[tuple[str, str]] = field(default_factory=list)  # (login, description)
     files: list[Path] = field(default_factory=list)
     cards: list[str] = field(default_factory=list)
+    operator_totp: str = ""
 
 
 def setup_demo(app: App) -> DemoReport:
@@ -101,6 +103,9 @@ def setup_demo(app: App) -> DemoReport:
                        "Logiciel du cabinet Martin", professional=people[0])
         _account(session, lps.address, AccountKind.APPLICATIVE, pwd_hash, mailbox=lps)
         report.accounts.append((lps.address, "boîte applicative (logiciel métier)"))
+        report.operator_totp = _operator(app, session, pwd_hash)
+        report.accounts.append((OPERATOR_LOGIN.format(domain=s.domain),
+                                "opérateur (second facteur TOTP, voir ci-dessous)"))
         _issue_mailbox_certs(app, session)
         report.files += _issue_demo_files(app, session, lps.address)
         report.cards += _provision_cards(app, session)
@@ -200,6 +205,26 @@ def _delegate(session: Session, mailbox: Mailbox, prof: Professional, role: Role
     if found is None:
         session.add(Delegation(mailbox=mailbox, professional=prof, role=role))
         session.flush()
+
+
+def _operator(app: App, session: Session, pwd_hash: str) -> str:
+    """The demo operator account (operator pages of the webmail); its TOTP seed is created once
+    and kept in DATA_DIR/demo/operator-totp.txt (0600) so reruns print the same one."""
+    from mss.cli_accounts import ensure_operator
+
+    login = OPERATOR_LOGIN.format(domain=app.settings.domain)
+    seed_file = app.settings.demo_dir / "operator-totp.txt"
+    account = session.scalar(select(Account).where(Account.login == login))
+    if account is not None and account.is_operator and seed_file.exists():
+        account.password_hash = pwd_hash
+        account.failed_attempts, account.locked_until = 0, None
+        return seed_file.read_text().strip()
+    seed = ensure_operator(session, app.settings, login, password_hash=pwd_hash)
+    seed_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(seed_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(seed)
+    return seed
 
 
 def _issue_mailbox_certs(app: App, session: Session) -> None:

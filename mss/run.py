@@ -44,11 +44,24 @@ def _mailstore(app: App) -> Service:
     return DovecotService(app.settings, app.db)
 
 
+def _gateway(app: App) -> Service:
+    from gateway.service import GatewayService
+
+    return GatewayService(app.settings, app.db)
+
+
+def _webmail(app: App) -> Service:
+    from mss.mailer import outbound_mailer
+    from webmail.service import WebmailService
+
+    return WebmailService(app.settings, app.db, mailer=outbound_mailer(app.settings))
+
+
 # role → factories, in start order
 SERVICES: dict[str, list[Callable[[App], Service]]] = {
     "mailstore": [_mailstore],
-    "gateway": [],
-    "webmail": [],
+    "gateway": [_gateway],
+    "webmail": [_webmail],
 }
 
 

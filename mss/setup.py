@@ -6,6 +6,7 @@ Idempotent: every step checks what is already there.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -85,7 +86,32 @@ def init(app: App) -> InitReport:
             issued = pki.issue_operator(session, [s.domain, s.hostname], s.operator_name)
             write_pair(issued, operator_crt, operator_key)
         refresh_crl_if_due(pki, session)
+        ensure_webmail_account(app, session)
         if created:
             audit.record(session, actor="mss-cli", action="pki.create", target=s.domain,
                          outcome="ok")
     return InitReport(s.data_dir, s.effective_database_url, created, server_crt, operator_crt)
+
+
+def ensure_webmail_account(app: App, session: Session) -> str:
+    """The webmail's SERVICE account ``webmail@<domain>`` (the only kind the gateway lets
+    submit for someone else, with an authorisation identity). Its random password is kept in
+    DATA_DIR/webmail.secret (mode 0600); a missing file gets a new password. Returns the login.
+    """
+    from trust_space.accounts import create_account, find_account, set_password
+    from trust_space.models import AccountKind
+
+    login = f"webmail@{app.settings.domain}"
+    path = app.settings.data_dir / "webmail.secret"
+    account = find_account(session, login)
+    if account is not None and path.exists():
+        return login
+    password = secrets.token_urlsafe(24) + "aA1"  # strength rules: lower, upper, digit
+    if account is None:
+        create_account(session, login=login, kind=AccountKind.SERVICE, password=password)
+    else:
+        set_password(account, password)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password)
+    return login

@@ -1,0 +1,124 @@
+"""The webmail: a Flask application (factory ``create_app``), one blueprint per area.
+
+Areas: ``auth`` (connexion : carte CPS, mot de passe + code), ``register`` (inscription),
+``account`` (mon compte), ``orgs`` (boîtes organisationnelles), ``operator`` (pages de
+l'opérateur). The mail views (``mail``) register the same way and add their navigation entries
+(``webmail.nav``); ``HOME_ENDPOINT`` is where "/" and a successful login lead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import Flask, redirect, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response
+
+from core.db import Database
+from core.settings import Settings
+from webmail import errors, nav, security
+from webmail.context import Webmail, load_user
+from webmail.mailer import FileMailer, Mailer
+from webmail.sessions import DbSessionInterface
+from webmail.sms import SmsProvider, provider_for
+
+log = logging.getLogger("mss.webmail")
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "SESSION_COOKIE_NAME": "mss_session",
+    "SESSION_COOKIE_SECURE": True,
+    "SESSION_COOKIE_HTTPONLY": True,
+    # Lax, not Strict: the link in a notification e-mail must open the webmail logged in.
+    # Cross-site POSTs are refused anyway (Lax, and the CSRF token on every form).
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_HEADERS_ENABLED": False,
+    "RATE_LOGIN": "30 per minute",
+    "RATE_CODE": "30 per minute",
+    "RATE_REGISTER": "60 per minute",
+    "HOME_ENDPOINT": "account.overview",
+    "TEMPLATES_AUTO_RELOAD": False,
+}
+
+
+def create_app(settings: Settings, db: Database | None = None,
+               test_config: Mapping[str, Any] | None = None, *, mailer: Mailer | None = None,
+               sms: SmsProvider | None = None,
+               acl_sync: Callable[[], None] | None = None) -> Flask:
+    """The webmail application for ``settings``.
+
+    ``mailer``: where e-mails go (default: files under DATA_DIR/spool/mail); ``sms``: the SMS
+    provider (default: ``MSS_SMS_PROVIDER``); ``acl_sync``: regenerates the mail store's ACLs
+    after a delegation change (default: ``mailstore.acl.sync`` when the store is configured).
+    """
+    app = Flask(__name__)
+    app.config.update(DEFAULT_CONFIG)
+    app.config["SECRET_KEY"] = hmac.new(settings.secret(), b"mss webmail flask",
+                                        hashlib.sha256).hexdigest()
+    app.config["WTF_CSRF_TIME_LIMIT"] = settings.session_timeout_minutes * 60
+    app.config.update(test_config or {})
+    db = db or Database(settings.effective_database_url)
+    app.extensions["mss"] = Webmail(
+        settings, db, mailer or FileMailer(settings.data_dir / "spool" / "mail"),
+        sms or provider_for(settings), acl_sync or _mailstore_acl_sync(settings, db))
+    app.session_interface = DbSessionInterface(
+        db, timedelta(minutes=settings.session_timeout_minutes))
+    security.init_app(app)
+    security.login_manager.user_loader(load_user)
+    nav.init_app(app)
+    errors.register(app)
+    _register_blueprints(app)
+    app.add_url_rule("/", "home", _home)
+    app.add_template_filter(_paris_time, "datetime")
+    app.config.setdefault("OPERATOR_NAME", settings.operator_name)
+    return app
+
+
+def _paris_time(value: datetime | None) -> str:
+    """A UTC time as French users read it: Paris time, ``22/11/2026 à 14:05``."""
+    if value is None:
+        return "—"
+    try:
+        local = value.astimezone(ZoneInfo("Europe/Paris"))
+    except ZoneInfoNotFoundError:
+        local = value
+    return f"{local:%d/%m/%Y à %H:%M}"
+
+
+def _register_blueprints(app: Flask) -> None:
+    from webmail import account, auth, operator, orgs, register
+
+    for module in (auth, register, account, orgs, operator):
+        module.init_app(app)
+
+
+def _home() -> Response:
+    from flask import current_app
+
+    if current_user.is_authenticated:
+        return redirect(url_for(current_app.config["HOME_ENDPOINT"]))
+    return redirect(url_for("auth.login"))
+
+
+def _mailstore_acl_sync(settings: Settings, db: Database) -> Callable[[], None]:
+    """Rewrite Dovecot's ACL files from the delegations, when this data directory has a
+    configured mail store (``mss run`` with the mailstore role wrote its configuration)."""
+
+    def sync() -> None:
+        from mailstore import acl, config
+
+        paths = config.DovecotPaths.from_settings(settings)
+        if not Path(paths.conf).exists():
+            log.info("ACL non synchronisées : magasin de courrier non configuré ici")
+            return
+        acl.sync(db, paths, config.ProcessUsers.detect())
+
+    return sync

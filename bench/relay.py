@@ -1,0 +1,269 @@
+"""Relay benchmark (not a test): ``.venv/bin/python bench/relay.py [--messages N]``.
+
+Prints, in one run, the unavoidable parts of relaying one 10 KB message and the relay's own
+rates, with the ratios the issue sets as targets:
+
+- in-process sign+encrypt of a 10 KB message (``gateway.security.protect``);
+- one durable write (a 10 KB row committed in SQLite WAL, synchronous=FULL);
+- a bare LMTP client's delivery rate into the same Dovecot (INBOX + the sender's Sent copy in
+  one transaction, as the relay delivers them), with as many threads as the relay's workers;
+- a do-nothing aiosmtpd (STARTTLS, AUTH PLAIN accepted, DATA → 250) with the same client:
+  aiosmtplib, ``--sessions`` concurrent sessions;
+- the relay (a ``tests.gateway_runner`` process): accepted rate and CPU per message for
+  10 KB messages asking sign+encrypt (listeners only), then the delivered rate draining that
+  queue (workers only); then a few 1 MB messages through both servers.
+
+Local recipients receive the signed form (the hop encryption only exists towards peers), so
+the relay's per-message crypto here is sign + verify (the reader's Authentication-Results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiosmtplib  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+from core.db import Database  # noqa: E402
+from gateway import queue as q  # noqa: E402
+from gateway import security  # noqa: E402
+from mailstore.lmtp import LmtpClient  # noqa: E402
+from tests.gateway_fixtures import build_operator  # noqa: E402
+from tests.mailstore_fixtures import PASSWORD, TEST_OPTIONS, free_port, open_tempdir  # noqa: E402
+
+MARIE, PAUL = "marie.martin@mss.test", "paul.durand@mss.test"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def message(size: int, protect: bool = True) -> bytes:
+    head = (f"From: {MARIE}\r\nTo: {PAUL}\r\nSubject: banc\r\nMessage-ID: "
+            f"<{uuid.uuid4().hex}@mss.test>\r\n" + ("MSS-Security: sign, encrypt\r\n"
+                                                    if protect else "") + "\r\n")
+    line = "Compte rendu de consultation, ligne de texte ordinaire pour le banc.\r\n"
+    return (head + line * max(1, size // len(line))).encode()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+# ---------------------------------------------------------------------- unavoidable parts
+def crypto_cost(space, count: int = 50) -> float:  # type: ignore[no-untyped-def]
+    """CPU seconds per sign+encrypt of a 10 KB message."""
+    from gateway.keys import KeyRing
+
+    keys = KeyRing(space.settings.secret())
+    with space.db.transaction() as session:
+        signer = keys.signer(session, MARIE)
+        cert = keys.signer(session, PAUL)[0]  # type: ignore[index]
+    both = security.Protection(sign=True, encrypt=True)
+    raw = message(10_240, protect=False)
+    start = time.process_time()
+    for _ in range(count):
+        security.protect(raw, both, signer=signer, recipients=[cert])
+    return (time.process_time() - start) / count
+
+
+def durable_write_cost(tmp: Path, count: int = 200) -> tuple[float, float]:
+    """(wall, CPU) seconds per committed 10 KB row, SQLite WAL synchronous=FULL."""
+    db = Database(f"sqlite:///{tmp / 'bench.db'}")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE IF NOT EXISTS m (id INTEGER PRIMARY KEY, raw BLOB)"))
+    blob = os.urandom(10_240)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(count):
+        with db.transaction() as s:
+            s.execute(text("INSERT INTO m (raw) VALUES (:raw)"), {"raw": blob})
+    result = ((time.perf_counter() - wall) / count, (time.process_time() - cpu) / count)
+    db.dispose()
+    return result
+
+
+def bare_lmtp_rate(space, count: int, threads: int) -> float:  # type: ignore[no-untyped-def]
+    """Messages per second, INBOX + Sent copy per message, ``threads`` clients."""
+    client = LmtpClient.for_settings(space.settings)
+    raw = message(10_240, protect=False)
+    todo = list(range(count))
+
+    def run() -> None:
+        while todo:
+            todo.pop()
+            client.deliver(raw, MARIE, [PAUL, "marie.martin+Sent@mss.test"])
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return count / (time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------- SMTP client
+async def blast(port: int, context: ssl.SSLContext, count: int, sessions: int,
+                size: int) -> float:
+    """Messages per second through ``sessions`` aiosmtplib sessions (STARTTLS, AUTH)."""
+    todo = [message(size) for _ in range(count)]
+
+    async def session() -> None:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=True,
+                               tls_context=context, timeout=120)
+        await smtp.connect()
+        await smtp.login(MARIE, PASSWORD)
+        while todo:
+            await smtp.sendmail(MARIE, [PAUL], todo.pop())
+        await smtp.quit()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(session() for _ in range(sessions)))
+    return count / (time.perf_counter() - start)
+
+
+def serve_null(port: int, cert: str, key: str) -> None:
+    """The do-nothing aiosmtpd (run in its own process: ``--serve-null``)."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    class Null:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            return "250 2.0.0 Ok"
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    controller = Controller(Null(), hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True, auth_require_tls=True,
+                            authenticator=lambda *a: AuthResult(success=True),
+                            data_size_limit=None)
+    controller.start()
+    print("ready", flush=True)
+    threading.Event().wait()
+
+
+def spawn(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().decode()
+
+
+def gateway(space, workers: int, port: int) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+    s = space.settings
+    overrides = {"submission_port": port, "submissions_port": 0, "relay_port": 0,
+                 "metrics_port": 0, "hostname": "localhost", "security_policy": "sign",
+                 "rate_limit_per_minute": 0, "queue_workers": workers,
+                 "max_message_size": 5_000_000, "imap_port": s.imap_port,
+                 "imaps_port": s.imaps_port}
+    proc, line = spawn(["-m", "tests.gateway_runner", str(s.data_dir),
+                        *(f"{k}={v}" for k, v in overrides.items())])
+    assert line.startswith("{"), "la passerelle n'a pas démarré"
+    return proc
+
+
+def measure_smtp(proc: subprocess.Popen[bytes], port: int, context: ssl.SSLContext,
+                 count: int, sessions: int, size: int) -> tuple[float, float]:
+    """(messages/s, server CPU seconds per message)."""
+    before = cpu_seconds(proc.pid)
+    rate = asyncio.run(blast(port, context, count, sessions, size))
+    return rate, (cpu_seconds(proc.pid) - before) / count
+
+
+def drain_rate(space, proc: subprocess.Popen[bytes], count: int) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    while True:
+        with space.db.transaction() as session:
+            if q.depth(session) == 0:
+                return count / (time.perf_counter() - start)
+        time.sleep(0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=400)
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--big", type=int, default=5, help="1 MB messages to time")
+    parser.add_argument("--serve-null", nargs=3, metavar=("PORT", "CERT", "KEY"))
+    args = parser.parse_args()
+    if args.serve_null:
+        serve_null(int(args.serve_null[0]), args.serve_null[1], args.serve_null[2])
+        return
+    run(args.messages, args.sessions, args.big)
+
+
+def run(count: int, sessions: int, big: int) -> None:
+    from mailstore.service import DovecotService
+
+    root = open_tempdir("mss-bench-")
+    space = build_operator(root, "mss.test", "Banc", queue_workers=4)
+    dovecot = DovecotService(space.settings, space.db, options=TEST_OPTIONS)
+    dovecot.start()
+    context = space.tls_context()
+    context.check_hostname = False
+    try:
+        report(space, root, context, count, sessions, big)
+    finally:
+        dovecot.stop()
+        space.db.dispose()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def report(space, root: Path, context: ssl.SSLContext, count: int, sessions: int,  # type: ignore[no-untyped-def]
+           big: int) -> None:
+    crypto = crypto_cost(space)
+    write_wall, write_cpu = durable_write_cost(root)
+    lmtp1 = bare_lmtp_rate(space, count // 2, 1)
+    lmtp4 = bare_lmtp_rate(space, count, 4)
+    pki = space.settings.pki_dir
+    null_port = free_port()
+    null, _ = spawn([str(Path(__file__)), "--serve-null", str(null_port),
+                     str(pki / "server.crt"), str(pki / "server.key")])
+    null_rate, null_cpu = measure_smtp(null, null_port, context, count, sessions, 10_240)
+    null_big, _ = measure_smtp(null, null_port, context, big, 1, 1_000_000)
+    null.kill()
+    port = free_port()
+    relay = gateway(space, 0, port)  # listeners only: the acceptance rate
+    accepted, relay_cpu = measure_smtp(relay, port, context, count, sessions, 10_240)
+    relay_big, _ = measure_smtp(relay, port, context, big, 1, 1_000_000)
+    relay.terminate()
+    relay.wait()
+    drain = gateway(space, 4, free_port())  # workers only: the delivery rate
+    delivered = drain_rate(space, drain, count + big)
+    drain.terminate()
+    drain.wait()
+    unavoidable = null_cpu + crypto + write_cpu
+    lines = [
+        ("sign+encrypt, 10 KB (CPU)", f"{crypto * 1000:.2f} ms"),
+        ("durable write, 10 KB (wall / CPU)", f"{write_wall * 1000:.2f} / "
+                                              f"{write_cpu * 1000:.2f} ms"),
+        ("bare LMTP, INBOX+Sent (1 / 4 threads)", f"{lmtp1:.0f} / {lmtp4:.0f} msg/s"),
+        (f"do-nothing aiosmtpd, {sessions} sessions", f"{null_rate:.0f} msg/s, "
+                                                      f"{null_cpu * 1000:.2f} ms CPU/msg"),
+        ("relay accepted (sign+encrypt asked)", f"{accepted:.0f} msg/s, "
+                                                f"{relay_cpu * 1000:.2f} ms CPU/msg"),
+        ("relay delivered (4 workers)", f"{delivered:.0f} msg/s"),
+        ("1 MB: do-nothing / relay", f"{null_big:.1f} / {relay_big:.1f} msg/s"),
+        ("accepted / do-nothing (target ≥ 0.35)", f"{accepted / null_rate:.2f}"),
+        ("delivered / bare LMTP 4 threads (≥ 0.7)", f"{delivered / lmtp4:.2f}"),
+        ("CPU / unavoidable parts (target ≤ 1.5)", f"{relay_cpu / unavoidable:.2f}"),
+    ]
+    for name, value in lines:
+        print(f"{name:44} {value}")
+    print(json.dumps({"messages": count, "sessions": sessions}))
+
+
+if __name__ == "__main__":
+    main()

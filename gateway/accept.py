@@ -1,0 +1,221 @@
+"""The use cases behind the SMTP commands: each runs the pipeline steps in order inside short
+transactions and returns what the handler needs to reply (CONVENTIONS.md, 1 and 6).
+
+They are synchronous (database, crypto) and run in the handler's thread pool. Crypto runs
+outside any transaction: on SQLite every transaction holds the write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+
+from certs.errors import CertError
+from certs.validation import TrustStore, validate
+from core import audit
+from core.db import Database
+from core.settings import Settings
+from gateway import inbound, pipeline
+from gateway import queue as q
+from gateway.errors import SenderRefused, SignatureRefused
+from gateway.keys import KeyRing
+from gateway.models import Origin, RecipientKind, RecipientState
+from gateway.pipeline import Forms, Route, SecurityContext
+from trust_space.naming import normalise_dn
+from trust_space.policy import Identity
+
+log = logging.getLogger("mss.gateway")
+
+
+class Trust:
+    """Our CA plus the peers' (``TrustStore.with_peers``), re-read when a file under
+    ``pki/`` changes (a new peer trusted, a CRL published), checked at most every 2 s."""
+
+    def __init__(self, pki_dir: Path) -> None:
+        self.pki_dir = pki_dir
+        self._lock = threading.Lock()
+        self._sig: tuple[tuple[str, float], ...] = ()
+        self._store: TrustStore | None = None
+        self._checked = 0.0
+
+    def signature(self) -> tuple[tuple[str, float], ...]:
+        paths = [self.pki_dir / "ca.pem", self.pki_dir / "crl.pem",
+                 *sorted((self.pki_dir / "peers").glob("*.pem"))]
+        return tuple((str(p), p.stat().st_mtime) for p in paths if p.exists())
+
+    def store(self) -> TrustStore:
+        with self._lock:
+            now = time.monotonic()
+            if self._store is None or now - self._checked > 2:
+                self._checked = now
+                sig = self.signature()
+                if sig != self._sig or self._store is None:
+                    self._store, self._sig = TrustStore.with_peers(self.pki_dir), sig
+            return self._store
+
+    def version(self) -> tuple[tuple[str, float], ...]:
+        """Changes when the trust files change (TLS contexts are rebuilt then)."""
+        self.store()
+        return self._sig
+
+
+@dataclass
+class Gateway:
+    """What the use cases share: settings, database, keys, trust, and a hook to wake the
+    delivery workers when something was queued."""
+
+    settings: Settings
+    db: Database
+    keys: KeyRing
+    trust: Trust
+    wake: Callable[[], None] = lambda: None
+    chain: list[x509.Certificate] = field(default_factory=list)
+
+    @property
+    def authserv_id(self) -> str:
+        # RFC 8601 §2.5: names the ADMD that checked; our domain is unique per operator.
+        return self.settings.domain
+
+    def security(self) -> SecurityContext:
+        s = self.settings
+        return SecurityContext(s.security_policy, s.allow_tls_only_peers,
+                               self.trust.store(), self.authserv_id, self.chain)
+
+
+@dataclass
+class Envelope:
+    """The transaction as the handler collected it."""
+
+    mail_from: str
+    routes: list[Route]
+    raw: bytes
+    helo: str
+    ip: str
+    tls: str
+
+
+# ---------------------------------------------------------------------- submission
+def sender(gw: Gateway, identity: Identity, address: str) -> None:
+    """MAIL FROM on the submission ports."""
+    with gw.db.transaction() as session:
+        pipeline.check_sender(session, identity, address)
+
+
+def recipient(gw: Gateway, address: str, *, local_only: bool = False) -> Route:
+    """RCPT TO."""
+    with gw.db.transaction() as session:
+        return pipeline.route_recipient(session, address, {gw.settings.domain},
+                                        local_only=local_only)
+
+
+def submit(gw: Gateway, login: str, identity: Identity, env: Envelope) -> str:
+    """DATA on the submission ports: the queue id once the message is durably queued."""
+    s = gw.settings
+    raw = inbound.strip_forged(env.raw, gw.authserv_id)
+    pipeline.check_loop(raw, s.max_received)
+    queue_id = q.new_queue_id()
+    raw, key = pipeline.message_key(raw, queue_id, s.domain)
+    with gw.db.transaction() as session:
+        pipeline.check_from(session, identity, env.mail_from, raw)
+        signer = gw.keys.signer(session, env.mail_from)  # cached after a mailbox's first use
+    forms = pipeline.secure(gw.security(), raw, signer, env.routes)  # crypto: no transaction
+    rcpts = _rows(env.routes, forms) + [(env.mail_from.lower(), RecipientKind.SENT)]
+    with gw.db.transaction() as session:
+        q.enqueue(session, queue_id=queue_id, origin=Origin.SUBMISSION,
+                  envelope_from=env.mail_from, message_key=key, submitter=login,
+                  size=len(env.raw), local=_traced(gw, forms.local, env, queue_id, True),
+                  peer=_traced(gw, forms.peer, env, queue_id, True),
+                  clear=_traced(gw, forms.clear, env, queue_id, True), recipients=rcpts)
+        audit.record(session, actor=login, action="smtp.submit", target=queue_id,
+                     outcome="queued", request=_summary(env, key, forms.protection))
+    gw.wake()
+    return queue_id
+
+
+def _rows(routes: Sequence[Route], forms: Forms) -> list[tuple[str, RecipientKind]]:
+    rows = []
+    for route in routes:
+        kind = route.kind
+        if kind is RecipientKind.PEER and route.address in forms.clear_recipients:
+            kind = RecipientKind.CLEAR
+        rows.append((route.address, kind))
+    return rows
+
+
+def _traced(gw: Gateway, raw: bytes | None, env: Envelope, queue_id: str,
+            authenticated: bool) -> bytes | None:
+    if raw is None:
+        return None
+    return pipeline.trace(raw, helo=env.helo, ip=env.ip, hostname=gw.settings.hostname,
+                          queue_id=queue_id, tls=env.tls, authenticated=authenticated)
+
+
+def _summary(env: Envelope, key: str, protection: str) -> dict[str, object]:
+    return {"from": env.mail_from, "rcpt": [r.address for r in env.routes][:50],
+            "size": len(env.raw), "message_id": key[:250], "protection": protection,
+            "ip": env.ip}
+
+
+# ---------------------------------------------------------------------- relay (peers)
+def peer_sender(gw: Gateway, cert: x509.Certificate | None, address: str) -> str:
+    """MAIL FROM on the relay port: the peer's normalised DN once its certificate validated
+    (chain, CRL) and matches the whitelist entry of the sender's domain."""
+    if cert is None:
+        raise SenderRefused("Certificat client d'opérateur exigé / operator client certificate "
+                            "required", code="peer_no_certificate")
+    try:
+        validate(cert, gw.trust.store(), purpose="client")
+    except CertError as exc:
+        raise SenderRefused(f"Certificat d'opérateur refusé / operator certificate refused : "
+                            f"{exc.message}", code=f"peer_{exc.code}") from None
+    dn = normalise_dn(cert.subject.rfc4514_string())
+    with gw.db.transaction() as session:
+        pipeline.check_peer(session, dn, address)
+    return dn
+
+
+def relay(gw: Gateway, peer_dn: str, env: Envelope) -> str:
+    """DATA on the relay port: open (decrypt, verify), stamp, queue for local delivery."""
+    raw = inbound.strip_forged(env.raw, gw.authserv_id)
+    pipeline.check_loop(raw, gw.settings.max_received)
+    queue_id = q.new_queue_id()
+    raw, key = pipeline.message_key(raw, queue_id, env.mail_from.rpartition("@")[2] or "peer")
+    opened, verdict = _open(gw, raw, env.routes)
+    state = RecipientState.QUEUED
+    if verdict.result == "fail":
+        if gw.settings.bad_signature == "refuse":
+            raise SignatureRefused(f"Signature S/MIME invalide, message refusé / invalid S/MIME "
+                                   f"signature, message refused ({verdict.error_code})",
+                                   code=f"signature_{verdict.error_code}")
+        state = RecipientState.QUARANTINED
+    local = _traced(gw, inbound.stamp(opened, verdict, gw.authserv_id), env, queue_id, False)
+    with gw.db.transaction() as session:
+        q.enqueue(session, queue_id=queue_id, origin=Origin.RELAY, envelope_from=env.mail_from,
+                  message_key=key, submitter=peer_dn, size=len(env.raw), local=local,
+                  recipients=[(r.address, RecipientKind.LOCAL) for r in env.routes],
+                  state=state)
+        audit.record(session, actor=peer_dn[:254], action="smtp.relay.receive",
+                     target=queue_id, outcome=state.value,
+                     request={**_summary(env, key, verdict.result),
+                              "encrypted": verdict.encrypted})
+    gw.wake()
+    return queue_id
+
+
+def _open(gw: Gateway, raw: bytes, routes: Sequence[Route]) -> tuple[bytes, inbound.Verdict]:
+    """Open with the first local recipient key that can (one envelope serves them all)."""
+    store = gw.trust.store()
+    result: tuple[bytes, inbound.Verdict] | None = None
+    for route in routes:
+        with gw.db.transaction() as session:
+            pair = gw.keys.signer(session, route.address)
+        result = inbound.open_message(raw, key=pair, store=store)
+        if result[1].error_code not in ("decrypt_failed", "no_key"):
+            return result
+    return result or inbound.open_message(raw, key=None, store=store)

@@ -1,0 +1,297 @@
+"""Queue workers (DESIGN.md step 5): claim, deliver, record.
+
+A worker claims a batch of due recipients (``gateway.queue.claim``), delivers each message's
+recipients together, then records every outcome in **one** transaction (fewer commits; the
+de-duplication below makes that safe):
+
+- LOCAL and SENT recipients: one LMTP transaction (RFC 2033) for the message's local
+  recipients and the sender's copy (``address+Sent``, Dovecot's detail delivery).
+- PEER and CLEAR recipients: one SMTP session per peer domain (``gateway.outbound``).
+- NOTIFY recipients: one notice each through the smarthost (``gateway.notify``); a failure is
+  retried and counted, and never touches the secure delivery it follows.
+
+**De-duplication after a crash.** A row a dead worker left DELIVERING is taken over once its
+lease expires, flagged ``in_doubt``: the mail store may hold it already. Dovecot's LMTP does not
+de-duplicate, so before delivering such a row again the worker asks the mail store whether the
+mailbox folder holds that Message-ID (``doveadm search``, only on this rare path). Peer rows in
+doubt are sent again: the peer de-duplicates by (Message-ID, recipient) on its side.
+
+Temporary failures retry with exponential backoff (``retry_base_seconds`` doubling, capped at
+one hour) until ``delivery_expiry_hours``; then, or on a permanent failure, the recipient is
+bounced and the sender gets a DSN (``gateway.reports``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from core import audit
+from core.db import utcnow
+from gateway import queue as q
+from gateway import reports
+from gateway.accept import Gateway
+from gateway.dsn import Failure
+from gateway.errors import GatewayError
+from gateway.metrics import Metrics
+from gateway.models import Origin, RecipientKind, RecipientState
+from gateway.notify import Notifier, build_notice
+from gateway.outbound import Outbound, PeerNotTrusted, PeerTlsFailure, PeerUnavailable
+from gateway.queue import Claimed, Row
+from mailstore.config import DovecotPaths
+from mailstore.lmtp import LmtpClient, Result
+
+log = logging.getLogger("mss.gateway")
+BATCH = 48
+_FINAL = {"bounced": RecipientState.BOUNCED, "failed": RecipientState.FAILED}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    claimed: Claimed
+    row: Row
+    status: str  # delivered | deferred | bounced | failed | released (not attempted)
+    code: str  # reply code, e.g. "250", "550"
+    enhanced: str = ""  # RFC 3463, for the DSN
+    reason: str = ""  # the remote reply or our reason, one line, no content
+
+
+def _result(claimed: Claimed, row: Row, result: Result) -> Outcome:
+    if result.delivered:
+        return Outcome(claimed, row, "delivered", str(result.code))
+    error = result.error
+    permanent = bool(error is not None and error.permanent)
+    enhanced = getattr(error, "enhanced", "") or ("5.0.0" if permanent else "4.0.0")
+    return Outcome(claimed, row, "bounced" if permanent else "deferred", str(result.code),
+                   enhanced, " ".join(result.text.split())[:300])
+
+
+class MailboxProbe:
+    """Does a mailbox folder hold a Message-ID? (``doveadm search``; the in-doubt path)."""
+
+    def __init__(self, paths: DovecotPaths) -> None:
+        self.paths = paths
+        self.binary = shutil.which("doveadm") or "/usr/bin/doveadm"
+
+    def holds(self, address: str, folder: str, message_key: str) -> bool:
+        command = [self.binary, "-c", str(self.paths.conf), "search", "-u", address,
+                   "mailbox", folder, "header", "Message-ID", message_key]
+        try:
+            done = subprocess.run(command, capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False  # at-least-once: deliver rather than risk losing it
+        return done.returncode == 0 and bool(done.stdout.strip())
+
+
+class Deliverer:
+    """One batch at a time; thread-safe (each call has its own claim)."""
+
+    def __init__(self, gw: Gateway, metrics: Metrics, *, lmtp: LmtpClient, outbound: Outbound,
+                 notifier: Notifier | None, probe: Callable[[str, str, str], bool]) -> None:
+        self.gw, self.metrics, self.lmtp = gw, metrics, lmtp
+        self.outbound, self.notifier, self.probe = outbound, notifier, probe
+
+    def run_once(self, owner: str, limit: int = BATCH) -> int:
+        """Claim, deliver and record one batch; the number of recipients handled."""
+        lease = self.gw.settings.queue_lease_seconds
+        batch = q.claim(self.gw.db, owner, limit=limit, lease_seconds=lease)
+        # Past half the lease, hand the rest back: a claim must never outlive its lease, or
+        # another worker would take the rows over while they are being delivered.
+        deadline = time.monotonic() + lease / 2
+        outcomes = []
+        for claimed in batch:
+            if time.monotonic() < deadline:
+                outcomes += self.deliver(claimed)
+            else:
+                outcomes += [Outcome(claimed, row, "released", "") for row in claimed.rows]
+        if outcomes:
+            self.finish(batch, outcomes)
+        return len(outcomes)
+
+    def deliver(self, claimed: Claimed) -> list[Outcome]:
+        local = [r for r in claimed.rows if r.kind in (RecipientKind.LOCAL, RecipientKind.SENT)]
+        peers: dict[tuple[str, RecipientKind], list[Row]] = defaultdict(list)
+        for row in claimed.rows:
+            if row.kind in (RecipientKind.PEER, RecipientKind.CLEAR):
+                peers[(row.address.rpartition("@")[2], row.kind)].append(row)
+        out = self._local(claimed, local) if local else []
+        for (domain, kind), rows in peers.items():
+            out += self._peer(claimed, domain, kind, rows)
+        out += [self._notify(claimed, r) for r in claimed.rows if r.kind is RecipientKind.NOTIFY]
+        return out
+
+    # ------------------------------------------------------------------ the three ways
+    def _local(self, claimed: Claimed, rows: list[Row]) -> list[Outcome]:
+        if claimed.raw_local is None:
+            return [Outcome(claimed, r, "failed", "554", "5.3.0", "pas de forme locale")
+                    for r in rows]
+        out, targets = [], {}
+        for row in rows:
+            folder = "Sent" if row.kind is RecipientKind.SENT else "INBOX"
+            if row.in_doubt and self.probe(row.address, folder, claimed.message_key):
+                out.append(Outcome(claimed, row, "delivered", "250", reason="déjà livré"))
+                continue
+            local, _, domain = row.address.rpartition("@")
+            targets[f"{local}+Sent@{domain}" if folder == "Sent" else row.address] = row
+        if targets:
+            results = self.lmtp.deliver(claimed.raw_local, claimed.envelope_from, list(targets))
+            out += [_result(claimed, targets[t], r) for t, r in results.items()]
+        return out
+
+    def _peer(self, claimed: Claimed, domain: str, kind: RecipientKind,
+              rows: list[Row]) -> list[Outcome]:
+        raw = claimed.raw_clear if kind is RecipientKind.CLEAR else claimed.raw_peer
+        if raw is None:
+            return [Outcome(claimed, r, "failed", "554", "5.3.0", "pas de forme pair")
+                    for r in rows]
+        try:
+            replies = self.outbound.send(domain, raw, claimed.envelope_from,
+                                         [r.address for r in rows])
+        except (PeerUnavailable, PeerNotTrusted) as exc:
+            if isinstance(exc, PeerTlsFailure):
+                self.metrics.tls_failures.labels(peer=domain).inc()
+            status = "bounced" if exc.permanent else "deferred"
+            return [Outcome(claimed, r, status, str(exc.smtp_code), exc.enhanced, exc.message)
+                    for r in rows]
+        out = []
+        for row in rows:
+            reply = replies[row.address]
+            status = ("delivered" if reply.code < 300 else
+                      "deferred" if reply.code < 500 else "bounced")
+            out.append(Outcome(claimed, row, status, str(reply.code), reply.enhanced,
+                               " ".join(reply.text.split())[:300]))
+        return out
+
+    def _notify(self, claimed: Claimed, row: Row) -> Outcome:
+        s = self.gw.settings
+        if self.notifier is None:
+            return Outcome(claimed, row, "failed", "554", "5.3.0", "pas de smarthost configuré")
+        url = s.webmail_url or f"https://{s.hostname}:{s.web_port}/"
+        try:
+            notice = build_notice(to=row.address, from_addr=f"ne-pas-repondre@{s.domain}",
+                                  webmail_url=url, message_date=claimed.created_at)
+            self.notifier.send(row.address, notice)
+        except ValueError as exc:
+            return Outcome(claimed, row, "failed", "554", "5.1.3", str(exc))
+        except GatewayError as exc:
+            self.metrics.notify_failures.inc()
+            return Outcome(claimed, row, "deferred", str(exc.smtp_code), exc.enhanced,
+                           exc.message)
+        return Outcome(claimed, row, "delivered", "250")
+
+    # ------------------------------------------------------------------ recording
+    def finish(self, batch: list[Claimed], outcomes: list[Outcome]) -> None:
+        """Record every outcome, queue follow-ups and DSNs, purge finished messages — one
+        transaction for the batch."""
+        outcomes = [self._expire(o) for o in outcomes]
+        done = [self._done(o) for o in outcomes]
+        failures: dict[str, list[Failure]] = defaultdict(list)
+        for d, o in zip(done, outcomes, strict=True):
+            if d.state is RecipientState.BOUNCED:
+                failures[o.claimed.queue_id].append(
+                    Failure(o.row.address, o.enhanced or "5.0.0", f"{o.code} {o.reason}".strip()))
+        s = self.gw.settings
+        with self.gw.db.transaction() as session, session.no_autoflush:
+            q.record(session, done)
+            for claimed in batch:
+                mine = [d for d in done if d.claimed is claimed]
+                local = [d.row for d in mine if d.state is RecipientState.DELIVERED
+                         and d.row.kind is RecipientKind.LOCAL]
+                if local:
+                    reports.after_local(session, s, claimed, local)
+                reports.send_dsn(session, s, claimed, failures.get(claimed.queue_id, []))
+                if mine:
+                    audit.record(session, actor="gateway", action="delivery",
+                                 target=claimed.queue_id, outcome=_overall(mine),
+                                 request={d.row.address + ("/Sent" if d.row.kind is
+                                          RecipientKind.SENT else ""): f"{d.state.value} {d.code}"
+                                          for d in mine})
+            q.purge_done(session, [c.queue_id for c in batch])
+        for outcome in outcomes:
+            self._count(outcome)
+
+    def _expire(self, o: Outcome) -> Outcome:
+        limit = timedelta(hours=self.gw.settings.delivery_expiry_hours)
+        if o.status == "deferred" and utcnow() - o.claimed.created_at > limit:
+            return Outcome(o.claimed, o.row, "bounced", o.code, "4.4.7",
+                           f"délai de remise dépassé / delivery time expired ({o.reason})")
+        return o
+
+    def _done(self, o: Outcome) -> q.Done:
+        c, row = o.claimed, o.row
+        if o.status == "delivered":
+            return q.Done(c, row, RecipientState.DELIVERED, o.code, o.reason)
+        if o.status == "deferred":
+            delay = q.backoff(row.attempts, self.gw.settings.retry_base_seconds)
+            return q.Done(c, row, RecipientState.QUEUED, o.code, o.reason, delay)
+        if o.status == "released":  # not attempted: due again at once
+            return q.Done(c, row, RecipientState.QUEUED, "", "non tenté (lot trop long)")
+        # A DSN for real recipients only: not for the Sent copy, a notice, or a report.
+        reportable = (o.status == "bounced" and c.origin not in (Origin.DSN, Origin.MDN) and
+                      row.kind in (RecipientKind.LOCAL, RecipientKind.PEER, RecipientKind.CLEAR))
+        state = RecipientState.BOUNCED if reportable else RecipientState.FAILED
+        return q.Done(c, row, state, o.code, o.reason)
+
+    def _count(self, o: Outcome) -> None:
+        kind = o.row.kind.value
+        if o.status == "delivered":
+            self.metrics.delivered.labels(kind=kind).inc()
+            age = (utcnow() - o.claimed.created_at).total_seconds()
+            self.metrics.latency.labels(kind=kind).observe(max(age, 0.0))
+        elif o.status == "released":
+            return
+        elif o.status == "deferred":
+            self.metrics.deferred.labels(kind=kind).inc()
+        else:
+            self.metrics.bounced.labels(kind=kind).inc()
+
+
+def _overall(done: list[q.Done]) -> str:
+    states = {d.state for d in done}
+    return states.pop().value if len(states) == 1 else "mixed"
+
+
+class Workers:
+    """``count`` threads running ``Deliverer.run_once``; woken when something is queued,
+    polling every ``poll`` seconds otherwise (other processes, retries)."""
+
+    def __init__(self, deliverer: Deliverer, count: int, owner: str, poll: float = 0.5) -> None:
+        self.deliverer, self.count, self.owner, self.poll = deliverer, count, owner, poll
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        for index in range(self.count):
+            thread = threading.Thread(target=self._loop, args=(f"{self.owner}-{index}",),
+                                      name=f"delivery-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _loop(self, owner: str) -> None:
+        while not self._stop.is_set():
+            try:
+                done = self.deliverer.run_once(owner)
+            except Exception:  # noqa: BLE001 — a worker never dies; the lease retakes rows
+                log.exception("livraison : lot en échec")
+                self._stop.wait(1.0)
+                done = 0
+            if not done and not self._stop.is_set():
+                self._wake.wait(self.poll)
+                self._wake.clear()

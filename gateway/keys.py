@@ -1,0 +1,46 @@
+"""The mailboxes' S/MIME certificates and private keys, decrypted once per process and kept in
+memory (``security.load_mailbox_key`` costs ~45 ms on purpose). Keys are never logged, never
+written anywhere, and dropped when the mailbox's certificate changes."""
+
+from __future__ import annotations
+
+import threading
+
+from cryptography import x509
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from certs.smime import PrivateKey
+from gateway.security import load_mailbox_key
+from trust_space.models import Mailbox
+
+Pair = tuple[x509.Certificate, PrivateKey]
+
+
+class KeyRing:
+    """Local mailboxes' (certificate, key) pairs by address, cached by certificate PEM."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+        self._pairs: dict[str, tuple[str, Pair]] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never show keys
+        return f"KeyRing({len(self._pairs)} boîtes)"
+
+    def signer(self, session: Session, address: str) -> Pair | None:
+        """The pair of local mailbox ``address``, or None when it has no key."""
+        row = session.execute(select(Mailbox.smime_cert_pem, Mailbox.smime_key_pem).where(
+            Mailbox.address == address.lower(), Mailbox.operator_id.is_(None))).first()
+        cert_pem, key_pem = row if row is not None else (None, None)
+        if not cert_pem or not key_pem:
+            return None
+        with self._lock:
+            cached = self._pairs.get(address.lower())
+        if cached is not None and cached[0] == cert_pem:
+            return cached[1]
+        pair = (x509.load_pem_x509_certificate(cert_pem.encode()),
+                load_mailbox_key(key_pem, self._secret))
+        with self._lock:
+            self._pairs[address.lower()] = (cert_pem, pair)
+        return pair

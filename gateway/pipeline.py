@@ -1,0 +1,276 @@
+"""The relay policy as a pipeline of small named steps (CONVENTIONS.md, 5).
+
+Each step is a plain function over plain data and the caller's session; it returns what the
+next step needs or raises a ``GatewayError`` that already knows its SMTP reply. The SMTP
+handler (``gateway.server``) calls them at the earliest honest moment (CONVENTIONS.md, 2):
+
+====================  ==========================================================  ===========
+step                  what                                                        refusal
+====================  ==========================================================  ===========
+``check_sender``      the authenticated identity may send as MAIL FROM            550 5.7.1
+``check_peer``        relay: the peer certificate's DN is the whitelist entry     550 5.7.1
+                      of the MAIL FROM domain
+``route_recipient``   RCPT in the trust space (local published, or whitelisted    550 5.7.1
+                      peer domain; relay: local only)
+``check_count``       at most ``max_recipients``                                  452 4.5.3
+``check_size``        at most ``max_message_size`` (SIZE is also advertised)      552 5.3.4
+``RateLimit.check``   messages per identity per minute                            451 4.7.1
+``check_loop``        Received fields ≤ ``max_received`` (RFC 5321 §6.3)          554 5.4.6
+``check_from``        the From: mailboxes may be used by the identity             550 5.7.1
+``secure``            sign / encrypt (``gateway.security``), see below            554 5.7.5
+``trace``             a Received field with the TLS parameters, no content        —
+====================  ==========================================================  ===========
+
+**Local versus peer protection.** A message to local recipients never leaves the operator, so
+they receive the *signed* form (never the hop encryption), opened and stamped like an inbound
+message (``gateway.inbound.open_message`` + ``stamp``): the reader sees an
+``Authentication-Results`` field with the S/MIME result, and the signature stays for them to
+check again. Peer recipients receive the form the policy asks for: signed and encrypted to
+every peer recipient's certificate from the directory. A peer recipient without certificate
+gets the signed form over the mutually authenticated TLS hop if ``allow_tls_only_peers``
+(MSSanté mode), else the message is refused with a clear text. A message the client already
+protected end to end passes untouched.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from email.utils import formatdate, getaddresses
+
+from cryptography import x509
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from certs.validation import TrustStore
+from gateway import inbound, security
+from gateway.errors import (
+    LoopDetected,
+    MessageTooBig,
+    RateLimited,
+    RecipientRefused,
+    SenderRefused,
+    TooManyRecipients,
+)
+from gateway.keys import Pair
+from gateway.models import RecipientKind
+from gateway.security import Protection, field_name, field_value, header_fields, split_head
+from trust_space.models import Mailbox, Operator, TrustedDomain
+from trust_space.naming import normalise_dn
+from trust_space.policy import Identity, may_receive, may_send_as
+
+_ANGLE = re.compile(r"<([^<>\s]{1,240})>")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one accepted recipient goes: ``kind`` LOCAL or PEER (CLEAR: peer over TLS only)."""
+
+    address: str
+    kind: RecipientKind
+    certificate: x509.Certificate | None = None
+
+
+@dataclass
+class Forms:
+    """The message as each kind of recipient receives it (see the module docstring)."""
+
+    local: bytes | None = None
+    peer: bytes | None = None
+    clear: bytes | None = None
+    clear_recipients: set[str] = field(default_factory=set)
+    protection: str = "none"
+
+
+# ---------------------------------------------------------------------- envelope steps
+def check_sender(session: Session, identity: Identity, address: str) -> None:
+    """MAIL FROM of a submission (DESIGN.md step 2)."""
+    decision = may_send_as(session, identity, address)
+    if not decision:
+        raise SenderRefused(f"Émission refusée pour <{address}> : {decision.reason}",
+                            code=f"sender_{decision.code}")
+
+
+def check_peer(session: Session, operator_dn: str, address: str) -> None:
+    """MAIL FROM on the relay port: the peer's certificate DN must be the whitelist's for the
+    sender's domain (a null sender — DSN, MDN — must come from a whitelisted operator)."""
+    domain = address.rpartition("@")[2].lower()
+    if address:
+        expected = session.scalar(select(TrustedDomain.certificate_dn)
+                                  .where(TrustedDomain.domain == domain))
+        ok = expected is not None and normalise_dn(expected) == operator_dn
+    else:
+        ok = any(normalise_dn(dn) == operator_dn
+                 for dn in session.scalars(select(Operator.certificate_dn)))
+    if not ok:
+        raise SenderRefused(
+            f"Opérateur non autorisé pour le domaine « {domain or '<>'} » (certificat "
+            "différent de la liste blanche) / peer certificate does not match the whitelist",
+            code="peer_dn_mismatch")
+
+
+def route_recipient(session: Session, address: str, local_domains: Collection[str], *,
+                    local_only: bool = False) -> Route:
+    """RCPT TO (DESIGN.md step 3): refused at RCPT when outside the trust space."""
+    decision = may_receive(session, address, local_domains)
+    if decision and local_only and decision.code != "local":  # never relay peer to peer
+        raise RecipientRefused(
+            f"Destinataire non hébergé par cet opérateur / recipient not hosted here "
+            f"<{address}>", code="recipient_not_local")
+    if not decision:
+        raise RecipientRefused(
+            f"Destinataire hors de l'espace de confiance / recipient outside the trust space "
+            f"<{address}> ({decision.reason})", code=f"recipient_{decision.code}")
+    if decision.code == "local":
+        return Route(address.lower(), RecipientKind.LOCAL)
+    return Route(address.lower(), RecipientKind.PEER, peer_certificate(session, address))
+
+
+def peer_certificate(session: Session, address: str) -> x509.Certificate | None:
+    """A peer mailbox's S/MIME certificate from the imported directory, if any."""
+    pem = session.scalar(select(Mailbox.smime_cert_pem).where(
+        Mailbox.address == address.lower(), Mailbox.operator_id.is_not(None)))
+    return x509.load_pem_x509_certificate(pem.encode()) if pem else None
+
+
+def check_count(count: int, maximum: int) -> None:
+    """RFC 5321 §4.5.3.1.8: at least 100 must be accepted; ours is a setting (a policy)."""
+    if count >= maximum:
+        raise TooManyRecipients(f"Trop de destinataires (maximum {maximum}) / too many "
+                                "recipients")
+
+
+def check_size(size: int, maximum: int) -> None:
+    if maximum and size > maximum:
+        raise MessageTooBig(f"Message trop volumineux (maximum {maximum} octets) / message "
+                            "too big")
+
+
+class RateLimit:
+    """At most ``per_minute`` messages per identity over a sliding minute, in this process
+    (several gateway processes each apply the limit)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key: str, now: float | None = None) -> None:
+        """Count one message for ``key``; raise RateLimited past the limit."""
+        if self.per_minute <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            window = self._seen.setdefault(key, deque())
+            while window and window[0] <= now - 60:
+                window.popleft()
+            if len(window) >= self.per_minute:
+                raise RateLimited(f"Trop de messages : {self.per_minute} par minute au plus, "
+                                  "réessayez plus tard / rate limit exceeded, try later")
+            window.append(now)
+
+
+# ---------------------------------------------------------------------- content steps
+def check_loop(raw: bytes, maximum: int) -> None:
+    """RFC 5321 §6.3: a message with too many Received fields is looping."""
+    count = sum(1 for f in header_fields(split_head(raw)[0]) if field_name(f) == "received")
+    if count > maximum:
+        raise LoopDetected(f"Boucle de routage détectée ({count} relais) / routing loop "
+                           "detected")
+
+
+def check_from(session: Session, identity: Identity, mail_from: str, raw: bytes) -> None:
+    """The From: mailboxes must be ones the identity may use too (no displayed-sender
+    spoofing behind an allowed envelope)."""
+    values = [field_value(f) for f in header_fields(split_head(raw)[0])
+              if field_name(f) == "from"]
+    for _name, address in getaddresses(values):
+        if address and address.lower() != mail_from.lower():
+            check_sender(session, identity, address)
+
+
+def message_key(raw: bytes, queue_id: str, domain: str) -> tuple[bytes, str]:
+    """The message and its Message-ID (the de-duplication key); one is added when missing
+    (RFC 6409 §8.3: the submission server may add Message-ID and Date)."""
+    fields = header_fields(split_head(raw)[0])
+    found = [field_value(f) for f in fields if field_name(f) == "message-id"]
+    match = _ANGLE.search(found[0]) if found else None
+    if match:
+        return raw, f"<{match.group(1)}>"
+    key = f"<{queue_id}@{domain}>"
+    extra = f"Message-ID: {key}\r\n"
+    if not any(field_name(f) == "date" for f in fields):
+        extra += f"Date: {formatdate(localtime=True)}\r\n"
+    return extra.encode() + raw, key
+
+
+@dataclass(frozen=True)
+class SecurityContext:
+    """What the security step needs besides the message."""
+
+    policy: str
+    allow_tls_only_peers: bool
+    store: TrustStore
+    authserv_id: str
+    chain: Sequence[x509.Certificate] = ()
+
+
+def secure(ctx: SecurityContext, raw: bytes, signer: Pair | None,
+           routes: Sequence[Route]) -> Forms:
+    """The security step of a submission (module docstring): choose, sign, encrypt, stamp.
+    ``signer``: the sender mailbox's certificate and key (``KeyRing``), None if it has none."""
+    protection = security.effective(security.requested(raw), ctx.policy)
+    raw = security.strip_request(raw)
+    peers = [r for r in routes if r.kind is RecipientKind.PEER]
+    if security.end_to_end(raw):
+        local = stamp_local(raw, ctx)
+        return Forms(local=local, peer=raw if peers else None, protection="end-to-end")
+    signer = signer if protection.sign else None
+    signed = security.protect(raw, Protection(sign=protection.sign, encrypt=False),
+                              signer=signer, recipients={}, chain=ctx.chain)
+    forms = Forms(local=stamp_local(signed, ctx), protection=protection.label())
+    if peers:
+        _peer_forms(forms, signed, peers, protection, ctx)
+    return forms
+
+
+def _peer_forms(forms: Forms, signed: bytes, peers: Sequence[Route], protection: Protection,
+                ctx: SecurityContext) -> None:
+    if not protection.encrypt:
+        forms.peer = signed
+        return
+    with_cert = {r.address: r.certificate for r in peers if r.certificate is not None}
+    without = {r.address for r in peers if r.certificate is None}
+    if without and not ctx.allow_tls_only_peers:
+        # protect() names the recipients without certificate in its refusal (554 5.7.5).
+        security.protect(signed, Protection(sign=False, encrypt=True), signer=None,
+                         recipients={r.address: r.certificate for r in peers})
+    if with_cert:
+        forms.peer = security.protect(signed, Protection(sign=False, encrypt=True),
+                                      signer=None, recipients=with_cert)
+    if without:
+        forms.clear, forms.clear_recipients = signed, without
+
+
+def stamp_local(raw: bytes, ctx: SecurityContext) -> bytes:
+    """The form local readers get: verified, with our Authentication-Results (RFC 8601)."""
+    opened, verdict = inbound.open_message(raw, key=None, store=ctx.store)
+    return inbound.stamp(opened, verdict, ctx.authserv_id)
+
+
+def trace(raw: bytes, *, helo: str, ip: str, hostname: str, queue_id: str, tls: str,
+          authenticated: bool) -> bytes:
+    """Prepend the Received field (RFC 5321 §4.4; "with ESMTPSA/ESMTPS", RFC 3848). It names
+    hosts, TLS parameters and the queue id, never the content or the recipients."""
+    protocol = "ESMTPS" if tls else "ESMTP"
+    if authenticated:
+        protocol += "A"
+    helo = re.sub(r"[^A-Za-z0-9.\-\[\]:]", "?", helo)[:255] or "unknown"
+    tls_line = f"\r\n\t{tls}" if tls else ""
+    text = (f"Received: from {helo} ([{ip}])\r\n\tby {hostname} (mss) with {protocol} id "
+            f"{queue_id}{tls_line};\r\n\t{formatdate(localtime=False)}\r\n")
+    return text.encode("ascii", "replace") + raw

@@ -1,0 +1,317 @@
+"""The durable queue (DESIGN.md step 4-5): enqueue before ``250``, claim, finish, administer.
+
+**Durable before 250.** ``enqueue`` runs inside the DATA transaction; the SMTP handler answers
+``250 2.0.0 Ok: queued as <id>`` only after that transaction committed (SQLite WAL with
+``synchronous=FULL``, or a PostgreSQL commit: the message and its envelope are on disk).
+
+**Claiming.** A worker claims due recipients in one short transaction: rows that are QUEUED
+and due, or DELIVERING whose lease expired (their worker died). On PostgreSQL the candidate
+rows are read ``FOR UPDATE SKIP LOCKED``, so concurrent workers of several processes take
+disjoint rows without waiting; on SQLite every transaction starts with ``BEGIN IMMEDIATE``
+(``core.db``), so the claim is serialised. Either way the UPDATE repeats the due condition and
+marks the rows with a unique lease token, and only the rows carrying that token are returned:
+a row is never handed to two workers at once.
+
+**At-least-once, de-duplicated per (Message-ID, recipient).** When a local delivery is claimed,
+its key (Message-ID, recipient) is reserved in ``DeliveredKey`` (unique) for that queue entry,
+in the claim transaction; a twin entry (a client that sent again after a lost ``250``) finds
+the key taken and is closed as a duplicate without delivering — even when both are claimed at
+the same moment by two processes, since the unique index makes the second insert wait for the
+first. A final failure releases the key. The one window left is a crash after the mail store
+took the message and before the delivery was recorded: the row comes back with ``in_doubt``
+set, and the worker looks for the Message-ID in the mailbox before delivering again
+(``gateway.delivery``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from core.db import Database, utcnow
+from gateway.models import (
+    DeliveredKey,
+    DeliveryEvent,
+    Origin,
+    QueuedMessage,
+    QueueRecipient,
+    RecipientKind,
+    RecipientState,
+)
+
+MAX_BACKOFF = 3600.0
+PENDING = (RecipientState.QUEUED, RecipientState.DELIVERING)
+_tokens = itertools.count()
+
+
+def new_queue_id() -> str:
+    """A short, time-ordered, unguessable queue id (hex)."""
+    return f"{int(time.time() * 1000):011X}{secrets.token_hex(4).upper()}"
+
+
+def backoff(attempts: int, base: float) -> float:
+    """Seconds before attempt ``attempts + 1``: base, 2×base, 4×base … capped at one hour."""
+    return float(min(base * (2 ** max(attempts - 1, 0)), MAX_BACKOFF))
+
+
+def dedup_key(kind: RecipientKind, address: str) -> str:
+    """The recipient part of the de-duplication key (the Sent copy is its own delivery)."""
+    return f"Sent:{address}" if kind is RecipientKind.SENT else address
+
+
+def enqueue(session: Session, *, queue_id: str, origin: Origin, envelope_from: str,
+            message_key: str, submitter: str, size: int, local: bytes | None,
+            peer: bytes | None = None, clear: bytes | None = None,
+            recipients: Sequence[tuple[str, RecipientKind]],
+            state: RecipientState = RecipientState.QUEUED) -> None:
+    """Write a message and its recipients (not committed: the caller's transaction). Core
+    inserts, not the ORM unit of work: this runs once per accepted message."""
+    now, key = utcnow(), message_key[:250]
+    session.execute(insert(QueuedMessage).values(
+        id=queue_id, created_at=now, origin=origin, envelope_from=envelope_from,
+        message_key=key, submitter=submitter[:254], size=size, raw_local=local,
+        raw_peer=peer, raw_clear=clear))
+    session.execute(insert(QueueRecipient), [{
+        "queue_id": queue_id, "address": address, "kind": kind, "state": state,
+        "attempts": 0, "next_attempt_at": now, "in_doubt": False, "last_code": "",
+        "last_reason": "", "updated_at": now} for address, kind in recipients])
+    session.execute(insert(DeliveryEvent), [{
+        "at": now, "queue_id": queue_id, "message_key": key, "recipient": address,
+        "event": "queued", "detail": kind.value} for address, kind in recipients])
+
+
+# ---------------------------------------------------------------------- claiming
+@dataclass(frozen=True)
+class Row:
+    id: int
+    address: str
+    kind: RecipientKind
+    attempts: int
+    in_doubt: bool
+
+
+@dataclass
+class Claimed:
+    """A message and the recipients of it that this worker now holds."""
+
+    queue_id: str
+    origin: Origin
+    envelope_from: str
+    message_key: str
+    created_at: datetime
+    raw_local: bytes | None
+    raw_peer: bytes | None
+    raw_clear: bytes | None
+    rows: list[Row] = field(default_factory=list)
+
+
+def _due(now: datetime):  # type: ignore[no-untyped-def]
+    return or_(and_(QueueRecipient.state == RecipientState.QUEUED,
+                    QueueRecipient.next_attempt_at <= now),
+               and_(QueueRecipient.state == RecipientState.DELIVERING,
+                    QueueRecipient.lease_until < now))
+
+
+def claim(db: Database, owner: str, *, limit: int, lease_seconds: float,
+          now: datetime | None = None) -> list[Claimed]:
+    """Take up to ``limit`` due recipients (see the module docstring), grouped by message."""
+    now = now or utcnow()
+    token = f"{owner}:{os.getpid()}:{next(_tokens)}"[:64]
+    with db.transaction() as session:
+        query = (select(QueueRecipient.id).where(_due(now))
+                 .order_by(QueueRecipient.next_attempt_at).limit(limit))
+        if db.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        ids = list(session.scalars(query))
+        if not ids:
+            return []
+        session.execute(
+            update(QueueRecipient).where(QueueRecipient.id.in_(ids), _due(now)).values(
+                in_doubt=or_(QueueRecipient.in_doubt,
+                             QueueRecipient.state == RecipientState.DELIVERING),
+                state=RecipientState.DELIVERING, lease_owner=token,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=QueueRecipient.attempts + 1, updated_at=now,
+            ).execution_options(synchronize_session=False))
+        return _load_claimed(session, token)
+
+
+def _load_claimed(session: Session, token: str) -> list[Claimed]:
+    rows = session.execute(select(QueueRecipient, QueuedMessage).join(QueuedMessage).where(
+        QueueRecipient.lease_owner == token).order_by(QueueRecipient.id)).all()
+    owners = _reserve(session, [(msg, rcpt) for rcpt, msg in rows
+                                if rcpt.kind in (RecipientKind.LOCAL, RecipientKind.SENT)])
+    groups: dict[str, Claimed] = {}
+    for rcpt, msg in rows:
+        group = groups.get(msg.id)
+        if group is None:
+            group = groups[msg.id] = Claimed(
+                msg.id, msg.origin, msg.envelope_from, msg.message_key, msg.created_at,
+                msg.raw_local, msg.raw_peer, msg.raw_clear)
+        owner = owners.get((msg.message_key, dedup_key(rcpt.kind, rcpt.address)), msg.id)
+        if owner != msg.id:
+            _close_duplicate(session, msg.message_key, rcpt, owner)
+            continue
+        group.rows.append(Row(rcpt.id, rcpt.address, rcpt.kind, rcpt.attempts, rcpt.in_doubt))
+    return [g for g in groups.values() if g.rows]
+
+
+def _reserve(session: Session, pairs: list[tuple[QueuedMessage, QueueRecipient]]
+             ) -> dict[tuple[str, str], str]:
+    """Reserve (Message-ID, recipient) for the queue entry that delivers it: the unique key
+    is inserted if absent (on PostgreSQL a concurrent insert of the same key waits for the
+    other transaction, then yields to it); the owner of each key is returned."""
+    if not pairs:
+        return {}
+    wanted = {(m.message_key, dedup_key(r.kind, r.address)): m.id for m, r in pairs}
+    _insert_keys(session, wanted, utcnow())
+    found = session.execute(select(DeliveredKey.message_key, DeliveredKey.recipient,
+                                   DeliveredKey.queue_id)
+                            .where(DeliveredKey.message_key.in_({k for k, _ in wanted})))
+    return {(key, rcpt): owner for key, rcpt, owner in found if (key, rcpt) in wanted}
+
+
+def _close_duplicate(session: Session, key: str, rcpt: QueueRecipient, owner: str) -> None:
+    """(Message-ID, recipient) belongs to another queue entry (a client that sent again after
+    a lost 250): close this one without delivering."""
+    rcpt.state, rcpt.lease_owner, rcpt.last_reason = RecipientState.DELIVERED, None, "doublon"
+    event(session, rcpt.queue_id, key, rcpt.address, "duplicate", f"déjà pris par {owner}")
+
+
+# ---------------------------------------------------------------------- finishing
+@dataclass(frozen=True)
+class Done:
+    """One outcome to record: the row's new state and why."""
+
+    claimed: Claimed
+    row: Row
+    state: RecipientState
+    code: str
+    reason: str = ""
+    retry_in: float = 0.0  # seconds, for QUEUED (deferred)
+
+
+def record(session: Session, items: Sequence[Done]) -> None:
+    """Write a batch of outcomes with a few statements: the rows' states, the de-duplication
+    keys of the deliveries (same transaction), the timeline."""
+    if not items:
+        return
+    now = utcnow()
+    session.execute(update(QueueRecipient), [{
+        "id": d.row.id, "state": d.state, "lease_owner": None, "lease_until": None,
+        "last_code": d.code[:16], "last_reason": d.reason[:1000], "updated_at": now,
+        "in_doubt": False, "next_attempt_at": now + timedelta(seconds=d.retry_in),
+    } for d in items])
+    keys = {(d.claimed.message_key, dedup_key(d.row.kind, d.row.address)): d.claimed.queue_id
+            for d in items if d.state is RecipientState.DELIVERED
+            and d.row.kind in (RecipientKind.LOCAL, RecipientKind.SENT)}
+    if keys:
+        _insert_keys(session, keys, now)
+    for d in items:  # a final failure releases the reservation: a later resend may deliver
+        if d.state in (RecipientState.BOUNCED, RecipientState.FAILED) and \
+                d.row.kind in (RecipientKind.LOCAL, RecipientKind.SENT):
+            session.execute(delete(DeliveredKey).where(
+                DeliveredKey.message_key == d.claimed.message_key,
+                DeliveredKey.recipient == dedup_key(d.row.kind, d.row.address),
+                DeliveredKey.queue_id == d.claimed.queue_id))
+    session.execute(insert(DeliveryEvent), [{
+        "at": now, "queue_id": d.claimed.queue_id, "message_key": d.claimed.message_key[:250],
+        "recipient": d.row.address, "event": _EVENTS[d.state],
+        "detail": f"{d.row.kind.value} {d.code} {d.reason}".strip()[:500],
+    } for d in items])
+
+
+_EVENTS = {RecipientState.DELIVERED: "delivered", RecipientState.QUEUED: "deferred",
+           RecipientState.BOUNCED: "bounced", RecipientState.FAILED: "failed"}
+
+
+def _insert_keys(session: Session, keys: dict[tuple[str, str], str], now: datetime) -> None:
+    # INSERT … ON CONFLICT DO NOTHING: a key already there (a delivery recovered after a
+    # crash) is not an error.
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(DeliveredKey).on_conflict_do_nothing()
+    # Sorted: concurrent claims take the unique-index entries in one order (no deadlock).
+    session.execute(statement, [{"message_key": k[0], "recipient": k[1], "queue_id": qid,
+                                 "at": now} for k, qid in sorted(keys.items())])
+
+
+def event(session: Session, queue_id: str, message_key: str, recipient: str, what: str,
+          detail: str = "") -> None:
+    """One timeline row (queued, delivered, deferred, bounced, mdn, notified, …)."""
+    session.add(DeliveryEvent(queue_id=queue_id, message_key=message_key[:250],
+                              recipient=recipient, event=what, detail=detail[:500]))
+
+
+def add_recipients(session: Session, claimed: Claimed,
+                   recipients: Iterable[tuple[str, RecipientKind]]) -> None:
+    """More deliveries of the same message (notifications after a local delivery)."""
+    for address, kind in recipients:
+        session.add(QueueRecipient(queue_id=claimed.queue_id, address=address, kind=kind,
+                                   state=RecipientState.QUEUED, next_attempt_at=utcnow(),
+                                   attempts=0, in_doubt=False))
+        event(session, claimed.queue_id, claimed.message_key, address, "queued", kind.value)
+
+
+def purge_done(session: Session, queue_ids: Iterable[str]) -> list[str]:
+    """Delete the messages (not their timeline) that have no recipient left pending or
+    quarantined; the ids deleted."""
+    ids = set(queue_ids)
+    if not ids:
+        return []
+    session.flush()
+    left = set(session.scalars(select(QueueRecipient.queue_id).where(
+        QueueRecipient.queue_id.in_(ids),
+        QueueRecipient.state.in_([*PENDING, RecipientState.QUARANTINED])).distinct()))
+    finished = sorted(ids - left)
+    if finished:
+        session.execute(delete(QueueRecipient).where(QueueRecipient.queue_id.in_(finished)))
+        session.execute(delete(QueuedMessage).where(QueuedMessage.id.in_(finished)))
+    return finished
+
+
+# ---------------------------------------------------------------------- administration
+def depth(session: Session) -> int:
+    """Recipients still to deliver (the queue depth metric)."""
+    return int(session.scalar(select(func.count()).select_from(QueueRecipient).where(
+        QueueRecipient.state.in_(PENDING))) or 0)
+
+
+def pending(session: Session, limit: int = 100) -> list[QueuedMessage]:
+    """Messages still in the queue, oldest first."""
+    return list(session.scalars(select(QueuedMessage).order_by(QueuedMessage.created_at)
+                                .limit(limit)))
+
+
+def retry_now(session: Session, queue_id: str) -> int:
+    """Make the message's waiting recipients due now; the number of rows changed."""
+    result = session.execute(update(QueueRecipient).where(
+        QueueRecipient.queue_id == queue_id,
+        QueueRecipient.state.in_([RecipientState.QUEUED, RecipientState.QUARANTINED]),
+    ).values(state=RecipientState.QUEUED, next_attempt_at=utcnow()))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def remove(session: Session, queue_id: str) -> bool:
+    """Delete a message from the queue (its timeline stays)."""
+    found = session.get(QueuedMessage, queue_id)
+    if found is None:
+        return False
+    session.execute(delete(QueueRecipient).where(QueueRecipient.queue_id == queue_id))
+    session.delete(found)
+    session.flush()
+    return True
+
+
+def timeline(session: Session, queue_id: str) -> list[DeliveryEvent]:
+    return list(session.scalars(select(DeliveryEvent).where(DeliveryEvent.queue_id == queue_id)
+                                .order_by(DeliveryEvent.id)))

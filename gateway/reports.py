@@ -1,0 +1,105 @@
+"""What follows a delivery, inside the transaction that records it (DESIGN.md steps 5 and 7):
+
+- a DSN (RFC 3464, ``gateway.dsn``) to the envelope sender for the recipients that failed for
+  good or whose retries expired — never for a DSN or MDN, never to a null sender
+  (RFC 5321 §4.5.5);
+- an MDN (RFC 8098, ``gateway.mdn``) ``processed`` after a local delivery when the message asks
+  for one (and a ``dispatched`` one with Direct's ``X-DIRECT-FINAL-DESTINATION-DELIVERY``
+  option), never for a report; a malformed request is ignored;
+- a notification row for the recipient's usual address when the mailbox asks for it.
+
+Reports are queued like any message, with a null envelope sender, and only to addresses
+inside the trust space: a report never leaves it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.settings import Settings
+from gateway import mdn, pipeline
+from gateway import queue as q
+from gateway.dsn import Failure, build_dsn
+from gateway.models import Origin, RecipientKind
+from gateway.queue import Claimed, Row
+from trust_space.models import Mailbox, Professional
+from trust_space.policy import may_receive
+
+log = logging.getLogger("mss.gateway")
+
+
+def queue_report(session: Session, settings: Settings, origin: Origin, body: bytes,
+                 to: str) -> str | None:
+    """Queue a generated report for ``to`` with ``MAIL FROM:<>``; its queue id, or None when
+    ``to`` is outside the trust space (dropped, logged)."""
+    decision = may_receive(session, to, {settings.domain})
+    if not decision:
+        log.warning("rapport %s non envoyé : destinataire hors de l'espace de confiance",
+                    origin.value)
+        return None
+    queue_id = q.new_queue_id()
+    body, key = pipeline.message_key(body, queue_id, settings.domain)
+    local = decision.code == "local"
+    q.enqueue(session, queue_id=queue_id, origin=origin, envelope_from="", message_key=key,
+              submitter="mss", size=len(body), local=body if local else None,
+              peer=None if local else body,
+              recipients=[(to.lower(), RecipientKind.LOCAL if local else RecipientKind.PEER)])
+    return queue_id
+
+
+def send_dsn(session: Session, settings: Settings, claimed: Claimed,
+             failures: Sequence[Failure]) -> None:
+    """One DSN for the failures of one message in this batch."""
+    if not claimed.envelope_from or claimed.origin in (Origin.DSN, Origin.MDN) or not failures:
+        return
+    try:
+        body = build_dsn(original=claimed.raw_local or claimed.raw_peer or b"",
+                         envelope_from=claimed.envelope_from, failures=failures,
+                         reporting_mta=settings.hostname, queue_id=claimed.queue_id,
+                         arrival=claimed.created_at, from_domain=settings.domain)
+    except ValueError as exc:
+        log.warning("DSN de %s impossible : %s", claimed.queue_id, exc)
+        return
+    if queue_report(session, settings, Origin.DSN, body, claimed.envelope_from):
+        for failure in failures:
+            q.event(session, claimed.queue_id, claimed.message_key, failure.recipient, "dsn",
+                    failure.status)
+
+
+def after_local(session: Session, settings: Settings, claimed: Claimed,
+                rows: Sequence[Row]) -> None:
+    """Notifications and MDNs after the delivery of ``rows`` (LOCAL recipients of one
+    message)."""
+    addresses = [r.address for r in rows]
+    usual = session.execute(
+        select(Mailbox.address, Professional.usual_email).join(Professional).where(
+            Mailbox.address.in_(addresses), Mailbox.notify_usual_email.is_(True)))
+    q.add_recipients(session, claimed, [(email.lower(), RecipientKind.NOTIFY)
+                                        for _address, email in usual if email])
+    if claimed.origin in (Origin.SUBMISSION, Origin.RELAY) and claimed.raw_local:
+        to = mdn.mdn_request(claimed.raw_local, return_path=claimed.envelope_from)
+        if to is not None:  # else no request, or one we must not answer (RFC 8098 §2.1)
+            for row in rows:
+                _mdn(session, settings, claimed, row, to)
+
+
+def _mdn(session: Session, settings: Settings, claimed: Claimed, row: Row, to: str) -> None:
+    raw = claimed.raw_local or b""
+    final = mdn.wants_final_delivery(raw)
+    kinds = [mdn.PROCESSED] + ([mdn.DISPATCHED] if final else [])
+    for disposition in kinds:
+        try:
+            body = mdn.build_mdn(original=raw, final_recipient=row.address,
+                                 reporting_ua=f"{settings.hostname}; mss",
+                                 disposition=disposition, from_addr=row.address,
+                                 return_path=claimed.envelope_from,
+                                 final_delivery=final and disposition == mdn.DISPATCHED)
+        except ValueError:  # malformed request: ignored safely
+            return
+        if queue_report(session, settings, Origin.MDN, body, to):
+            q.event(session, claimed.queue_id, claimed.message_key, row.address, "mdn",
+                    disposition.rpartition(" ")[2])

@@ -1,0 +1,375 @@
+"""The SMTP listeners (aiosmtpd): submission (STARTTLS), submissions (implicit TLS), relay.
+
+Handlers translate and nothing more (CONVENTIONS.md, 1): parse the command, call one use case
+of ``gateway.accept`` in the thread pool, map the outcome to a reply. Errors become replies in
+exactly one place, ``reply_for`` (CONVENTIONS.md, 4): a ``GatewayError`` knows its reply;
+anything else is logged here and the client gets ``451 4.3.0`` — never a traceback.
+
+- Submission (RFC 6409): AUTH required and offered only after TLS (RFC 3207 §4, RFC 4954 §4:
+  ``538 5.7.11`` before STARTTLS); mechanisms PLAIN, LOGIN, EXTERNAL (``gateway.auth``).
+- Relay (inter-operator, MSSanté): STARTTLS required with a client certificate
+  (``gateway.tls.relay_context``); the certificate must match the whitelist entry of the MAIL
+  FROM domain (``accept.peer_sender``); recipients must be our own published mailboxes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import logging
+import ssl
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
+from core import audit
+from gateway import accept, auth, pipeline, tls
+from gateway.accept import Gateway
+from gateway.errors import GatewayError, LocalFailure
+from gateway.metrics import Metrics
+
+log = logging.getLogger("mss.gateway")
+T = TypeVar("T")
+
+
+class _QuietLegacy(logging.Filter):
+    """aiosmtpd 1.4 warns on every AUTH that it sets its deprecated ``login_data`` itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "login_data is deprecated" not in record.getMessage()
+
+
+logging.getLogger("mail.log").addFilter(_QuietLegacy())
+
+# aiosmtpd writes a few replies itself, without RFC 3463 enhanced codes: give them one.
+_REWRITE = {
+    "552 Error: message size exceeds fixed maximum message size":
+        "552 5.3.4 Message trop volumineux / message size exceeds fixed maximum",
+    "552 Error: Too much mail data":
+        "552 5.3.4 Message trop volumineux / message size exceeds fixed maximum",
+    "530 Must issue a STARTTLS command first":
+        "530 5.7.0 STARTTLS d'abord / must issue a STARTTLS command first",
+    "535 5.7.8 Authentication credentials invalid":
+        "535 5.7.8 Identifiants refuses / authentication credentials invalid",
+}
+
+
+def reply_for(error: BaseException) -> str:
+    """The one place where an error becomes an SMTP reply."""
+    if isinstance(error, GatewayError):
+        return error.smtp_reply()
+    log.error("erreur interne pendant une session SMTP (%s)", type(error).__name__,
+              exc_info=error)
+    return LocalFailure("Erreur temporaire du relais, réessayez / temporary relay error, "
+                        "try again later").smtp_reply()
+
+
+class GatewaySmtp(SMTP):
+    """aiosmtpd's SMTP with enhanced codes on its own replies; ``implicit_tls`` for the
+    submissions port, where the whole connection is TLS (RFC 8314) so AUTH is allowed."""
+
+    def __init__(self, handler: Any, *, implicit_tls: bool = False, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        if implicit_tls:
+            self._auth_require_tls = False
+
+    async def push(self, status: bytes | str) -> None:
+        if isinstance(status, str):
+            await super().push(_REWRITE.get(status, status))
+        else:
+            await super().push(status)
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        return self.transport.get_extra_info("ssl_object") if self.transport else None
+
+
+def replies(hook: Callable[..., Awaitable[str]]) -> Callable[..., Awaitable[str]]:
+    """Wrap a handler hook: a refusal is counted, audited and turned into its reply."""
+    @functools.wraps(hook)
+    async def wrapper(self: BaseHandler, server: GatewaySmtp, session: Session,
+                      envelope: Envelope, *args: Any) -> str:
+        try:
+            return await hook(self, server, session, envelope, *args)
+        except Exception as error:  # noqa: BLE001 — mapped to a reply, never shown
+            await self.refused(session, envelope, hook.__name__, error)
+            return reply_for(error)
+    return wrapper
+
+
+class BaseHandler:
+    """What both kinds of listener share."""
+
+    channel = "submission"
+
+    def __init__(self, gw: Gateway, metrics: Metrics, pool: ThreadPoolExecutor,
+                 rate: pipeline.RateLimit) -> None:
+        self.gw, self.metrics, self.pool, self.rate = gw, metrics, pool, rate
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+
+    async def handle_exception(self, error: Exception) -> str:
+        return reply_for(error)
+
+    async def refused(self, session: Session, envelope: Envelope, step: str,
+                      error: BaseException) -> None:
+        code = getattr(error, "code", "internal")
+        self.metrics.refused.labels(reason=code).inc()
+        try:
+            await self.run(self._audit_refusal, session, envelope, step, error)
+        except Exception:  # noqa: BLE001 — the refusal itself must still be answered
+            log.exception("audit d'un refus SMTP impossible")
+
+    def _audit_refusal(self, session: Session, envelope: Envelope, step: str,
+                       error: BaseException) -> None:
+        with self.gw.db.transaction() as db_session:
+            audit.record(db_session, actor=self.actor(session)[:254],
+                         action=f"smtp.{self.channel}.refuse", target=step,
+                         outcome=getattr(error, "code", "internal"),
+                         request={"from": envelope.mail_from or "", "ip": _ip(session),
+                                  "rcpt": len(envelope.rcpt_tos),
+                                  "reply": getattr(error, "smtp_code", 451)})
+
+    def actor(self, session: Session) -> str:
+        data = session.auth_data
+        return data.login if isinstance(data, auth.Authenticated) else _ip(session)
+
+    def envelope_of(self, server: GatewaySmtp, session: Session,
+                    envelope: Envelope) -> accept.Envelope:
+        raw = envelope.original_content or b""
+        return accept.Envelope(envelope.mail_from or "", list(getattr(envelope, "routes", [])),
+                               raw, session.host_name or "", _ip(session),
+                               tls.describe(server.ssl_object))
+
+    @staticmethod
+    def add_route(envelope: Envelope, address: str, route: pipeline.Route) -> None:
+        routes = getattr(envelope, "routes", None)
+        if routes is None:
+            routes = envelope.routes = []  # type: ignore[attr-defined]
+        routes.append(route)
+        envelope.rcpt_tos.append(address)
+
+
+def _who(session: Session) -> auth.Authenticated:
+    """The AUTH outcome (aiosmtpd's ``auth_required`` guarantees there is one)."""
+    data = session.auth_data
+    if not isinstance(data, auth.Authenticated):
+        raise LocalFailure("Session sans authentification / unauthenticated session")
+    return data
+
+
+def _ip(session: Session | None) -> str:
+    if session is None:
+        return ""
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+class SubmissionHandler(BaseHandler):
+    """Submission and submissions ports."""
+
+    @replies
+    async def handle_MAIL(self, server: GatewaySmtp, session: Session, envelope: Envelope,
+                          address: str, options: list[str]) -> str:
+        who = _who(session)
+        self.rate.check(who.login)
+        await self.run(accept.sender, self.gw, who.identity, address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
+    @replies
+    async def handle_RCPT(self, server: GatewaySmtp, session: Session, envelope: Envelope,
+                          address: str, options: list[str]) -> str:
+        pipeline.check_count(len(envelope.rcpt_tos), self.gw.settings.max_recipients)
+        route = await self.run(accept.recipient, self.gw, address)
+        self.add_route(envelope, address, route)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 Ok"
+
+    @replies
+    async def handle_DATA(self, server: GatewaySmtp, session: Session,
+                          envelope: Envelope) -> str:
+        env = self.envelope_of(server, session, envelope)
+        pipeline.check_size(len(env.raw), self.gw.settings.max_message_size)
+        who = _who(session)
+        queue_id = await self.run(accept.submit, self.gw, who.login, who.identity, env)
+        self.metrics.accepted.labels(channel=self.channel).inc()
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    # ------------------------------------------------------------------ AUTH (RFC 4954)
+    async def auth_PLAIN(self, server: GatewaySmtp, args: list[str]) -> AuthResult:
+        blob = await _initial_response(server, args)
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:  # RFC 4616 §2: [authzid] NUL authcid NUL passwd
+            await server.push("501 5.5.2 Reponse PLAIN mal formee / malformed PLAIN response")
+            return AuthResult(success=False, handled=True)
+        authzid, login, password = (p.decode("utf-8", "replace") for p in parts)
+        return await self._login(server, auth.password_login, self.gw.db, login, password,
+                                 authzid, mechanism="PLAIN", **self._lockout(server))
+
+    async def auth_LOGIN(self, server: GatewaySmtp, args: list[str]) -> AuthResult:
+        login = await _initial_response(server, args, challenge=b"Username:")
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth("Password:")
+        if not isinstance(password, bytes):
+            return AuthResult(success=False, handled=True)
+        return await self._login(server, auth.password_login, self.gw.db,
+                                 login.decode("utf-8", "replace"),
+                                 password.decode("utf-8", "replace"), mechanism="LOGIN",
+                                 **self._lockout(server))
+
+    def _lockout(self, server: GatewaySmtp) -> dict[str, Any]:
+        s = self.gw.settings
+        return {"peer": _ip(server.session), "max_failures": s.login_max_failures,
+                "lock_minutes": s.login_lock_minutes}
+
+    async def auth_EXTERNAL(self, server: GatewaySmtp, args: list[str]) -> AuthResult:
+        authzid = await _initial_response(server, args)
+        if authzid is None:
+            return AuthResult(success=False, handled=True)
+        cert = tls.peer_certificate(server.ssl_object)
+        return await self._login(server, auth.certificate_login, self.gw.db,
+                                 self.gw.trust.store(), cert,
+                                 authzid.decode("utf-8", "replace"), peer=_ip(server.session))
+
+    async def _login(self, server: GatewaySmtp, fn: Callable[..., auth.Authenticated],
+                     *args: Any, **kwargs: Any) -> AuthResult:
+        try:
+            who = await self.run(fn, *args, **kwargs)
+        except Exception as error:  # noqa: BLE001 — one mapping, below
+            self.metrics.refused.labels(reason=getattr(error, "code", "internal")).inc()
+            await server.push(reply_for(error))
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=True, auth_data=who,
+                          message="235 2.7.0 Authentification reussie / authentication "
+                                  "successful")
+
+
+async def _initial_response(server: GatewaySmtp, args: list[str],
+                            challenge: bytes = b"") -> bytes | None:
+    """The client's initial response (RFC 4954 §4: ``=`` is an empty one) or the answer to an
+    empty challenge; None once an error reply was sent."""
+    if len(args) > 1:
+        if args[1] == "=":
+            return b""
+        try:
+            return base64.b64decode(args[1], validate=True)
+        except (binascii.Error, ValueError):
+            await server.push("501 5.5.2 Base64 invalide / cannot decode base64")
+            return None
+    answer = await server.challenge_auth(challenge)
+    return answer if isinstance(answer, bytes) else None
+
+
+class RelayHandler(BaseHandler):
+    """The inter-operator port."""
+
+    channel = "relay"
+
+    def actor(self, session: Session) -> str:
+        return str(getattr(session, "peer_dn", "")) or _ip(session)
+
+    @replies
+    async def handle_MAIL(self, server: GatewaySmtp, session: Session, envelope: Envelope,
+                          address: str, options: list[str]) -> str:
+        cert = tls.peer_certificate(server.ssl_object)
+        dn = await self.run(accept.peer_sender, self.gw, cert, address)
+        session.peer_dn = dn  # type: ignore[attr-defined]
+        self.rate.check(dn)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
+    @replies
+    async def handle_RCPT(self, server: GatewaySmtp, session: Session, envelope: Envelope,
+                          address: str, options: list[str]) -> str:
+        pipeline.check_count(len(envelope.rcpt_tos), self.gw.settings.max_recipients)
+        route = await self.run(accept.recipient, self.gw, address, local_only=True)
+        self.add_route(envelope, address, route)
+        return "250 2.1.5 Ok"
+
+    @replies
+    async def handle_DATA(self, server: GatewaySmtp, session: Session,
+                          envelope: Envelope) -> str:
+        env = self.envelope_of(server, session, envelope)
+        pipeline.check_size(len(env.raw), self.gw.settings.max_message_size)
+        queue_id = await self.run(accept.relay, self.gw, session.peer_dn,  # type: ignore[attr-defined]
+                                  env)
+        self.metrics.accepted.labels(channel=self.channel).inc()
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+
+class Listeners:
+    """The three listeners on one asyncio loop in a thread of their own."""
+
+    def __init__(self, gw: Gateway, metrics: Metrics, pool: ThreadPoolExecutor) -> None:
+        self.gw, self.metrics, self.pool = gw, metrics, pool
+        self.rate = pipeline.RateLimit(gw.settings.rate_limit_per_minute)
+        self.loop = asyncio.new_event_loop()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.ports: dict[str, int] = {}
+        self._contexts: tuple[object, ssl.SSLContext, ssl.SSLContext] | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, name="smtp", daemon=True)
+
+    def start(self) -> None:
+        """Bind the three ports (port 0: an ephemeral port, see ``ports``).
+
+        Raises:
+            OSError: a port cannot be bound.
+        """
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._bind(), self.loop)
+        future.result(timeout=30)
+
+    async def _bind(self) -> None:
+        s = self.gw.settings
+        sub = SubmissionHandler(self.gw, self.metrics, self.pool, self.rate)
+        relay = RelayHandler(self.gw, self.metrics, self.pool, self.rate)
+        for name, handler, port, implicit in (
+                ("submission", sub, s.submission_port, False),
+                ("submissions", sub, s.submissions_port, True),
+                ("relay", relay, s.relay_port, False)):
+            server = await self.loop.create_server(
+                functools.partial(self._smtp, handler, name, implicit), s.listen_address, port,
+                ssl=tls.submission_context(s) if implicit else None)
+            self.servers.append(server)
+            self.ports[name] = server.sockets[0].getsockname()[1]
+
+    def _context(self, name: str) -> ssl.SSLContext:
+        """The STARTTLS context, rebuilt when a trust file changed (a peer CA added)."""
+        version = self.gw.trust.version()
+        if self._contexts is None or self._contexts[0] != version:
+            s = self.gw.settings
+            self._contexts = (version, tls.submission_context(s), tls.relay_context(s))
+        return self._contexts[2] if name == "relay" else self._contexts[1]
+
+    def _smtp(self, handler: BaseHandler, name: str, implicit: bool) -> GatewaySmtp:
+        s = self.gw.settings
+        context = None if implicit else self._context(name)
+        return GatewaySmtp(handler, implicit_tls=implicit, hostname=s.hostname, ident="mss",
+                           tls_context=context, require_starttls=not implicit,
+                           auth_required=name != "relay", auth_require_tls=True,
+                           data_size_limit=s.max_message_size or None, decode_data=False,
+                           timeout=300)
+
+    def stop(self) -> None:
+        async def close() -> None:
+            for server in self.servers:
+                server.close()
+                await server.wait_closed()
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(close(), self.loop).result(timeout=10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+        self.loop.close()

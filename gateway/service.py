@@ -1,0 +1,112 @@
+"""The gateway as a ``mss.run.Service``: listeners, delivery workers, metrics endpoint."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+from cryptography import x509
+
+from core.db import Database
+from core.errors import ConfigError
+from core.settings import Settings
+from gateway import queue as q
+from gateway import tls
+from gateway.accept import Gateway, Trust
+from gateway.delivery import Deliverer, MailboxProbe, Workers
+from gateway.keys import KeyRing
+from gateway.metrics import Metrics
+from gateway.notify import SmtpNotifier
+from gateway.outbound import Outbound
+from gateway.server import Listeners
+from mailstore.config import DovecotPaths
+from mailstore.lmtp import LmtpClient
+
+log = logging.getLogger("mss.gateway")
+
+
+class GatewayService:
+    """``start`` binds the three SMTP ports and starts ``queue_workers`` delivery threads."""
+
+    name = "gateway"
+
+    def __init__(self, settings: Settings, db: Database, *, workers: int | None = None,
+                 listen: bool = True) -> None:
+        self.settings, self.db = settings, db
+        self.metrics = Metrics()
+        self.workers_count = settings.queue_workers if workers is None else workers
+        self.listen = listen
+        self.gw: Gateway | None = None
+        self.listeners: Listeners | None = None
+        self.workers: Workers | None = None
+        self.deliverer: Deliverer | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._http: object | None = None
+
+    def start(self) -> None:
+        """Raises ConfigError: certificates missing, a port taken."""
+        s = self.settings
+        for name in ("server.crt", "operator.crt", "ca.pem"):
+            if not (s.pki_dir / name).exists():
+                raise ConfigError(f"{s.pki_dir / name} absent : lancez « mss init »")
+        trust = Trust(s.pki_dir)
+        issuing = s.pki_dir / "issuing.pem"
+        chain = [x509.load_pem_x509_certificate(issuing.read_bytes())] if issuing.exists() else []
+        self.gw = Gateway(s, self.db, KeyRing(s.secret()), trust, chain=chain)
+        self.deliverer = self._deliverer(self.gw, trust)
+        self.workers = Workers(self.deliverer, self.workers_count, owner=socket.gethostname())
+        self.gw.wake = self.workers.wake
+        # Bounded below the database pool (5 + 10 overflow) minus the delivery workers.
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="smtp-work")
+        if self.listen:
+            self.listeners = Listeners(self.gw, self.metrics, self._pool)
+            try:
+                self.listeners.start()
+            except OSError as exc:
+                self.stop()
+                raise ConfigError(f"port SMTP indisponible : {exc.strerror}") from exc
+        self.workers.start()
+        self.metrics.watch_depth(self._depth)
+        try:
+            self._http = self.metrics.serve(s.listen_address, s.metrics_port)
+        except OSError as exc:
+            log.warning("métriques indisponibles sur le port %s : %s", s.metrics_port, exc)
+
+    def _deliverer(self, gw: Gateway, trust: Trust) -> Deliverer:
+        s = self.settings
+        outbound = Outbound(self.db, s.hostname, lambda: tls.peer_client_context(s),
+                            trust.store)
+        notifier = SmtpNotifier(s.smarthost, local_hostname=s.hostname) if s.smarthost else None
+        probe = MailboxProbe(DovecotPaths.from_settings(s))
+        return Deliverer(gw, self.metrics, lmtp=LmtpClient.for_settings(s), outbound=outbound,
+                         notifier=notifier, probe=probe.holds)
+
+    def _depth(self) -> float:
+        with self.db.transaction() as session:
+            return float(q.depth(session))
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return dict(self.listeners.ports) if self.listeners else {}
+
+    def endpoints(self) -> list[str]:
+        s = self.settings
+        lines = [f"SMTP {name:12} {s.listen_address}:{port}" for name, port in self.ports.items()]
+        if s.metrics_port:
+            lines.append(f"métriques        http://{s.listen_address}:{s.metrics_port}/metrics")
+        return lines
+
+    def stop(self) -> None:
+        if self.listeners is not None:
+            self.listeners.stop()
+            self.listeners = None
+        if self.workers is not None:
+            self.workers.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._http is not None:
+            self._http.shutdown()  # type: ignore[attr-defined]
+            self._http.server_close()  # type: ignore[attr-defined]
+            self._http = None

@@ -1,0 +1,143 @@
+"""`mss account`: registrations awaiting validation, operator accounts, unlocking."""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core import audit
+from core.errors import MssError, NotFound
+from core.settings import Settings
+
+
+def register(main: click.Group) -> None:
+    main.add_command(account)
+
+
+def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
+    from mss.cli import app_of
+
+    return app_of(ctx)
+
+
+@click.group()
+def account() -> None:
+    """Comptes : inscriptions à valider, comptes opérateur, déblocage."""
+
+
+@account.command("list")
+@click.option("--pending", is_flag=True, help="Seulement les inscriptions à valider.")
+@click.pass_context
+def account_list(ctx: click.Context, pending: bool) -> None:
+    """Liste les comptes, ou les inscriptions en attente de validation."""
+    from trust_space import registration
+    from trust_space.models import Account
+
+    app = _app(ctx)
+    with app.db.transaction() as session:
+        if pending:
+            for reg in registration.pending(session):
+                pro = reg.professional
+                click.echo(f"{reg.addresses[0]:40} {pro.display_name:30} {pro.profession:20} "
+                           f"{pro.national_id} {' '.join(reg.addresses[1:])}")
+            return
+        for row in session.scalars(select(Account).order_by(Account.id)):
+            flags = [row.state.value] + (["opérateur"] if row.is_operator else []) + (
+                ["bloqué"] if row.locked_until else [])
+            click.echo(f"{row.login:40} {row.kind.value:13} {', '.join(flags)}")
+
+
+def _decide(ctx: click.Context, address: str, accept: bool) -> list[str]:
+    from mss.mailer import outbound_mailer
+    from webmail.validation import decide
+
+    app = _app(ctx)
+    s = app.settings
+    url = s.webmail_url or f"https://{s.hostname}:{s.web_port}/"
+    return decide(app.db, s, outbound_mailer(s), address, accept=accept, actor="mss-cli",
+                  webmail_url=url)
+
+
+@account.command("validate")
+@click.argument("address")
+@click.pass_context
+def account_validate(ctx: click.Context, address: str) -> None:
+    """Valide l'inscription d'ADDRESS : publie ses boîtes et prévient le professionnel."""
+    addresses = _decide(ctx, address, True)
+    click.echo(f"Inscription validée, publiée dans l'annuaire : {', '.join(addresses)}")
+
+
+@account.command("refuse")
+@click.argument("address")
+@click.pass_context
+def account_refuse(ctx: click.Context, address: str) -> None:
+    """Refuse l'inscription d'ADDRESS : ferme ses boîtes et prévient le professionnel."""
+    addresses = _decide(ctx, address, False)
+    click.echo(f"Inscription refusée : {', '.join(addresses)}")
+
+
+def ensure_operator(session: Session, settings: Settings, login: str, *,
+                    password: str | None = None, password_hash: str | None = None) -> str:
+    """Create or update the operator account ``login`` (TOTP second factor); returns the new
+    TOTP seed, to show once. For ``mss account operator`` and the demo.
+
+    Raises:
+        MssError: ``login`` is a professional's account. WeakPassword: a weak ``password``.
+    """
+    from trust_space.accounts import create_account, find_account, set_password
+    from trust_space.models import AccountKind, OtpChannel
+    from webmail import otp
+
+    found = find_account(session, login)
+    if found is not None and not found.is_operator and found.professional_id is not None:
+        raise MssError(f"« {login} » est le compte d'un professionnel, pas d'un opérateur")
+    if found is None:
+        found = create_account(session, login=login, kind=AccountKind.PROFESSIONAL)
+    if password is not None:
+        set_password(found, password)
+    elif password_hash is not None:
+        found.password_hash = password_hash
+    seed = otp.new_totp_seed()
+    found.is_operator = True
+    found.otp_channel = OtpChannel.TOTP
+    found.totp_secret = otp.seal_seed(seed, settings.secret())
+    audit.record(session, actor="mss-cli", action="account.operator", target=found.login,
+                 outcome="ok")
+    return seed
+
+
+@account.command("operator")
+@click.argument("login")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="Mot de passe (8 caractères dont minuscule, majuscule et chiffre).")
+@click.pass_context
+def account_operator(ctx: click.Context, login: str, password: str) -> None:
+    """Crée (ou met à jour) le compte opérateur LOGIN. Son code de connexion vient d'une
+    application d'authentification : la clé à y saisir est affichée une fois."""
+    from webmail import otp
+
+    app = _app(ctx)
+    with app.db.transaction() as session:
+        seed = ensure_operator(session, app.settings, login, password=password)
+    click.echo(f"Compte opérateur {login} prêt. Clé de l'application d'authentification "
+               f"(TOTP) :\n  {seed}\n  {otp.provisioning_uri(seed, login)}")
+
+
+@account.command("unlock")
+@click.argument("login")
+@click.pass_context
+def account_unlock(ctx: click.Context, login: str) -> None:
+    """Débloque un compte bloqué après des échecs de connexion."""
+    from trust_space.accounts import find_account
+
+    app = _app(ctx)
+    with app.db.transaction() as session:
+        found = find_account(session, login)
+        if found is None:
+            raise NotFound(f"compte inconnu : « {login} »")
+        found.failed_attempts = 0
+        found.locked_until = None
+        audit.record(session, actor="mss-cli", action="account.unlock", target=found.login,
+                     outcome="ok")
+    click.echo(f"Compte {found.login} débloqué.")

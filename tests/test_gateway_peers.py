@@ -1,0 +1,191 @@
+"""Two operators on one machine (mss.test and autre.test), each whitelisting the other through
+the real ``mss`` commands, exchanging signed and encrypted mail over the mutually authenticated
+relay hop; the hop is captured at the peer and checked with ``openssl cms``."""
+
+from __future__ import annotations
+
+import shutil
+import smtplib
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from email import message_from_bytes
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+from sqlalchemy import select
+
+from certs import smime
+from gateway import accept
+from gateway.security import load_mailbox_key
+from mss.cli import main
+from mss.setup import write_pair
+from trust_space.models import Mailbox, TrustedDomain
+
+if TYPE_CHECKING:
+    from tests.gateway_fixtures import Operator
+
+pytest_plugins = ["tests.mailstore_fixtures", "tests.gateway_fixtures"]
+MARIE_A, PAUL_B = "marie.martin@mss.test", "paul.durand@autre.test"
+
+
+def mss(data_dir: Path, *args: str) -> str:
+    result = CliRunner().invoke(main, ["--data-dir", str(data_dir), *args],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def link(a: Operator, b: Operator, tmp: Path) -> None:
+    """b learns a: whitelist entry, CA and CRL, route, published directory."""
+    da, db_ = a.settings.data_dir, b.settings.data_dir
+    name = a.settings.domain
+    mss(da, "whitelist", "export", "-o", str(tmp / f"{name}.xml"))
+    mss(db_, "whitelist", "import", "--merge", str(tmp / f"{name}.xml"))
+    mss(db_, "peer", "trust", "--name", name, str(da / "pki" / "ca.pem"),
+        str(da / "pki" / "crl.pem"))
+    mss(db_, "whitelist", "route", name, f"127.0.0.1:{a.port('relay')}")
+    mss(da, "directory", "export", "-o", str(tmp / f"{name}.json"))
+    mss(db_, "directory", "import-peer", str(tmp / f"{name}.json"), "--domain", name)
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[tuple[Operator, Operator, Path]]:
+    from tests.gateway_fixtures import build_operator, start_operator, stop_operator
+    from tests.mailstore_fixtures import open_tempdir
+
+    root = open_tempdir("mss-peers-")
+    a = start_operator(build_operator(root / "a", "mss.test", "Operateur Un"))
+    b = start_operator(build_operator(root / "b", "autre.test", "Operateur Deux"))
+    link(a, b, root)
+    link(b, a, root)
+    yield a, b, root
+    stop_operator(a)
+    stop_operator(b)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def new_message(subject: str, sender: str, to: str) -> bytes:
+    return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMSS-Security: sign, encrypt"
+            f"\r\nX-MSS-Patient: opaque-123\r\nMessage-ID: <{uuid.uuid4().hex}@test>\r\n\r\n"
+            "Compte rendu.\r\n").encode()
+
+
+def mailbox_pair(op: Operator, address: str, tmp: Path) -> tuple[Path, Path]:
+    """A local mailbox's certificate and clear key as files (for openssl)."""
+    with op.space.db.transaction() as session:
+        box = session.scalar(select(Mailbox).where(Mailbox.address == address))
+        assert box is not None and box.smime_cert_pem and box.smime_key_pem
+        cert_pem, key_pem = box.smime_cert_pem, box.smime_key_pem
+    key = load_mailbox_key(key_pem, op.settings.secret())
+    from cryptography.hazmat.primitives import serialization
+
+    crt, keyfile = tmp / f"{address}.crt", tmp / f"{address}.key"
+    crt.write_text(cert_pem)
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return crt, keyfile
+
+
+def test_signed_encrypted_message_crosses_the_hop_and_the_reply_comes_back(
+        pair: tuple[Operator, Operator, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b, tmp = pair
+    captured: list[bytes] = []
+    real_relay = accept.relay
+
+    def capture(gw: Any, peer_dn: str, env: accept.Envelope) -> str:
+        captured.append(env.raw)
+        return real_relay(gw, peer_dn, env)
+
+    monkeypatch.setattr(accept, "relay", capture)
+    a.submit(MARIE_A, [PAUL_B], new_message("Hop chiffre", MARIE_A, PAUL_B))
+    raw = b.wait_for(PAUL_B, lambda r: message_from_bytes(r)["Subject"] == "Hop chiffre")
+    results = message_from_bytes(raw)["Authentication-Results"]
+    assert results.startswith("autre.test;") and "smime=pass" in results
+    assert message_from_bytes(raw)["X-MSS-Patient"] == "opaque-123"
+    assert b"MSS-Security" not in raw
+
+    hop = captured[0]
+    assert b"Compte rendu" not in hop and b"enveloped-data" in hop
+    (tmp / "hop.eml").write_bytes(hop)
+    crt, key = mailbox_pair(b, PAUL_B, tmp)
+    subprocess.run(["openssl", "cms", "-decrypt", "-in", str(tmp / "hop.eml"), "-recip",
+                    str(crt), "-inkey", str(key), "-out", str(tmp / "inner.eml")], check=True)
+    verified = subprocess.run(
+        ["openssl", "cms", "-verify", "-in", str(tmp / "inner.eml"), "-CAfile",
+         str(a.settings.pki_dir / "ca.pem"), "-purpose", "any"],
+        capture_output=True, check=True)
+    assert b"Compte rendu" in verified.stdout
+
+    b.submit(PAUL_B, [MARIE_A], new_message("Re: Hop chiffre", PAUL_B, MARIE_A))
+    reply = a.wait_for(MARIE_A, lambda r: message_from_bytes(r)["Subject"] == "Re: Hop chiffre")
+    assert "smime=pass" in message_from_bytes(reply)["Authentication-Results"]
+
+
+def relay_client(target: Operator, cert: Path, key: Path) -> smtplib.SMTP:
+    context = target.space.tls_context()
+    context.check_hostname = False
+    context.load_cert_chain(str(cert), str(key))
+    smtp = smtplib.SMTP("127.0.0.1", target.port("relay"), timeout=30)
+    smtp.starttls(context=context)
+    smtp.ehlo()
+    return smtp
+
+
+def test_peer_whose_certificate_differs_from_its_whitelist_entry(
+        pair: tuple[Operator, Operator, Path]) -> None:
+    a, b, tmp = pair
+    with a.space.db.transaction() as session:  # chains to a's CA, wrong DN
+        issued = a.space.pki.issue_operator(session, ["imposteur.test"], "Operateur Un")
+    write_pair(issued, tmp / "impostor.crt", tmp / "impostor.key")
+    with relay_client(b, tmp / "impostor.crt", tmp / "impostor.key") as smtp:
+        code, text = smtp.mail(MARIE_A)
+    assert code == 550 and text.startswith(b"5.7.1") and b"liste blanche" in text
+
+
+def test_outbound_refuses_a_peer_that_does_not_match(pair: tuple[Operator, Operator, Path]
+                                                     ) -> None:
+    a, b, _ = pair
+    with a.space.db.transaction() as session:
+        entry = session.scalar(select(TrustedDomain).where(TrustedDomain.domain == "autre.test"))
+        assert entry is not None
+        saved, entry.certificate_dn = entry.certificate_dn, "CN=autre.example,O=Faux"
+    try:
+        queue_id = a.submit(MARIE_A, [PAUL_B], new_message("Detour", MARIE_A, PAUL_B))
+        for _ in range(100):
+            if a.gateway.metrics.registry.get_sample_value(
+                    "mss_tls_failures_total", {"peer": "autre.test"}):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("aucun échec TLS compté")
+        assert "deferred" in mss(a.settings.data_dir, "queue", "show", queue_id)
+    finally:
+        with a.space.db.transaction() as session:
+            entry = session.scalar(select(TrustedDomain)
+                                   .where(TrustedDomain.domain == "autre.test"))
+            entry.certificate_dn = saved  # type: ignore[union-attr]
+        mss(a.settings.data_dir, "queue", "retry", queue_id)
+    b.wait_for(PAUL_B, lambda r: message_from_bytes(r)["Subject"] == "Detour")
+
+
+def test_tampered_signature_is_refused(pair: tuple[Operator, Operator, Path]) -> None:
+    a, b, tmp = pair
+    crt, key = mailbox_pair(a, MARIE_A, tmp)
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    signed = smime.sign(new_message("Altere", MARIE_A, PAUL_B),
+                        x509.load_pem_x509_certificate(crt.read_bytes()),
+                        load_pem_private_key(key.read_bytes(), None))  # type: ignore[arg-type]
+    tampered = signed.replace(b"Compte rendu.", b"Compte rendu!")
+    pki = a.settings.pki_dir
+    with relay_client(b, pki / "operator.crt", pki / "operator.key") as smtp:
+        assert smtp.mail(MARIE_A)[0] == 250
+        assert smtp.rcpt(PAUL_B)[0] == 250
+        code, text = smtp.data(tampered)
+    assert code == 550 and text.startswith(b"5.7.7")

@@ -1,0 +1,127 @@
+"""The durable queue on SQLite and PostgreSQL: claims, leases, backoff, de-duplication."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from core.db import Database, utcnow
+from gateway import queue as q
+from gateway.models import (
+    DeliveredKey,
+    DeliveryEvent,
+    Origin,
+    QueuedMessage,
+    QueueRecipient,
+    RecipientKind,
+    RecipientState,
+)
+
+LOCAL = RecipientKind.LOCAL
+
+
+def put(db: Database, key: str, *addresses: str, queue_id: str | None = None) -> str:
+    queue_id = queue_id or q.new_queue_id()
+    with db.transaction() as session:
+        q.enqueue(session, queue_id=queue_id, origin=Origin.SUBMISSION, envelope_from="a@x.test",
+                  message_key=key, submitter="a", size=3, local=b"abc",
+                  recipients=[(a, LOCAL) for a in addresses])
+    return queue_id
+
+
+def state(db: Database, queue_id: str) -> set[RecipientState]:
+    with db.transaction() as session:
+        return set(session.scalars(select(QueueRecipient.state)
+                                   .where(QueueRecipient.queue_id == queue_id)))
+
+
+def test_claim_lease_and_takeover_after_a_crash(db: Database) -> None:
+    queue_id = put(db, "<1@x>", "b@x.test", "c@x.test")
+    first = q.claim(db, "w1", limit=10, lease_seconds=60)
+    assert [len(c.rows) for c in first] == [2] and first[0].raw_local == b"abc"
+    assert q.claim(db, "w2", limit=10, lease_seconds=60) == []  # leased
+    later = utcnow() + timedelta(seconds=61)  # w1 died: its lease expires
+    again = q.claim(db, "w2", limit=10, lease_seconds=60, now=later)
+    assert all(row.in_doubt and row.attempts == 2 for row in again[0].rows)
+    assert state(db, queue_id) == {RecipientState.DELIVERING}
+
+
+def test_deferred_waits_for_its_backoff(db: Database) -> None:
+    put(db, "<2@x>", "b@x.test")
+    claimed = q.claim(db, "w", limit=10, lease_seconds=60)[0]
+    with db.transaction() as session:
+        q.record(session, [q.Done(claimed, claimed.rows[0], RecipientState.QUEUED, "451",
+                                  "plus tard", retry_in=30)])
+    assert q.claim(db, "w", limit=10, lease_seconds=60) == []
+    assert q.claim(db, "w", limit=10, lease_seconds=60,
+                   now=utcnow() + timedelta(seconds=31))
+    assert [q.backoff(n, 60) for n in (1, 2, 3, 10)] == [60, 120, 240, 3600]
+
+
+def test_a_second_copy_of_the_same_message_is_not_delivered_again(db: Database) -> None:
+    first = put(db, "<3@x>", "b@x.test")
+    claimed = q.claim(db, "w", limit=10, lease_seconds=60)[0]
+    with db.transaction() as session:
+        q.record(session, [q.Done(claimed, claimed.rows[0], RecipientState.DELIVERED, "250")])
+        assert q.purge_done(session, [first]) == [first]
+    second = put(db, "<3@x>", "b@x.test", "d@x.test")  # the client sent it again
+    again = q.claim(db, "w", limit=10, lease_seconds=60)
+    assert [r.address for c in again for r in c.rows] == ["d@x.test"]
+    with db.transaction() as session:
+        events = set(session.scalars(select(DeliveryEvent.event)
+                                     .where(DeliveryEvent.queue_id == second)))
+        keys = session.scalar(select(func.count()).select_from(DeliveredKey))
+    assert "duplicate" in events and keys == 2
+
+
+def test_twins_claimed_together_deliver_once(db: Database) -> None:
+    put(db, "<4@x>", "b@x.test")
+    put(db, "<4@x>", "b@x.test")
+    claimed = q.claim(db, "w", limit=10, lease_seconds=60)
+    assert sum(len(c.rows) for c in claimed) == 1
+
+
+def test_bounce_releases_the_key_and_purges(db: Database) -> None:
+    queue_id = put(db, "<5@x>", "b@x.test")
+    claimed = q.claim(db, "w", limit=10, lease_seconds=60)[0]
+    with db.transaction() as session:
+        q.record(session, [q.Done(claimed, claimed.rows[0], RecipientState.BOUNCED, "550",
+                                  "inconnu")])
+        q.purge_done(session, [queue_id])
+        assert session.get(QueuedMessage, queue_id) is None
+        assert session.scalar(select(func.count()).select_from(DeliveredKey)) == 0
+        assert [e.event for e in q.timeline(session, queue_id)] == ["queued", "bounced"]
+
+
+def test_concurrent_claims_never_share_a_row(db: Database) -> None:
+    for n in range(60):
+        put(db, f"<c{n}@x>", "b@x.test", "c@x.test")
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while True:
+            batch = q.claim(db, name, limit=7, lease_seconds=60)
+            if not batch:
+                return
+            with lock:
+                taken.extend(r.id for c in batch for r in c.rows)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(taken) == 120 and len(set(taken)) == 120
+
+
+def test_administration(db: Database) -> None:
+    queue_id = put(db, "<6@x>", "b@x.test")
+    with db.transaction() as session:
+        assert q.depth(session) == 1
+        assert [m.id for m in q.pending(session)] == [queue_id]
+        assert q.retry_now(session, queue_id) == 1
+        assert q.remove(session, queue_id) and not q.remove(session, queue_id)
+        assert q.depth(session) == 0

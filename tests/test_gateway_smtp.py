@@ -1,0 +1,262 @@
+"""The submission ports end to end: a real gateway (aiosmtpd) on loopback, driven by smtplib and
+aiosmtplib, delivering into a real Dovecot read back over IMAP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import smtplib
+import socket
+import uuid
+from email import message_from_bytes
+from typing import TYPE_CHECKING
+
+import aiosmtplib
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import select
+
+from gateway.delivery import Workers
+from gateway.models import DeliveryEvent
+from gateway.notify import SmtpNotifier
+from trust_space.models import Account, Mailbox
+
+if TYPE_CHECKING:
+    from tests.gateway_fixtures import Operator
+
+# Plugins, not imports: pytest must load (and rewrite) them before anything imports them.
+pytest_plugins = ["tests.mailstore_fixtures", "tests.gateway_fixtures"]
+PASSWORD = "Demo-Passw0rd"  # tests.mailstore_fixtures.PASSWORD
+
+MARIE, PAUL, JULIE = "marie.martin@mss.test", "paul.durand@mss.test", "julie.bernard@mss.test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def message(subject: str, sender: str = MARIE, to: str = PAUL, extra: str = "") -> bytes:
+    return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n{extra}"
+            f"Message-ID: <{uuid.uuid4().hex}@mss.test>\r\n\r\nBonjour.\r\n").encode()
+
+
+def subject_is(subject: str):  # type: ignore[no-untyped-def]
+    return lambda raw: message_from_bytes(raw)["Subject"] == subject
+
+
+def starttls(op: Operator, card: str | None = None) -> smtplib.SMTP:
+    smtp = smtplib.SMTP("127.0.0.1", op.port("submission"), timeout=30)
+    smtp.starttls(context=op.client_context(card))
+    smtp.ehlo()
+    return smtp
+
+
+# ---------------------------------------------------------------------- happy paths
+def test_plain_submission_is_signed_delivered_and_copied_to_sent(operator: Operator) -> None:
+    queue_id = operator.submit(MARIE, [PAUL], message("Compte rendu 1"))
+    raw = operator.wait_for(PAUL, subject_is("Compte rendu 1"))
+    received = message_from_bytes(raw)
+    assert received.get_content_type() == "multipart/signed"
+    results = received["Authentication-Results"]
+    assert results.startswith("mss.test;") and "smime=pass" in results
+    assert f"id {queue_id}" in raw.decode()
+    assert "MSS-Security" not in raw.decode()
+    operator.wait_for(MARIE, subject_is("Compte rendu 1"), folder="Sent")
+    with operator.space.db.transaction() as session:
+        events = {e.event for e in session.scalars(
+            select(DeliveryEvent).where(DeliveryEvent.queue_id == queue_id))}
+    assert {"queued", "delivered"} <= events
+
+
+def test_aiosmtplib_on_implicit_tls_port(operator: Operator) -> None:
+    async def send() -> None:
+        await aiosmtplib.send(message("Implicite", to=JULIE), hostname="127.0.0.1",
+                              port=operator.port("submissions"), use_tls=True,
+                              tls_context=operator.client_context(), username=MARIE,
+                              password=PASSWORD, sender=MARIE, recipients=[JULIE])
+
+    asyncio.run(send())
+    operator.wait_for(JULIE, subject_is("Implicite"))
+
+
+def test_external_with_card_certificate(operator: Operator) -> None:
+    with starttls(operator, card="marie") as smtp:
+        code, _ = smtp.docmd("AUTH", "EXTERNAL =")
+        assert code == 235
+        smtp.sendmail(MARIE, [PAUL], message("Par carte"))
+    operator.wait_for(PAUL, subject_is("Par carte"))
+
+
+def test_external_with_applicative_certificate(operator: Operator) -> None:
+    lps = operator.space.address("lps")
+    with starttls(operator, card="lps") as smtp:
+        assert smtp.docmd("AUTH", "EXTERNAL =")[0] == 235
+        smtp.sendmail(lps, [PAUL], message("Logiciel", sender=lps))
+    operator.wait_for(PAUL, subject_is("Logiciel"))
+
+
+def test_webmail_submits_for_a_user_with_authzid(operator: Operator) -> None:
+    secret = (operator.settings.data_dir / "webmail.secret").read_text()
+    blob = base64.b64encode(f"{MARIE}\0webmail@mss.test\0{secret}".encode()).decode()
+    with starttls(operator) as smtp:
+        assert smtp.docmd("AUTH", f"PLAIN {blob}")[0] == 235
+        smtp.sendmail(MARIE, [PAUL], message("Depuis le webmail"))
+        code, text = smtp.mail(PAUL)  # the user's rights, not the webmail's
+        assert code == 550 and b"5.7.1" in text
+    operator.wait_for(PAUL, subject_is("Depuis le webmail"))
+
+
+def test_mdn_processed_after_local_delivery(operator: Operator) -> None:
+    extra = f"Disposition-Notification-To: {MARIE}\r\n"
+    operator.submit(MARIE, [PAUL], message("Avec accuse", extra=extra))
+    report = operator.wait_for(MARIE, lambda r: b"disposition-notification" in r)
+    assert b"processed" in report and b"Avec accuse" not in report.split(b"\r\n\r\n", 1)[0]
+
+
+# ---------------------------------------------------------------------- refusals
+def test_auth_before_tls_is_refused(operator: Operator) -> None:
+    with smtplib.SMTP("127.0.0.1", operator.port("submission"), timeout=30) as smtp:
+        smtp.ehlo()
+        assert not smtp.has_extn("auth")
+        code, text = smtp.docmd("AUTH", "PLAIN " + base64.b64encode(
+            f"\0{MARIE}\0{PASSWORD}".encode()).decode())
+        assert code in (530, 538) and text.startswith(b"5.7.")
+        assert smtp.mail(MARIE)[0] == 530
+
+
+def test_wrong_password_is_refused_and_counted(operator: Operator) -> None:
+    with starttls(operator) as smtp, pytest.raises(smtplib.SMTPAuthenticationError) as err:
+        smtp.login(JULIE, "Mauvais-Passw0rd")
+    assert err.value.smtp_code == 535 and err.value.smtp_error.startswith(b"5.7.8")
+    with operator.space.db.transaction() as session:
+        account = session.scalar(select(Account).where(Account.login == JULIE))
+        assert account is not None and account.failed_attempts >= 1
+        account.failed_attempts = 0
+
+
+def test_only_a_service_account_may_use_an_authzid(operator: Operator) -> None:
+    blob = base64.b64encode(f"{PAUL}\0{MARIE}\0{PASSWORD}".encode()).decode()
+    with starttls(operator) as smtp:
+        code, text = smtp.docmd("AUTH", f"PLAIN {blob}")
+    assert code == 535 and text.startswith(b"5.7.8")
+
+
+def test_revoked_client_certificate_is_refused(operator: Operator) -> None:
+    with starttls(operator, card="revoked") as smtp:
+        code, text = smtp.docmd("AUTH", "EXTERNAL =")
+    assert code == 535 and text.startswith(b"5.7.8") and b"revoque" in text
+
+
+def test_sender_without_rights(operator: Operator) -> None:
+    with starttls(operator) as smtp:
+        smtp.login(MARIE, PASSWORD)
+        code, text = smtp.mail(PAUL)
+    assert code == 550 and text.startswith(b"5.7.1")
+
+
+def test_recipient_outside_the_trust_space_refused_at_rcpt(operator: Operator) -> None:
+    with starttls(operator) as smtp:
+        smtp.login(MARIE, PASSWORD)
+        assert smtp.mail(MARIE)[0] == 250
+        code, text = smtp.rcpt("someone@gmail.example")
+        assert code == 550 and text.startswith(b"5.7.1")
+        assert b"hors de l'espace de confiance" in text and b"outside the trust space" in text
+        assert smtp.rcpt(PAUL)[0] == 250  # the session goes on
+
+
+def test_oversize_message(operator: Operator) -> None:
+    limit = operator.settings.max_message_size
+    with starttls(operator) as smtp:
+        smtp.login(MARIE, PASSWORD)
+        assert smtp.has_extn("size")
+        code, text = smtp.mail(MARIE, [f"SIZE={limit + 1}"])
+        assert code == 552 and text.startswith(b"5.3.4")
+        smtp.mail(MARIE)
+        smtp.rcpt(PAUL)
+        body = (b"y" * 76 + b"\r\n") * (limit // 78 + 10)  # lines of 78 octets (RFC 5322)
+        code, text = smtp.data(message("Gros") + body)
+        assert code == 552 and text.startswith(b"5.3.4")
+
+
+def test_rate_limit(operator: Operator) -> None:
+    rate = operator.gateway.listeners.rate  # type: ignore[union-attr]
+    saved, rate.per_minute = rate.per_minute, 1
+    try:
+        with starttls(operator) as smtp:
+            smtp.login(JULIE, PASSWORD)
+            smtp.mail(JULIE)
+            smtp.rset()
+            code, text = smtp.mail(JULIE)
+        assert code == 451 and text.startswith(b"4.7.1")
+    finally:
+        rate.per_minute = saved
+
+
+def test_loop_detection(operator: Operator) -> None:
+    hops = "".join(f"Received: from hop{i} by relay{i}; Mon, 10 Nov 2025 10:00:00 +0100\r\n"
+                   for i in range(operator.settings.max_received + 1))
+    with starttls(operator) as smtp:
+        smtp.login(MARIE, PASSWORD)
+        smtp.mail(MARIE)
+        smtp.rcpt(PAUL)
+        code, text = smtp.data(hops.encode() + message("Boucle"))
+    assert code == 554 and text.startswith(b"5.4.6")
+
+
+# ---------------------------------------------------------------------- after delivery
+def test_notification_reaches_the_smarthost_without_subject_or_sender(
+        operator: Operator) -> None:
+    received: list[bytes] = []
+
+    class Sink:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            received.append(envelope.original_content)
+            return "250 OK"
+
+    sink = Controller(Sink(), hostname="127.0.0.1", port=free_port())
+    sink.start()
+    deliverer = operator.gateway.deliverer
+    assert deliverer is not None
+    saved = deliverer.notifier
+    deliverer.notifier = SmtpNotifier(f"127.0.0.1:{sink.port}")
+    try:
+        with operator.space.db.transaction() as session:
+            box = session.scalar(select(Mailbox).where(Mailbox.address == PAUL))
+            box.notify_usual_email = True  # type: ignore[union-attr]
+            box.professional.usual_email = "paul@exemple.fr"  # type: ignore[union-attr]
+        operator.submit(MARIE, [PAUL], message("Resultats confidentiels"))
+        for _ in range(100):
+            if received:
+                break
+            asyncio.run(asyncio.sleep(0.1))
+        assert received, "aucun avis reçu"
+        notice = received[0]
+        assert b"Resultats confidentiels" not in notice
+        assert b"marie" not in notice.lower() and b"martin" not in notice.lower()
+    finally:
+        deliverer.notifier = saved
+        sink.stop()
+        with operator.space.db.transaction() as session:
+            box = session.scalar(select(Mailbox).where(Mailbox.address == PAUL))
+            box.notify_usual_email = False  # type: ignore[union-attr]
+
+
+def test_dsn_when_the_mailbox_disappears_after_acceptance(operator: Operator) -> None:
+    gateway = operator.gateway
+    assert gateway.workers is not None and gateway.deliverer is not None
+    gateway.workers.stop()
+    nina = operator.space.address("nina")
+    try:
+        operator.submit(MARIE, [nina], message("Perdu", to=nina))
+        with operator.space.db.transaction() as session:  # deleted between RCPT and delivery
+            session.execute(Account.__table__.delete().where(Account.login == nina))
+            session.execute(Mailbox.__table__.delete().where(Mailbox.address == nina))
+    finally:
+        gateway.workers = Workers(gateway.deliverer, 2, owner="test")
+        assert gateway.gw is not None
+        gateway.gw.wake = gateway.workers.wake
+        gateway.workers.start()
+    dsn = operator.wait_for(MARIE, lambda r: b"delivery-status" in r and nina.encode() in r)
+    assert b"Action: failed" in dsn and b"Status: 5." in dsn

@@ -1,0 +1,124 @@
+"""What the webmail's views share: settings, database, transports, trust store, the logged-in
+user, the audit helper and the access-control decorators (CONVENTIONS.md, 8)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from flask import current_app, request
+from flask_login import UserMixin, current_user
+from sqlalchemy.orm import Session
+
+from certs.validation import TrustStore
+from core import audit
+from core.db import Database
+from core.settings import Settings
+from trust_space.models import Account, AccountKind, AccountState
+from webmail.errors import Forbidden
+from webmail.mailer import Mailer
+from webmail.sms import SmsProvider
+
+log = logging.getLogger("mss.webmail")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Webmail:
+    """The webmail's collaborators, built once by ``create_app`` (``app.extensions["mss"]``)."""
+
+    settings: Settings
+    db: Database
+    mailer: Mailer
+    sms: SmsProvider
+    acl_sync: Callable[[], None]
+    _store: tuple[tuple[float, float], TrustStore] | None = field(default=None, repr=False)
+
+    @property
+    def timeout(self) -> timedelta:
+        return timedelta(minutes=self.settings.session_timeout_minutes)
+
+    @property
+    def sender(self) -> str:
+        return f"ne-pas-repondre@{self.settings.domain}"
+
+    @property
+    def url(self) -> str:
+        s = self.settings
+        return s.webmail_url or f"https://{s.hostname}:{s.web_port}/"
+
+    def trust_store(self) -> TrustStore:
+        """The CA and CRL of the trust space, re-read when either file changes (the CRL is
+        renewed while the service runs)."""
+        pki = self.settings.pki_dir
+        stamp = tuple(_mtime(pki / name) for name in ("ca.pem", "crl.pem"))
+        if self._store is None or self._store[0] != stamp:
+            self._store = (cast(tuple[float, float], stamp), TrustStore.from_pki_dir(pki))
+        return self._store[1]
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+def mss() -> Webmail:
+    """The ``Webmail`` of the current application."""
+    return cast(Webmail, current_app.extensions["mss"])
+
+
+@dataclass(frozen=True)
+class WebUser(UserMixin):  # type: ignore[misc]
+    """The logged-in person, as flask-login sees them (a snapshot of the account)."""
+
+    id: int
+    login: str
+    display_name: str
+    is_operator: bool
+    professional_id: int | None
+
+    @classmethod
+    def of(cls, account: Account) -> WebUser:
+        name = account.professional.display_name if account.professional else account.login
+        return cls(account.id, account.login, name, bool(account.is_operator),
+                   account.professional_id)
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+
+def load_user(user_id: str) -> WebUser | None:
+    """flask-login's user loader: only active accounts of people."""
+    with mss().db.transaction() as session:
+        account = session.get(Account, int(user_id))
+        if (account is None or account.state is not AccountState.ACTIVE
+                or account.kind is not AccountKind.PROFESSIONAL):
+            return None
+        return WebUser.of(account)
+
+
+def record(session: Session, action: str, outcome: str, *, target: str = "",
+           actor: str | None = None, **details: Any) -> None:
+    """Audit an action of the current request (never secrets, codes or message content)."""
+    who = actor or (current_user.login if current_user.is_authenticated else "anonyme")
+    details.setdefault("ip", request.remote_addr or "")
+    audit.record(session, actor=who, action=action, target=target, outcome=outcome,
+                 request=details)
+
+
+def operator_required(view: F) -> F:
+    """Only operators (``Account.is_operator``) may call ``view``."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_authenticated:
+            return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
+        if not current_user.is_operator:
+            raise Forbidden("Cette page est réservée aux opérateurs de la messagerie.")
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)

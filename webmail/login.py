@@ -1,0 +1,151 @@
+"""Log-in decisions that the views call: which account a card names, whether an account may use
+the webmail, where its code goes, and lock-out counting for codes and unknown identifiers."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from certs.validation import TrustStore, card_identity, validate
+from trust_space.accounts import find_account
+from trust_space.errors import AccountLocked, AuthenticationFailed
+from trust_space.models import (
+    Account,
+    AccountKind,
+    AccountState,
+    Mailbox,
+    MailboxKind,
+    MailboxState,
+    OtpChannel,
+)
+from webmail.errors import CardLoginRefused, DeliveryFailed
+from webmail.otp import mask_email, mask_phone
+
+
+class PendingValidation(AuthenticationFailed):
+    """The right credentials, but the registration is not validated yet."""
+
+    code = "pending_validation"
+
+    def __init__(self) -> None:
+        super().__init__("Votre inscription est en attente de validation par l'opérateur. "
+                         "Vous serez prévenu par courriel dès qu'elle sera validée.")
+
+
+def check_webmail_access(session: Session, account: Account) -> None:
+    """Raise unless ``account`` is a person's active account whose mailbox is open.
+
+    Raises:
+        AuthenticationFailed: not a person's account (the generic message: no enumeration).
+        PendingValidation: the personal mailbox awaits the operator's validation.
+    """
+    if account.kind is not AccountKind.PROFESSIONAL or account.state is not AccountState.ACTIVE:
+        raise AuthenticationFailed()
+    if account.professional_id is None:
+        return  # an operator's account, without a mailbox
+    states = set(session.scalars(select(Mailbox.state).where(
+        Mailbox.professional_id == account.professional_id, Mailbox.kind == MailboxKind.PERSONAL,
+        Mailbox.operator_id.is_(None))))
+    if states and MailboxState.PUBLISHED not in states:
+        raise PendingValidation()
+
+
+def card_account(session: Session, pem: str | None, store: TrustStore) -> Account:
+    """The account of the professional whose card certificate is ``pem``.
+
+    Raises:
+        CardLoginRefused: no certificate, or nobody's account. certs.errors.CertError:
+            untrusted, expired, revoked or not a card certificate (French messages).
+    """
+    if not pem:
+        raise CardLoginRefused("Aucune carte CPS n'a été présentée. Vérifiez que la carte est "
+                               "dans le lecteur et que son logiciel est démarré, puis "
+                               "rechargez la page.")
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except ValueError as exc:
+        raise CardLoginRefused("Le certificat présenté est illisible.") from exc
+    validate(cert, store, purpose="client")
+    identity = card_identity(cert)
+    account = find_account(session, identity.national_id)
+    if account is None or account.kind is not AccountKind.PROFESSIONAL:
+        raise CardLoginRefused(
+            f"Aucun compte de messagerie n'est associé à cette carte ({identity.first_name} "
+            f"{identity.last_name}, identifiant national {identity.national_id}). "
+            "Inscrivez-vous d'abord.")
+    if account.state is not AccountState.ACTIVE:
+        raise CardLoginRefused("Compte suspendu : contactez votre opérateur de messagerie.")
+    return account
+
+
+def code_destination(account: Account) -> tuple[str, str]:
+    """Where the account's code goes and how to show it: ``(destination, masked)``.
+
+    Raises:
+        DeliveryFailed: no usual address (e-mail) or no mobile (SMS) is known.
+    """
+    channel = account.otp_channel
+    pro = account.professional
+    if channel is OtpChannel.EMAIL and pro is not None and pro.usual_email:
+        return pro.usual_email, f"par courriel à {mask_email(pro.usual_email)}"
+    if channel is OtpChannel.SMS and pro is not None and pro.mobile:
+        return pro.mobile, f"par SMS au {mask_phone(pro.mobile)}"
+    if channel is OtpChannel.TOTP and account.totp_secret:
+        return "", "dans votre application d'authentification"
+    raise DeliveryFailed("Aucun moyen de vous envoyer un code de connexion n'est enregistré "
+                         "(adresse habituelle, mobile ou application). Connectez-vous avec "
+                         "votre carte CPS ou contactez votre opérateur.")
+
+
+def count_failure(account: Account, now: datetime, max_failures: int,
+                  lock_minutes: int) -> None:
+    """One more wrong code: lock the account like wrong passwords do.
+
+    Raises:
+        AccountLocked: this failure reached ``max_failures``.
+    """
+    account.failed_attempts = (account.failed_attempts or 0) + 1
+    if account.failed_attempts >= max_failures:
+        account.locked_until = now + timedelta(minutes=lock_minutes)
+        raise AccountLocked(account.locked_until)
+
+
+def check_not_locked(account: Account, now: datetime) -> None:
+    """Raises AccountLocked while the account is inside its lock window."""
+    if account.locked_until is not None and account.locked_until > now:
+        raise AccountLocked(account.locked_until)
+
+
+class PhantomLocks:
+    """Failure counts for identifiers that match no account, so that they get locked exactly
+    like real accounts and the answers do not tell which identifiers exist. In memory, per
+    process, keyed by a hash of the identifier; entries expire with the lock window."""
+
+    def __init__(self, max_failures: int, lock_minutes: int) -> None:
+        self.max_failures = max_failures
+        self.window = lock_minutes * 60
+        self._entries: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(identifier: str) -> str:
+        return hashlib.sha256(identifier.strip().lower().encode()).hexdigest()
+
+    def check(self, identifier: str) -> None:
+        """Raises AccountLocked if this unknown identifier is "locked"."""
+        count, since = self._entries.get(self._key(identifier), (0, 0.0))
+        if count >= self.max_failures and time.time() - since < self.window:
+            raise AccountLocked(datetime.fromtimestamp(since + self.window))
+
+    def fail(self, identifier: str) -> None:
+        now = time.time()
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items() if now - v[1] < self.window}
+            count, _since = self._entries.get(self._key(identifier), (0, now))
+            self._entries[self._key(identifier)] = (count + 1, now)

@@ -1,0 +1,65 @@
+"""The mail itself: folders and message lists, reading, composing, search, the directory and
+the delivery timeline (issue "Webmail, part 2").
+
+Blueprints: ``mail`` (``/courrier``) and ``directory`` (``/annuaire``). Every view that takes a
+mailbox id is authorised by ``webmail.mail.access.mailbox_route`` (one decorator, checked on
+the server for every request); the views open the user's own IMAP session from a shared pool
+(``mailstore.pool``) and send through the gateway (``webmail.mail.submit``).
+
+Views are split by area: ``folders`` (lists, folder management), ``actions`` (read/unread,
+move, delete, restore, empty the Corbeille), ``read`` (a message, its body, attachments,
+read receipt), ``compose``, ``search``, ``directory``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Flask, render_template
+from flask_login import current_user, login_required
+
+from mailstore.errors import ImapAuthFailed, MailboxNotFound, MailstoreError
+from webmail import nav
+
+log = logging.getLogger("mss.webmail.mail")
+bp = Blueprint("mail", __name__, url_prefix="/courrier")
+PER_PAGE = 50
+
+
+def init_app(app: Flask) -> None:
+    """Register the mail and directory blueprints and their navigation entries."""
+    from webmail.mail import actions, compose, directory, folders, read, search  # noqa: F401
+
+    app.register_blueprint(bp)
+    app.register_blueprint(directory.bp)
+    nav.add(app, "mail.index", "Courrier", order=10, prefix="/courrier",
+            professional_only=True)
+    nav.add(app, "directory.index", "Annuaire", order=20, prefix="/annuaire",
+            professional_only=True)
+
+
+@bp.before_request
+@login_required
+def _require_login() -> None:
+    """Every mail page needs a logged-in user (rights are checked per mailbox)."""
+    if current_user.professional_id is None:
+        from webmail.errors import Forbidden
+
+        raise Forbidden("La messagerie est réservée aux professionnels ; ce compte n’a pas de "
+                        "boîte aux lettres.")
+
+
+@bp.errorhandler(MailstoreError)
+def _store_error(exc: MailstoreError):  # type: ignore[no-untyped-def]
+    """Mail-store errors as pages: a missing folder or message is a 404; a refused session a
+    403; anything else means the store is unavailable (503)."""
+    if isinstance(exc, MailboxNotFound):
+        status, title, text = 404, "Introuvable", "Ce dossier ou ce message n’existe pas."
+    elif isinstance(exc, ImapAuthFailed):
+        status, title, text = 403, "Accès refusé", "Le serveur de messagerie refuse l’accès " \
+                                                   "à cette boîte."
+    else:
+        log.warning("magasin de courrier en erreur : %s", exc.code)
+        status, title = 503, "Messagerie momentanément indisponible"
+        text = "Le serveur de messagerie ne répond pas comme attendu ; réessayez dans un instant."
+    return render_template("error.html", title=title, message=text, status=status), status

@@ -1,0 +1,158 @@
+"""The security badge of a message, from the gateway's verdict.
+
+The gateway records its S/MIME verdict in an ``Authentication-Results`` field (RFC 8601,
+``smime`` method of RFC 7281) with our authserv-id — the domain — above every other field,
+after removing any field that claimed our id (``gateway.inbound.stamp``). A reader trusts only
+the **first** field with our authserv-id (RFC 8601 §5); fields of other services are ignored.
+
+A message can still be placed in a folder without the gateway (IMAP APPEND by a client or a
+delegate), with a forged field. So a ``pass`` is confirmed here by verifying the signature
+again against the trust space (our CA and the peer operators' CAs, their CRLs) and checking
+that the signer is the ``From`` address; if that fails the badge is a warning, never trusted.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import Message
+from pathlib import Path
+
+from certs import smime
+from certs.errors import CertError
+from certs.validation import TrustStore
+
+_AUTHSERV = re.compile(r'\s*(?:\([^)]*\)\s*)*("(?:[^"\\]|\\.)*"|[^\s;]+)')
+_SMIME = re.compile(r"\bsmime\s*=\s*([A-Za-z]+)\s*(?:\(([^)]*)\))?", re.IGNORECASE)
+_REASON = re.compile(r'\breason\s*=\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
+_IDENTITY = re.compile(r'\bbody\.smime-identity\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]+)',
+                       re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What our ``Authentication-Results`` field says (``result`` "absent" without one)."""
+
+    result: str  # pass / fail / none / temperror / absent
+    encrypted: bool | None = None
+    signer: str | None = None
+    reason: str = ""
+
+
+def _normal(ident: str) -> str:
+    return ident.strip('"').rstrip(".").lower()
+
+
+def verdict_of(values: list[str], authserv_id: str) -> Verdict:
+    """The verdict of the first field among ``values`` (in header order) with our id."""
+    ours = _normal(authserv_id)
+    for value in values:
+        head = _AUTHSERV.match(value)
+        if head is None or _normal(head.group(1)) != ours:
+            continue
+        found = _SMIME.search(value)
+        if found is None:
+            return Verdict("none")
+        comment = (found.group(2) or "").strip().lower()
+        encrypted = {"encrypted": True, "not encrypted": False}.get(comment)
+        reason = _REASON.search(value)
+        identity = _IDENTITY.search(value)
+        return Verdict(found.group(1).lower(), encrypted,
+                       identity.group(1).strip('"') if identity else None,
+                       reason.group(1).replace('\\"', '"') if reason else "")
+    return Verdict("absent")
+
+
+def verdict_of_message(message: Message, authserv_id: str) -> Verdict:
+    """``verdict_of`` over a parsed message's ``Authentication-Results`` fields."""
+    return verdict_of([str(v) for v in message.get_all("Authentication-Results", [])],
+                      authserv_id)
+
+
+@dataclass(frozen=True)
+class Badge:
+    """What the reader shows: ``level`` ok / warn / none, a title and details."""
+
+    level: str
+    title: str
+    details: list[str] = field(default_factory=list)
+    encrypted: bool | None = None
+
+
+def _hop(encrypted: bool | None) -> str:
+    if encrypted is None:
+        return "Chiffrement sur le trajet : inconnu."
+    if encrypted:
+        return "Reçu chiffré (S/MIME) jusqu'à notre opérateur."
+    return "Non chiffré en S/MIME sur le trajet (acheminé par un canal TLS authentifié)."
+
+
+def badge_for(raw: bytes, message: Message, authserv_id: str, store: TrustStore) -> Badge:
+    """The badge of a message (see the module docstring)."""
+    verdict = verdict_of_message(message, authserv_id)
+    hop = _hop(verdict.encrypted)
+    if verdict.result == "pass":
+        confirmed = _confirm(raw, message, store, verdict.signer)
+        if confirmed is None:
+            return Badge("ok", f"Signé par {verdict.signer or 'l’expéditeur'} — signature "
+                         "vérifiée dans l’espace de confiance", [hop], verdict.encrypted)
+        return Badge("warn", "Signature annoncée mais non confirmée : ne vous y fiez pas",
+                     [confirmed, hop], verdict.encrypted)
+    if verdict.result in ("fail", "temperror"):
+        detail = verdict.reason or "la vérification a échoué"
+        return Badge("warn", "Attention : signature invalide ou non vérifiable",
+                     [f"Motif : {detail}.", hop], verdict.encrypted)
+    if verdict.result == "none":
+        return Badge("none", "Message non signé", [hop], verdict.encrypted)
+    return Badge("none", "Non vérifié par la passerelle",
+                 ["Ce message n’a pas été remis par la passerelle de l’opérateur (brouillon ou "
+                  "copie déposée par un logiciel) : aucune garantie d’origine."])
+
+
+def _confirm(raw: bytes, message: Message, store: TrustStore,
+             signer: str | None) -> str | None:
+    """None when the signature verifies now and its signer is the ``From`` address; else why
+    not (a short French sentence)."""
+    try:
+        verified = smime.verify(raw, store, at=_sent_at(message))
+    except CertError as exc:
+        return f"Vérification locale impossible : {exc.message}"
+    senders = {a.lower() for _, a in email.utils.getaddresses(message.get_all("From", []))}
+    addresses = {a.lower() for a in verified.addresses}
+    if not senders or not senders <= addresses:
+        return "Le signataire n’est pas l’expéditeur affiché."
+    if signer and signer.lower() not in addresses:
+        return "Le signataire diffère de celui annoncé par la passerelle."
+    return None
+
+
+def _sent_at(message: Message) -> datetime | None:
+    """The message date (certificates are checked at that time), never in the future."""
+    try:
+        when = email.utils.parsedate_to_datetime(str(message.get("Date", "")))
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(when, datetime.now(UTC))
+
+
+class StoreCache:
+    """Our CA plus the peers' CAs (``TrustStore.with_peers``), re-read when a file changes."""
+
+    def __init__(self, pki_dir: Path) -> None:
+        self.pki_dir = pki_dir
+        self._cached: tuple[tuple[tuple[str, float], ...], TrustStore] | None = None
+
+    def _stamp(self) -> tuple[tuple[str, float], ...]:
+        files = [self.pki_dir / "ca.pem", self.pki_dir / "crl.pem",
+                 *sorted((self.pki_dir / "peers").glob("*.pem"))]
+        return tuple((p.name, p.stat().st_mtime) for p in files if p.exists())
+
+    def get(self) -> TrustStore:
+        stamp = self._stamp()
+        if self._cached is None or self._cached[0] != stamp:
+            self._cached = (stamp, TrustStore.with_peers(self.pki_dir))
+        return self._cached[1]

@@ -1,0 +1,98 @@
+"""What the webmail reads of the gateway's records: the delivery timeline of a sent message.
+
+The gateway keeps one ``DeliveryEvent`` row per step and recipient (queued, delivered,
+deferred, bounced, dsn, mdn…), keyed by queue id and Message-ID; the queue row of a message
+lists its recipients by kind, among them the sender's own ``Sent`` copy. This module is the
+only place in the webmail that imports ``gateway`` (its models and queue functions, plain
+database code with no socket): DESIGN.md wants gateway and webmail side by side, and the
+lead may prefer to move these reads behind a protocol injected by ``mss/``.
+
+A timeline is shown only for a queue entry whose ``Sent`` copy went to the mailbox being
+read: a Message-ID alone is not proof (anyone can put any Message-ID in a draft).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.models import DeliveryEvent
+
+EVENT_FR = {
+    "queued": "Pris en charge par la passerelle",
+    "delivered": "Remis",
+    "deferred": "Remise différée",
+    "bounced": "Échec définitif",
+    "failed": "Abandonné",
+    "dsn": "Avis de non-remise envoyé",
+    "mdn": "Accusé de réception reçu",
+    "duplicate": "Doublon ignoré",
+    "quarantined": "En quarantaine",
+}
+_HIDDEN_KINDS = ("sent", "notify")  # the sender's own copy and notices are not recipients
+
+
+@dataclass
+class Step:
+    at: datetime
+    event: str
+    detail: str
+
+    @property
+    def label(self) -> str:
+        return EVENT_FR.get(self.event, self.event)
+
+    @property
+    def level(self) -> str:
+        return {"delivered": "ok", "mdn": "ok", "deferred": "warn", "bounced": "bad",
+                "failed": "bad", "dsn": "bad"}.get(self.event, "info")
+
+
+@dataclass
+class RecipientTimeline:
+    address: str
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def state(self) -> Step | None:
+        """The last step that says where the delivery stands."""
+        meaningful = [s for s in self.steps if s.event != "mdn"]
+        return meaningful[-1] if meaningful else None
+
+    @property
+    def receipt(self) -> bool:
+        return any(s.event == "mdn" for s in self.steps)
+
+
+def timeline(session: Session, message_id: str, mailbox: str) -> list[RecipientTimeline]:
+    """Per recipient, the steps of the message ``message_id`` sent from ``mailbox``."""
+    if not message_id:
+        return []
+    queue_ids = set(session.scalars(select(DeliveryEvent.queue_id).where(
+        DeliveryEvent.message_key == message_id[:250], DeliveryEvent.event == "queued",
+        DeliveryEvent.recipient == mailbox.lower(), DeliveryEvent.detail == "sent")))
+    if not queue_ids:
+        return []
+    rows = session.scalars(select(DeliveryEvent).where(
+        DeliveryEvent.queue_id.in_(queue_ids)).order_by(DeliveryEvent.id))
+    found: OrderedDict[str, RecipientTimeline] = OrderedDict()
+    for row in rows:
+        if row.detail.split(" ", 1)[0] in _HIDDEN_KINDS:
+            continue
+        entry = found.setdefault(row.recipient, RecipientTimeline(row.recipient))
+        entry.steps.append(Step(row.at, row.event, _detail(row.event, row.detail)))
+    return list(found.values())
+
+
+def _detail(event: str, detail: str) -> str:
+    """The recorded detail without the recipient kind the gateway prefixes to it."""
+    kind, _, rest = detail.partition(" ")
+    if kind in ("local", "peer", "clear"):
+        detail = rest
+    if event == "queued":
+        return ""
+    return detail.strip()

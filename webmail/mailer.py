@@ -1,0 +1,99 @@
+"""E-mails the webmail sends to a professional's usual (non-secure) address: one-time codes and
+registration news. They leave the trust space: no patient data, ever.
+
+Sending goes through a ``Mailer`` (CONVENTIONS.md, 3). ``mss run`` injects the gateway's
+``SmtpNotifier`` (the smarthost, ``MSS_SMARTHOST``); without a smarthost the webmail falls back
+to ``FileMailer``, which drops the messages in ``DATA_DIR/spool/mail`` (demo, development).
+"""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+import os
+import secrets
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Protocol
+
+SENDER_NAME = "Messagerie sécurisée de santé"
+
+
+class Mailer(Protocol):
+    """Hands an e-mail to a transport."""
+
+    def send(self, to: str, message: bytes) -> None:
+        """Send ``message`` (RFC 5322 bytes) to ``to``.
+
+        Raises:
+            core.errors.MssError: the message was not accepted (the caller tells the user).
+            OSError: the transport could not be reached.
+        """
+        ...
+
+
+class FileMailer:
+    """A ``Mailer`` writing each message to ``spool/<time>-<random>.eml`` (mode 0600)."""
+
+    def __init__(self, spool: Path) -> None:
+        self.spool = spool
+
+    def send(self, to: str, message: bytes) -> None:
+        self.spool.mkdir(parents=True, exist_ok=True)
+        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}.eml"
+        fd = os.open(self.spool / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(message)
+
+
+def build_mail(*, to: str, sender: str, subject: str, text: str) -> bytes:
+    """A plain-text UTF-8 message, marked auto-generated (RFC 3834 §5)."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    local, _, domain = sender.rpartition("@")
+    message["From"] = Address(SENDER_NAME, local, domain)
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = email.utils.format_datetime(datetime.now(UTC))
+    message["Message-ID"] = email.utils.make_msgid("mss", domain=domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(text, charset="utf-8", cte="quoted-printable")
+    return message.as_bytes()
+
+
+SIGNATURE = ("\n\nCe courriel est envoyé automatiquement par votre messagerie sécurisée de santé ; "
+             "merci de ne pas y répondre.\n")
+
+
+def code_text(code: str, minutes: int) -> tuple[str, str]:
+    """Subject and text of the one-time code e-mail."""
+    return ("Votre code de connexion",
+            f"Bonjour,\n\nVotre code de connexion à la messagerie sécurisée de santé est :\n\n"
+            f"    {code}\n\nIl est valable {minutes} minutes et ne sert qu'une fois. Si vous "
+            "n'êtes pas à l'origine de cette demande, changez votre mot de passe."
+            + SIGNATURE)
+
+
+def registration_text(addresses: list[str]) -> tuple[str, str]:
+    """Subject and text confirming a registration request."""
+    lines = "\n".join(f"  - {a}" for a in addresses)
+    return ("Votre demande d'ouverture de messagerie sécurisée",
+            "Bonjour,\n\nVotre demande d'ouverture de boîte aux lettres sécurisée a bien été "
+            f"enregistrée :\n{lines}\n\nElle est en attente de validation par l'opérateur. "
+            "Vous recevrez un courriel dès qu'elle sera validée." + SIGNATURE)
+
+
+def validated_text(addresses: list[str], url: str) -> tuple[str, str]:
+    """Subject and text announcing a validated registration."""
+    lines = "\n".join(f"  - {a}" for a in addresses)
+    return ("Votre messagerie sécurisée est ouverte",
+            "Bonjour,\n\nVotre inscription a été validée. Vos adresses sécurisées :\n"
+            f"{lines}\n\nConnectez-vous à votre messagerie : {url}" + SIGNATURE)
+
+
+def refused_text() -> tuple[str, str]:
+    """Subject and text announcing a refused registration."""
+    return ("Votre demande de messagerie sécurisée",
+            "Bonjour,\n\nVotre demande d'ouverture de messagerie sécurisée n'a pas pu être "
+            "validée. Contactez votre opérateur pour en connaître la raison." + SIGNATURE)

@@ -1,0 +1,77 @@
+"""HTTP-level protections: the Flask extensions (CSRF, log-in, rate limits) and the security
+headers added to every response."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, current_app, flash, redirect, request, session, url_for
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+csrf = CSRFProtect()
+login_manager = LoginManager()
+limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
+
+# No inline script or style anywhere: everything comes from /static (CSP level 2).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+       "frame-ancestors 'none'; form-action 'self'")
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    # same-origin: Flask-WTF checks the Referer of HTTPS form posts; other sites get none.
+    "Referrer-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def rate(name: str) -> str:
+    """The configured limit ``RATE_<NAME>`` (Flask-Limiter syntax, e.g. "20 per minute")."""
+    return str(current_app.config[f"RATE_{name.upper()}"])
+
+
+def login_limit() -> str:
+    return rate("login")
+
+
+def code_limit() -> str:
+    return rate("code")
+
+
+def register_limit() -> str:
+    return rate("register")
+
+
+def _unauthorized() -> WerkzeugResponse:
+    """Not logged in: to the log-in page, saying why (timed out or never logged in)."""
+    if getattr(session, "expired", False):
+        flash("Votre session a expiré après une période d'inactivité : reconnectez-vous.",
+              "info")
+    else:
+        flash("Connectez-vous pour accéder à cette page.", "info")
+    return redirect(url_for("auth.login"))
+
+
+def _add_headers(response: Response) -> Response:
+    for name, value in HEADERS.items():
+        response.headers.setdefault(name, value)
+    if not request.path.startswith("/static/"):
+        # Pages show personal data: never kept by the browser or a proxy.
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Install the extensions and the headers on ``app``."""
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.session_protection = None  # sessions are server-side (webmail.sessions)
+    login_manager.unauthorized_handler(_unauthorized)
+    limiter.init_app(app)
+    app.after_request(_add_headers)

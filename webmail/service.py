@@ -1,0 +1,96 @@
+"""The webmail as a service of ``mss run`` (``mss.run.Service``): the Flask application served
+over HTTPS by cheroot, a production WSGI server, with an optional client certificate
+(``webmail.tls``) on ``MSS_LISTEN_ADDRESS:MSS_WEB_PORT``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from cheroot import wsgi
+
+from core.db import Database
+from core.errors import ConfigError
+from core.settings import Settings
+from webmail import create_app
+from webmail.mailer import Mailer
+from webmail.sms import SmsProvider
+from webmail.tls import ClientCertAdapter
+
+log = logging.getLogger("mss.webmail")
+
+THREADS = 16  # worker threads: requests are short, IMAP work is I/O bound
+http_log = logging.getLogger("mss.webmail.http")
+
+
+class _Server(wsgi.Server):  # type: ignore[misc]
+    """cheroot's server, logging through ``logging`` instead of writing to stderr. Browsers
+    and proxies routinely drop TLS connections; those are reported at DEBUG only."""
+
+    def error_log(self, msg: str = "", level: int = logging.INFO,
+                  traceback: bool = False) -> None:
+        text = str(msg)
+        if "EPIPE" in text or "ECONNRESET" in text or "peer dropped" in text:
+            level, traceback = logging.DEBUG, False
+        http_log.log(level, "%s", text, exc_info=traceback)
+
+
+class WebmailService:
+    """HTTPS server of the webmail (see the module docstring)."""
+
+    name = "webmail"
+
+    def __init__(self, settings: Settings, db: Database, *, mailer: Mailer | None = None,
+                 sms: SmsProvider | None = None,
+                 test_config: Mapping[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.app = create_app(settings, db, test_config, mailer=mailer, sms=sms)
+        self._server: wsgi.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on (useful with ``web_port = 0``)."""
+        if self._server is None:
+            return self.settings.web_port
+        return int(self._server.bind_addr[1])
+
+    def start(self) -> None:
+        """Bind and serve in a background thread.
+
+        Raises:
+            ConfigError: server certificate missing (run ``mss init``) or port unavailable.
+        """
+        pki = self.settings.pki_dir
+        crt, key = pki / "server.crt", pki / "server.key"
+        if not (crt.is_file() and key.is_file()):
+            raise ConfigError(f"Certificat du serveur web absent ({crt}) : lancez « mss init ».")
+        server = _Server((self.settings.listen_address, self.settings.web_port), self.app,
+                             numthreads=THREADS, server_name=self.settings.hostname)
+        server.ssl_adapter = ClientCertAdapter(crt, key, pki / "ca.pem")
+        try:
+            server.prepare()
+        except OSError as exc:
+            raise ConfigError(f"Webmail : impossible d'écouter sur {self.settings.listen_address}"
+                              f":{self.settings.web_port} ({exc})") from exc
+        self._server = server
+        self._thread = threading.Thread(target=server.serve, name="webmail", daemon=True)
+        self._thread.start()
+        log.info("webmail à l'écoute sur %s", self.endpoints()[0])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+        if self._thread is not None:
+            self._thread.join(10)
+        log.info("webmail arrêté")
+
+    def reload(self) -> None:
+        """Nothing to do: the CA and CRL are re-read by the application when they change."""
+
+    def endpoints(self) -> list[str]:
+        host = self.settings.listen_address
+        shown = f"[{host}]" if ":" in host else host
+        return [f"Webmail (HTTPS)  https://{shown}:{self.port}/"]

@@ -1,0 +1,109 @@
+"""TLS for the webmail's WSGI server (cheroot): an *optional* client certificate, handed to the
+application unverified, so that the application can say in French what is wrong with it.
+
+Why pyOpenSSL and not Python's ``ssl``: with ``ssl.CERT_OPTIONAL`` OpenSSL still verifies a
+presented certificate and aborts the handshake when it does not chain, has expired…; the browser
+then shows a bare TLS error instead of a page. ``ssl`` has no verify callback to change that,
+pyOpenSSL has: the callback below accepts whatever the client presents, and the application
+validates it fully (chain to the trust-space CA, dates, CRL: ``certs.validation``) before using
+it — a certificate is never trusted because it arrived over TLS. The CA names of ``ca.pem`` are
+sent in the CertificateRequest so that a card middleware offers the CPS certificate.
+
+The handshake is completed in ``wrap`` (cheroot's accept path, as its builtin adapter does), with
+a deadline, and the client certificate is put in the WSGI environ as ``SSL_CLIENT_CERT`` (PEM),
+as Apache's mod_ssl and cheroot's builtin adapter name it.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from cheroot.ssl.pyopenssl import pyOpenSSLAdapter
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
+
+CLIENT_CERT_ENV = "SSL_CLIENT_CERT"
+HANDSHAKE_TIMEOUT = 10.0
+# TLS 1.2 suites with forward secrecy and AEAD only (ANSSI guide TLS, R5); TLS 1.3 suites are
+# all acceptable and configured separately by OpenSSL.
+TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!eNULL:!MD5:!SHA1"
+
+
+def _accept_any(_conn: Any, _cert: Any, _errno: int, _depth: int, _ok: int) -> bool:
+    # Deliberate: the application validates the certificate (see the module docstring).
+    return True
+
+
+class ClientCertAdapter(pyOpenSSLAdapter):  # type: ignore[misc]
+    """cheroot TLS adapter: TLS ≥ 1.2, server certificate and key from files, optional client
+    certificate passed to the application as ``SSL_CLIENT_CERT``."""
+
+    def __init__(self, certificate: Path, private_key: Path, client_ca: Path | None) -> None:
+        super().__init__(str(certificate), str(private_key))
+        self.client_ca = client_ca
+
+    def get_context(self) -> SSL.Context:
+        """The server context (see the module docstring)."""
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        context.set_cipher_list(TLS12_CIPHERS)
+        context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+        context.use_certificate_chain_file(self.certificate)
+        context.use_privatekey_file(self.private_key)
+        context.check_privatekey()
+        context.set_verify(SSL.VERIFY_PEER, _accept_any)
+        context.set_session_id(b"mss-webmail")
+        if self.client_ca is not None and self.client_ca.is_file():
+            context.load_client_ca(str(self.client_ca).encode())
+        return context
+
+    def bind(self, sock: socket.socket) -> socket.socket:
+        """Keep the listening socket plain; connections are wrapped one by one in ``wrap``."""
+        if self.context is None:
+            self.context = self.get_context()
+        self._environ = self.get_environ()
+        return sock
+
+    def wrap(self, sock: socket.socket) -> tuple[Any, dict[str, Any]]:
+        """Complete the handshake; return the TLS connection and its WSGI environ entries."""
+        conn = SSL.Connection(self.context, sock)
+        conn.set_accept_state()
+        try:
+            _handshake(conn, sock, time.monotonic() + HANDSHAKE_TIMEOUT)
+        except (SSL.Error, OSError) as exc:
+            from cheroot import errors
+
+            sock.close()
+            raise errors.FatalSSLAlert(str(exc)) from exc
+        environ = dict(self._environ)
+        environ["SSL_PROTOCOL"] = conn.get_protocol_version_name()
+        environ["SSL_CIPHER"] = conn.get_cipher_name() or ""
+        cert = conn.get_peer_certificate(as_cryptography=True)
+        if cert is not None:
+            environ[CLIENT_CERT_ENV] = cert.public_bytes(Encoding.PEM).decode("ascii")
+            environ["SSL_CLIENT_VERIFY"] = "UNCHECKED"  # the application validates
+        return conn, environ
+
+    def get_environ(self) -> dict[str, Any]:
+        """Connection-independent entries (not the server certificate's details)."""
+        return {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+
+def _handshake(conn: SSL.Connection, sock: socket.socket, deadline: float) -> None:
+    """Drive a non-blocking handshake until done or ``deadline`` (then ``TimeoutError``)."""
+    while True:
+        try:
+            conn.do_handshake()
+            return
+        except SSL.WantReadError:
+            readable, writable = [sock], []
+        except SSL.WantWriteError:
+            readable, writable = [], [sock]
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("TLS handshake timed out")
+        select.select(readable, writable, [], remaining)

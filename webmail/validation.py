@@ -1,0 +1,69 @@
+"""The operator's decision on a registration, shared by the operator page and the
+``mss account validate|refuse`` commands: change the trust space, audit, then tell the
+professional at their usual address. No Flask here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from certs.pki import Pki
+from core import audit
+from core.db import Database
+from core.errors import MssError, NotFound
+from core.settings import Settings
+from trust_space import registration
+from trust_space.models import Mailbox
+from webmail.mailer import Mailer, build_mail, refused_text, validated_text
+
+log = logging.getLogger("mss.webmail")
+
+
+def certificate_issuer(settings: Settings) -> Callable[[Session, Mailbox], None]:
+    """Issue a mailbox's S/MIME certificate (key encrypted at rest with the data directory's
+    secret), as the demo does for its mailboxes."""
+    secret = settings.secret()
+    pki = Pki.load(settings.pki_dir, password=secret)
+
+    def issue(session: Session, mailbox: Mailbox) -> None:
+        issued = pki.issue_mailbox(session, mailbox.address, mailbox.display_name)
+        mailbox.smime_cert_pem = issued.cert_pem().decode()
+        mailbox.smime_key_pem = issued.key_pem(secret).decode()
+
+    return issue
+
+
+def decide(db: Database, settings: Settings, mailer: Mailer, address: str, *, accept: bool,
+           actor: str, webmail_url: str) -> list[str]:
+    """Validate (publish) or refuse the registration ``address`` belongs to; e-mail the
+    professional. Returns the addresses concerned.
+
+    Raises:
+        NotFound: no registration pending for ``address``.
+    """
+    issue = certificate_issuer(settings) if accept else None
+    with db.transaction() as session:
+        pending = registration.find_pending(session, address)
+        if pending is None:
+            raise NotFound(f"Aucune inscription en attente pour « {address} ».")
+        addresses = (registration.validate(session, pending, issue) if accept
+                     else registration.refuse(session, pending))
+        to = pending.professional.usual_email
+        audit.record(session, actor=actor, action="registration." +
+                     ("validate" if accept else "refuse"), target=addresses[0],
+                     outcome="ok", request={"addresses": addresses})
+    subject, text = validated_text(addresses, webmail_url) if accept else refused_text()
+    if to:
+        _send(mailer, to, settings, subject, text)
+    return addresses
+
+
+def _send(mailer: Mailer, to: str, settings: Settings, subject: str, text: str) -> None:
+    """Best effort: the decision stands even if the e-mail cannot leave now."""
+    try:
+        mailer.send(to, build_mail(to=to, sender=f"ne-pas-repondre@{settings.domain}",
+                                   subject=subject, text=text))
+    except (MssError, OSError):
+        log.exception("courriel d'inscription non envoyé")
