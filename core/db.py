@@ -77,8 +77,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            # Writers take the lock at BEGIN: no deadlock-prone read→write upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the lock at BEGIN: no deadlock-prone read→write upgrade. Read-only
+            # units (Database.read) take a plain BEGIN: WAL readers never wait for writers.
+            read_only = conn.get_execution_options().get("mss_read_only")
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -106,6 +108,8 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.engine.execution_options(mss_read_only=True),
+                                           expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -122,6 +126,17 @@ class Database:
             session.rollback()
             raise
         finally:
+            session.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A unit of work that only reads (always rolled back). On SQLite it does not take the
+        write lock, so policy look-ups never queue behind writers."""
+        session = self._read_sessions()
+        try:
+            yield session
+        finally:
+            session.rollback()
             session.close()
 
     def create_all(self) -> None:

@@ -103,13 +103,13 @@ class Envelope:
 # ---------------------------------------------------------------------- submission
 def sender(gw: Gateway, identity: Identity, address: str) -> None:
     """MAIL FROM on the submission ports."""
-    with gw.db.transaction() as session:
+    with gw.db.read() as session:
         pipeline.check_sender(session, identity, address)
 
 
 def recipient(gw: Gateway, address: str, *, local_only: bool = False) -> Route:
     """RCPT TO."""
-    with gw.db.transaction() as session:
+    with gw.db.read() as session:
         return pipeline.route_recipient(session, address, {gw.settings.domain},
                                         local_only=local_only)
 
@@ -121,12 +121,12 @@ def submit(gw: Gateway, login: str, identity: Identity, env: Envelope) -> str:
     pipeline.check_loop(raw, s.max_received)
     queue_id = q.new_queue_id()
     raw, key = pipeline.message_key(raw, queue_id, s.domain)
-    with gw.db.transaction() as session:
+    with gw.db.read() as session:
         pipeline.check_from(session, identity, env.mail_from, raw)
         signer = gw.keys.signer(session, env.mail_from)  # cached after a mailbox's first use
     forms = pipeline.secure(gw.security(), raw, signer, env.routes)  # crypto: no transaction
     rcpts = _rows(env.routes, forms) + [(env.mail_from.lower(), RecipientKind.SENT)]
-    with gw.db.transaction() as session:
+    with q.writing(gw.db) as session:
         q.enqueue(session, queue_id=queue_id, origin=Origin.SUBMISSION,
                   envelope_from=env.mail_from, message_key=key, submitter=login,
                   size=len(env.raw), local=_traced(gw, forms.local, env, queue_id, True),
@@ -175,7 +175,7 @@ def peer_sender(gw: Gateway, cert: x509.Certificate | None, address: str) -> str
         raise SenderRefused(f"Certificat d'opérateur refusé / operator certificate refused : "
                             f"{exc.message}", code=f"peer_{exc.code}") from None
     dn = normalise_dn(cert.subject.rfc4514_string())
-    with gw.db.transaction() as session:
+    with gw.db.read() as session:
         pipeline.check_peer(session, dn, address)
     return dn
 
@@ -195,7 +195,7 @@ def relay(gw: Gateway, peer_dn: str, env: Envelope) -> str:
                                    code=f"signature_{verdict.error_code}")
         state = RecipientState.QUARANTINED
     local = _traced(gw, inbound.stamp(opened, verdict, gw.authserv_id), env, queue_id, False)
-    with gw.db.transaction() as session:
+    with q.writing(gw.db) as session:
         q.enqueue(session, queue_id=queue_id, origin=Origin.RELAY, envelope_from=env.mail_from,
                   message_key=key, submitter=peer_dn, size=len(env.raw), local=local,
                   recipients=[(r.address, RecipientKind.LOCAL) for r in env.routes],
@@ -213,7 +213,7 @@ def _open(gw: Gateway, raw: bytes, routes: Sequence[Route]) -> tuple[bytes, inbo
     store = gw.trust.store()
     result: tuple[bytes, inbound.Verdict] | None = None
     for route in routes:
-        with gw.db.transaction() as session:
+        with gw.db.read() as session:
             pair = gw.keys.signer(session, route.address)
         result = inbound.open_message(raw, key=pair, store=store)
         if result[1].error_code not in ("decrypt_failed", "no_key"):

@@ -198,7 +198,7 @@ class Deliverer:
                 failures[o.claimed.queue_id].append(
                     Failure(o.row.address, o.enhanced or "5.0.0", f"{o.code} {o.reason}".strip()))
         s = self.gw.settings
-        with self.gw.db.transaction() as session, session.no_autoflush:
+        with q.writing(self.gw.db) as session, session.no_autoflush:
             q.record(session, done)
             for claimed in batch:
                 mine = [d for d in done if d.claimed is claimed]

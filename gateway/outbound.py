@@ -81,7 +81,7 @@ class Outbound:
         Raises:
             PeerNotTrusted: the domain is not (or no longer) whitelisted.
         """
-        with self.db.transaction() as session:
+        with self.db.read() as session:
             entry = session.scalar(select(TrustedDomain).where(TrustedDomain.domain == domain))
             if entry is None:
                 raise PeerNotTrusted(f"Domaine {domain} hors de la liste blanche / domain not "

@@ -28,8 +28,10 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -49,8 +51,22 @@ from gateway.models import (
 )
 
 MAX_BACKOFF = 3600.0
+_SQLITE_WRITERS = threading.Lock()
 PENDING = (RecipientState.QUEUED, RecipientState.DELIVERING)
 _tokens = itertools.count()
+
+
+@contextmanager
+def writing(db: Database) -> Iterator[Session]:
+    """``db.transaction()`` for the gateway's writes. On SQLite this process's writers queue on
+    a lock instead of SQLite's busy handler, which sleeps 1, 2, 5 … 100 ms between tries and
+    starves the hot path (other processes still meet the busy handler)."""
+    if db.dialect != "sqlite":
+        with db.transaction() as session:
+            yield session
+        return
+    with _SQLITE_WRITERS, db.transaction() as session:
+        yield session
 
 
 def new_queue_id() -> str:
@@ -126,7 +142,7 @@ def claim(db: Database, owner: str, *, limit: int, lease_seconds: float,
     """Take up to ``limit`` due recipients (see the module docstring), grouped by message."""
     now = now or utcnow()
     token = f"{owner}:{os.getpid()}:{next(_tokens)}"[:64]
-    with db.transaction() as session:
+    with writing(db) as session:
         query = (select(QueueRecipient.id).where(_due(now))
                  .order_by(QueueRecipient.next_attempt_at).limit(limit))
         if db.dialect == "postgresql":

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from core import audit
-from gateway import accept, auth, pipeline, tls
+from gateway import accept, auth, pipeline, queue, tls
 from gateway.accept import Gateway
 from gateway.errors import GatewayError, LocalFailure
 from gateway.metrics import Metrics
@@ -129,7 +129,7 @@ class BaseHandler:
 
     def _audit_refusal(self, session: Session, envelope: Envelope, step: str,
                        error: BaseException) -> None:
-        with self.gw.db.transaction() as db_session:
+        with queue.writing(self.gw.db) as db_session:
             audit.record(db_session, actor=self.actor(session)[:254],
                          action=f"smtp.{self.channel}.refuse", target=step,
                          outcome=getattr(error, "code", "internal"),

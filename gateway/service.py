@@ -83,7 +83,7 @@ class GatewayService:
                          notifier=notifier, probe=probe.holds)
 
     def _depth(self) -> float:
-        with self.db.transaction() as session:
+        with self.db.read() as session:
             return float(q.depth(session))
 
     @property

@@ -13,7 +13,7 @@ from core.errors import MssError, NotFound
 
 
 def register(main: click.Group) -> None:
-    from mss import cli_accounts, cli_directory, cli_gateway
+    from mss import cli_accounts, cli_directory, cli_gateway, cli_ops
 
     main.add_command(cert)
     main.add_command(card)
@@ -21,6 +21,7 @@ def register(main: click.Group) -> None:
     cli_directory.register(main)
     cli_gateway.register(main)  # after directory: it adds to the directory/whitelist groups
     cli_accounts.register(main)
+    cli_ops.register(main)
 
 
 def _app(ctx: click.Context):  # type: ignore[no-untyped-def]

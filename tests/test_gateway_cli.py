@@ -59,3 +59,6 @@ def test_init_then_run_the_gateway_role(tmp_path: Path) -> None:
         proc.stdout.close()  # type: ignore[union-attr]
     listed = subprocess.run([*MSS, "queue", "list"], env=env, capture_output=True, text=True)
     assert listed.returncode == 0 and "0 message(s)" in listed.stderr
+    deleted = subprocess.run([*MSS, "queue", "delete", "NOPE"], env=env, capture_output=True,
+                             text=True)
+    assert deleted.returncode == 1 and "inconnu" in deleted.stderr

@@ -35,7 +35,7 @@ PASSWORD = "Demo-Passw0rd"
 MARIE, PAUL, JULIE = "marie.martin@mss.test", "paul.durand@mss.test", "julie.bernard@mss.test"
 ROOT = Path(__file__).resolve().parent.parent
 RETRIES: list[str] = []
-BURST, KILLS, PG_BURST = 400, 4, 200  # bounded for CI (about 30 s and 20 s here)
+BURST, KILLS, PG_BURST = 300, 4, 150  # bounded for CI (about 25 s and 15 s here)
 _MID = re.compile(rb"(?im)^message-id:\s*(<[^>]+>)")
 
 

@@ -189,3 +189,32 @@ def test_tampered_signature_is_refused(pair: tuple[Operator, Operator, Path]) ->
         assert smtp.rcpt(PAUL_B)[0] == 250
         code, text = smtp.data(tampered)
     assert code == 550 and text.startswith(b"5.7.7")
+
+
+def test_peer_recipient_without_certificate(pair: tuple[Operator, Operator, Path]) -> None:
+    """MSSanté mode: signed only, over the mutual-TLS hop; otherwise a clear refusal."""
+    a, b, _ = pair
+    julie_b = "julie.bernard@autre.test"
+    with a.space.db.transaction() as session:
+        box = session.scalar(select(Mailbox).where(Mailbox.address == julie_b))
+        assert box is not None
+        saved, box.smime_cert_pem = box.smime_cert_pem, None
+    gw = a.gateway.gw
+    assert gw is not None
+    try:
+        a.submit(MARIE_A, [julie_b], new_message("Sans certificat", MARIE_A, julie_b))
+        raw = b.wait_for(julie_b, lambda r: message_from_bytes(r)["Subject"] == "Sans certificat")
+        assert message_from_bytes(raw).get_content_type() == "multipart/signed"
+        gw.settings = a.settings.replace(allow_tls_only_peers=False)
+        with smtplib.SMTP("127.0.0.1", a.port("submission"), timeout=30) as smtp:
+            smtp.starttls(context=a.client_context())
+            smtp.login(MARIE_A, "Demo-Passw0rd")
+            smtp.mail(MARIE_A)
+            smtp.rcpt(julie_b)
+            code, text = smtp.data(new_message("Refuse", MARIE_A, julie_b))
+        assert code == 554 and text.startswith(b"5.7.5") and julie_b.encode() in text
+    finally:
+        gw.settings = a.settings
+        with a.space.db.transaction() as session:
+            box = session.scalar(select(Mailbox).where(Mailbox.address == julie_b))
+            box.smime_cert_pem = saved  # type: ignore[union-attr]

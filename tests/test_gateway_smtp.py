@@ -216,17 +216,24 @@ def test_notification_reaches_the_smarthost_without_subject_or_sender(
             return "250 OK"
 
     sink = Controller(Sink(), hostname="127.0.0.1", port=free_port())
-    sink.start()
     deliverer = operator.gateway.deliverer
     assert deliverer is not None
     saved = deliverer.notifier
-    deliverer.notifier = SmtpNotifier(f"127.0.0.1:{sink.port}")
+    deliverer.notifier = SmtpNotifier(f"127.0.0.1:{sink.port}")  # the smarthost is down
+    failures = operator.gateway.metrics.registry
     try:
         with operator.space.db.transaction() as session:
             box = session.scalar(select(Mailbox).where(Mailbox.address == PAUL))
             box.notify_usual_email = True  # type: ignore[union-attr]
             box.professional.usual_email = "paul@exemple.fr"  # type: ignore[union-attr]
         operator.submit(MARIE, [PAUL], message("Resultats confidentiels"))
+        operator.wait_for(PAUL, subject_is("Resultats confidentiels"))  # never blocked
+        for _ in range(100):
+            if failures.get_sample_value("mss_notify_failures_total"):
+                break
+            asyncio.run(asyncio.sleep(0.1))
+        assert failures.get_sample_value("mss_notify_failures_total"), "échec non compté"
+        sink.start()  # the smarthost is back: the notice is retried
         for _ in range(100):
             if received:
                 break
@@ -260,3 +267,39 @@ def test_dsn_when_the_mailbox_disappears_after_acceptance(operator: Operator) ->
         gateway.workers.start()
     dsn = operator.wait_for(MARIE, lambda r: b"delivery-status" in r and nina.encode() in r)
     assert b"Action: failed" in dsn and b"Status: 5." in dsn
+
+
+def test_a_delivery_in_doubt_after_a_crash_is_not_repeated(operator: Operator) -> None:
+    """The worker died after Dovecot took the message and before the commit: the row comes
+    back in doubt and the mailbox is searched for its Message-ID before delivering again."""
+    from datetime import timedelta
+
+    from core.db import utcnow
+    from gateway.models import QueuedMessage, QueueRecipient, RecipientState
+    from mailstore.lmtp import LmtpClient
+
+    gateway = operator.gateway
+    assert gateway.workers is not None and gateway.deliverer is not None
+    gateway.workers.stop()
+    try:
+        queue_id = operator.submit(MARIE, [JULIE], message("Une seule fois", to=JULIE))
+        with operator.space.db.transaction() as session:
+            raw = session.get(QueuedMessage, queue_id).raw_local  # type: ignore[union-attr]
+            for row in session.scalars(select(QueueRecipient)
+                                       .where(QueueRecipient.queue_id == queue_id)):
+                row.state, row.lease_owner = RecipientState.DELIVERING, "mort"
+                row.lease_until = utcnow() - timedelta(seconds=1)
+        LmtpClient.for_settings(operator.settings).deliver(raw, MARIE, [JULIE])  # type: ignore[arg-type]
+    finally:
+        gateway.workers = Workers(gateway.deliverer, 2, owner="test")
+        assert gateway.gw is not None
+        gateway.gw.wake = gateway.workers.wake
+        gateway.workers.start()
+    operator.wait_for(MARIE, subject_is("Une seule fois"), folder="Sent")
+    with operator.space.db.transaction() as session:
+        events = [e.detail for e in session.scalars(
+            select(DeliveryEvent).where(DeliveryEvent.queue_id == queue_id,
+                                        DeliveryEvent.event == "delivered"))]
+    assert any("déjà livré" in d for d in events)
+    copies = [r for r in operator.messages(JULIE) if b"Une seule fois" in r]
+    assert len(copies) == 1

@@ -94,9 +94,9 @@ def _paris_time(value: datetime | None) -> str:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from webmail import account, auth, operator, orgs, register
+    from webmail import account, auth, mail, operator, operator_mail, orgs, register
 
-    for module in (auth, register, account, orgs, operator):
+    for module in (auth, register, account, orgs, operator, mail, operator_mail):
         module.init_app(app)
 
 

@@ -30,6 +30,9 @@ def init_app(app: Flask) -> None:
     """Register the mail and directory blueprints and their navigation entries."""
     from webmail.mail import actions, compose, directory, folders, read, search  # noqa: F401
 
+    # First of all: the compose POST may carry attachments beyond MAX_CONTENT_LENGTH, and
+    # the CSRF check (an earlier before_request) reads the form.
+    app.before_request_funcs.setdefault(None, []).insert(0, compose.raise_upload_limit)
     app.register_blueprint(bp)
     app.register_blueprint(directory.bp)
     nav.add(app, "mail.index", "Courrier", order=10, prefix="/courrier",
@@ -47,6 +50,19 @@ def _require_login() -> None:
 
         raise Forbidden("La messagerie est réservée aux professionnels ; ce compte n’a pas de "
                         "boîte aux lettres.")
+
+
+@bp.app_template_filter("taille")
+def size_fr(size: int) -> str:
+    """A size as French readers write it: ``820 octets``, ``5,6 ko``, ``2,1 Mo``."""
+    if size < 1024:
+        return f"{size} octets"
+    value = size / 1024
+    for unit in ("ko", "Mo"):
+        if value < 1024:
+            return f"{value:.1f} {unit}".replace(".", ",")
+        value /= 1024
+    return f"{value:.1f} Go".replace(".", ",")
 
 
 @bp.errorhandler(MailstoreError)

@@ -113,8 +113,8 @@ def _own_box(session: Session) -> Box | None:
         Mailbox.professional_id == current_user.professional_id))
     if mailbox is None:
         return None
-    return Box(mailbox.id, mailbox.address, mailbox.display_name or mailbox.address,
-               mailbox.kind, None, rights_of(None))
+    return Box(mailbox.id, mailbox.address, mailbox.display_name or current_user.display_name
+               or mailbox.address, mailbox.kind, None, rights_of(None))
 
 
 def accessible_boxes() -> list[Box]:
@@ -183,7 +183,8 @@ def valid_folder(name: str) -> bool:
     return (0 < len(name) <= 200 and not name.startswith((SHARED_PREFIX, SEPARATOR))
             and name.lower() != "shared" and SEPARATOR * 2 not in name
             and not name.endswith(SEPARATOR)
-            and not any(c in name for c in "*%\\\"") and name.isprintable())
+            and not any(c in name for c in "*%\\\"") and name.isprintable()
+            and not any(part in (".", "..") for part in name.split(SEPARATOR)))
 
 
 def mailbox_route(right: Right) -> Callable[[F], F]:

@@ -117,10 +117,10 @@ def _move(box: Box, folder: str, uids: list[int], target: str, action: str,
         with imap() as session:
             session.move(box.imap_name(folder), uids, box.imap_name(target))
     except ImapError:
-        audit(action, box, "refused", folder=folder, target=target, count=len(uids))
+        audit(action, box, "refused", folder=folder, to_folder=target, count=len(uids))
         flash("Le serveur de messagerie a refusé le déplacement.", "error")
         return _back(box, folder)
-    audit(action, box, folder=folder, target=target, count=len(uids))
+    audit(action, box, folder=folder, to_folder=target, count=len(uids))
     flash(done, "success")
     return _back(box, folder)
 

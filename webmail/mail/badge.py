@@ -86,7 +86,8 @@ def _hop(encrypted: bool | None) -> str:
         return "Chiffrement sur le trajet : inconnu."
     if encrypted:
         return "Reçu chiffré (S/MIME) jusqu'à notre opérateur."
-    return "Non chiffré en S/MIME sur le trajet (acheminé par un canal TLS authentifié)."
+    return ("Reçu sans chiffrement S/MIME (transmis par les canaux TLS authentifiés de "
+            "l’espace de confiance).")
 
 
 def badge_for(raw: bytes, message: Message, authserv_id: str, store: TrustStore) -> Badge:

@@ -125,7 +125,8 @@ def build(out: Outgoing, *, domain: str, draft: bool = False) -> tuple[bytes, st
     """The RFC 5322 message and its new Message-ID."""
     message = EmailMessage(policy=email.policy.SMTP)
     local, _, host = out.sender.rpartition("@")
-    message["From"] = Address(out.sender_name, local, host)
+    name = "" if out.sender_name.lower() == out.sender else out.sender_name
+    message["From"] = Address(name, local, host)
     if out.to:
         message["To"] = ", ".join(out.to)
     if out.cc:

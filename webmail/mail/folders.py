@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import flash, redirect, render_template, request, url_for
-from werkzeug.wrappers import Response
-
 from imapclient.exceptions import IMAPClientError
+from werkzeug.wrappers import Response
 
 from mailstore.errors import ImapError
 from mailstore.imap import MailboxSession

@@ -29,8 +29,8 @@ _START = re.compile(rb"^\d+ \(")
 _UID = re.compile(rb"\bUID (\d+)")
 _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
-_ATTACHMENT = re.compile(rb'\("attachment"', re.IGNORECASE)
-_SIGNATURE_PART = re.compile(rb'"smime\.p7s"', re.IGNORECASE)
+# A body part's disposition in BODYSTRUCTURE (RFC 3501 §7.4.2): ("attachment" (params)).
+_ATTACHMENT = re.compile(rb'\("attachment"\s*(\([^)]*\)|NIL)?', re.IGNORECASE)
 _HEADERS = email.parser.HeaderParser(policy=email.policy.compat32)
 
 
@@ -53,6 +53,17 @@ class Row:
     @property
     def seen(self) -> bool:
         return "\\Seen" in self.flags
+
+    @property
+    def sender_name(self) -> str:
+        """The sender's name, else their address."""
+        name, addr = email.utils.parseaddr(self.sender)
+        return name or addr or self.sender
+
+    @property
+    def to_names(self) -> str:
+        return ", ".join(email.utils.parseaddr(t)[0] or email.utils.parseaddr(t)[1] or t
+                         for t in self.to)
 
     @property
     def answered(self) -> bool:
@@ -124,9 +135,9 @@ def _parse(data: Iterable[Any], authserv_id: str) -> Iterable[Row]:
             continue
         structure = text + b"".join(lit for prefix, lit in pieces
                                     if b"HEADER.FIELDS" not in prefix.upper())
-        attachments = len(_ATTACHMENT.findall(structure)) - len(
-            _SIGNATURE_PART.findall(structure))
-        yield _row(int(uid.group(1)), text, headers[0], attachments > 0, authserv_id)
+        attached = any(b"smime.p7" not in (params or b"").lower()  # not the S/MIME signature
+                       for params in _ATTACHMENT.findall(structure))
+        yield _row(int(uid.group(1)), text, headers[0], attached, authserv_id)
 
 
 def _row(uid: int, text: bytes, header_block: bytes, attachment: bool,

@@ -39,7 +39,8 @@ def _cid_url(box: Box, folder: str, uid: int, reading: mime.Reading):  # type: i
         index = reading.inline.get(cid)
         if index is None:
             return None
-        return url_for("mail.attachment", box_id=box.id, uid=uid, index=index, dossier=folder)
+        return url_for("mail.attachment", box_id=box.id, uid=uid, index=index, dossier=folder,
+                       _external=True)
 
     return url
 

@@ -96,3 +96,64 @@ def _detail(event: str, detail: str) -> str:
     if event == "queued":
         return ""
     return detail.strip()
+
+
+# ---------------------------------------------------------------------- operator pages
+@dataclass(frozen=True)
+class QueueEntry:
+    """A message still in the queue, without content: envelope, size, recipients' states."""
+
+    id: str
+    created_at: datetime
+    origin: str
+    sender: str
+    size: int
+    recipients: list[tuple[str, str, str, int, str]]  # address, kind, state, attempts, reason
+
+
+def queue(session: Session, limit: int = 200) -> list[QueueEntry]:
+    """The queue, oldest first (``gateway.queue.pending``)."""
+    from gateway import queue as q
+
+    return [QueueEntry(m.id, m.created_at, m.origin.value, m.envelope_from or "<>", m.size,
+                       [(r.address, r.kind.value, r.state.value, r.attempts,
+                         f"{r.last_code} {r.last_reason}".strip()[:200])
+                        for r in m.recipients])
+            for m in q.pending(session, limit)]
+
+
+def depth(session: Session) -> int:
+    from gateway import queue as q
+
+    return q.depth(session)
+
+
+def retry(session: Session, queue_id: str) -> int:
+    """Make the message's waiting deliveries due now; how many."""
+    from gateway import queue as q
+
+    return q.retry_now(session, queue_id)
+
+
+def remove(session: Session, queue_id: str) -> bool:
+    from gateway import queue as q
+
+    return q.remove(session, queue_id)
+
+
+def last_peer_event(session: Session, domain: str) -> DeliveryEvent | None:
+    """The newest delivery attempt towards a peer domain (what its TLS gave last)."""
+    return session.scalars(select(DeliveryEvent).where(
+        DeliveryEvent.recipient.like(f"%@{domain}"),
+        DeliveryEvent.event.in_(["delivered", "deferred", "bounced"]),
+        DeliveryEvent.detail.like("peer %") | DeliveryEvent.detail.like("clear %"),
+    ).order_by(DeliveryEvent.id.desc()).limit(1)).first()
+
+
+def recent_events(session: Session, since: datetime) -> dict[str, int]:
+    """Timeline events since ``since``, counted by kind of event."""
+    from sqlalchemy import func
+
+    rows = session.execute(select(DeliveryEvent.event, func.count()).where(
+        DeliveryEvent.at >= since).group_by(DeliveryEvent.event))
+    return {event: int(count) for event, count in rows}

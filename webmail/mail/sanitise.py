@@ -59,7 +59,7 @@ class Clean:
 
 def sanitise(html: str, *, show_images: bool, cid_url: Callable[[str], str | None]) -> Clean:
     """``html`` made inert (see the module docstring). ``cid_url`` maps a Content-ID to the
-    URL of that part of the same message (None: unknown, the image is dropped)."""
+    absolute URL of that part of the same message (None: unknown, the image is dropped)."""
     blocked = 0
 
     def attribute(tag: str, name: str, value: str) -> str | None:
@@ -73,7 +73,7 @@ def sanitise(html: str, *, show_images: bool, cid_url: Callable[[str], str | Non
             lowered = value.strip().lower()
             if lowered.startswith("cid:"):
                 return cid_url(value.strip()[4:].strip("<>"))
-            if not show_images:
+            if lowered.startswith(("http:", "https:")) and not show_images:
                 blocked += 1
                 return None
         return value
@@ -82,6 +82,7 @@ def sanitise(html: str, *, show_images: bool, cid_url: Callable[[str], str | Non
         html, tags=TAGS, clean_content_tags=DROPPED_WITH_CONTENT, attributes=ATTRIBUTES,
         attribute_filter=attribute, url_schemes=SCHEMES, strip_comments=True,
         link_rel="noopener noreferrer nofollow", filter_style_properties=STYLE_PROPERTIES,
+        url_relative="deny",  # nothing resolves against the webmail's own URLs
         set_tag_attribute_values={"a": {"target": "_blank"}})
     return Clean(cleaned, blocked)
 

@@ -1,0 +1,271 @@
+"""Load soak on loopback (issue 7): ``python -m bench.soak --minutes 5`` (30 for the long one).
+
+A demo data directory (SQLite, or ``--database-url``) runs as three ``mss run --role …``
+processes: gateway, webmail, mailstore. First the maximum submission rate is measured
+(``--threads`` sessions sending as fast as they can, for ``--calibrate`` seconds), then the
+steady phase submits at half of it while IMAP readers and webmail page loads run at once.
+Printed: latency percentiles per activity, errors, delivered vs accepted, and the resident
+memory (RSS, all processes of each role) sampled every 5 s, with its trend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import os
+import shutil
+import signal
+import smtplib
+import ssl
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.mailstore_fixtures import free_port, open_tempdir  # noqa: E402
+
+MSS = [sys.executable, "-m", "mss.cli"]
+PASSWORD = "Demo-Passw0rd"
+SENDER, RECIPIENT = "marie.martin@mss.test", "paul.durand@mss.test"
+ROLES = ("gateway", "webmail", "mailstore")  # mail store last (see tests/test_topology.py)
+
+
+class Services:
+    """The three role processes, each in its own process group."""
+
+    def __init__(self, root: Path, database_url: str | None) -> None:
+        self.data = root / "data"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MSS_")}
+        self.ports = {n: free_port() for n in ("SUBMISSION", "SUBMISSIONS", "RELAY", "IMAP",
+                                               "IMAPS", "WEB", "METRICS")}
+        self.env.update({f"MSS_{n}_PORT": str(p) for n, p in self.ports.items()})
+        self.env.update(MSS_DATA_DIR=str(self.data), MSS_DEMO_PASSWORD=PASSWORD,
+                        MSS_RATE_LIMIT_PER_MINUTE="0", MSS_LOG_LEVEL="WARNING")
+        if database_url:
+            self.env["MSS_DATABASE_URL"] = database_url
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+
+    def start(self) -> None:
+        subprocess.run([*MSS, "demo"], env=self.env, check=True, capture_output=True)
+        for role in ROLES:
+            proc = subprocess.Popen([*MSS, "run", "--role", role], env=self.env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
+            self.procs[role] = proc
+            assert proc.stdout is not None
+            while "Ctrl-C" not in (line := proc.stdout.readline()):
+                if not line:
+                    raise SystemExit(f"mss run --role {role} s'est arrêté")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if proc.stdout:
+                proc.stdout.close()
+
+    def rss_mb(self) -> dict[str, float]:
+        """Resident memory of every process of each role's process group."""
+        totals: dict[str, float] = defaultdict(float)
+        groups = {proc.pid: role for role, proc in self.procs.items()}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                pages = int((entry / "statm").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            role = groups.get(int(stat[2]))  # field 5: process group id
+            if role:
+                totals[role] += pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+        return dict(totals)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.errors: dict[str, list[str]] = defaultdict(list)
+
+    def time(self, name: str, fn: object) -> bool:
+        start = time.monotonic()
+        try:
+            fn()  # type: ignore[operator]
+        except Exception as exc:  # a soak counts every failure, whatever it is
+            with self.lock:
+                self.errors[name].append(f"{type(exc).__name__}: {exc}"[:200])
+            return False
+        with self.lock:
+            self.latency[name].append(time.monotonic() - start)
+        return True
+
+
+class Load:
+    def __init__(self, services: Services, rec: Recorder) -> None:
+        self.s, self.rec = services, rec
+        self.ctx = ssl.create_default_context(cafile=str(services.data / "pki" / "ca.pem"))
+        self.ctx.check_hostname = False
+        self.stop = threading.Event()
+        self.accepted = 0
+
+    def _session(self) -> smtplib.SMTP:
+        smtp = smtplib.SMTP("127.0.0.1", self.s.ports["SUBMISSION"], timeout=30)
+        smtp.starttls(context=self.ctx)
+        smtp.login(SENDER, PASSWORD)
+        return smtp
+
+    def submitter(self, interval: float, name: str) -> None:
+        """Send one message every ``interval`` seconds (0: as fast as possible)."""
+        smtp: smtplib.SMTP | None = None
+        due = time.monotonic()
+        while not self.stop.is_set():
+            if smtp is None:
+                try:
+                    smtp = self._session()
+                except Exception as exc:  # counted, then retried
+                    self.rec.errors[name].append(f"session: {exc}"[:200])
+                    time.sleep(1)
+                    continue
+            raw = (f"From: {SENDER}\r\nTo: {RECIPIENT}\r\nSubject: soak\r\nMessage-ID: "
+                   f"<{uuid.uuid4().hex}@soak.test>\r\n\r\n" + "Ligne de compte rendu.\r\n" * 40
+                   ).encode()
+            current = smtp
+            if self.rec.time(name, lambda: current.sendmail(SENDER, [RECIPIENT], raw)):
+                with self.rec.lock:
+                    self.accepted += 1
+            else:
+                smtp = None
+            if interval:
+                due += interval
+                self.stop.wait(max(0.0, due - time.monotonic()))
+
+    def imap_reader(self) -> None:
+        def read() -> None:
+            with imaplib.IMAP4_SSL("127.0.0.1", self.s.ports["IMAPS"], ssl_context=self.ctx,
+                                   timeout=30) as imap:
+                imap.login(RECIPIENT, PASSWORD)
+                _, data = imap.select("INBOX", readonly=True)
+                count = int(data[0] or 0)
+                if count:
+                    imap.fetch(f"{max(1, count - 9)}:{count}", "(BODY.PEEK[HEADER])")
+        while not self.stop.is_set():
+            self.rec.time("imap", read)
+            self.stop.wait(0.5)
+
+    def web_user(self) -> None:
+        url = f"https://127.0.0.1:{self.s.ports['WEB']}/connexion"
+
+        def load() -> None:
+            with urllib.request.urlopen(url, context=self.ctx, timeout=30) as response:
+                assert response.status == 200 and b"<form" in response.read()
+        while not self.stop.is_set():
+            self.rec.time("webmail", load)
+            self.stop.wait(0.5)
+
+
+def run_threads(targets: list[tuple[object, tuple[object, ...]]], seconds: float,
+                load: Load) -> None:
+    load.stop.clear()
+    threads = [threading.Thread(target=t, args=a, daemon=True) for t, a in targets]  # type: ignore[arg-type]
+    for thread in threads:
+        thread.start()
+    load.stop.wait(seconds)
+    load.stop.set()
+    for thread in threads:
+        thread.join(60)
+
+
+def inbox_count(load: Load) -> int:
+    with imaplib.IMAP4_SSL("127.0.0.1", load.s.ports["IMAPS"], ssl_context=load.ctx) as imap:
+        imap.login(RECIPIENT, PASSWORD)
+        _, data = imap.select("INBOX", readonly=True)
+        return int(data[0] or 0)
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "aucune mesure"
+    q = statistics.quantiles(values, n=100) if len(values) > 1 else [values[0]] * 99
+    return (f"n={len(values)} p50={q[49] * 1000:.0f} ms p95={q[94] * 1000:.0f} ms "
+            f"p99={q[98] * 1000:.0f} ms max={max(values) * 1000:.0f} ms")
+
+
+def trend(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of RSS over time, in MB per minute."""
+    if len(samples) < 3:
+        return 0.0
+    return statistics.linear_regression([t for t, _ in samples],
+                                        [m for _, m in samples]).slope * 60
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=5.0, help="steady phase duration")
+    parser.add_argument("--calibrate", type=float, default=20.0, help="max-rate phase (s)")
+    parser.add_argument("--threads", type=int, default=8, help="submission sessions")
+    parser.add_argument("--readers", type=int, default=2, help="IMAP readers and web users")
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: SQLite)")
+    args = parser.parse_args(argv)
+    root = open_tempdir("mss-soak-")
+    services = Services(root, args.database_url)
+    rec = Recorder()
+    try:
+        services.start()
+        load = Load(services, rec)
+        run_threads([(load.submitter, (0.0, "calibration"))] * args.threads, args.calibrate,
+                    load)
+        max_rate = load.accepted / args.calibrate
+        rate = max(max_rate / 2, 0.1)
+        print(f"débit maximal mesuré : {max_rate:.1f} msg/s ({args.threads} sessions, "
+              f"{args.calibrate:.0f} s) ; régime : {rate:.1f} msg/s pendant "
+              f"{args.minutes:g} min", flush=True)
+        before, load.accepted = inbox_count(load), 0
+        samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        start = time.monotonic()
+
+        def sample() -> None:
+            while not load.stop.is_set():
+                for role, mb in services.rss_mb().items():
+                    samples[role].append((time.monotonic() - start, mb))
+                load.stop.wait(5)
+        targets: list[tuple[object, tuple[object, ...]]] = [
+            (load.submitter, (args.threads / rate, "submission"))] * args.threads
+        targets += [(load.imap_reader, ()), (load.web_user, ())] * args.readers
+        targets.append((sample, ()))
+        run_threads(targets, args.minutes * 60, load)
+        deadline = time.monotonic() + 120
+        while (delivered := inbox_count(load) - before) < load.accepted and \
+                time.monotonic() < deadline:
+            time.sleep(1)
+        print(f"acceptés {load.accepted}, remis {delivered} (INBOX de {RECIPIENT})")
+        for name in ("submission", "imap", "webmail"):
+            print(f"{name:11} {percentiles(rec.latency[name])} erreurs={len(rec.errors[name])}")
+        for role, points in samples.items():
+            mbs = [m for _, m in points]
+            print(f"RSS {role:9} début {mbs[0]:.0f} Mo, fin {mbs[-1]:.0f} Mo, max "
+                  f"{max(mbs):.0f} Mo, tendance {trend(points):+.2f} Mo/min")
+        for name, errors in rec.errors.items():
+            for error in errors[:3]:
+                print(f"erreur {name}: {error}")
+        errors = sum(len(e) for n, e in rec.errors.items() if n != "calibration")
+        return 0 if errors == 0 and delivered >= load.accepted else 1
+    finally:
+        services.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Annuaire: search the trust space's directory (published mailboxes only, liste rouge
+excluded — ``trust_space.directory.search``), local and peer operators alike; "Écrire" starts
+a message. ``/annuaire/suggestions`` is the small JSON endpoint the recipient fields'
+autocompletion calls (``static/mail.js``)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, render_template, request
+from flask_login import login_required
+from werkzeug.wrappers import Response
+
+from trust_space import directory as trust_directory
+from trust_space.directory import DirectoryEntry
+from trust_space.models import MailboxKind
+from webmail.context import mss
+
+bp = Blueprint("directory", __name__, url_prefix="/annuaire")
+FIELDS = (("nom", "name", "Nom ou structure"), ("profession", "profession", "Profession"),
+          ("specialite", "specialty", "Spécialité"), ("ville", "city", "Ville"),
+          ("cp", "postal_code", "Code postal ou département"), ("rpps", "rpps", "N° RPPS"))
+KIND_FR = {MailboxKind.PERSONAL: "Personnelle", MailboxKind.ORGANISATIONAL: "Organisationnelle",
+           MailboxKind.APPLICATIVE: "Applicative"}
+SUGGESTIONS = 8
+
+
+@bp.before_request
+@login_required
+def _require_login() -> None:
+    """The directory is for logged-in users only."""
+
+
+def _criteria() -> dict[str, str]:
+    return {key: request.args.get(arg, "").strip()[:100] for arg, key, _ in FIELDS
+            if request.args.get(arg, "").strip()}
+
+
+@bp.get("")
+def index() -> str:
+    """The search form and its results."""
+    criteria = _criteria()
+    results: list[DirectoryEntry] = []
+    if criteria:
+        if "rpps" in criteria and not criteria["rpps"].isdigit():
+            criteria["rpps"] = "-"  # matches nothing, as a wrong number should
+        with mss().db.transaction() as db:
+            results = trust_directory.search(db, limit=100, **criteria)  # type: ignore[arg-type]
+    return render_template("mail/directory.html", fields=FIELDS, values=request.args,
+                           results=results, searched=bool(criteria), kinds=KIND_FR)
+
+
+@bp.get("/suggestions")
+def suggestions() -> Response:
+    """Up to eight published mailboxes matching ``q`` (2 characters at least), as JSON:
+    ``[{"address", "name", "detail"}]``."""
+    text = request.args.get("q", "").strip()[:100]
+    if len(text) < 2:
+        return jsonify([])
+    with mss().db.transaction() as db:
+        found = trust_directory.search(db, text=text, limit=SUGGESTIONS)
+    return jsonify([{"address": e.address, "name": e.display_name,
+                     "detail": ", ".join(filter(None, [e.profession, e.specialty, e.city]))}
+                    for e in found])

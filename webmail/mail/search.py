@@ -1,0 +1,99 @@
+"""Search in the current folder or in every folder of the mailbox: text, sender, recipient,
+date range, unread, with attachment — IMAP SEARCH on Dovecot (RFC 3501 §6.4.4; dates are the
+messages' ``Date``, SENTSINCE/SENTBEFORE, the date the lists show). "With attachment" has no
+IMAP criterion: it is read from each found message's body structure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+from typing import Any
+
+from flask import render_template, request
+
+from mailstore.errors import ImapError
+from mailstore.imap import MailboxSession
+from webmail.context import mss
+from webmail.forms import EmptyForm
+from webmail.mail import bp, listing
+from webmail.mail.access import Box, Right, accessible_boxes, imap, mailbox_route
+from webmail.mail.folders import DRAFTS, SENT, TRASH, box_folders, label
+
+MAX_RESULTS = 200
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    sender: str
+    recipient: str
+    since: date | None
+    until: date | None
+    unread: bool
+    attachment: bool
+    everywhere: bool
+
+    @classmethod
+    def from_args(cls) -> Query:
+        a = request.args
+        return cls(a.get("q", "").strip()[:200], a.get("de", "").strip()[:200],
+                   a.get("a", "").strip()[:200], _date(a.get("depuis")), _date(a.get("avant")),
+                   a.get("non_lus") == "1", a.get("pj") == "1", a.get("portee") == "tous")
+
+    @property
+    def empty(self) -> bool:
+        return not (self.text or self.sender or self.recipient or self.since or self.until
+                    or self.unread or self.attachment)
+
+    def criteria(self) -> list[Any]:
+        found: list[Any] = []
+        for key, value in (("TEXT", self.text), ("FROM", self.sender), ("TO", self.recipient)):
+            if value:
+                found += [key, value]
+        if self.since:
+            found += ["SENTSINCE", self.since]
+        if self.until:  # "avant le" inclusive for the reader: before the next day
+            found += ["SENTBEFORE", self.until + timedelta(days=1)]
+        if self.unread:
+            found.append("UNSEEN")
+        return found or ["ALL"]
+
+
+def _date(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def run(session: MailboxSession, box: Box, folders: list[str], query: Query,
+        ) -> list[listing.Row]:
+    """Matching messages of ``folders``, newest first, at most ``MAX_RESULTS``."""
+    found: list[listing.Row] = []
+    domain = mss().settings.domain
+    for name in folders:
+        try:
+            uids = session.sorted_uids(box.imap_name(name), query.criteria())
+        except ImapError:
+            continue  # a folder that cannot be searched is skipped, not fatal
+        rows = listing.rows(session, box.imap_name(name), uids[:MAX_RESULTS], domain)
+        found += [replace(r, folder=name) for r in rows
+                  if r.attachment or not query.attachment]
+    found.sort(key=lambda r: r.date.timestamp() if r.date else 0, reverse=True)
+    return found[:MAX_RESULTS]
+
+
+@bp.get("/<int:box_id>/recherche")
+@mailbox_route(Right.READ)
+def search(box: Box, folder: str) -> str:
+    """The search form and its results."""
+    query = Query.from_args()
+    with imap() as session:
+        folders = box_folders(session, box)
+        names = [f.name for f in folders] if query.everywhere else [folder]
+        results = [] if query.empty else run(session, box, names, query)
+    return render_template("mail/search.html", box=box, boxes=accessible_boxes(),
+                           folders=folders, folder=folder, folder_label=label(folder),
+                           query=query, results=results, searched=not query.empty,
+                           limit=MAX_RESULTS, form=EmptyForm(), labels=label,
+                           specials=(SENT, DRAFTS, TRASH))
