@@ -126,14 +126,15 @@ def submit(gw: Gateway, login: str, identity: Identity, env: Envelope) -> str:
         signer = gw.keys.signer(session, env.mail_from)  # cached after a mailbox's first use
     forms = pipeline.secure(gw.security(), raw, signer, env.routes)  # crypto: no transaction
     rcpts = _rows(env.routes, forms) + [(env.mail_from.lower(), RecipientKind.SENT)]
+    local, peer, clear = (_traced(gw, form, env, queue_id, True)
+                          for form in (forms.local, forms.peer, forms.clear))
     with q.writing(gw.db) as session:
         q.enqueue(session, queue_id=queue_id, origin=Origin.SUBMISSION,
                   envelope_from=env.mail_from, message_key=key, submitter=login,
-                  size=len(env.raw), local=_traced(gw, forms.local, env, queue_id, True),
-                  peer=_traced(gw, forms.peer, env, queue_id, True),
-                  clear=_traced(gw, forms.clear, env, queue_id, True), recipients=rcpts)
+                  size=len(env.raw), local=local, peer=peer, clear=clear, recipients=rcpts)
         audit.record(session, actor=login, action="smtp.submit", target=queue_id,
-                     outcome="queued", request=_summary(env, key, forms.protection))
+                     outcome="queued", request={**_summary(env, key, forms.protection),
+                                                "as": identity.login})
     gw.wake()
     return queue_id
 

@@ -312,7 +312,7 @@ def _fetch_and_delete(imap: imaplib.IMAP4, folder: str, token: str) -> Message |
     if not nums:
         return None
     _, parts = imap.fetch(nums[0], "(BODY.PEEK[HEADER])")
-    message = email.message_from_bytes(parts[0][1])  # type: ignore[index]
+    message = email.message_from_bytes(parts[0][1])  # type: ignore[index,arg-type]
     for num in nums:
         imap.store(num, "+FLAGS", "\\Deleted")
     imap.expunge()
@@ -333,7 +333,7 @@ def check_mdn(app: App) -> Check:
     except ValueError as exc:
         return Check("mdn", FAIL, f"MDN impossible à construire ({exc})")
     msg = email.message_from_bytes(raw)
-    parts = msg.get_payload() if msg.is_multipart() else []
+    parts: list[Message] = list(msg.get_payload()) if msg.is_multipart() else []  # type: ignore[arg-type]
     problems = []
     if msg.get_content_type() != "multipart/report" or \
             msg.get_param("report-type") != "disposition-notification":

@@ -40,8 +40,8 @@ def _inbox_has(client: FlaskClient, box: int, words: str, folder: str = "INBOX")
 def _uid_of(client: FlaskClient, box: int, subject: str, folder: str = "INBOX") -> int:
     """The UID of the newest message with ``subject`` in a folder, read from the list."""
     page = text(client.get(f"/courrier/{box}?dossier={folder}"))
-    for uid, title in re.findall(r'/message/(\d+)\?dossier=[^"]*">(?:<span[^>]*>[^<]*</span>)?'
-                                 r'([^<]*)</a>', page):
+    for uid, title in re.findall(r'<a href="[^"]*/message/(\d+)\?dossier=[^"]*">([^<]*)</a>',
+                                 page):
         if title.strip() == subject:
             return int(uid)
     raise AssertionError(f"{subject} absent de {folder}")
@@ -60,7 +60,7 @@ def test_send_read_badge_download_and_reply(
     assert sent.status_code == 302, text(sent)
     wait_until(lambda: _inbox_has(paul, boxes["paul"], "Bilan de M. X"))
     listing = text(paul.get(f"/courrier/{boxes['paul']}"))
-    assert '<tr class="unread">' in listing and "✔ signé" in listing and "📎" in listing
+    assert '<tr class="unread">' in listing and "✔ signé" in listing and ">PJ<" in listing
     uid = _uid_of(paul, boxes["paul"], "Bilan de M. X")
     page = text(paul.get(f"/courrier/{boxes['paul']}/message/{uid}?dossier=INBOX"))
     assert "Signé par marie.martin@mss.test" in page and "badge-ok" in page
@@ -79,7 +79,7 @@ def test_send_read_badge_download_and_reply(
                      "en pièce jointe.", reply_uid=str(uid), source_folder="INBOX")
     assert answer.status_code == 302, text(answer)
     wait_until(lambda: _inbox_has(marie, boxes["marie"], "RE : Bilan de M. X"))
-    assert "↩" in text(paul.get(f"/courrier/{boxes['paul']}"))  # \Answered
+    assert "↩ répondu" in text(paul.get(f"/courrier/{boxes['paul']}"))  # \Answered
 
 
 def test_delete_restore_and_empty_the_corbeille(

@@ -33,6 +33,44 @@ HANDSHAKE_TIMEOUT = 10.0
 TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!eNULL:!MD5:!SHA1"
 
 
+class _Connection(SSL.Connection):  # type: ignore[misc]
+    """A server connection that waits for data instead of raising ``WantReadError``.
+
+    cheroot sets a timeout on the socket (so it is non-blocking underneath) and reads request
+    bodies through ``recv_into``, which its pyOpenSSL file wrapper does not retry: a body that
+    arrives in several TLS records (a file upload, a long form) failed with ``WantReadError``.
+    Here a read or write that would block waits on the socket, up to its timeout.
+    (Added by the mail views' engineer, issue 6: compose POSTs failed in Chromium.)
+    """
+
+    def _wait(self, call: Any, *args: Any) -> Any:
+        timeout = self.gettimeout()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return call(*args)
+            except SSL.WantReadError:
+                readable, writable = [self], []
+            except SSL.WantWriteError:
+                readable, writable = [], [self]
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise socket.timeout("timed out")  # what cheroot expects of an idle socket
+            select.select(readable, writable, [], remaining)
+
+    def recv(self, *args: Any) -> Any:
+        return self._wait(super().recv, *args)
+
+    def recv_into(self, *args: Any) -> Any:
+        return self._wait(super().recv_into, *args)
+
+    def send(self, *args: Any) -> Any:
+        return self._wait(super().send, *args)
+
+    def sendall(self, *args: Any) -> Any:
+        return self._wait(super().sendall, *args)
+
+
 def _accept_any(_conn: Any, _cert: Any, _errno: int, _depth: int, _ok: int) -> bool:
     # Deliberate: the application validates the certificate (see the module docstring).
     return True
@@ -70,7 +108,7 @@ class ClientCertAdapter(pyOpenSSLAdapter):  # type: ignore[misc]
 
     def wrap(self, sock: socket.socket) -> tuple[Any, dict[str, Any]]:
         """Complete the handshake; return the TLS connection and its WSGI environ entries."""
-        conn = SSL.Connection(self.context, sock)
+        conn = _Connection(self.context, sock)
         conn.set_accept_state()
         try:
             _handshake(conn, sock, time.monotonic() + HANDSHAKE_TIMEOUT)

@@ -183,7 +183,7 @@ def valid_folder(name: str) -> bool:
     return (0 < len(name) <= 200 and not name.startswith((SHARED_PREFIX, SEPARATOR))
             and name.lower() != "shared" and SEPARATOR * 2 not in name
             and not name.endswith(SEPARATOR)
-            and not any(c in name for c in "*%\\\"") and name.isprintable()
+            and not any(c in name for c in "*%\\") and name.isprintable()
             and not any(part in (".", "..") for part in name.split(SEPARATOR)))
 
 

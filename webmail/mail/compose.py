@@ -36,7 +36,7 @@ from webmail.mail.drafting import (
     refused_recipients,
     split_addresses,
 )
-from webmail.mail.folders import DRAFTS, INBOX
+from webmail.mail.folders import DRAFTS, INBOX, box_folders
 from webmail.mail.prefill import prefill
 from webmail.mail.submit import SubmissionRefused, Submitter
 
@@ -226,8 +226,11 @@ def _page(box: Box, form: ComposeForm, errors: dict[str, str], *,
     keep = {p.index for p in offered} if keep_all else \
         {int(v) for v in request.form.getlist("keep") if v.isdigit()}
     sign_min, encrypt_min = policy_minimum(mss().settings.security_policy)
+    with imap() as session:
+        folders = box_folders(session, box)
     return render_template(
-        "mail/compose.html", box=box, boxes=accessible_boxes(), form=form, errors=errors,
+        "mail/compose.html", box=box, boxes=accessible_boxes(), folders=folders,
+        form=form, errors=errors,
         offered=offered, keep=keep, sign_forced=sign_min, encrypt_forced=encrypt_min,
         limit=attachment_limit(), limit_text=_mb(attachment_limit()),
         reminder="reminder" in errors, folder=INBOX)

@@ -57,7 +57,7 @@ def label(name: str) -> str:
 def box_folders(session: MailboxSession, box: Box) -> list[FolderView]:
     """The folders of ``box`` with their counts, special ones first."""
     found = []
-    for folder in session.folders():
+    for folder in listing.folder_counts(session):
         name = box.local_name(folder.name)
         if name is not None:
             found.append(FolderView(name, folder.messages, folder.unseen))

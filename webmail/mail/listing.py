@@ -9,15 +9,18 @@ IMAPClient's own response parser costs more than the round trip (bench/imap_benc
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
+import base64
+import binascii
 import email.utils
 import re
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import decode_header, make_header
 from typing import Any
+
+from imapclient import imap_utf7
 
 from mailstore.errors import ImapError
 from mailstore.imap import MailboxSession
@@ -31,7 +34,16 @@ _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 # A body part's disposition in BODYSTRUCTURE (RFC 3501 §7.4.2): ("attachment" (params)).
 _ATTACHMENT = re.compile(rb'\("attachment"\s*(\([^)]*\)|NIL)?', re.IGNORECASE)
-_HEADERS = email.parser.HeaderParser(policy=email.policy.compat32)
+_STATUS_VALUES = re.compile(rb"(UIDVALIDITY|UIDNEXT|MESSAGES) (\d+)")
+# Sort orders per pooled session (sessions are used by one request at a time).
+_SORTED: weakref.WeakKeyDictionary[MailboxSession, dict[str, tuple[tuple[int, int, int],
+                                                                   list[int]]]] = \
+    weakref.WeakKeyDictionary()
+_LIST = re.compile(rb'^\(([^)]*)\) (?:"[^"]*"|NIL) (.+)$')
+_WORD = re.compile(r"=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(r"(\?=)\s+(=\?)")
+_FOLD = re.compile(r"\r?\n[ \t]+")
+_NAME_ADDR = re.compile(r"^\s*(.*?)\s*<([^<>]*)>\s*$")
 
 
 @dataclass(frozen=True)
@@ -49,21 +61,12 @@ class Row:
     security: str  # pass / fail / none / temperror / absent (badge.Verdict.result)
     encrypted: bool | None
     folder: str = ""  # set by searches over several folders
+    sender_name: str = ""  # the sender's name, else their address
+    to_names: str = ""  # the recipients' names (or addresses)
 
     @property
     def seen(self) -> bool:
         return "\\Seen" in self.flags
-
-    @property
-    def sender_name(self) -> str:
-        """The sender's name, else their address."""
-        name, addr = email.utils.parseaddr(self.sender)
-        return name or addr or self.sender
-
-    @property
-    def to_names(self) -> str:
-        return ", ".join(email.utils.parseaddr(t)[0] or email.utils.parseaddr(t)[1] or t
-                         for t in self.to)
 
     @property
     def answered(self) -> bool:
@@ -85,11 +88,115 @@ class Listing:
 def page(session: MailboxSession, folder: str, number: int, per_page: int,
          authserv_id: str) -> Listing:
     """Page ``number`` (from 1) of ``folder`` (IMAP name), newest first."""
-    uids = session.sorted_uids(folder)
+    uids = newest_first(session, folder)
     pages = max(1, -(-len(uids) // per_page))
     number = min(max(number, 1), pages)
     chunk = uids[(number - 1) * per_page:number * per_page]
     return Listing(rows(session, folder, chunk, authserv_id), len(uids), number, per_page)
+
+
+def newest_first(session: MailboxSession, folder: str) -> list[int]:
+    """Every UID of ``folder``, newest (``Date``) first: UID SORT (RFC 5256), read by imaplib
+    (IMAPClient's parser of a 10,000-number answer costs more than Dovecot's sort).
+
+    The order is kept per session and folder while the folder holds the same messages —
+    same UIDVALIDITY, UIDNEXT and message count (RFC 3501 §2.3.1.1: a new message raises
+    UIDNEXT, an expunge lowers the count) — so paging a large folder sorts it once."""
+    if not session.client.has_capability("SORT"):
+        return session.sorted_uids(folder)
+    raw = session.client._imap
+    key = _identity(raw, folder)
+    cached = _SORTED.setdefault(session, {}).get(folder)
+    if key is not None and cached is not None and cached[0] == key:
+        return cached[1]
+    session.select(folder)
+    try:
+        typ, data = raw.uid("SORT", "(REVERSE DATE)", "UTF-8", "ALL")
+    except raw.error as exc:
+        raise ImapError(f"Erreur IMAP : {exc}") from exc
+    if typ != "OK":
+        raise ImapError("Erreur IMAP : tri refusé")
+    uids = [int(n) for n in b" ".join(d for d in data if d).split()]
+    if key is not None:
+        _SORTED[session][folder] = (key, uids)
+    return uids
+
+
+def _identity(raw: Any, folder: str) -> tuple[int, int, int] | None:
+    """(UIDVALIDITY, UIDNEXT, MESSAGES) of a folder, None if the server does not say."""
+    try:
+        typ, data = raw.status(_quoted(folder), "(UIDVALIDITY UIDNEXT MESSAGES)")
+    except raw.error:
+        return None
+    found = _STATUS_VALUES.findall(b" ".join(d for d in data if isinstance(d, bytes)))
+    values = {name: int(value) for name, value in found}
+    if typ != "OK" or len(values) != 3:
+        return None
+    return values[b"UIDVALIDITY"], values[b"UIDNEXT"], values[b"MESSAGES"]
+
+
+def _quoted(folder: str) -> str:
+    encoded = imap_utf7.encode(folder).decode("ascii")
+    return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class FolderCount:
+    name: str  # IMAP name
+    messages: int
+    unseen: int
+
+
+def folder_counts(session: MailboxSession) -> list[FolderCount]:
+    """Selectable folders with message and unseen counts in one round trip: LIST with
+    RETURN (STATUS …) (RFC 5819), where ``MailboxSession.folders`` asks STATUS per folder."""
+    if not session.client.has_capability("LIST-STATUS"):
+        return [FolderCount(f.name, f.messages, f.unseen) for f in session.folders()]
+    raw = session.client._imap
+    try:
+        typ, listed = raw.list('""', '"*" RETURN (STATUS (MESSAGES UNSEEN))')
+    except raw.error as exc:
+        raise ImapError(f"Erreur IMAP : {exc}") from exc
+    statuses = raw.untagged_responses.pop("STATUS", [])
+    if typ != "OK":
+        raise ImapError("Erreur IMAP : liste des dossiers refusée")
+    counts = dict(_status(item) for item in _joined(statuses))
+    found = []
+    for item in _joined(listed):
+        flags, name = _list_entry(item)
+        if b"\\noselect" not in flags and b"\\nonexistent" not in flags and name in counts:
+            found.append(FolderCount(name, *counts[name]))
+    return found
+
+
+def _joined(items: Iterable[Any]) -> Iterable[bytes]:
+    """imaplib's untagged lines, a literal (a name with odd characters) put back quoted."""
+    for item in items:
+        if isinstance(item, tuple):
+            yield item[0].rsplit(b"{", 1)[0] + b'"' + item[1].replace(b'"', b'\\"') + b'"'
+        elif isinstance(item, bytes):
+            yield item
+
+
+def _name(token: bytes) -> str:
+    token = token.strip()
+    if token.startswith(b'"') and token.endswith(b'"'):
+        token = token[1:-1].replace(b'\\"', b'"').replace(b"\\\\", b"\\")
+    return imap_utf7.decode(token)
+
+
+def _list_entry(line: bytes) -> tuple[bytes, str]:
+    found = _LIST.match(line)
+    if found is None:
+        return b"\\noselect", ""
+    return found.group(1).lower(), _name(found.group(2))
+
+
+def _status(line: bytes) -> tuple[str, tuple[int, int]]:
+    name, _, rest = line.rpartition(b" (")
+    values = dict(zip(rest.rstrip(b")").split()[::2], rest.rstrip(b")").split()[1::2],
+                      strict=False))
+    return _name(name), (int(values.get(b"MESSAGES", 0)), int(values.get(b"UNSEEN", 0)))
 
 
 def rows(session: MailboxSession, folder: str, uids: Sequence[int], authserv_id: str,
@@ -142,17 +249,63 @@ def _parse(data: Iterable[Any], authserv_id: str) -> Iterable[Row]:
 
 def _row(uid: int, text: bytes, header_block: bytes, attachment: bool,
          authserv_id: str) -> Row:
-    headers = _HEADERS.parsestr(header_block.decode("utf-8", "replace"))
+    fields = header_fields(header_block)
     flags = _FLAGS.search(text)
     size = _SIZE.search(text)
-    verdict = verdict_of([str(v) for v in headers.get_all("Authentication-Results", [])],
-                         authserv_id)
-    to = tuple(display(f"{name} <{addr}>" if name else addr) for name, addr in
-               email.utils.getaddresses(headers.get_all("To", []) + headers.get_all("Cc", [])))
-    return Row(uid, parse_date(headers["Date"]), display(headers["Subject"]),
-               display(headers["From"]), to,
+    verdict = verdict_of(fields.get("authentication-results", []), authserv_id)
+    sender = display((fields.get("from") or [""])[0])
+    people = [_person(a) for v in fields.get("to", []) + fields.get("cc", [])
+              for a in _addresses(v)]
+    return Row(uid, parse_date((fields.get("date") or [""])[0]),
+               display((fields.get("subject") or [""])[0]), sender,
+               tuple(f"{n} <{a}>" if n else a for n, a in people),
                tuple(f.decode() for f in flags.group(1).split()) if flags else (),
-               int(size.group(1)) if size else 0, attachment, verdict.result, verdict.encrypted)
+               int(size.group(1)) if size else 0, attachment, verdict.result, verdict.encrypted,
+               sender_name=_person(sender)[0] or _person(sender)[1] or sender,
+               to_names=", ".join(n or a for n, a in people))
+
+
+def header_fields(block: bytes) -> dict[str, list[str]]:
+    """Header fields by lower-case name, unfolded (RFC 5322 §2.2.3), raw 8-bit as UTF-8.
+    A few lines of code instead of the email parser: the list parses 50 blocks per page."""
+    text = _FOLD.sub(" ", block.decode("utf-8", "replace"))
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon and name and not name[0].isspace() and " " not in name.strip():
+            found.setdefault(name.strip().lower(), []).append(value.strip())
+    return found
+
+
+def _addresses(value: str) -> list[str]:
+    """The addresses of an address-list field, for display."""
+    if '"' in value or "(" in value:
+        return [f"{n} <{a}>" if n else a for n, a in email.utils.getaddresses([value])]
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _person(value: str) -> tuple[str, str]:
+    """(display name, address) of ``Name <address>`` or a bare address."""
+    found = _NAME_ADDR.match(value)
+    if found:
+        return display(found.group(1).strip().strip('"')), found.group(2).strip()
+    return "", value.strip()
+
+
+def _decode_words(text: str) -> str:
+    """RFC 2047 encoded words decoded (white space between two of them dropped, §6.2):
+    the common case of every subject and name, faster than ``email.header``."""
+    text = _BETWEEN_WORDS.sub(r"\1\2", text)
+
+    def word(found: re.Match[str]) -> str:
+        charset, encoding, data = found.group(1), found.group(2).upper(), found.group(3)
+        if encoding == "B":
+            raw = base64.b64decode(data + "=" * (-len(data) % 4))
+        else:
+            raw = binascii.a2b_qp(data.replace("_", " ").encode("ascii"))
+        return raw.decode(charset.split("*", 1)[0], "replace")
+
+    return _WORD.sub(word, text)
 
 
 def parse_date(value: str | None) -> datetime | None:
@@ -170,7 +323,10 @@ def display(value: object) -> str:
     text = str(value or "")
     if "=?" in text:
         try:
-            text = str(make_header(decode_header(text)))
-        except (ValueError, LookupError):
-            pass
+            text = _decode_words(text)
+        except (ValueError, LookupError, binascii.Error):
+            try:
+                text = str(make_header(decode_header(text)))
+            except (ValueError, LookupError):
+                pass
     return " ".join(text.split())
