@@ -5,7 +5,7 @@ processes: gateway, webmail, mailstore. First the maximum submission rate is mea
 (``--threads`` sessions sending as fast as they can, for ``--calibrate`` seconds), then the
 steady phase submits at half of it while IMAP readers and webmail page loads run at once.
 Printed: latency percentiles per activity, errors, delivered vs accepted, and the resident
-memory (RSS, all processes of each role) sampled every 5 s, with its trend.
+memory (RSS of each role's process and its descendants) sampled every 5 s, with its trend.
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ class Services:
                 proc.stdout.close()
 
     def rss_mb(self) -> dict[str, float]:
-        """Resident memory of every process of each role's process group."""
-        totals: dict[str, float] = defaultdict(float)
-        groups = {proc.pid: role for role, proc in self.procs.items()}
+        """Resident memory of each role: its process and all descendants (Dovecot included,
+        although it runs in a session of its own)."""
+        procs: dict[int, tuple[int, float]] = {}  # pid -> (parent pid, RSS in MB)
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -89,9 +89,15 @@ class Services:
                 pages = int((entry / "statm").read_text().split()[1])
             except (OSError, IndexError, ValueError):
                 continue
-            role = groups.get(int(stat[2]))  # field 5: process group id
-            if role:
-                totals[role] += pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+            procs[int(entry.name)] = (int(stat[1]), pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
+        roles = {proc.pid: role for role, proc in self.procs.items()}
+        totals: dict[str, float] = defaultdict(float)
+        for pid, (_, mb) in procs.items():
+            ancestor, hops = pid, 0
+            while ancestor not in roles and ancestor in procs and hops < 50:
+                ancestor, hops = procs[ancestor][0], hops + 1
+            if ancestor in roles:
+                totals[roles[ancestor]] += mb
         return dict(totals)
 
 

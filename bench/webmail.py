@@ -226,8 +226,7 @@ def _run(space: TrustSpace, args: argparse.Namespace) -> None:
     try:
         browser = Browser(space, port)
         browser.login()
-        status, page = browser.request("GET", "/courrier/1")
-        assert status == 200 and page.count('name="uid"') == PER_PAGE, status
+        _check_page(browser)
 
         def web() -> None:
             code, _body = browser.request("GET", "/courrier/1")
@@ -252,6 +251,11 @@ def _run(space: TrustSpace, args: argparse.Namespace) -> None:
     finally:
         child.send_signal(signal.SIGTERM)
         child.wait(20)
+
+
+def _check_page(browser: Browser) -> None:
+    status, page = browser.request("GET", "/courrier/1")
+    assert status == 200 and page.count('name="uid"') == PER_PAGE, status
 
 
 def _ratios(results: dict[str, tuple[float, float]]) -> None:

@@ -309,6 +309,16 @@ def _make_7bit(entity: bytes) -> bytes:
     (RFC 8551 §3.1.2)."""
     if _is_7bit(entity):
         return entity
+    try:
+        return _reencode(entity)
+    except (UnicodeError, ValueError, LookupError) as exc:
+        # A header the email package cannot re-serialise (raw 8-bit in a structured MIME
+        # field, stray control characters): refuse clearly rather than fail deep inside.
+        raise MalformedSmime("En-tête MIME invalide (caractères non ASCII ou de contrôle) : "
+                             "le message ne peut pas être signé.") from exc
+
+
+def _reencode(entity: bytes) -> bytes:
     tree = email.message_from_bytes(entity, policy=_SMTP)
     for part in tree.walk():
         _decode_8bit_headers(part)

@@ -78,6 +78,14 @@ class SecurityRequestInvalid(GatewayError):
     enhanced = "5.6.0"  # RFC 3463: other or undefined media error
 
 
+class UnsignableMessage(GatewayError):
+    """The message's MIME structure cannot be signed as it is (RFC 8551 §3.1 canonical form)."""
+
+    code = "unsignable"
+    smtp_code = 554
+    enhanced = "5.6.0"  # RFC 3463: other or undefined media error
+
+
 class ProtectionUnavailable(GatewayError):
     """The security asked for (or required) cannot be applied: no signing key, no
     encryption certificate for a recipient, or an unusable certificate."""

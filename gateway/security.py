@@ -33,11 +33,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certs import smime
-from certs.errors import WrongPurpose
+from certs.errors import MalformedSmime, WrongPurpose
 from certs.smime import PrivateKey
 from certs.validation import check_purpose
 from core.errors import ConfigError
-from gateway.errors import MailboxKeyUnreadable, ProtectionUnavailable, SecurityRequestInvalid
+from gateway.errors import (
+    MailboxKeyUnreadable,
+    ProtectionUnavailable,
+    SecurityRequestInvalid,
+    UnsignableMessage,
+)
 
 REQUEST_HEADER = "MSS-Security"
 _REQUEST_NAME = REQUEST_HEADER.lower()
@@ -162,7 +167,11 @@ def protect(raw: bytes, protection: Protection, *,
             raise ProtectionUnavailable(
                 "Signature demandée mais la boîte de l'expéditeur n'a pas de clé de signature "
                 "S/MIME / Signing required but the sender mailbox has no S/MIME key")
-        raw = smime.sign(raw, signer[0], signer[1], chain)
+        try:
+            raw = smime.sign(raw, signer[0], signer[1], chain)
+        except MalformedSmime as exc:  # e.g. raw 8-bit in a MIME header: cannot be signed
+            raise UnsignableMessage(f"{exc.message} / Malformed MIME header, cannot sign"
+                                    ) from None
     if protection.encrypt:
         raw = smime.encrypt(raw, targets)
     return raw

@@ -78,6 +78,7 @@ def write_master_users(conf_dir: Path, group: str | None) -> Path:
         os.replace(tmp, path)
     if group is not None:
         os.chown(path, 0, grp.getgrnam(group).gr_gid)
+    os.chmod(path, 0o640)  # explicit: `mss` runs with umask 077, and Dovecot's auth must read it
     return path
 
 

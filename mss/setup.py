@@ -65,8 +65,10 @@ def refresh_crl_if_due(pki: Pki, session: Session) -> bool:
 def init(app: App) -> InitReport:
     """Create or complete the data directory of ``app``."""
     s = app.settings
-    s.data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(s.data_dir, 0o750)
+    if not s.data_dir.exists():
+        # Private at creation; the mail store later adds only the traverse bit it needs, which
+        # must survive every later `mss init` / `mss run` (so never reset an existing mode).
+        s.data_dir.mkdir(parents=True, mode=0o750)
     toml = s.data_dir / "mss.toml"
     if not toml.exists():
         toml.write_text(TOML_TEMPLATE.format(domain=s.domain), encoding="utf-8")

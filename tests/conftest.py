@@ -14,6 +14,10 @@ from core.db import Base, Database, load_models
 from core.settings import Settings
 from tests.pg import TempPostgres
 
+# Fixture modules, registered here (before any test module imports them) so that pytest
+# rewrites their asserts whatever the collection order.
+pytest_plugins = ["tests.mailstore_fixtures", "tests.gateway_fixtures"]
+
 _counter = itertools.count()
 
 

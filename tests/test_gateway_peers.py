@@ -4,6 +4,7 @@ relay hop; the hop is captured at the peer and checked with ``openssl cms``."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import smtplib
 import subprocess
@@ -34,8 +35,14 @@ MARIE_A, PAUL_B = "marie.martin@mss.test", "paul.durand@autre.test"
 
 
 def mss(data_dir: Path, *args: str) -> str:
-    result = CliRunner().invoke(main, ["--data-dir", str(data_dir), *args],
-                                catch_exceptions=False)
+    """The real ``mss`` command, in this process. ``mss`` sets umask 077 for itself: put this
+    process's back, or files created later (Dovecot's master-users) would be unreadable."""
+    umask = os.umask(0o022)
+    try:
+        result = CliRunner().invoke(main, ["--data-dir", str(data_dir), *args],
+                                    catch_exceptions=False)
+    finally:
+        os.umask(umask)
     assert result.exit_code == 0, result.output
     return result.output
 

@@ -78,13 +78,12 @@ class Demo:
 
 
 def _readable_master_users(data: Path) -> None:
-    """Work-around, see the report of issue 7: under ``mss run`` (umask 077) as root,
-    ``mailstore.credentials.write_master_users`` creates ``master-users`` 0600 root:dovecot,
-    so Dovecot's auth process cannot read it and every master-user login (the webmail's) fails
-    with a temporary error. Dovecot re-reads the file at each login, so 0640 repairs it."""
+    """Regression check: under ``mss run`` (umask 077) as root, ``master-users`` must stay
+    group-readable, or Dovecot's auth process cannot read it and every master-user login (the
+    webmail's) fails."""
     path = data / "dovecot" / "master-users"
-    if os.geteuid() == 0 and path.exists() and path.stat().st_mode & 0o040 == 0:
-        path.chmod(0o640)
+    if os.geteuid() == 0 and path.exists():
+        assert path.stat().st_mode & 0o040, "master-users is not readable by Dovecot's group"
 
 
 def by_name(report: dict[str, Any]) -> dict[str, dict[str, str]]:

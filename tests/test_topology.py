@@ -100,13 +100,12 @@ def topology(pg_url: str) -> Iterator[Topology]:
     topo = Topology(root / "data", pg_url.rsplit("/", 1)[0] + "/" + name)
     try:
         topo.mss("demo")  # runs `mss init` (Alembic migrations on PostgreSQL) first
-        # Dovecot last: every `mss run` calls `mss.setup.init`, which resets the data
-        # directory to 0750 and so removes the o+x the mail store needs as root (reported
-        # in issue 7); the mail store role puts it back when it starts.
+        # The store first, as in production; later `mss run` roles must not undo the data
+        # directory's traverse bit that Dovecot's unprivileged processes need as root.
+        topo.start("mailstore")
         topo.start_gateway()
         topo.start_gateway()
         topo.start("webmail")
-        topo.start("mailstore")
         yield topo
     finally:
         topo.stop()

@@ -82,6 +82,27 @@ def test_send_read_badge_download_and_reply(
     assert "↩ répondu" in text(paul.get(f"/courrier/{boxes['paul']}"))  # \Answered
 
 
+def test_forward_keeps_attachments_and_reply_to_all(
+        boxes: dict[str, int], as_user: Callable[[str], FlaskClient]) -> None:
+    paul, julie = as_user("paul"), as_user("julie")
+    uid = _uid_of(paul, boxes["paul"], "Bilan de M. X")
+    page = text(paul.get(f"/courrier/{boxes['paul']}/ecrire?transfert={uid}&dossier=INBOX"))
+    assert "TR : Bilan de M. X" in page and "Message transféré" in page
+    keep = re.search(r'name="keep" value="(\d+)" checked', page).group(1)  # type: ignore[union-attr]
+    sent = compose(paul, boxes["paul"], to="julie.bernard@mss.test", subject="TR : Bilan de M. X",
+                   body="Pour information.", source_folder="INBOX", source_uid=str(uid),
+                   keep=keep)
+    assert sent.status_code == 302, text(sent)
+    wait_until(lambda: _inbox_has(julie, boxes["julie"], "TR : Bilan de M. X"))
+    got = _uid_of(julie, boxes["julie"], "TR : Bilan de M. X")
+    assert "bilan.pdf" in text(julie.get(f"/courrier/{boxes['julie']}/message/{got}"))
+    everyone = text(julie.get(f"/courrier/{boxes['julie']}/ecrire?reponse={got}&tous=1"
+                              "&dossier=INBOX"))
+    assert 'value="paul.durand@mss.test"' in everyone  # the sender; not Julie herself
+    assert "julie.bernard@mss.test" not in re.search(  # type: ignore[union-attr]
+        r'id="to"[^>]*value="([^"]*)"', everyone).group(1)
+
+
 def test_delete_restore_and_empty_the_corbeille(
         boxes: dict[str, int], as_user: Callable[[str], FlaskClient]) -> None:
     marie = as_user("marie")

@@ -21,7 +21,6 @@ from tests.webmail_mail_helpers import (
     address,
     box_id,
     clinical_message,
-    compose,
     post_form,
     text,
     wait_until,
@@ -32,9 +31,11 @@ pytest_plugins = ["tests.webmail_mail_fixtures"]
 XSS = """<p id="greeting" onmouseover="alert(1)">Bonjour <b>docteur</b></p>
 <script>alert('script')</script><img src="x" onerror="alert('img')">
 <a id="js" href="javascript:alert('lien')">lien</a><a href="JaVaScRiPt:alert(2)">autre</a>
-<div style="background-image: url(https://pistage.example/p.gif); width: expression(alert(3))">css</div>
+<div style="background-image: url(https://pistage.example/p.gif); width: expression(alert(3))">
+css</div>
 <svg onload="alert('svg')"><script>alert('svg script')</script></svg>
-<iframe src="https://evil.example/"></iframe><form action="https://evil.example/"><input name="x"></form>
+<iframe src="https://evil.example/"></iframe>
+<form action="https://evil.example/"><input name="x"></form>
 <img id="remote" src="https://images.example/logo.png" alt="logo">
 <style>body { background: url(https://pistage.example/css.gif) }</style>
 <a id="ok" href="https://ans.sante.fr/">lien sûr</a>"""

@@ -18,6 +18,7 @@ from cryptography import x509
 from flask import Blueprint, Flask, Response, flash, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response as Redirect
 
 from core.audit import AuditRecord
 from core.db import utcnow
@@ -64,7 +65,7 @@ def queue() -> str:
 
 
 @bp.post("/file/<queue_id>/relancer")
-def retry(queue_id: str) -> Response:
+def retry(queue_id: str) -> Redirect:
     """Make the message's waiting deliveries due now."""
     with mss().db.transaction() as db:
         count = relay.retry(db, _queue_id(queue_id))
@@ -76,7 +77,7 @@ def retry(queue_id: str) -> Response:
 
 
 @bp.post("/file/<queue_id>/supprimer")
-def delete(queue_id: str) -> Response:
+def delete(queue_id: str) -> Redirect:
     """Remove a message from the queue (its timeline stays)."""
     with mss().db.transaction() as db:
         done = relay.remove(db, _queue_id(queue_id))

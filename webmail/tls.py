@@ -55,7 +55,7 @@ class _Connection(SSL.Connection):  # type: ignore[misc]
                 readable, writable = [], [self]
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise socket.timeout("timed out")  # what cheroot expects of an idle socket
+                raise TimeoutError("timed out")  # socket.timeout: what cheroot expects when idle
             select.select(readable, writable, [], remaining)
 
     def recv(self, *args: Any) -> Any:

@@ -9,6 +9,8 @@ message as a draft (an ``<input type=file>`` cannot be filled again), with a not
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
@@ -59,7 +61,8 @@ def raise_upload_limit() -> None:
 @bp.get("/ecrire")
 def compose_new() -> Response:
     """"Écrire" from anywhere (the directory): compose in one's own mailbox."""
-    return redirect(url_for("mail.compose", box_id=own_box().id, **request.args.to_dict()))
+    args: dict[str, Any] = dict(request.args.to_dict())
+    return redirect(url_for("mail.compose", box_id=own_box().id, **args))
 
 
 @bp.route("/<int:box_id>/ecrire", methods=["GET", "POST"])

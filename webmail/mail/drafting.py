@@ -82,7 +82,8 @@ class Outgoing:
 def split_addresses(text: str) -> tuple[list[str], list[str]]:
     """(addresses, unreadable tokens) of a recipients field (comma, semicolon or line
     separated; ``Name <address>`` accepted)."""
-    good, bad = [], []
+    good: list[str] = []
+    bad: list[str] = []
     for token in _SPLIT.split(text or ""):
         token = token.strip()
         if not token:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage, Message
@@ -104,7 +105,7 @@ def read(raw: bytes) -> Reading:
     return reading
 
 
-def _inside_attached_messages(parts: list[Message]) -> set[int]:
+def _inside_attached_messages(parts: Sequence[Message]) -> set[int]:
     """Indexes of the parts inside a ``message/rfc822`` part (and the signature parts)."""
     skip: set[int] = set()
     for index, part in enumerate(parts):
@@ -180,7 +181,7 @@ def part_bytes(part: Message) -> bytes:
     """The decoded content of a part (an attached message as its RFC 5322 bytes)."""
     if part.get_content_type() == "message/rfc822":
         inner = part.get_payload()
-        if isinstance(inner, list) and inner:
+        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
             return bytes(inner[0].as_bytes(policy=email.policy.SMTP))
     payload = part.get_payload(decode=True)
     return payload if isinstance(payload, bytes) else b""

@@ -27,7 +27,7 @@ def build_mdn(*, mailbox: str, mailbox_name: str, to: str, original_id: str,
     report = MIMEMultipart("report", policy=email.policy.SMTP,
                            report_type="disposition-notification")
     local, _, host = mailbox.rpartition("@")
-    report["From"] = Address(mailbox_name, local, host)
+    report["From"] = Address(mailbox_name, local, host)  # type: ignore[assignment]
     report["To"] = to
     report["Subject"] = f"Accusé de lecture : {original_subject}"[:300]
     report["Date"] = email.utils.format_datetime(datetime.now(UTC))

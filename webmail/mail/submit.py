@@ -87,7 +87,9 @@ class Submitter:
         except smtplib.SMTPAuthenticationError as exc:
             log.error("authentification du webmail refusée par la passerelle (%s)",
                       exc.smtp_code)
-            raise _refused(exc.smtp_code, exc.smtp_error) from None
+            reply = exc.smtp_error
+            raise _refused(exc.smtp_code, reply if isinstance(reply, bytes) else
+                           reply.encode()) from None
         except (OSError, smtplib.SMTPException) as exc:
             log.warning("passerelle injoignable pour l'envoi (%s)", type(exc).__name__)
             raise SubmissionRefused("La passerelle d’envoi est momentanément injoignable ; "
