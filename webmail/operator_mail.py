@@ -37,8 +37,9 @@ _ID = "0123456789abcdefABCDEF-_"
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    nav.add(app, "ops.queue", "Exploitation", order=91, operator_only=True,
-            prefix="/operateur/file")
+    # Beside part 1's "Opérateur" (registrations, prefix /operateur): the pages share the
+    # prefix, so that entry is the one shown as current; the tabs link them all.
+    nav.add(app, "ops.queue", "Exploitation", order=91, operator_only=True)
 
 
 @bp.before_request
