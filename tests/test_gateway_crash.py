@@ -176,7 +176,9 @@ def idle_operator() -> Iterator[Operator]:
 def runner_settings(op: Operator, **extra: object) -> dict[str, object]:
     return {"submission_port": free_port(), "submissions_port": 0, "relay_port": 0,
             "metrics_port": 0, "hostname": "localhost", "security_policy": "none",
-            "rate_limit_per_minute": 0, "queue_lease_seconds": 4, "retry_base_seconds": 1,
+            # Short enough to recover quickly after each kill, long enough that a loaded
+            # machine never sees a live worker's batch taken over (leases are 120 s by default).
+            "rate_limit_per_minute": 0, "queue_lease_seconds": 10, "retry_base_seconds": 1,
             "queue_workers": 4, "imap_port": op.settings.imap_port,
             "imaps_port": op.settings.imaps_port, **extra}
 
@@ -210,7 +212,7 @@ def test_kill_9_during_a_burst_loses_nothing_and_duplicates_nothing(
         finally:
             done.set()
             thread.join()
-        wait_empty(op, 40)
+        wait_empty(op, 60)
     finally:
         gateway.stop()
     assert kills >= 3 and len(acked) == BURST

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyotp
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from core.settings import Settings
 from mss.app import App
@@ -65,6 +65,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def _operator(app: App) -> None:
     """The operator account the demo does not create yet (see the report to the lead)."""
     with app.db.transaction() as session:
+        # `mss demo` already creates this operator: replace it with a known TOTP seed.
+        session.execute(delete(Account).where(Account.login == OPERATOR))
         session.add(Account(login=OPERATOR, kind=AccountKind.PROFESSIONAL, is_operator=True,
                             password_hash=hash_password(PASSWORD), failed_attempts=0,
                             otp_channel=OtpChannel.TOTP,

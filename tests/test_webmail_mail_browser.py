@@ -22,7 +22,7 @@ from typing import Any
 
 import pyotp
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from core.settings import Settings
 from mss.app import App
@@ -101,6 +101,8 @@ def _operator_and_peer(app: App, demo_seed: str) -> str:
     whitelisted peer whose relay does not answer."""
     with app.db.transaction() as session:
         if not demo_seed:
+            # `mss demo` already creates this operator: replace it with a known TOTP seed.
+            session.execute(delete(Account).where(Account.login == OPERATOR))
             session.add(Account(login=OPERATOR, kind=AccountKind.PROFESSIONAL, is_operator=True,
                                 password_hash=hash_password(PASSWORD), failed_attempts=0,
                                 otp_channel=OtpChannel.TOTP,
@@ -128,7 +130,7 @@ def _page(browser: Any, site: Site, who: str | None = None, *, width: int = 1280
         certs = [{"origin": site.url, "certPath": str(crt), "keyPath": str(crt)[:-4] + ".key"}]
     context = browser.new_context(ignore_https_errors=True, client_certificates=certs,
                                   locale="fr-FR", viewport={"width": width, "height": 900})
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(30_000)  # generous: CI machines run other suites too
     page = context.new_page()
     if who is not None:
         page.goto(site.url + "/connexion")

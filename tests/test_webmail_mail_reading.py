@@ -197,3 +197,14 @@ def test_message_list_pages_newest_first(mail_operator: Operator, mail_web: Web,
                        {"dossier": "INBOX", "uid": ["1", "2"], "etat": "lu"})
     assert marked.status_code == 302
     assert text(julie.get(f"/courrier/{box}?page=2")).count('<tr class="unread">') == 3
+    # The sort order kept for paging follows a new arrival (and an expunge).
+    conn = mail_operator.imap(address("julie"))
+    conn.append("INBOX", None, None, b"From: paul.durand@mss.test\r\nSubject: Message 99\r\n"
+                b"Date: Mon, 1 Jun 2026 10:00:00 +0200\r\n\r\ntexte\r\n")
+    conn.select("INBOX")
+    conn.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
+    conn.expunge()
+    conn.logout()
+    first = text(julie.get(f"/courrier/{box}"))
+    assert first.index("Message 99") < first.index("Message 55")
+    assert "Message 01" not in text(julie.get(f"/courrier/{box}?page=2"))

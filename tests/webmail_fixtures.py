@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from tests.mailstore_fixtures import TrustSpace, build, make_settings
 from tests.webmail_helpers import OPERATOR, OPERATOR_SEED, PASSWORD, RecordingMailer, Web
@@ -30,6 +30,8 @@ def web_space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrustSpace]:
         for pro in session.scalars(select(Professional)):
             pro.usual_email = f"{pro.first_name.lower()}@exemple.fr"
             pro.mobile = "+33600000009"
+        # `mss demo` already creates this operator: replace it with a known TOTP seed.
+        session.execute(delete(Account).where(Account.login == OPERATOR))
         session.add(Account(login=OPERATOR, kind=AccountKind.PROFESSIONAL, is_operator=True,
                             password_hash=hash_password(PASSWORD), failed_attempts=0,
                             otp_channel=OtpChannel.TOTP,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from tests.gateway_fixtures import Operator, build_operator, start_operator, stop_operator
 from tests.mailstore_fixtures import open_tempdir
@@ -62,6 +62,8 @@ def mail_operator(operator_overrides: dict[str, object]) -> Iterator[Operator]:
         org = session.scalar(select(Mailbox).where(Mailbox.address == ORG_ADDRESS))
         emma = session.scalar(select(Professional).where(Professional.first_name == "Emma"))
         session.add(Delegation(mailbox=org, professional=emma, role=Role.MANAGER))
+        # `mss demo` already creates this operator: replace it with a known TOTP seed.
+        session.execute(delete(Account).where(Account.login == OPERATOR))
         session.add(Account(login=OPERATOR, kind=AccountKind.PROFESSIONAL, is_operator=True,
                             password_hash=hash_password(PASSWORD), failed_attempts=0,
                             otp_channel=OtpChannel.TOTP,

@@ -13,6 +13,7 @@ import base64
 import binascii
 import email.utils
 import re
+import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ _STATUS_VALUES = re.compile(rb"(UIDVALIDITY|UIDNEXT|MESSAGES) (\d+)")
 _SORTED: weakref.WeakKeyDictionary[MailboxSession, dict[str, tuple[tuple[int, int, int],
                                                                    list[int]]]] = \
     weakref.WeakKeyDictionary()
+_SORTED_LOCK = threading.Lock()  # the mapping is shared by the server's threads
 _LIST = re.compile(rb'^\(([^)]*)\) (?:"[^"]*"|NIL) (.+)$')
 _WORD = re.compile(r"=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)\s+(=\?)")
@@ -105,11 +107,13 @@ def newest_first(session: MailboxSession, folder: str) -> list[int]:
     if not session.client.has_capability("SORT"):
         return session.sorted_uids(folder)
     raw = session.client._imap
+    session.select(folder)
+    session.noop()  # sync the selected view first: STATUS alone may describe a stale one
     key = _identity(raw, folder)
-    cached = _SORTED.setdefault(session, {}).get(folder)
+    with _SORTED_LOCK:
+        cached = _SORTED.setdefault(session, {}).get(folder)
     if key is not None and cached is not None and cached[0] == key:
         return cached[1]
-    session.select(folder)
     try:
         typ, data = raw.uid("SORT", "(REVERSE DATE)", "UTF-8", "ALL")
     except raw.error as exc:
@@ -118,7 +122,8 @@ def newest_first(session: MailboxSession, folder: str) -> list[int]:
         raise ImapError("Erreur IMAP : tri refusé")
     uids = [int(n) for n in b" ".join(d for d in data if d).split()]
     if key is not None:
-        _SORTED[session][folder] = (key, uids)
+        with _SORTED_LOCK:
+            _SORTED.setdefault(session, {})[folder] = (key, uids)
     return uids
 
 
