@@ -1,5 +1,6 @@
 """The audit trail's hash chain detects edited, deleted and truncated records (both databases)."""
 
+import pytest
 from sqlalchemy import delete, update
 
 from core import audit
@@ -59,12 +60,9 @@ def test_truncated_tail_detected(db):
 
 def test_rolled_back_transaction_leaves_chain_intact(db):
     _fill(db, 2)
-    try:
-        with db.transaction() as s:
-            audit.record(s, actor="a", action="b", outcome="c")
-            raise RuntimeError("boom")
-    except RuntimeError:
-        pass
+    with pytest.raises(RuntimeError), db.transaction() as s:
+        audit.record(s, actor="a", action="b", outcome="c")
+        raise RuntimeError("boom")
     with db.transaction() as s:
         report = audit.verify(s)
     assert report.ok and report.count == 2

@@ -78,7 +78,7 @@ class WhitelistDiff:
 
 
 class _Forbidden(Exception):
-    pass
+    """Raised by the expat pre-scan on a DOCTYPE or ENTITY declaration."""
 
 
 def _forbid(*_args: object) -> Any:
