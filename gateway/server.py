@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session, syntax
 
 from core import audit
 from gateway import accept, auth, pipeline, queue, tls
@@ -87,6 +87,23 @@ class GatewaySmtp(SMTP):
     @property
     def ssl_object(self) -> ssl.SSLObject | None:
         return self.transport.get_extra_info("ssl_object") if self.transport else None
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # The stdlib's address parser raises IndexError on some inputs ("a@"): an address
+        # it cannot read is a syntax error for the client, not a relay failure.
+        try:
+            return super()._getaddr(arg)
+        except (IndexError, ValueError):
+            return None, None
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        # RFC 3207 §4.2: no second TLS negotiation on a session that already has one
+        # (after STARTTLS, or on the implicit-TLS submissions port).
+        if self.ssl_object is not None:
+            await self.push("503 5.5.1 Session deja en TLS / TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
 
 
 def replies(hook: Callable[..., Awaitable[str]]) -> Callable[..., Awaitable[str]]:

@@ -35,25 +35,23 @@ def test_fuzz_target(ctx: fuzz.Context, target: str) -> None:
 
 
 # ------------------------------------------------------------------ found by the long run
-# Reproducers of the bugs ``python -m bench.fuzz`` found (reported in issue 7; they live in
-# gateway/ and certs/, which this issue does not own). strict: when fixed, they turn red so
-# the xfail and bench.fuzz's KNOWN_* exclusions get removed.
-@pytest.mark.xfail(strict=True, reason="aiosmtpd _getaddr IndexError on 'VRFY a@' → 451 4.3.0")
-def test_known_vrfy_with_an_empty_domain(ctx: fuzz.Context) -> None:
+# Reproducers of the bugs ``python -m bench.fuzz`` found; each was a 451 4.3.0 or a traceback.
+def test_vrfy_with_an_empty_domain_is_a_syntax_error(ctx: fuzz.Context) -> None:
     smtp = ctx.smtp()
     smtp.send(b"VRFY a@\r\n")
     code, text = smtp.getreply()
+    assert code == 502 and not text.startswith(b"4.3.0"), (code, text)
+    assert smtp.noop()[0] == 250  # the session goes on
     ctx.drop_smtp()
-    assert not text.startswith(b"4.3.0"), (code, text)
 
 
-@pytest.mark.xfail(strict=True, reason="STARTTLS inside TLS: 220 then a failed handshake")
-def test_known_starttls_twice(ctx: fuzz.Context) -> None:
+def test_starttls_inside_tls_is_refused(ctx: fuzz.Context) -> None:
     smtp = ctx.smtp()
     smtp.send(b"STARTTLS\r\n")
-    code, _ = smtp.getreply()
+    code, text = smtp.getreply()
+    assert code == 503, (code, text)  # RFC 3207 §4.2: no second STARTTLS
+    assert smtp.noop()[0] == 250  # still the same TLS session
     ctx.drop_smtp()
-    assert code == 503  # RFC 3207 §4.2: no second STARTTLS
 
 
 @pytest.mark.parametrize("header", [b"Content-Type: \x1e\xc2\x80",  # unicode line boundary

@@ -81,6 +81,15 @@ def test_aiosmtplib_on_implicit_tls_port(operator: Operator) -> None:
     operator.wait_for(JULIE, subject_is("Implicite"))
 
 
+def test_no_starttls_on_the_implicit_tls_port(operator: Operator) -> None:
+    with smtplib.SMTP_SSL("127.0.0.1", operator.port("submissions"),
+                          context=operator.client_context(), timeout=10) as smtp:
+        code, _ = smtp.ehlo()
+        assert code == 250 and not smtp.has_extn("starttls")
+        assert smtp.docmd("STARTTLS")[0] == 503  # RFC 3207 §4.2
+        smtp.login(MARIE, PASSWORD)  # the session is intact
+
+
 def test_external_with_card_certificate(operator: Operator) -> None:
     with starttls(operator, card="marie") as smtp:
         code, _ = smtp.docmd("AUTH", "EXTERNAL =")
