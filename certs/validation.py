@@ -15,6 +15,8 @@ How a certificate is checked, in this order (so that the error says what really 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +26,7 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import (
@@ -139,6 +142,33 @@ def validate(cert: x509.Certificate, store: TrustStore, *, purpose: Purpose,
     _check_revocation(chain, store)
     check_purpose(cert, purpose)
     return chain
+
+
+class ValidationCache:
+    """Recent successful ``validate`` calls, for a certificate checked again and again (the
+    gateway's own signers, once per message). A success holds for ``ttl`` seconds, never past
+    the certificate's notAfter, and only with the same ``TrustStore`` object: a new CRL or CA
+    file gives a new store, so a revocation applies at once. Failures are never cached."""
+
+    def __init__(self, ttl: float = 60.0, size: int = 4096) -> None:
+        self.ttl, self.size = ttl, size
+        self._ok: dict[tuple[bytes, str], tuple[TrustStore, float]] = {}
+        self._lock = threading.Lock()
+
+    def validate(self, cert: x509.Certificate, store: TrustStore, *, purpose: Purpose,
+                 intermediates: Sequence[x509.Certificate] = ()) -> None:
+        """``validate(cert, store, purpose=…)`` now, unless it succeeded recently."""
+        key, now = (cert.fingerprint(hashes.SHA256()), purpose), time.time()
+        with self._lock:
+            hit = self._ok.get(key)
+        if hit is not None and hit[0] is store and now < hit[1]:
+            return
+        validate(cert, store, purpose=purpose, intermediates=intermediates)
+        until = min(now + self.ttl, cert.not_valid_after_utc.timestamp())
+        with self._lock:
+            if len(self._ok) >= self.size:
+                self._ok.clear()
+            self._ok[key] = (store, until)
 
 
 def _crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, Text, select
+from sqlalchemy import BigInteger, Integer, String, Text, bindparam, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from core.db import Base, UTCDateTime, utcnow
+from core.db import Base, Executor, UTCDateTime, utcnow
 
 GENESIS = "0" * 64
 
@@ -60,39 +60,42 @@ def _digest(prev_hash: str, at: datetime, actor: str, action: str, target: str,
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+# Built once (the relay appends one record per message).
+_HEAD = select(AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+_INSERT = insert(AuditRecord)
+_ADVANCE = (update(AuditHead).where(AuditHead.id == 1)
+            .values(hash=bindparam("new_hash"), count=AuditHead.count + 1))
+
+
 def record(
-    session: Session,
+    session: Executor,
     *,
     actor: str,
     action: str,
     outcome: str,
     target: str = "",
     request: Mapping[str, Any] | None = None,
-) -> AuditRecord:
-    """Append one record to the chain, inside the caller's transaction.
+) -> str:
+    """Append one record to the chain, inside the caller's transaction; return its hash.
 
     ``request`` is a small summary (ids, addresses, sizes, codes); it must not contain message
     bodies, subjects or secrets. Appends are serialised so that concurrent writers cannot fork the
     chain: a row lock on the head (PostgreSQL), the database write lock (SQLite, BEGIN IMMEDIATE).
+    Core statements, not the ORM unit of work: the relay appends one per accepted message.
     """
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
-    if head is None:
-        head = AuditHead(id=1, hash=GENESIS, count=0)
-        session.add(head)
-    prev = head.hash
+    head = session.execute(_HEAD).first()
+    prev = head[0] if head is not None else GENESIS
     at = utcnow()
     req = json.dumps(dict(request or {}), ensure_ascii=False, sort_keys=True, default=str)
-    entry = AuditRecord(
-        at=at, actor=actor, action=action, target=target, request=req, outcome=outcome,
-        prev_hash=prev, hash=_digest(prev, at, actor, action, target, req, outcome),
-    )
-    session.add(entry)
-    head.hash = entry.hash
-    head.count += 1
-    session.flush()
-    return entry
+    digest = _digest(prev, at, actor, action, target, req, outcome)
+    session.execute(_INSERT, {"at": at, "actor": actor, "action": action, "target": target,
+                              "request": req, "outcome": outcome, "prev_hash": prev,
+                              "hash": digest})
+    if head is None:
+        session.execute(insert(AuditHead), {"id": 1, "hash": digest, "count": 1})
+    else:
+        session.execute(_ADVANCE, {"new_hash": digest})
+    return digest
 
 
 @dataclass(frozen=True)

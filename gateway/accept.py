@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 
 from certs.errors import CertError
-from certs.validation import TrustStore, validate
+from certs.validation import TrustStore, ValidationCache, validate
 from core import audit
 from core.db import Database
 from core.settings import Settings
@@ -76,6 +76,7 @@ class Gateway:
     trust: Trust
     wake: Callable[[], None] = lambda: None
     chain: list[x509.Certificate] = field(default_factory=list)
+    checks: ValidationCache = field(default_factory=ValidationCache)
 
     @property
     def authserv_id(self) -> str:
@@ -85,7 +86,7 @@ class Gateway:
     def security(self) -> SecurityContext:
         s = self.settings
         return SecurityContext(s.security_policy, s.allow_tls_only_peers,
-                               self.trust.store(), self.authserv_id, self.chain)
+                               self.trust.store(), self.authserv_id, self.chain, self.checks)
 
 
 @dataclass
@@ -103,14 +104,14 @@ class Envelope:
 # ---------------------------------------------------------------------- submission
 def sender(gw: Gateway, identity: Identity, address: str) -> None:
     """MAIL FROM on the submission ports."""
-    with gw.db.read() as session:
-        pipeline.check_sender(session, identity, address)
+    with gw.db.reading() as conn:
+        pipeline.check_sender(conn, identity, address)
 
 
 def recipient(gw: Gateway, address: str, *, local_only: bool = False) -> Route:
     """RCPT TO."""
-    with gw.db.read() as session:
-        return pipeline.route_recipient(session, address, {gw.settings.domain},
+    with gw.db.reading() as conn:
+        return pipeline.route_recipient(conn, address, {gw.settings.domain},
                                         local_only=local_only)
 
 
@@ -121,18 +122,18 @@ def submit(gw: Gateway, login: str, identity: Identity, env: Envelope) -> str:
     pipeline.check_loop(raw, s.max_received)
     queue_id = q.new_queue_id()
     raw, key = pipeline.message_key(raw, queue_id, s.domain)
-    with gw.db.read() as session:
-        pipeline.check_from(session, identity, env.mail_from, raw)
-        signer = gw.keys.signer(session, env.mail_from)  # cached after a mailbox's first use
+    with gw.db.reading() as conn:
+        pipeline.check_from(conn, identity, env.mail_from, raw)
+        signer = gw.keys.signer(conn, env.mail_from)  # cached after a mailbox's first use
     forms = pipeline.secure(gw.security(), raw, signer, env.routes)  # crypto: no transaction
     rcpts = _rows(env.routes, forms) + [(env.mail_from.lower(), RecipientKind.SENT)]
     local, peer, clear = (_traced(gw, form, env, queue_id, True)
                           for form in (forms.local, forms.peer, forms.clear))
-    with q.writing(gw.db) as session:
-        q.enqueue(session, queue_id=queue_id, origin=Origin.SUBMISSION,
+    with q.appending(gw.db) as conn:
+        q.enqueue(conn, queue_id=queue_id, origin=Origin.SUBMISSION,
                   envelope_from=env.mail_from, message_key=key, submitter=login,
                   size=len(env.raw), local=local, peer=peer, clear=clear, recipients=rcpts)
-        audit.record(session, actor=login, action="smtp.submit", target=queue_id,
+        audit.record(conn, actor=login, action="smtp.submit", target=queue_id,
                      outcome="queued", request={**_summary(env, key, forms.protection),
                                                 "as": identity.login})
     gw.wake()
@@ -176,8 +177,8 @@ def peer_sender(gw: Gateway, cert: x509.Certificate | None, address: str) -> str
         raise SenderRefused(f"Certificat d'opérateur refusé / operator certificate refused : "
                             f"{exc.message}", code=f"peer_{exc.code}") from None
     dn = normalise_dn(cert.subject.rfc4514_string())
-    with gw.db.read() as session:
-        pipeline.check_peer(session, dn, address)
+    with gw.db.reading() as conn:
+        pipeline.check_peer(conn, dn, address)
     return dn
 
 
@@ -196,12 +197,12 @@ def relay(gw: Gateway, peer_dn: str, env: Envelope) -> str:
                                    code=f"signature_{verdict.error_code}")
         state = RecipientState.QUARANTINED
     local = _traced(gw, inbound.stamp(opened, verdict, gw.authserv_id), env, queue_id, False)
-    with q.writing(gw.db) as session:
-        q.enqueue(session, queue_id=queue_id, origin=Origin.RELAY, envelope_from=env.mail_from,
+    with q.appending(gw.db) as conn:
+        q.enqueue(conn, queue_id=queue_id, origin=Origin.RELAY, envelope_from=env.mail_from,
                   message_key=key, submitter=peer_dn, size=len(env.raw), local=local,
                   recipients=[(r.address, RecipientKind.LOCAL) for r in env.routes],
                   state=state)
-        audit.record(session, actor=peer_dn[:254], action="smtp.relay.receive",
+        audit.record(conn, actor=peer_dn[:254], action="smtp.relay.receive",
                      target=queue_id, outcome=state.value,
                      request={**_summary(env, key, verdict.result),
                               "encrypted": verdict.encrypted})
@@ -214,8 +215,8 @@ def _open(gw: Gateway, raw: bytes, routes: Sequence[Route]) -> tuple[bytes, inbo
     store = gw.trust.store()
     result: tuple[bytes, inbound.Verdict] | None = None
     for route in routes:
-        with gw.db.read() as session:
-            pair = gw.keys.signer(session, route.address)
+        with gw.db.reading() as conn:
+            pair = gw.keys.signer(conn, route.address)
         result = inbound.open_message(raw, key=pair, store=store)
         if result[1].error_code not in ("decrypt_failed", "no_key"):
             return result

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,9 +38,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from certs import smime
+from certs._x509util import email_addresses
 from certs.errors import CertError, DecryptionFailed
-from certs.smime import PrivateKey, VerifiedSignature
-from certs.validation import TrustStore
+from certs.smime import PrivateKey
+from certs.validation import TrustStore, ValidationCache, validate
 from gateway.errors import ascii_text
 from gateway.security import (
     SIGNATURE_TYPES,
@@ -157,7 +159,25 @@ def open_message(raw: bytes, *, key: tuple[x509.Certificate, PrivateKey] | None,
         verified = smime.verify(message, store, at=at)
     except CertError as exc:
         return message, _failed(exc.code, encrypted)
-    return message, _bind_to_sender(message, verified, encrypted)
+    return message, _bind_to_sender(message, verified.addresses, verified.subject, encrypted)
+
+
+def own_signature(message: bytes, signer: x509.Certificate, store: TrustStore, *,
+                  chain: Sequence[x509.Certificate] = (),
+                  checks: ValidationCache | None = None) -> Verdict:
+    """The verdict for a message this operator has just signed with ``signer``'s key, without
+    verifying the signature it made itself (``KeyRing`` checked that key and certificate
+    match): the signer certificate is validated now (chain, expiry, revocation, purpose;
+    ``checks`` may remember a recent success) and bound to the ``From`` like any signer."""
+    try:
+        if checks is not None:
+            checks.validate(signer, store, purpose="email", intermediates=chain)
+        else:
+            validate(signer, store, purpose="email", intermediates=chain)
+    except CertError as exc:
+        return _failed(exc.code, False)
+    return _bind_to_sender(message, email_addresses(signer), signer.subject.rfc4514_string(),
+                           False)
 
 
 def _smime_type(raw: bytes) -> str | None:
@@ -189,11 +209,12 @@ def _failed(code: str, encrypted: bool, signer: str | None = None) -> Verdict:
     return Verdict("fail", signer, encrypted, reason, code)
 
 
-def _bind_to_sender(message: bytes, verified: VerifiedSignature, encrypted: bool) -> Verdict:
+def _bind_to_sender(message: bytes, addresses: list[str], subject: str,
+                    encrypted: bool) -> Verdict:
     """``pass`` only if every ``From`` address is one of the signer's (RFC 8550 §3)."""
-    signer_addresses = {a.lower() for a in verified.addresses}
+    signer_addresses = {a.lower() for a in addresses}
     senders = _from_addresses(message)
-    signer = verified.addresses[0] if verified.addresses else verified.subject
+    signer = addresses[0] if addresses else subject
     if not senders:
         return _failed("no_from", encrypted, signer)
     if not set(senders) <= signer_addresses:

@@ -4,17 +4,27 @@ written anywhere, and dropped when the mailbox's certificate changes."""
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from cryptography import x509
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import bindparam, select
 
 from certs.smime import PrivateKey
+from core.db import Executor
 from gateway.security import load_mailbox_key
 from trust_space.models import Mailbox
 
 Pair = tuple[x509.Certificate, PrivateKey]
+log = logging.getLogger("mss.gateway")
+_PAIR = select(Mailbox.smime_cert_pem, Mailbox.smime_key_pem).where(
+    Mailbox.address == bindparam("address"), Mailbox.operator_id.is_(None))
+
+
+def _spki(public_key: PublicKeyTypes) -> bytes:
+    return public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 class KeyRing:
@@ -28,10 +38,9 @@ class KeyRing:
     def __repr__(self) -> str:  # never show keys
         return f"KeyRing({len(self._pairs)} boîtes)"
 
-    def signer(self, session: Session, address: str) -> Pair | None:
+    def signer(self, session: Executor, address: str) -> Pair | None:
         """The pair of local mailbox ``address``, or None when it has no key."""
-        row = session.execute(select(Mailbox.smime_cert_pem, Mailbox.smime_key_pem).where(
-            Mailbox.address == address.lower(), Mailbox.operator_id.is_(None))).first()
+        row = session.execute(_PAIR, {"address": address.lower()}).first()
         cert_pem, key_pem = row if row is not None else (None, None)
         if not cert_pem or not key_pem:
             return None
@@ -39,8 +48,14 @@ class KeyRing:
             cached = self._pairs.get(address.lower())
         if cached is not None and cached[0] == cert_pem:
             return cached[1]
-        pair = (x509.load_pem_x509_certificate(cert_pem.encode()),
-                load_mailbox_key(key_pem, self._secret))
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        key = load_mailbox_key(key_pem, self._secret)
+        if _spki(key.public_key()) != _spki(cert.public_key()):
+            # The relay stamps its own signatures without verifying them again: a key that
+            # does not match its certificate must never sign.
+            log.error("clé S/MIME et certificat discordants pour une boîte : clé ignorée")
+            return None
+        pair = (cert, key)
         with self._lock:
             self._pairs[address.lower()] = (cert_pem, pair)
         return pair

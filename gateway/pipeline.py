@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 from email.utils import formatdate, getaddresses
 
 from cryptography import x509
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
 
-from certs.validation import TrustStore
+from certs.validation import TrustStore, ValidationCache
+from core.db import Executor
 from gateway import inbound, security
 from gateway.errors import (
     LoopDetected,
@@ -87,7 +87,7 @@ class Forms:
 
 
 # ---------------------------------------------------------------------- envelope steps
-def check_sender(session: Session, identity: Identity, address: str) -> None:
+def check_sender(session: Executor, identity: Identity, address: str) -> None:
     """MAIL FROM of a submission (DESIGN.md step 2)."""
     decision = may_send_as(session, identity, address)
     if not decision:
@@ -95,7 +95,7 @@ def check_sender(session: Session, identity: Identity, address: str) -> None:
                             code=f"sender_{decision.code}")
 
 
-def check_peer(session: Session, operator_dn: str, address: str) -> None:
+def check_peer(session: Executor, operator_dn: str, address: str) -> None:
     """MAIL FROM on the relay port: the peer's certificate DN must be the whitelist's for the
     sender's domain (a null sender — DSN, MDN — must come from a whitelisted operator)."""
     domain = address.rpartition("@")[2].lower()
@@ -113,7 +113,7 @@ def check_peer(session: Session, operator_dn: str, address: str) -> None:
             code="peer_dn_mismatch")
 
 
-def route_recipient(session: Session, address: str, local_domains: Collection[str], *,
+def route_recipient(session: Executor, address: str, local_domains: Collection[str], *,
                     local_only: bool = False) -> Route:
     """RCPT TO (DESIGN.md step 3): refused at RCPT when outside the trust space."""
     decision = may_receive(session, address, local_domains)
@@ -130,10 +130,13 @@ def route_recipient(session: Session, address: str, local_domains: Collection[st
     return Route(address.lower(), RecipientKind.PEER, peer_certificate(session, address))
 
 
-def peer_certificate(session: Session, address: str) -> x509.Certificate | None:
+_PEER_CERT = select(Mailbox.smime_cert_pem).where(Mailbox.address == bindparam("address"),
+                                                  Mailbox.operator_id.is_not(None))
+
+
+def peer_certificate(session: Executor, address: str) -> x509.Certificate | None:
     """A peer mailbox's S/MIME certificate from the imported directory, if any."""
-    pem = session.scalar(select(Mailbox.smime_cert_pem).where(
-        Mailbox.address == address.lower(), Mailbox.operator_id.is_not(None)))
+    pem = session.scalar(_PEER_CERT, {"address": address.lower()})
     return x509.load_pem_x509_certificate(pem.encode()) if pem else None
 
 
@@ -183,7 +186,7 @@ def check_loop(raw: bytes, maximum: int) -> None:
                            "detected")
 
 
-def check_from(session: Session, identity: Identity, mail_from: str, raw: bytes) -> None:
+def check_from(session: Executor, identity: Identity, mail_from: str, raw: bytes) -> None:
     """The From: mailboxes must be ones the identity may use too (no displayed-sender
     spoofing behind an allowed envelope)."""
     values = [field_value(f) for f in header_fields(split_head(raw)[0])
@@ -217,6 +220,7 @@ class SecurityContext:
     store: TrustStore
     authserv_id: str
     chain: Sequence[x509.Certificate] = ()
+    checks: ValidationCache | None = None  # recent validations of our signers
 
 
 def secure(ctx: SecurityContext, raw: bytes, signer: Pair | None,
@@ -232,7 +236,13 @@ def secure(ctx: SecurityContext, raw: bytes, signer: Pair | None,
     signer = signer if protection.sign else None
     signed = security.protect(raw, Protection(sign=protection.sign, encrypt=False),
                               signer=signer, recipients={}, chain=ctx.chain)
-    forms = Forms(local=stamp_local(signed, ctx), protection=protection.label())
+    if signer is not None:  # our own signature: not verified a second time
+        verdict = inbound.own_signature(signed, signer[0], ctx.store, chain=ctx.chain,
+                                        checks=ctx.checks)
+        local = inbound.stamp(signed, verdict, ctx.authserv_id)
+    else:
+        local = stamp_local(signed, ctx)
+    forms = Forms(local=local, protection=protection.label())
     if peers:
         _peer_forms(forms, signed, peers, protection, ctx)
     return forms

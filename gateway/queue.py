@@ -37,9 +37,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from core.db import Database, utcnow
+from core.db import Database, Executor, utcnow
 from gateway.models import (
     DeliveredKey,
     DeliveryEvent,
@@ -69,6 +70,17 @@ def writing(db: Database) -> Iterator[Session]:
         yield session
 
 
+@contextmanager
+def appending(db: Database) -> Iterator[Connection]:
+    """``writing`` as a bare connection (``Database.appending``), for Core inserts."""
+    if db.dialect != "sqlite":
+        with db.appending() as conn:
+            yield conn
+        return
+    with _SQLITE_WRITERS, db.appending() as conn:
+        yield conn
+
+
 def new_queue_id() -> str:
     """A short, time-ordered, unguessable queue id (hex)."""
     return f"{int(time.time() * 1000):011X}{secrets.token_hex(4).upper()}"
@@ -84,23 +96,28 @@ def dedup_key(kind: RecipientKind, address: str) -> str:
     return f"Sent:{address}" if kind is RecipientKind.SENT else address
 
 
-def enqueue(session: Session, *, queue_id: str, origin: Origin, envelope_from: str,
+_INSERT_MESSAGE = insert(QueuedMessage)
+_INSERT_RECIPIENT = insert(QueueRecipient)
+_INSERT_EVENT = insert(DeliveryEvent)
+
+
+def enqueue(session: Executor, *, queue_id: str, origin: Origin, envelope_from: str,
             message_key: str, submitter: str, size: int, local: bytes | None,
             peer: bytes | None = None, clear: bytes | None = None,
             recipients: Sequence[tuple[str, RecipientKind]],
             state: RecipientState = RecipientState.QUEUED) -> None:
     """Write a message and its recipients (not committed: the caller's transaction). Core
-    inserts, not the ORM unit of work: this runs once per accepted message."""
+    inserts built once, not the ORM unit of work: this runs once per accepted message."""
     now, key = utcnow(), message_key[:250]
-    session.execute(insert(QueuedMessage).values(
-        id=queue_id, created_at=now, origin=origin, envelope_from=envelope_from,
-        message_key=key, submitter=submitter[:254], size=size, raw_local=local,
-        raw_peer=peer, raw_clear=clear))
-    session.execute(insert(QueueRecipient), [{
+    session.execute(_INSERT_MESSAGE, {
+        "id": queue_id, "created_at": now, "origin": origin, "envelope_from": envelope_from,
+        "message_key": key, "submitter": submitter[:254], "size": size, "raw_local": local,
+        "raw_peer": peer, "raw_clear": clear})
+    session.execute(_INSERT_RECIPIENT, [{
         "queue_id": queue_id, "address": address, "kind": kind, "state": state,
         "attempts": 0, "next_attempt_at": now, "in_doubt": False, "last_code": "",
         "last_reason": "", "updated_at": now} for address, kind in recipients])
-    session.execute(insert(DeliveryEvent), [{
+    session.execute(_INSERT_EVENT, [{
         "at": now, "queue_id": queue_id, "message_key": key, "recipient": address,
         "event": "queued", "detail": kind.value} for address, kind in recipients])
 

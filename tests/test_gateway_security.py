@@ -4,7 +4,6 @@ the independent other side; and the SMTP replies of gateway.errors."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -261,18 +260,3 @@ def test_smtp_reply_is_one_ascii_line() -> None:
     assert (custom.smtp_reply(), custom.code, custom.permanent) == ("550 5.7.1 x", "other", True)
     assert GatewayError("y").smtp_reply() == "451 4.3.0 y"
     assert ascii_text("Échec\x00\tà\u202fl'envoi") == "Echec? a l'envoi"
-
-
-def test_protect_speed(pki: Pki, alice: Issued, bob: Issued) -> None:
-    """Hot path: a 10 KB message signed and encrypted (report the figure, loose bound)."""
-    big = HEAD + b"MIME-Version: 1.0\r\n" + b"Content-Type: text/plain\r\n\r\n" + (
-        b"Ligne de compte rendu, 10 Ko en tout.\r\n" * 260)
-    signer, recipients = _signer(alice), [bob.certificate]
-    security.protect(big, BOTH, signer=signer, recipients=recipients, chain=[pki.issuing])
-    rounds = 50
-    start = time.perf_counter()
-    for _ in range(rounds):
-        security.protect(big, BOTH, signer=signer, recipients=recipients, chain=[pki.issuing])
-    per_call = (time.perf_counter() - start) / rounds
-    print(f"protect(sign+encrypt, {len(big)} bytes): {per_call * 1000:.2f} ms")
-    assert per_call < 0.05

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
 
+from core.db import Executor
 from trust_space.models import (
     Account,
     AccountKind,
@@ -75,24 +75,38 @@ _STATE_REFUSALS = {
 }
 
 
-def _local_mailbox(session: Session, address: str) -> Mailbox | None:
+@dataclass(frozen=True)
+class _Held:
+    """What the rules need of a local mailbox (columns, not the ORM entity: the relay asks
+    for every MAIL FROM and RCPT TO)."""
+
+    id: int
+    kind: MailboxKind
+    state: MailboxState
+    professional_id: int | None
+
+
+# Built once: the relay asks for every MAIL FROM and RCPT TO (core.db.Executor).
+_LOCAL_MAILBOX = (select(Mailbox.id, Mailbox.kind, Mailbox.state, Mailbox.professional_id)
+                  .where(Mailbox.address == bindparam("address"), Mailbox.operator_id.is_(None)))
+_DELEGATION = select(Delegation.id).where(Delegation.mailbox_id == bindparam("mailbox"),
+                                          Delegation.professional_id == bindparam("who"))
+_TRUSTED = select(TrustedDomain.id).where(TrustedDomain.domain == bindparam("domain"))
+
+
+def _local_mailbox(session: Executor, address: str) -> _Held | None:
     # Addresses are stored lower-case (trust_space.naming, directory); compare the same way.
-    mailbox = session.execute(
-        select(Mailbox).where(Mailbox.address == address.strip().lower())
-    ).scalar_one_or_none()
-    return mailbox if mailbox is not None and mailbox.is_local else None
+    row = session.execute(_LOCAL_MAILBOX, {"address": address.strip().lower()}).first()
+    return _Held(*row) if row is not None else None
 
 
-def _has_delegation(session: Session, mailbox: Mailbox, professional_id: int) -> bool:
+def _has_delegation(session: Executor, mailbox_id: int, professional_id: int) -> bool:
     # Every role may send (administrator, manager, user); roles differ in mailbox rights only.
-    found = session.execute(
-        select(Delegation.id).where(Delegation.mailbox_id == mailbox.id,
-                                    Delegation.professional_id == professional_id)
-    ).first()
-    return found is not None
+    found = session.execute(_DELEGATION, {"mailbox": mailbox_id, "who": professional_id})
+    return found.first() is not None
 
 
-def _is_holder(session: Session, identity: Identity, mailbox: Mailbox) -> Decision | None:
+def _is_holder(session: Executor, identity: Identity, mailbox: _Held) -> Decision | None:
     """None when ``identity`` holds ``mailbox``, else the refusal."""
     if mailbox.kind is MailboxKind.APPLICATIVE:
         if identity.kind is AccountKind.APPLICATIVE and identity.mailbox_id == mailbox.id:
@@ -107,13 +121,13 @@ def _is_holder(session: Session, identity: Identity, mailbox: Mailbox) -> Decisi
             return None
         return _no("not_owner", "Vous n'êtes pas titulaire de cette boîte / you do not own "
                                 "this mailbox")
-    if _has_delegation(session, mailbox, identity.professional_id):
+    if _has_delegation(session, mailbox.id, identity.professional_id):
         return None
     return _no("no_delegation", "Aucune délégation sur cette boîte organisationnelle / no "
                                 "delegation on this organisational mailbox")
 
 
-def may_send_as(session: Session, identity: Identity, mailbox_address: str) -> Decision:
+def may_send_as(session: Executor, identity: Identity, mailbox_address: str) -> Decision:
     """May ``identity`` use ``mailbox_address`` as sender (MAIL FROM / From)?
 
     A personal mailbox by its own professional; an organisational one by any professional with
@@ -137,7 +151,7 @@ def may_send_as(session: Session, identity: Identity, mailbox_address: str) -> D
     return _ok("ok", "Émission autorisée / sending allowed")
 
 
-def may_receive(session: Session, address: str, local_domains: Collection[str]) -> Decision:
+def may_receive(session: Executor, address: str, local_domains: Collection[str]) -> Decision:
     """Is ``address`` a recipient inside the trust space?
 
     Local domain: only a published local mailbox. Other domains: only whitelisted ones
@@ -155,9 +169,7 @@ def may_receive(session: Session, address: str, local_domains: Collection[str]) 
         if mailbox.state is not MailboxState.PUBLISHED:
             return _STATE_REFUSALS[mailbox.state]
         return _ok("local", "Destinataire local / local recipient")
-    trusted = session.execute(
-        select(TrustedDomain.id).where(TrustedDomain.domain == domain)
-    ).first()
+    trusted = session.execute(_TRUSTED, {"domain": domain}).first()
     if trusted is None:
         return _no("untrusted_domain", "Destinataire hors de l'espace de confiance MSSanté / "
                                        "recipient outside the MSSanté trust space")
