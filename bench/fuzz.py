@@ -22,6 +22,7 @@ bounded time per example (hypothesis ``deadline``).
 from __future__ import annotations
 
 import argparse
+import base64
 import re
 import shutil
 import smtplib
@@ -177,11 +178,25 @@ def _smime_blob(ctx: Context) -> st.SearchStrategy[bytes]:
     built = st.builds(lambda c, body: (f"Content-Type: {c}\r\nContent-Transfer-Encoding: "
                                        "base64\r\n\r\n").encode() + body,
                       st.sampled_from(ctypes), st.binary(max_size=1500))
-    return st.one_of(built, mime_message, *(_mutations(seed) for seed in ctx.seeds))
+    return st.one_of(built, mime_message, *(_mutations(seed) for seed in ctx.seeds),
+                     *(_der_mutations(seed) for seed in ctx.seeds))
+
+
+def _der_mutations(seed: bytes) -> st.SearchStrategy[bytes]:
+    """A real S/MIME message with the CMS structure itself (its last base64 part, decoded)
+    mutated, then encoded again: mutating the base64 text rarely yields ASN.1 that parses far
+    enough to reach the certificates and attributes."""
+    start = seed.rindex(b"\r\n\r\n") + 4
+    end = seed.find(b"\r\n--", start)
+    end = len(seed) if end == -1 else end
+    der = base64.b64decode(seed[start:end])
+    return _mutations(der).map(
+        lambda blob: seed[:start] + base64.encodebytes(blob).replace(b"\n", b"\r\n")
+        + seed[end:])
 
 
 def _mutations(seed: bytes) -> st.SearchStrategy[bytes]:
-    """A real signed message with bytes flipped, cut or inserted."""
+    """``seed`` (a real signed message, or its CMS) with bytes flipped, cut or inserted."""
     def mutate(ops: list[tuple[int, int, int]]) -> bytes:
         data = bytearray(seed)
         for kind, pos, value in ops:

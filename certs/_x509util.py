@@ -14,12 +14,12 @@ from pathlib import Path
 from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from certs.errors import MalformedSmime, PkiNotInitialised, SignatureInvalid
+from certs.errors import CertError, MalformedSmime, PkiNotInitialised, SignatureInvalid
 
 
 def serial_hex(serial: int | str) -> str:
@@ -207,11 +207,25 @@ def check_signed_data(der: bytes, detached: bytes | None) -> SignedContent:
             raise MalformedSmime("Signature S/MIME sans contenu ou sans signataire.")
         signers = [_check_signer_info(info, certs, content)
                    for info in signed_data["signer_infos"]]
-        extra = [x509.load_der_x509_certificate(c.dump()) for c in certs]
-    except (ValueError, TypeError, KeyError) as exc:
+        extra = [load_untrusted(c.dump()) for c in certs]
+    except CertError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — hostile ASN.1: asn1crypto and cryptography
+        # raise ValueError, IndexError, InvalidVersion, DuplicateExtension… on corrupt input.
         raise MalformedSmime("Signature S/MIME illisible.") from exc
     signer, when = signers[0]
     return SignedContent(signer, extra, when, content)
+
+
+def load_untrusted(der: bytes) -> x509.Certificate:
+    """A certificate that came inside a message, with the fields mss reads parsed now:
+    cryptography parses them lazily, and a corrupt one would otherwise fail later, far from
+    here (in validation, in a log line)."""
+    cert = x509.load_der_x509_certificate(der)
+    for _ in (cert.subject, cert.issuer, cert.extensions, cert.not_valid_before_utc,
+              cert.not_valid_after_utc, cert.serial_number):
+        pass
+    return cert
 
 
 def _check_signer_info(info: cms.SignerInfo, certs: list[asn1x509.Certificate],
@@ -236,7 +250,12 @@ def _check_signer_info(info: cms.SignerInfo, certs: list[asn1x509.Certificate],
         # RFC 5652 §5.4: the signature covers the DER of the attributes as a SET OF, not
         # with the [0] IMPLICIT tag they carry inside SignerInfo.
         signed_bytes = attrs.untag().dump()
-    _check_signature(cert.public_key(), info["signature_algorithm"], hash_cls,
+    try:
+        public_key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise SignatureInvalid("Clé du certificat signataire illisible ou d'un type non pris "
+                               "en charge.") from exc
+    _check_signature(public_key, info["signature_algorithm"], hash_cls,
                      info["signature"].native, signed_bytes)
     return cert, when
 
@@ -254,7 +273,7 @@ def _find_signer(sid: cms.SignerIdentifier,
         else:
             found = cert.key_identifier == chosen.native
         if found:
-            return x509.load_der_x509_certificate(cert.dump())
+            return load_untrusted(cert.dump())
     raise MalformedSmime("Le certificat du signataire n'est pas joint à la signature.")
 
 

@@ -115,8 +115,8 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_sessions = sessionmaker(self.engine.execution_options(mss_read_only=True),
-                                           expire_on_commit=False)
+        self._read_engine = self.engine.execution_options(mss_read_only=True)
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -149,7 +149,7 @@ class Database:
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         """``read()`` as a bare connection, for hot paths written in Core (``Executor``)."""
-        with self.engine.execution_options(mss_read_only=True).connect() as conn:
+        with self._read_engine.connect() as conn:
             try:
                 yield conn
             finally:

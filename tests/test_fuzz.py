@@ -45,6 +45,18 @@ def test_vrfy_with_an_empty_domain_is_a_syntax_error(ctx: fuzz.Context) -> None:
     ctx.drop_smtp()
 
 
+@pytest.mark.parametrize("line", [b"MAIL FROM:.@[", b"RCPT TO:.@["])
+def test_address_the_stdlib_parser_trips_on_is_a_syntax_error(ctx: fuzz.Context,
+                                                              line: bytes) -> None:
+    """Found by test_gateway_data's differential test: AttributeError inside the stdlib."""
+    smtp = ctx.smtp()
+    smtp.send(line + b"\r\n")
+    code, text = smtp.getreply()
+    assert code in (501, 503, 553) and not text.startswith(b"4.3.0"), (code, text)
+    assert smtp.noop()[0] == 250
+    ctx.drop_smtp()
+
+
 def test_starttls_inside_tls_is_refused(ctx: fuzz.Context) -> None:
     smtp = ctx.smtp()
     smtp.send(b"STARTTLS\r\n")

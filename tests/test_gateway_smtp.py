@@ -189,6 +189,37 @@ def test_oversize_message(operator: Operator) -> None:
         assert code == 552 and text.startswith(b"5.3.4")
 
 
+def test_data_transparency_and_a_command_pipelined_after_the_dot(operator: Operator) -> None:
+    """Lines made of dots survive the relay (RFC 5321 §4.5.2), and a command sent in the same
+    packet as the final dot is answered, not swallowed with the body."""
+    text = b".\r\n..\r\n.Fin\r\nfin.\r\n"
+    stuffed = message("Points") + b"".join(b"." + line + b"\r\n" if line.startswith(b".")
+                                           else line + b"\r\n" for line in text.splitlines())
+    with starttls(operator) as smtp:
+        smtp.login(MARIE, PASSWORD)
+        smtp.mail(MARIE)
+        smtp.rcpt(PAUL)
+        assert smtp.docmd("DATA")[0] == 354
+        smtp.send(stuffed + b".\r\nNOOP\r\n")
+        code, reply = smtp.getreply()
+        assert code == 250 and b"queued as" in reply
+        assert smtp.getreply()[0] == 250  # the NOOP
+    raw = operator.wait_for(PAUL, subject_is("Points"))
+    assert b"Bonjour.\r\n" + text in raw
+
+
+def test_a_line_over_the_limit_is_refused_after_the_dot(operator: Operator) -> None:
+    with starttls(operator) as smtp:
+        smtp.login(MARIE, PASSWORD)
+        smtp.mail(MARIE)
+        smtp.rcpt(PAUL)
+        code, text = smtp.data(message("Longue") + b"x" * 1200 + b"\r\n")
+        assert code == 500 and text.startswith(b"5.5.6")
+        assert smtp.mail(MARIE)[0] == 250  # the session goes on, the transaction was reset
+        code, text = smtp.docmd("DATA")
+        assert code == 503 and text.startswith(b"5.5.1")
+
+
 def test_rate_limit(operator: Operator) -> None:
     rate = operator.gateway.listeners.rate  # type: ignore[union-attr]
     saved, rate.per_minute = rate.per_minute, 1

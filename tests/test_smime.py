@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import subprocess
@@ -26,6 +27,7 @@ from certs.errors import (
 from certs.pki import Issued, Pki, Validity
 from certs.validation import TrustStore
 from core.db import Database
+from core.errors import MssError
 
 NOW = datetime.now(UTC)
 OUTER = (
@@ -150,6 +152,28 @@ def test_tampered_content_is_detected(pki: Pki, alice: Issued, store: TrustStore
     signed = sign_alice(pki, alice)
     with pytest.raises(SignatureInvalid, match="modifié"):
         smime.verify(signed.replace(b"Bonjour", b"Bonsoir"), store)
+
+
+def test_every_corrupted_byte_of_the_signature_is_a_clear_refusal(
+        pki: Pki, alice: Issued, store: TrustStore) -> None:
+    """Each byte of the CMS structure zeroed in turn (certificates, signer info, attributes):
+    verify passes or raises an MssError, never a parser's own exception. A sweep of this kind
+    found an unknown key type (UnsupportedAlgorithm), an X.509 version 4 (InvalidVersion), a
+    subject that failed to parse only when first read, and an empty attribute (IndexError)."""
+    signed = sign_alice(pki, alice)
+    start = signed.rindex(b"\r\n\r\n") + 4
+    end = signed.rindex(b"\r\n--")
+    der = base64.b64decode(signed[start:end])
+    outcomes: set[str] = set()
+    for i in range(len(der)):
+        mutated = der[:i] + (b"\xff" if der[i] == 0 else b"\x00") + der[i + 1:]
+        try:
+            smime.verify(signed[:start] + base64.encodebytes(mutated) + signed[end:], store)
+            outcomes.add("pass")
+        except MssError as exc:
+            assert exc.message, i
+            outcomes.add(type(exc).__name__)
+    assert {"MalformedSmime", "SignatureInvalid"} <= outcomes
 
 
 def test_signer_from_another_ca_is_untrusted(alice: Issued, workdir: Path,
