@@ -51,6 +51,7 @@ class Settings:
     softhsm2_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     # gateway (issue 4)
     rate_limit_per_minute: int = 120  # messages per authenticated identity per minute; 0 = off
+    policy_cache_seconds: int = 5  # MAIL FROM rights / RCPT routes kept in memory; 0 = off
     delivery_expiry_hours: int = 24  # then a DSN (RFC 3464) tells the sender
     retry_base_seconds: int = 60  # first retry delay; doubles each attempt, capped at 1 h
     queue_workers: int = 4  # delivery threads per gateway process

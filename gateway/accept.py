@@ -65,6 +65,31 @@ class Trust:
         return self._sig
 
 
+class Decisions:
+    """Recent grants of the MAIL FROM and RCPT TO steps, kept ``ttl`` seconds: a practice
+    software sends its batch as one identity to a few recipients, and each command would
+    otherwise be a database round trip through the thread pool. Only grants are kept (a
+    refusal is always asked again); ``ttl`` 0 keeps nothing. Bounded: cleared when full."""
+
+    def __init__(self, ttl: float, size: int = 4096) -> None:
+        self.ttl, self.size = ttl, size
+        self._grants: dict[tuple[object, ...], tuple[float, object]] = {}
+
+    def get(self, key: tuple[object, ...]) -> object | None:
+        hit = self._grants.get(key)
+        return hit[1] if hit is not None and time.monotonic() < hit[0] else None
+
+    def put(self, key: tuple[object, ...], value: object) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._grants) >= self.size:
+            self._grants.clear()
+        self._grants[key] = (time.monotonic() + self.ttl, value)
+
+    def clear(self) -> None:
+        self._grants.clear()
+
+
 @dataclass
 class Gateway:
     """What the use cases share: settings, database, keys, trust, and a hook to wake the
@@ -77,6 +102,10 @@ class Gateway:
     wake: Callable[[], None] = lambda: None
     chain: list[x509.Certificate] = field(default_factory=list)
     checks: ValidationCache = field(default_factory=ValidationCache)
+    decisions: Decisions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decisions = Decisions(self.settings.policy_cache_seconds)
 
     @property
     def authserv_id(self) -> str:
@@ -102,17 +131,31 @@ class Envelope:
 
 
 # ---------------------------------------------------------------------- submission
+def known_sender(gw: Gateway, identity: Identity, address: str) -> bool:
+    """True when ``sender`` granted this recently (``Decisions``): no database needed."""
+    return gw.decisions.get(("from", identity, address.lower())) is not None
+
+
 def sender(gw: Gateway, identity: Identity, address: str) -> None:
     """MAIL FROM on the submission ports."""
     with gw.db.reading() as conn:
         pipeline.check_sender(conn, identity, address)
+    gw.decisions.put(("from", identity, address.lower()), True)
+
+
+def known_route(gw: Gateway, address: str, *, local_only: bool = False) -> Route | None:
+    """The route ``recipient`` granted recently, if any."""
+    route = gw.decisions.get(("rcpt", local_only, address.lower()))
+    return route if isinstance(route, Route) else None
 
 
 def recipient(gw: Gateway, address: str, *, local_only: bool = False) -> Route:
     """RCPT TO."""
     with gw.db.reading() as conn:
-        return pipeline.route_recipient(conn, address, {gw.settings.domain},
-                                        local_only=local_only)
+        route = pipeline.route_recipient(conn, address, {gw.settings.domain},
+                                         local_only=local_only)
+    gw.decisions.put(("rcpt", local_only, address.lower()), route)
+    return route
 
 
 def submit(gw: Gateway, login: str, identity: Identity, env: Envelope) -> str:

@@ -247,7 +247,8 @@ class SubmissionHandler(BaseHandler):
                           address: str, options: list[str]) -> str:
         who = _who(session)
         self.rate.check(who.login)
-        await self.run(accept.sender, self.gw, who.identity, address)
+        if not accept.known_sender(self.gw, who.identity, address):
+            await self.run(accept.sender, self.gw, who.identity, address)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
@@ -256,7 +257,9 @@ class SubmissionHandler(BaseHandler):
     async def handle_RCPT(self, server: GatewaySmtp, session: Session, envelope: Envelope,
                           address: str, options: list[str]) -> str:
         pipeline.check_count(len(envelope.rcpt_tos), self.gw.settings.max_recipients)
-        route = await self.run(accept.recipient, self.gw, address)
+        route = accept.known_route(self.gw, address)
+        if route is None:
+            route = await self.run(accept.recipient, self.gw, address)
         self.add_route(envelope, address, route)
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 Ok"
@@ -362,7 +365,9 @@ class RelayHandler(BaseHandler):
     async def handle_RCPT(self, server: GatewaySmtp, session: Session, envelope: Envelope,
                           address: str, options: list[str]) -> str:
         pipeline.check_count(len(envelope.rcpt_tos), self.gw.settings.max_recipients)
-        route = await self.run(accept.recipient, self.gw, address, local_only=True)
+        route = accept.known_route(self.gw, address, local_only=True)
+        if route is None:
+            route = await self.run(accept.recipient, self.gw, address, local_only=True)
         self.add_route(envelope, address, route)
         return "250 2.1.5 Ok"
 

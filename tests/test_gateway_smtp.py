@@ -19,7 +19,7 @@ from sqlalchemy import select
 from gateway.delivery import Workers
 from gateway.models import DeliveryEvent
 from gateway.notify import SmtpNotifier
-from trust_space.models import Account, Mailbox
+from trust_space.models import Account, Mailbox, MailboxState
 
 if TYPE_CHECKING:
     from tests.gateway_fixtures import Operator
@@ -173,6 +173,41 @@ def test_recipient_outside_the_trust_space_refused_at_rcpt(operator: Operator) -
         assert code == 550 and text.startswith(b"5.7.1")
         assert b"hors de l'espace de confiance" in text and b"outside the trust space" in text
         assert smtp.rcpt(PAUL)[0] == 250  # the session goes on
+
+
+def set_state(operator: Operator, address: str, state: MailboxState) -> None:
+    with operator.space.db.transaction() as session:
+        mailbox = session.scalar(select(Mailbox).where(Mailbox.address == address))
+        assert mailbox is not None
+        mailbox.state = state
+
+
+def test_a_recipient_grant_is_remembered_briefly_a_refusal_never(operator: Operator) -> None:
+    """MSS_POLICY_CACHE_SECONDS: a granted RCPT is answered from memory for that long; once
+    it lapses the directory decides again, and a refusal is never remembered."""
+    decisions = operator.gateway.gw.decisions  # type: ignore[union-attr]
+    saved = decisions.ttl
+    decisions.clear()
+    decisions.ttl = 60
+    try:
+        with starttls(operator) as smtp:
+            smtp.login(MARIE, PASSWORD)
+            smtp.mail(MARIE)
+            assert smtp.rcpt(JULIE)[0] == 250
+            set_state(operator, JULIE, MailboxState.SUSPENDED)
+            assert smtp.rcpt(JULIE)[0] == 250  # within the delay: from memory
+            decisions.clear()  # the delay has passed
+            assert smtp.rcpt(JULIE)[0] == 550
+            set_state(operator, JULIE, MailboxState.PUBLISHED)
+            assert smtp.rcpt(JULIE)[0] == 250  # the refusal was not kept
+            decisions.ttl = 0
+            decisions.clear()
+            set_state(operator, JULIE, MailboxState.SUSPENDED)
+            assert smtp.rcpt(JULIE)[0] == 550  # 0: the database every time
+    finally:
+        set_state(operator, JULIE, MailboxState.PUBLISHED)
+        decisions.ttl = saved
+        decisions.clear()
 
 
 def test_oversize_message(operator: Operator) -> None:
