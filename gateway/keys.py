@@ -34,6 +34,7 @@ class KeyRing:
         self._secret = secret
         self._pairs: dict[str, tuple[str, Pair]] = {}
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
 
     def __repr__(self) -> str:  # never show keys
         return f"KeyRing({len(self._pairs)} boîtes)"
@@ -46,8 +47,17 @@ class KeyRing:
             return None
         with self._lock:
             cached = self._pairs.get(address.lower())
+            loading = self._loading.setdefault(address.lower(), threading.Lock())
         if cached is not None and cached[0] == cert_pem:
             return cached[1]
+        with loading:  # one thread derives the key; the others wait for it, not redo it
+            with self._lock:
+                cached = self._pairs.get(address.lower())
+            if cached is not None and cached[0] == cert_pem:
+                return cached[1]
+            return self._load(address, cert_pem, key_pem)
+
+    def _load(self, address: str, cert_pem: str, key_pem: str) -> Pair | None:
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
         key = load_mailbox_key(key_pem, self._secret)
         if _spki(key.public_key()) != _spki(cert.public_key()):

@@ -451,3 +451,43 @@ def test_keyring_never_signs_with_a_key_that_is_not_the_certificate_s(
         assert ring.signer(conn, "mallory@mss.test") is None
         assert ring.signer(conn, "nobody@mss.test") is None
     database.dispose()
+
+
+def test_keyring_derives_a_key_once_when_threads_ask_together(
+        alice: Issued, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key derivation is slow on purpose (~45 ms): eight delivery or SMTP threads asking for
+    the same new mailbox at once get one derivation, not eight."""
+    import threading
+
+    from gateway import keys
+
+    database = Database(f"sqlite:///{tmp_path / 'k.db'}")
+    database.create_all()
+    secret = b"k" * 32
+    with database.transaction() as session:
+        session.add(Mailbox(address="alice@mss.test", kind=MailboxKind.PERSONAL,
+                            smime_cert_pem=alice.cert_pem().decode(),
+                            smime_key_pem=alice.key_pem(secret).decode()))
+    derived: list[int] = []
+    real = keys.load_mailbox_key
+
+    def counted(key_pem: str, key_secret: bytes):  # type: ignore[no-untyped-def]
+        derived.append(1)
+        return real(key_pem, key_secret)
+
+    monkeypatch.setattr(keys, "load_mailbox_key", counted)
+    ring, start, pairs = KeyRing(secret), threading.Barrier(8), []
+
+    def ask() -> None:
+        start.wait()
+        with database.reading() as conn:
+            pairs.append(ring.signer(conn, "alice@mss.test"))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    database.dispose()
+    assert len(derived) == 1 and len(pairs) == 8
+    assert all(pair is not None and pair[0] == alice.certificate for pair in pairs)
