@@ -222,9 +222,8 @@ def load_untrusted(der: bytes) -> x509.Certificate:
     cryptography parses them lazily, and a corrupt one would otherwise fail later, far from
     here (in validation, in a log line)."""
     cert = x509.load_der_x509_certificate(der)
-    for _ in (cert.subject, cert.issuer, cert.extensions, cert.not_valid_before_utc,
-              cert.not_valid_after_utc, cert.serial_number):
-        pass
+    _ = (cert.subject, cert.issuer, cert.extensions, cert.not_valid_before_utc,
+         cert.not_valid_after_utc, cert.serial_number)
     return cert
 
 

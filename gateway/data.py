@@ -3,9 +3,10 @@
 aiosmtpd reads DATA one line at a time (an ``await``, a log call and a few list operations per
 line: ~150 per 10 KB message, ~13,000 per 1 MB one). This reader asks the stream for everything
 up to the next ``<CRLF>.<CRLF>`` instead, so a message costs a handful of reads whatever its
-line count. Semantics are aiosmtpd's: the same
-size and line-length limits (answered after the terminating dot, RFC 5321 §4.2.5), the same
-dot-unstuffing, and bytes after the terminator (a pipelined command) stay in the stream.
+line count. Semantics are aiosmtpd's: the same size and line-length limits (answered after the
+terminating dot, RFC 5321 §4.2.5), the same dot-unstuffing, and bytes after the terminator (a
+pipelined command) stay in the stream. One difference: a body both over the size limit and
+with an over-long line is answered 552 whichever came first.
 """
 
 from __future__ import annotations

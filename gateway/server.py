@@ -53,7 +53,7 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
                           r"(?:[ \t]+|\Z)")
 _TOO_MUCH = "552 5.3.4 Message trop volumineux / message size exceeds fixed maximum"
-_TOO_LONG = "500 5.5.6 Ligne trop longue / line too long (RFC 5321 4.5.3.1.6)"
+_TOO_LONG = "500 5.5.0 Ligne trop longue / line too long (RFC 5321 4.5.3.1.6)"
 
 # aiosmtpd writes a few replies itself, without RFC 3463 enhanced codes: give them one.
 _REWRITE = {
