@@ -252,7 +252,10 @@ def test_a_line_over_the_limit_is_refused_after_the_dot(operator: Operator) -> N
         assert code == 500 and text.startswith(b"5.5.0")
         assert smtp.mail(MARIE)[0] == 250  # the session goes on, the transaction was reset
         code, text = smtp.docmd("DATA")
-        assert code == 503 and text.startswith(b"5.5.1")
+        assert code == 503 and text.startswith(b"5.5.1")  # no recipient any more
+        smtp.rcpt(PAUL)
+        code, text = smtp.docmd("DATA", "maintenant")
+        assert code == 501 and text.startswith(b"5.5.4")
 
 
 def test_rate_limit(operator: Operator) -> None:
