@@ -12,7 +12,7 @@ Rights follow the delegation's role (``trust_space.policy.imap_acl_rights``, RFC
 user ``lrswip`` (read, flags, append), manager ``lrswipkxte`` (also folders, delete, expunge),
 administrator ``lrswipkxtea`` (also ACL administration). mss is the only source: ``sync``
 rewrites every organisational mailbox's ``dovecot-acl`` files (Dovecot's vfile backend, one per
-folder) and the shared-mailboxes dictionary that lets LIST find them; IMAP SETACL changes are
+folder, in the folder's ``dbox-Mails`` directory) and the shared-mailboxes dictionary that lets LIST find them; IMAP SETACL changes are
 overwritten at the next sync. Dovecot sees a rewritten file within ``acl_cache_secs``.
 """
 
@@ -34,6 +34,7 @@ from trust_space.policy import imap_acl_rights
 
 OWNER_RIGHTS = "lrswipkxtea"  # the mailbox's own user: LMTP delivers as it
 ACL_FILE = "dovecot-acl"
+MAILS = "dbox-Mails"  # sdbox: a folder's messages, index and control files
 
 
 @dataclass
@@ -68,29 +69,25 @@ def sync(db: Database, paths: DovecotPaths, users: ProcessUsers) -> AclReport:
     with db.transaction() as session:
         wanted = delegations(session)
     for address, rights in wanted.items():
-        maildir = mailbox_maildir(paths, address)
-        _ensure_maildir(maildir, paths.mail_dir, users)
-        for folder in _folders(maildir):
+        store = mailbox_store(paths, address)
+        _ensure_folders(store, paths.mail_dir, users)
+        for folder in _folders(store):
             _write_acl(folder / ACL_FILE, rights, users)
     _write_shared_dict(paths.shared_dict, wanted, users)
     return AclReport(wanted)
 
 
-def mailbox_maildir(paths: DovecotPaths, address: str) -> Path:
-    """The Maildir of a mailbox: ``DATA_DIR/mail/<domain>/<local part>/Maildir``."""
+def mailbox_store(paths: DovecotPaths, address: str) -> Path:
+    """A mailbox's sdbox root: ``DATA_DIR/mail/<domain>/<local part>/sdbox``."""
     local, _, domain = address.lower().rpartition("@")
-    return paths.mail_dir / domain / local / "Maildir"
+    return paths.mail_dir / domain / local / "sdbox"
 
 
-def _ensure_maildir(maildir: Path, root: Path, users: ProcessUsers) -> None:
+def _ensure_folders(store: Path, root: Path, users: ProcessUsers) -> None:
     """INBOX and the special folders exist before anyone reaches them through the shared
     namespace (auto-creation only happens in the owner's own namespace)."""
-    for folder in (maildir, *(maildir / f".{name}" for name, _ in SPECIAL_FOLDERS)):
-        for sub in ("cur", "new", "tmp"):
-            _makedirs(folder / sub, root, users)
-        if folder != maildir and not (folder / "maildirfolder").exists():
-            (folder / "maildirfolder").touch()
-            _own(folder / "maildirfolder", users)
+    for name in ("INBOX", *(name for name, _ in SPECIAL_FOLDERS)):
+        _makedirs(store / "mailboxes" / name / MAILS, root, users)
 
 
 def _makedirs(path: Path, root: Path, users: ProcessUsers) -> None:
@@ -104,12 +101,9 @@ def _makedirs(path: Path, root: Path, users: ProcessUsers) -> None:
         _own(directory, users)
 
 
-def _folders(maildir: Path) -> Iterable[Path]:
-    """INBOX (the Maildir root) and every Maildir++ folder (``.Name`` directories)."""
-    yield maildir
-    for entry in sorted(maildir.iterdir()):
-        if entry.is_dir() and entry.name.startswith(".") and (entry / "cur").is_dir():
-            yield entry
+def _folders(store: Path) -> Iterable[Path]:
+    """Every folder's ``dbox-Mails`` directory (sub-folders included), where its ACL lives."""
+    yield from sorted(p for p in (store / "mailboxes").rglob(MAILS) if p.is_dir())
 
 
 def _write_acl(path: Path, rights: dict[str, str], users: ProcessUsers) -> None:

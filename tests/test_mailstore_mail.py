@@ -117,13 +117,16 @@ def test_over_quota_is_refused_whole(dovecot: DovecotService,
     assert isinstance(refused, OverQuota)
     assert refused.smtp_code == 552 and refused.enhanced == "5.2.2" and refused.permanent
     client = _client(space, "nina")
-    client.select_folder("INBOX")
+    count = client.select_folder("INBOX")[b"EXISTS"]
     assert not client.search(["SUBJECT", token])
     quota = client.get_quota_root("INBOX")[1][0]
     client.logout()
     assert quota.limit == 1024 and quota.usage < 1024
-    tmp = space.settings.mail_dir / "mss.test" / "nina.morel" / "Maildir" / "tmp"
-    assert not any(tmp.iterdir())
+    # Nothing half-written: no temporary file, one message file per message IMAP shows.
+    mails = space.settings.mail_dir / "mss.test" / "nina.morel" / "sdbox" / "mailboxes"
+    names = [p.name for p in (mails / "INBOX" / "dbox-Mails").iterdir()]
+    assert not [n for n in names if n.startswith("temp.")]
+    assert len([n for n in names if n.startswith("u.")]) == count
 
 
 def test_quota_reported_over_imap(dovecot: DovecotService, mailstore_space: TrustSpace) -> None:
