@@ -12,8 +12,9 @@ Rights follow the delegation's role (``trust_space.policy.imap_acl_rights``, RFC
 user ``lrswip`` (read, flags, append), manager ``lrswipkxte`` (also folders, delete, expunge),
 administrator ``lrswipkxtea`` (also ACL administration). mss is the only source: ``sync``
 rewrites every organisational mailbox's ``dovecot-acl`` files (Dovecot's vfile backend, one per
-folder, in the folder's ``dbox-Mails`` directory) and the shared-mailboxes dictionary that lets LIST find them; IMAP SETACL changes are
-overwritten at the next sync. Dovecot sees a rewritten file within ``acl_cache_secs``.
+folder, in the folder's ``dbox-Mails`` directory) and the shared-mailboxes dictionary that lets
+LIST find them; IMAP SETACL changes are overwritten at the next sync. Dovecot sees a rewritten
+file within ``acl_cache_secs``.
 """
 
 from __future__ import annotations
