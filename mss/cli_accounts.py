@@ -137,6 +137,7 @@ def account_unlock(ctx: click.Context, login: str) -> None:
         if found is None:
             raise NotFound(f"compte inconnu : « {login} »")
         found.failed_attempts = 0
+        found.code_failures = 0
         found.locked_until = None
         audit.record(session, actor="mss-cli", action="account.unlock", target=found.login,
                      outcome="ok")

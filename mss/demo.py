@@ -195,7 +195,7 @@ def _account(session: Session, login: str, kind: AccountKind, pwd_hash: str, *,
                         otp_channel=OtpChannel.EMAIL)
         session.add(found)
     found.password_hash = pwd_hash
-    found.failed_attempts = 0
+    found.failed_attempts = found.code_failures = 0
     found.locked_until = None
 
 
@@ -217,7 +217,7 @@ def _operator(app: App, session: Session, pwd_hash: str) -> str:
     account = session.scalar(select(Account).where(Account.login == login))
     if account is not None and account.is_operator and seed_file.exists():
         account.password_hash = pwd_hash
-        account.failed_attempts, account.locked_until = 0, None
+        account.failed_attempts, account.code_failures, account.locked_until = 0, 0, None
         return seed_file.read_text().strip()
     seed = ensure_operator(session, app.settings, login, password_hash=pwd_hash)
     seed_file.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def web(web_space: TrustSpace, tmp_path: Path) -> Web:
     """A fresh application; accounts unlocked (except Louis, locked by design)."""
     with web_space.db.transaction() as session:
         session.execute(update(Account).where(Account.login != "louis.petit@mss.test")
-                        .values(failed_attempts=0, locked_until=None))
+                        .values(failed_attempts=0, code_failures=0, locked_until=None))
     mailer, syncs = RecordingMailer(), []
     spool = tmp_path / "sms"
     app = create_app(web_space.settings, web_space.db,

@@ -186,8 +186,9 @@ def authenticate_password(
     if account.locked_until is not None:
         if account.locked_until > now:
             raise AccountLocked(account.locked_until)
-        account.locked_until = None
+        account.locked_until = None  # the lock expired: both counters start again
         account.failed_attempts = 0
+        account.code_failures = 0
     if not verify_password(account.password_hash, password):
         _record_failure(account, now, max_failures, lock_minutes)
         session.flush()
@@ -213,6 +214,7 @@ def set_password(account: Account, password: str) -> None:
         raise WeakPassword(problems)
     account.password_hash = hash_password(password)
     account.failed_attempts = 0
+    account.code_failures = 0
     account.locked_until = None
 
 
@@ -237,7 +239,8 @@ def create_account(
     if session.execute(select(Account.id).where(Account.login == normalised)).first():
         raise TrustSpaceError(f"identifiant déjà utilisé : « {normalised} »", code="login_taken")
     account = Account(login=normalised, kind=kind, state=AccountState.ACTIVE,
-                      professional=professional, mailbox=mailbox, failed_attempts=0)
+                      professional=professional, mailbox=mailbox, failed_attempts=0,
+                      code_failures=0)
     if password is not None:
         set_password(account, password)
     session.add(account)

@@ -244,9 +244,38 @@ class Account(Base):
     totp_secret: Mapped[str | None] = mapped_column(String(255))  # encrypted at rest
     is_operator: Mapped[bool] = mapped_column(Boolean, default=False)
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Wrong one-time codes (webmail code, operator TOTP), counted apart from password failures
+    # so that a correct password does not reset them (issue #14, item 4); reset only by a
+    # complete login or the lock's expiry. Either counter reaching the limit sets the lock.
+    code_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     professional: Mapped[Professional | None] = relationship(back_populates="account")
     mailbox: Mapped[Mailbox | None] = relationship()
+
+
+class AppPassword(Base):
+    """A per-device IMAP/SMTP password ("Logiciel du cabinet", "Thunderbird bureau").
+
+    The password is ``<prefix>-<secret>``: ``prefix`` (public, unique) selects this row in one
+    indexed look-up, including Dovecot's SQL passdb; ``secret_hash`` is the hex SHA-256 of the
+    whole password. A fast hash is enough because mss generates the secret with 130 bits of
+    entropy (no dictionary to try); it is shown once and never stored in clear.
+    """
+
+    __tablename__ = "app_password"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("account.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(80))
+    prefix: Mapped[str] = mapped_column(String(8), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    account: Mapped[Account] = relationship()

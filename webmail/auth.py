@@ -203,7 +203,6 @@ def _verify_code(challenge: otp.Challenge, form: CodeForm) -> Response:
             check_not_locked(account, now)
             result = _check_challenge(db, account, challenge, form.code.data, now)
             if result is otp.CodeResult.OK:
-                account.failed_attempts = 0
                 _complete_login(account, challenge.channel)
                 record(db, "login", "ok", actor=account.login, target=account.login,
                        method=challenge.channel)
@@ -244,6 +243,9 @@ def _complete_login(account: Account, method: str) -> None:
     login_user(WebUser.of(account))
     session["login_method"] = method
     account.last_login_at = utcnow()
+    # A complete login (code or card) is what clears both counters (issue #14, item 4).
+    account.failed_attempts = 0
+    account.code_failures = 0
 
 
 @bp.post("/connexion/code/renvoi")

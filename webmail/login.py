@@ -107,11 +107,15 @@ def count_failure(account: Account, now: datetime, max_failures: int,
                   lock_minutes: int) -> None:
     """One more wrong code: lock the account like wrong passwords do.
 
+    Wrong codes have their own counter (``code_failures``), which a correct password does not
+    reset: only a complete login or the lock's expiry does (issue #14, item 4) — otherwise
+    password, 4 wrong codes, password, 4 wrong codes… would never lock.
+
     Raises:
         AccountLocked: this failure reached ``max_failures``.
     """
-    account.failed_attempts = (account.failed_attempts or 0) + 1
-    if account.failed_attempts >= max_failures:
+    account.code_failures = (account.code_failures or 0) + 1
+    if account.code_failures >= max_failures:
         account.locked_until = now + timedelta(minutes=lock_minutes)
         raise AccountLocked(account.locked_until)
 
