@@ -33,6 +33,7 @@ def init_app(app: Flask) -> None:
     # First of all: the compose POST may carry attachments beyond MAX_CONTENT_LENGTH, and
     # the CSRF check (an earlier before_request) reads the form.
     app.before_request_funcs.setdefault(None, []).insert(0, compose.raise_upload_limit)
+    app.request_class = compose.UploadRequest  # attachments past the limit: form kept
     app.register_blueprint(bp)
     app.register_blueprint(directory.bp)
     nav.add(app, "mail.index", "Courrier", order=10, prefix="/courrier",

@@ -9,9 +9,10 @@ message as a draft (an ``<input type=file>`` cannot be filled again), with a not
 
 from __future__ import annotations
 
-from typing import Any
+import tempfile
+from typing import IO, Any
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import Request, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -43,6 +44,11 @@ from webmail.mail.prefill import prefill
 from webmail.mail.submit import SubmissionRefused, Submitter
 
 FORM_MEMORY = 2 * 1024 * 1024
+# A compose POST larger than this many times the message limit (at least UPLOAD_CAP_MIN) is
+# cut short (HTTP 413): what lies between the attachment limit and it is read and dropped
+# (``UploadBudget``), so that a file chosen too large still brings the form back.
+UPLOAD_CAP_FACTOR = 4
+UPLOAD_CAP_MIN = 64 * 1024 * 1024
 
 
 def attachment_limit() -> int:
@@ -54,8 +60,65 @@ def attachment_limit() -> int:
 def raise_upload_limit() -> None:
     """Before CSRF reads the form: let the compose POST carry its attachments."""
     if request.endpoint == "mail.compose" and request.method == "POST":
-        request.max_content_length = mss().settings.max_message_size + 1024 * 1024
+        request.max_content_length = max(
+            mss().settings.max_message_size * UPLOAD_CAP_FACTOR, UPLOAD_CAP_MIN)
         request.max_form_memory_size = FORM_MEMORY
+
+
+class UploadBudget:
+    """The files of one compose POST share the attachment limit. Past it, the bytes still
+    arriving are read and dropped (neither memory nor disk) and ``exceeded`` is set: the view
+    brings the form back with all its text and a clear error, where a 413 page would lose
+    what was typed."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self.exceeded = False
+
+    def take(self, size: int) -> bool:
+        """True when ``size`` more bytes fit."""
+        if self.exceeded or size > self.left:
+            self.exceeded = True
+            return False
+        self.left -= size
+        return True
+
+
+class _BudgetFile(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
+    """Werkzeug's usual upload file (memory, then disk past 500 kB), within a budget."""
+
+    def __init__(self, budget: UploadBudget) -> None:
+        super().__init__(max_size=500 * 1024, mode="w+b")
+        self.budget = budget
+
+    def write(self, data: Any) -> int:
+        if self.budget.take(len(data)):
+            return int(super().write(data))
+        self.truncate(0)
+        return len(data)
+
+
+class UploadRequest(Request):
+    """The webmail's request: the compose POST's files go through an ``UploadBudget``
+    (Werkzeug's override point for upload streams, ``Request._get_file_stream``)."""
+
+    upload_budget: UploadBudget | None = None
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None,
+                         content_length: int | None = None) -> IO[bytes]:
+        if self.endpoint != "mail.compose":
+            return super()._get_file_stream(total_content_length, content_type, filename,
+                                            content_length)
+        if self.upload_budget is None:
+            self.upload_budget = UploadBudget(attachment_limit())
+        return _BudgetFile(self.upload_budget)
+
+
+def uploads_too_large() -> bool:
+    """True when this compose POST's files went past the attachment limit."""
+    budget = getattr(request, "upload_budget", None)
+    return bool(budget is not None and budget.exceeded)
 
 
 @bp.get("/ecrire")
@@ -102,6 +165,10 @@ def _kept(box: Box, form: ComposeForm) -> list[Attachment]:
 
 
 def _uploads() -> list[Attachment]:
+    """The files sent with the form; none when together they exceed the limit (their bytes
+    were dropped while reading, ``UploadBudget``)."""
+    if uploads_too_large():
+        return []
     return [Attachment(safe_filename(f.filename or ""), f.mimetype or "application/octet-stream",
                        f.read()) for f in request.files.getlist("attachments") if f.filename]
 
@@ -134,9 +201,9 @@ def _problems(form: ComposeForm, out: Outgoing) -> dict[str, str]:
                         f"confiance MSSanté ({why}) : il ne peut pas recevoir ce message.").strip()
     if len(out.recipients) > s.max_recipients:
         errors["to"] = f"Au plus {s.max_recipients} destinataires par message."
-    if sum(len(a.data) for a in out.attachments) > attachment_limit():
-        errors["attachments"] = (f"Les pièces jointes dépassent {_mb(attachment_limit())} au "
-                                 "total : retirez-en ou envoyez-les en plusieurs messages.")
+    too_large = _too_large(out)
+    if too_large:
+        errors["attachments"] = too_large
     if not out.attachments and mentions_attachment(out.body) and \
             not form.confirm_no_attachment.data:
         errors["reminder"] = ("Votre message mentionne une pièce jointe, mais aucune n’est "
@@ -210,13 +277,27 @@ def _save_draft(box: Box, form: ComposeForm) -> Response | tuple[str, int]:
 
     authorise(box.id, Right.DRAFT)
     out = _outgoing(box, form, _kept(box, form) + _uploads())
-    if sum(len(a.data) for a in out.attachments) > attachment_limit():
-        return _page(box, form, {"attachments": "Pièces jointes trop volumineuses."}), 422
+    too_large = _too_large(out)
+    if too_large:
+        return _page(box, form, {"attachments": too_large}), 422
     uid = _append_draft(box, form, out)
     flash("Brouillon enregistré dans « Brouillons ».", "success")
     if uid is None:
         return redirect(url_for("mail.folder", box_id=box.id, dossier=DRAFTS))
     return redirect(url_for("mail.compose", box_id=box.id, brouillon=uid, dossier=DRAFTS))
+
+
+def _too_large(out: Outgoing) -> str:
+    """What the form says when the attachments exceed the limit (empty when they fit)."""
+    limit = _mb(attachment_limit())
+    if uploads_too_large():
+        return (f"Les fichiers ajoutés dépassent {limit} au total : ils n’ont pas été joints. "
+                "Votre message est conservé ci-dessous ; ajoutez des fichiers plus petits ou "
+                "envoyez-les en plusieurs messages.")
+    if sum(len(a.data) for a in out.attachments) > attachment_limit():
+        return (f"Les pièces jointes dépassent {limit} au total : retirez-en ou envoyez-les "
+                "en plusieurs messages.")
+    return ""
 
 
 def _mb(size: int) -> str:

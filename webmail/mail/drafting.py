@@ -28,6 +28,11 @@ _ADDRESS = re.compile(r"^[^@\s<>()\[\]\\,;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Z
 # "pièce jointe", "pièces jointes", "ci-joint(e)(s)", "en PJ", "PJ :" — outside quoted lines.
 _MENTIONS = re.compile(r"pi[eè]ces?[\s-]+jointes?|ci[\s-]joint|\ben\s+pj\b|\bpj\s*:",
                        re.IGNORECASE)
+# RFC 5322 §2.2: a header field is one line; CR and LF appear only as the CRLF of a fold.
+# What is typed or posted may also hold what Python's email package, Dovecot and mail readers
+# take for a line break (str.splitlines: VT, FF, FS–RS, NEL U+0085, U+2028, U+2029) and other
+# controls (NUL…): like Roundcube, every run of them becomes one space.
+_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 class ComposeForm(FlaskForm):
@@ -122,24 +127,31 @@ def security_field(sign: bool, encrypt: bool) -> str:
     return ", ".join(w for w, on in (("sign", sign), ("encrypt", encrypt)) if on) or "none"
 
 
+def one_line(value: str) -> str:
+    """``value`` as a header field value: line breaks and controls → one space (see
+    ``_NOT_ONE_LINE``). Every header the webmail writes from what a user typed, a form posted
+    or a received message said goes through here (``build``, ``receipts.build_mdn``)."""
+    return _NOT_ONE_LINE.sub(" ", value).strip()
+
+
 def build(out: Outgoing, *, domain: str, draft: bool = False) -> tuple[bytes, str]:
     """The RFC 5322 message and its new Message-ID."""
     message = EmailMessage(policy=email.policy.SMTP)
     local, _, host = out.sender.rpartition("@")
-    name = "" if out.sender_name.lower() == out.sender else out.sender_name
+    name = "" if out.sender_name.lower() == out.sender else one_line(out.sender_name)
     message["From"] = Address(name, local, host)
     if out.to:
-        message["To"] = ", ".join(out.to)
+        message["To"] = one_line(", ".join(out.to))
     if out.cc:
-        message["Cc"] = ", ".join(out.cc)
-    message["Subject"] = out.subject
+        message["Cc"] = one_line(", ".join(out.cc))
+    message["Subject"] = one_line(out.subject)
     message["Date"] = email.utils.format_datetime(datetime.now(UTC))
     message_id = email.utils.make_msgid("mss", domain=domain)
     message["Message-ID"] = message_id
-    if out.in_reply_to:
-        message["In-Reply-To"] = out.in_reply_to
-    if out.references:
-        message["References"] = out.references
+    if one_line(out.in_reply_to):
+        message["In-Reply-To"] = one_line(out.in_reply_to)
+    if one_line(out.references):
+        message["References"] = one_line(out.references)
     if out.receipt:
         message["Disposition-Notification-To"] = out.sender  # RFC 8098 §2.1
     message["MSS-Security"] = security_field(out.sign, out.encrypt)

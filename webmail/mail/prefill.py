@@ -8,7 +8,13 @@ from flask import request
 
 from webmail.mail import mime
 from webmail.mail.access import Box, imap, valid_folder
-from webmail.mail.drafting import ComposeForm, policy_minimum, prefixed, split_addresses
+from webmail.mail.drafting import (
+    ComposeForm,
+    one_line,
+    policy_minimum,
+    prefixed,
+    split_addresses,
+)
 from webmail.mail.folders import DRAFTS
 
 _QUOTE_MAX = 200_000  # characters of the original quoted in a reply
@@ -75,7 +81,7 @@ def _reply(form: ComposeForm, box: Box, reading: mime.Reading, folder: str, uid:
     when = reading.date.strftime("%d/%m/%Y à %H:%M") if reading.date else "—"
     quoted = "\n".join("> " + line for line in (reading.text or "")[:_QUOTE_MAX].splitlines())
     form.body.data = f"\n\nLe {when}, {reading.header('From')} a écrit :\n{quoted}\n"
-    message_id = reading.message_id
+    message_id = one_line(reading.message_id)  # an encoded word may decode to a CR or LF
     form.in_reply_to.data = message_id
     form.references.data = " ".join(filter(None, [reading.header("References"), message_id]))
     form.reply_uid.data = str(uid)

@@ -17,6 +17,8 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.mime.text import MIMEText
 
+from webmail.mail.drafting import one_line
+
 MDN_SENT = "$MDNSent"
 DISPLAYED = "manual-action/MDN-sent-manually; displayed"
 
@@ -28,10 +30,11 @@ def build_mdn(*, mailbox: str, mailbox_name: str, to: str, original_id: str,
                            report_type="disposition-notification")
     local, _, host = mailbox.rpartition("@")
     report["From"] = Address(mailbox_name, local, host)  # type: ignore[assignment]
-    report["To"] = to
-    report["Subject"] = f"Accusé de lecture : {original_subject}"[:300]
+    report["To"] = one_line(to)
+    report["Subject"] = one_line(f"Accusé de lecture : {original_subject}")[:300]
     report["Date"] = email.utils.format_datetime(datetime.now(UTC))
     report["Message-ID"] = email.utils.make_msgid("mss-mdn", domain=domain)
+    original_id = one_line(original_id)  # a received Message-ID may decode to several lines
     if original_id:
         report["In-Reply-To"] = original_id
         report["References"] = original_id

@@ -68,6 +68,21 @@
       });
     }
     if (body) { body.addEventListener("input", checkReminder); }
+    // Files past the limit never leave the browser: the form stays as typed, with the reason
+    // (without this script, the server answers the same way: webmail.mail.compose).
+    if (files && sizeNote) {
+      form.addEventListener("submit", function (event) {
+        var size = total();
+        if (size <= limit) { return; }
+        event.preventDefault();
+        sizeNote.textContent = "Les fichiers choisis (" + (size / 1048576).toFixed(1).replace(".", ",") +
+          " Mo) dépassent la limite de " + (limit / 1048576).toFixed(0) + " Mo : retirez-en, ou " +
+          "envoyez-les en plusieurs messages. Rien n’a été envoyé ; votre message est conservé.";
+        sizeNote.classList.add("error");
+        sizeNote.setAttribute("role", "alert");
+        files.focus();
+      });
+    }
     form.querySelectorAll('input[name="keep"]').forEach(function (k) { k.addEventListener("change", checkReminder); });
   }
 
