@@ -80,6 +80,7 @@
           "envoyez-les en plusieurs messages. Rien n’a été envoyé ; votre message est conservé.";
         sizeNote.classList.add("error");
         sizeNote.setAttribute("role", "alert");
+        if (sizeNote.parentNode) { sizeNote.parentNode.classList.add("has-error"); }
         files.focus();
       });
     }
