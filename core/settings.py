@@ -66,6 +66,9 @@ class Settings:
     sms_provider: str = "file"  # one-time codes by SMS: file (spool, tests/demo) / webhook
     sms_webhook_url: str = ""  # webhook provider: JSON {"to", "text"} POSTed here
     sms_spool_dir: str = ""  # file provider; empty: DATA_DIR/spool/sms
+    # issue #14: IMAP/SMTP take application passwords; the web password only when this is on
+    # (never for operator accounts)
+    imap_smtp_web_password: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ loading

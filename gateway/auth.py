@@ -1,7 +1,10 @@
 """SMTP AUTH (RFC 4954) for the submission ports: who is submitting.
 
-- PLAIN (RFC 4616) and LOGIN against the accounts (``trust_space.accounts``), with lock-out:
-  the failure counter is written inside the transaction, which commits with the audit record.
+- PLAIN (RFC 4616) and LOGIN with an application password (``trust_space.app_passwords``);
+  the account's own password only for practice software, service accounts, and persons when
+  ``imap_smtp_web_password`` is on — never an operator's (issue #14). Lock-out: the failure
+  counter (shared with the webmail and IMAP) is written inside the transaction, which commits
+  with the audit record; the audit names the application password by name and prefix.
 - PLAIN with an authorisation identity (authzid): accepted only when the authenticated
   account is a SERVICE account — the webmail, logged in as itself, submitting for a user it
   has authenticated. The resulting identity is the user's; the audit names both.
@@ -26,12 +29,16 @@ from certs.validation import TrustStore, card_identity, validate
 from core import audit
 from core.db import Database
 from gateway.errors import AuthRefused
-from trust_space.accounts import authenticate_password, find_account
+from trust_space.accounts import find_account
+from trust_space.app_passwords import authenticate_protocol
 from trust_space.errors import AuthenticationFailed
 from trust_space.models import Account, AccountKind, AccountState
 from trust_space.policy import Identity
 
 _INVALID = "Identifiants refusés / authentication credentials invalid"
+# Shown for every PLAIN/LOGIN refusal, right password or not: a hint, never an oracle.
+_INVALID_PASSWORD = ("Identifiants refusés : utilisez un mot de passe d'application (Mon "
+                     "compte) / invalid credentials: use an application password")
 
 
 @dataclass(frozen=True)
@@ -46,28 +53,33 @@ class Authenticated:
 
 def password_login(db: Database, login: str, password: str, authzid: str = "", *,
                    mechanism: str = "PLAIN", peer: str = "", max_failures: int = 5,
-                   lock_minutes: int = 15) -> Authenticated:
-    """PLAIN / LOGIN.
+                   lock_minutes: int = 15, web_password: bool = False) -> Authenticated:
+    """PLAIN / LOGIN. ``web_password``: the ``imap_smtp_web_password`` setting.
 
     Raises:
-        AuthRefused: wrong password, unknown, locked or suspended account, or an authzid the
-            account may not use.
+        AuthRefused: wrong or not accepted password, unknown, locked or suspended account, or
+            an authzid the account may not use.
     """
     failure: str | None = None
     result: Authenticated | None = None
+    request: dict[str, str] = {"mechanism": mechanism, "peer": peer}
     with db.transaction() as session:
         try:
-            account = authenticate_password(session, login, password,
-                                            max_failures=max_failures,
-                                            lock_minutes=lock_minutes)
+            found = authenticate_protocol(session, login, password, web_password=web_password,
+                                          max_failures=max_failures,
+                                          lock_minutes=lock_minutes)
         except AuthenticationFailed as exc:  # inside: the failure counter must be committed
             failure = exc.code
         else:
-            result, failure = _acting_as(session, account, authzid, mechanism)
+            if found.app_password is not None:  # which device: its name and public prefix
+                request.update(app_password=found.app_password.name,
+                               app_password_prefix=found.app_password.prefix)
+            result, failure = _acting_as(session, found.account, authzid, mechanism)
         audit.record(session, actor=login[:254], action="smtp.auth", target=authzid or login,
-                     outcome=failure or "ok", request={"mechanism": mechanism, "peer": peer})
+                     outcome=failure or "ok", request=request)
     if result is None:
-        raise AuthRefused(_INVALID, code=f"auth_{failure}")
+        text = _INVALID if failure == "account_locked" else _INVALID_PASSWORD
+        raise AuthRefused(text, code=f"auth_{failure}")
     return result
 
 

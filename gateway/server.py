@@ -302,7 +302,8 @@ class SubmissionHandler(BaseHandler):
     def _lockout(self, server: GatewaySmtp) -> dict[str, Any]:
         s = self.gw.settings
         return {"peer": _ip(server.session), "max_failures": s.login_max_failures,
-                "lock_minutes": s.login_lock_minutes}
+                "lock_minutes": s.login_lock_minutes,
+                "web_password": s.imap_smtp_web_password}
 
     async def auth_EXTERNAL(self, server: GatewaySmtp, args: list[str]) -> AuthResult:
         authzid = await _initial_response(server, args)

@@ -107,7 +107,8 @@ def prepare(settings: Settings, users: ProcessUsers, options: Options | None = N
             raise ConfigError(f"{pki / name} absent : lancez d'abord « mss init »")
     _make_dirs(paths, users)
     source = sql.sql_source(settings.effective_database_url)
-    _write_sql_files(paths, source, settings.mailbox_quota_mb)
+    _write_sql_files(paths, source, settings.mailbox_quota_mb,
+                     web_password=settings.imap_smtp_web_password)
     credentials.write_master_users(paths.conf_dir, users.internal if users.privileged else None)
     write_client_ca(settings, paths)
     _write(paths.conf, render(settings, paths, users, options or Options()))
@@ -169,9 +170,11 @@ def _open_traversal(data_dir: Path) -> None:
         os.chmod(data_dir, mode | 0o011)
 
 
-def _write_sql_files(paths: DovecotPaths, source: sql.SqlSource, quota_mb: int) -> None:
+def _write_sql_files(paths: DovecotPaths, source: sql.SqlSource, quota_mb: int, *,
+                     web_password: bool = False) -> None:
     files = {
-        "sql-password.conf.ext": sql.passdb_file(source, sql.password_query(source.driver)),
+        "sql-password.conf.ext": sql.passdb_file(
+            source, sql.password_query(source.driver, web_password=web_password)),
         "sql-external.conf.ext": sql.passdb_file(source, sql.external_query()),
         "sql-userdb.conf.ext": sql.userdb_file(source, quota_mb),
     }

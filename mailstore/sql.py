@@ -7,11 +7,17 @@ in its auth worker, with no process spawned per login; the refusal rules are a `
 that reads the same columns as ``trust_space.accounts``. A checkpassword helper would start a
 Python interpreter (SQLAlchemy, argon2) for every IMAP login.
 
-Rules encoded here (keep them in step with ``trust_space.accounts.authenticate_password``):
+Rules encoded here (keep them in step with ``trust_space.app_passwords.authenticate_protocol``,
+the gateway's SMTP AUTH):
 
 - password (PLAIN/LOGIN): the login (mailbox address) or the CPS national id ("8"+RPPS,
   "0"+ADELI) of an active professional or applicative account, not locked
-  (``locked_until`` in the future), with a password, whose own mailbox is local and published;
+  (``locked_until`` in the future), whose own mailbox is local and published, with an
+  **application password** (``trust_space.app_passwords``; issue #14: a personal mailbox's web
+  password is not an IMAP/SMTP password). The account's own password is accepted too for an
+  applicative account (practice software has no web log-in: that password is its protocol
+  credential) and, only when ``imap_smtp_web_password`` is on, for a person — never for an
+  operator (``is_operator``), whose password is only half of a TOTP log-in;
 - certificate (EXTERNAL): Dovecot gives the ``serialNumber`` of a client certificate that chains
   to mss's CA and is not on its CRL; a national id maps to that professional's account, anything
   else to the applicative account of that login. A CN is never trusted. Locks do not apply (they
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import URL, make_url
 
 from core.errors import ConfigError
+from trust_space.app_passwords import PREFIX_LENGTH
 
 # A local mailbox that may be opened: published, on this operator.
 _OWN_MAILBOX = (
@@ -87,15 +94,38 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def password_query(driver: str) -> str:
-    """The passdb query for PLAIN/LOGIN (and the target check of master-user logins)."""
+# An application password is "<prefix>-<secret>": its first 8 characters pick at most one row
+# (unique column) in the same single look-up, and Dovecot compares SHA-256 of the whole
+# password in C. ``%w`` is the plaintext password, SQL-escaped by Dovecot like every variable.
+_APP_PASSWORD = (
+    "LEFT JOIN app_password ap ON ap.account_id = a.id AND ap.revoked_at IS NULL "
+    f"AND ap.prefix = substr('%w', 1, {PREFIX_LENGTH}) "
+    f"AND substr('%w', {PREFIX_LENGTH + 1}, 1) = '-'"
+)
+
+
+def password_query(driver: str, *, web_password: bool = False) -> str:
+    """The passdb query for PLAIN/LOGIN, also the target check of master-user logins.
+
+    One row per account: the application password's hash when ``%w`` starts with one of the
+    account's active prefixes, else the account password's hash where it is allowed (see the
+    module's docstring), else NULL — a NULL password refuses a PLAIN/LOGIN ("no password
+    returned") but still lets a master-user login (the webmail) open the mailbox, for which
+    Dovecot skips the password check and only needs the row.
+    """
+    own = "a.kind = 'applicative'"
+    if web_password:  # MSS_IMAP_SMTP_WEB_PASSWORD
+        own = f"({own} OR NOT a.is_operator)"
     return (
-        "SELECT a.login AS \"user\", '{ARGON2ID}' || a.password_hash AS password "
+        "SELECT a.login AS \"user\", CASE "
+        "WHEN ap.id IS NOT NULL AND NOT a.is_operator THEN '{SHA256.HEX}' || ap.secret_hash "
+        f"WHEN {own} AND a.password_hash IS NOT NULL THEN '{{ARGON2ID}}' || a.password_hash "
+        "ELSE NULL END AS password "
         "FROM account a LEFT JOIN professional p ON p.id = a.professional_id "
+        f"{_APP_PASSWORD} "
         f"WHERE (a.login = '%u' OR {_NATIONAL_ID}) "
         "AND a.kind IN ('professional', 'applicative') AND a.state = 'active' "
-        f"AND a.password_hash IS NOT NULL AND {_NOT_LOCKED[driver]} AND {_OWN_MAILBOX} "
-        f"AND {_TLS_ONLY}"
+        f"AND {_NOT_LOCKED[driver]} AND {_OWN_MAILBOX} AND {_TLS_ONLY}"
     )
 
 

@@ -149,8 +149,12 @@ class TrustSpace:
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    # The shared trust space lets the demo password log in over IMAP/SMTP (the operator's
+    # setting MSS_IMAP_SMTP_WEB_PASSWORD): most tests are about something else. The default
+    # (off: application passwords only) is what tests/test_attacks_auth.py checks.
     values: dict[str, object] = {"imap_port": free_port(), "imaps_port": free_port(),
-                                 "demo_password": PASSWORD, "mailbox_quota_mb": 50}
+                                 "demo_password": PASSWORD, "mailbox_quota_mb": 50,
+                                 "imap_smtp_web_password": True}
     values.update(overrides)
     return Settings.load(data_dir=data_dir, environ={}, **values)
 

@@ -1,21 +1,50 @@
 """Attacks on authentication (issue #14, items 2 and 4), each through the real service.
 
+- Item 2: a personal mailbox's web password is not an IMAP/SMTP password. The real Dovecot and
+  the real gateway (``tests.gateway_fixtures``) with the default settings refuse it and take
+  application passwords; an operator never logs in over IMAP/SMTP with a password, even when
+  ``imap_smtp_web_password`` re-allows the web password for everybody else.
 - Item 4: wrong one-time codes must not be forgiven by a correct password (password → 4 wrong
   codes → password → 4 wrong codes … used to never lock).
 """
 
 from __future__ import annotations
 
+import base64
+import imaplib
+import json
 import re
+import shutil
+import smtplib
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pyotp
+import pytest
 from sqlalchemy import delete, select, update
 
 from core.audit import AuditRecord
-from core.db import utcnow
+from core.db import Database, utcnow
+from mailstore.credentials import master_credentials
+from tests.gateway_fixtures import (
+    GATEWAY_DEFAULTS,
+    Operator,
+    build_operator,
+    start_operator,
+    stop_operator,
+)
+from tests.mailstore_fixtures import TrustSpace, open_tempdir
 from tests.webmail_helpers import OPERATOR, OPERATOR_SEED, PASSWORD, Web, post
-from trust_space.models import Account
+from trust_space import app_passwords
+from trust_space.accounts import hash_password
+from trust_space.models import (
+    Account,
+    AccountKind,
+    AppPassword,
+    Mailbox,
+    MailboxKind,
+    MailboxState,
+)
 
 pytest_plugins = ["tests.webmail_fixtures"]
 MARIE = "marie.martin@mss.test"
@@ -112,3 +141,183 @@ def test_operator_totp_guesses_add_up_across_password_logins(web: Web) -> None:
                 ).status_code == 302
     assert post(client, "/connexion/code", {"code": right}).status_code == 302
     assert client.get("/operateur/inscriptions").status_code == 200
+
+
+# ---------------------------------------------------------------------- item 2: IMAP / SMTP
+EXPLOITANT = "exploitant@mss.test"  # an operator account that also has a published mailbox
+LPS = "lps.cabinetmartin@mss.test"
+
+
+def _add_operator_with_mailbox(space: TrustSpace) -> str:
+    """The worst case for the rule "operators never use a password over IMAP/SMTP": a mailbox
+    Dovecot would open, and an application password row written behind mss's back. Returns
+    that application password."""
+    password = f"opexploi-{'a' * app_passwords.SECRET_LENGTH}"
+    with space.db.transaction() as session:
+        box = Mailbox(address=EXPLOITANT, kind=MailboxKind.PERSONAL,
+                      state=MailboxState.PUBLISHED, display_name="Exploitant")
+        account = Account(login=EXPLOITANT, kind=AccountKind.PROFESSIONAL, is_operator=True,
+                          mailbox=box, password_hash=hash_password(PASSWORD), failed_attempts=0)
+        session.add_all([box, account])
+        session.flush()
+        session.add(AppPassword(account_id=account.id, name="forgé", prefix="opexploi",
+                                secret_hash=app_passwords.hash_app_password(password)))
+    return password
+
+
+@pytest.fixture(scope="module")
+def strict() -> Iterator[Operator]:
+    """mss.test with the default settings: application passwords only on IMAP/SMTP."""
+    root = open_tempdir("mss-attack-auth-")
+    space = build_operator(root, "mss.test", "Operateur Un", imap_smtp_web_password=False)
+    assert space.settings.imap_smtp_web_password is False
+    op = start_operator(space)
+    op.exploitant_password = _add_operator_with_mailbox(space)  # type: ignore[attr-defined]
+    yield op
+    stop_operator(op)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lenient(strict: Operator) -> Iterator[Operator]:
+    """A second installation on the same database with ``imap_smtp_web_password`` on."""
+    settings = strict.space.sibling_settings(imap_smtp_web_password=True, **GATEWAY_DEFAULTS)
+    shutil.copy(strict.settings.data_dir / "secret.key", settings.data_dir / "secret.key")
+    space = TrustSpace(settings, Database(settings.effective_database_url), strict.space.pki,
+                       strict.space.domain, cards=strict.space.cards)
+    op = start_operator(space)
+    yield op
+    stop_operator(op)
+
+
+@pytest.fixture(autouse=True)
+def _unlocked(request: pytest.FixtureRequest) -> None:
+    if "strict" in request.fixturenames:
+        space = request.getfixturevalue("strict").space
+        with space.db.transaction() as session:
+            session.execute(update(Account).where(Account.login != "louis.petit@mss.test")
+                            .values(failed_attempts=0, code_failures=0, locked_until=None))
+
+
+def _imap_login(op: Operator, login: str, password: str) -> bool:
+    conn = op.space.imaps()
+    try:
+        conn.login(login, password)
+    except imaplib.IMAP4.error:
+        conn.shutdown()
+        return False
+    try:
+        return conn.select("INBOX", readonly=True)[0] == "OK"
+    finally:
+        conn.logout()
+
+
+def _smtp_login(op: Operator, login: str, password: str) -> tuple[int, str]:
+    with smtplib.SMTP("127.0.0.1", op.port("submission"), timeout=30) as smtp:
+        smtp.starttls(context=op.client_context())
+        try:
+            code, text = smtp.login(login, password)
+        except smtplib.SMTPAuthenticationError as refused:
+            code, text = refused.smtp_code, refused.smtp_error
+        return code, text.decode()
+
+
+def _new_app_password(op: Operator, login: str, name: str) -> str:
+    with op.space.db.transaction() as session:
+        account = session.scalar(select(Account).where(Account.login == login))
+        assert account is not None
+        _row, password = app_passwords.create(session, account, name)
+    return password
+
+
+def test_the_web_password_alone_is_refused_on_imap_and_smtp(strict: Operator) -> None:
+    marie = strict.space.address("marie")
+    assert not _imap_login(strict, marie, PASSWORD)
+    assert not _imap_login(strict, "810000000001", PASSWORD)  # national id, same rule
+    code, text = _smtp_login(strict, marie, PASSWORD)
+    assert code == 535 and "mot de passe d'application" in text
+    with strict.space.db.transaction() as session:
+        account = session.scalar(select(Account).where(Account.login == marie))
+        assert account is not None and account.failed_attempts >= 1  # counted (gateway)
+        outcome = session.scalar(select(AuditRecord.outcome).where(
+            AuditRecord.action == "smtp.auth", AuditRecord.actor == marie)
+            .order_by(AuditRecord.id.desc()))
+    assert outcome == "authentication_failed"
+
+
+def test_an_app_password_works_until_it_is_revoked(strict: Operator) -> None:
+    marie = strict.space.address("marie")
+    password = _new_app_password(strict, marie, "Thunderbird bureau")
+    assert len(password) == 35 and password[8] == "-"
+    assert _imap_login(strict, marie, password)
+    assert _smtp_login(strict, marie, password)[0] == 235
+    assert not _imap_login(strict, marie, password[:-1] + ("b" if password[-1] != "b" else "c"))
+    with strict.space.db.transaction() as session:
+        row = session.scalar(select(AppPassword).where(AppPassword.name == "Thunderbird bureau"))
+        assert row is not None and row.last_used_at is not None
+        prefix = row.prefix
+        records = session.scalars(select(AuditRecord).where(
+            AuditRecord.action == "smtp.auth", AuditRecord.actor == marie)).all()
+        dumped = json.dumps([(r.outcome, r.request) for r in records], default=str)
+        account = session.scalar(select(Account).where(Account.login == marie))
+        assert account is not None
+        app_passwords.revoke(session, account, prefix)
+    assert password not in dumped and password[9:] not in dumped  # never the secret
+    assert "Thunderbird bureau" in dumped and prefix in dumped
+    assert not _imap_login(strict, marie, password)
+    assert _smtp_login(strict, marie, password)[0] == 535
+
+
+def test_one_account_s_app_password_does_not_open_another(strict: Operator) -> None:
+    password = _new_app_password(strict, strict.space.address("paul"), "Téléphone")
+    assert not _imap_login(strict, strict.space.address("julie"), password)
+    assert _smtp_login(strict, strict.space.address("julie"), password)[0] == 535
+    assert _imap_login(strict, strict.space.address("paul"), password)
+
+
+def test_wrong_app_passwords_lock_smtp_and_imap(strict: Operator) -> None:
+    emma = strict.space.address("emma")
+    password = _new_app_password(strict, emma, "Logiciel du cabinet")
+    for _ in range(strict.settings.login_max_failures):
+        assert _smtp_login(strict, emma, password[:9] + "x" * 26)[0] == 535
+    assert _smtp_login(strict, emma, password)[0] == 535  # locked: even the right one
+    assert not _imap_login(strict, emma, password)  # the same lock (Dovecot's WHERE)
+
+
+def test_an_operator_never_logs_in_with_a_password(strict: Operator, lenient: Operator) -> None:
+    forged = strict.exploitant_password  # type: ignore[attr-defined]
+    for op in (strict, lenient):
+        for password in (PASSWORD, forged):
+            assert not _imap_login(op, EXPLOITANT, password)
+            assert _smtp_login(op, EXPLOITANT, password)[0] == 535
+    with strict.space.db.transaction() as session:
+        account = session.scalar(select(Account).where(Account.login == EXPLOITANT))
+        assert account is not None
+        with pytest.raises(app_passwords.AppPasswordError) as refused:
+            app_passwords.create(session, account, "Thunderbird")
+    assert refused.value.code == "app_password_not_allowed"
+
+
+def test_the_setting_re_allows_the_web_password(strict: Operator, lenient: Operator) -> None:
+    julie = strict.space.address("julie")
+    assert not _imap_login(strict, julie, PASSWORD)
+    assert _imap_login(lenient, julie, PASSWORD)
+    assert _smtp_login(lenient, julie, PASSWORD)[0] == 235
+    assert _smtp_login(strict, julie, PASSWORD)[0] == 535
+
+
+def test_practice_software_and_the_webmail_keep_their_credentials(strict: Operator) -> None:
+    # An applicative account has no web log-in: its password is its IMAP/SMTP credential.
+    assert _imap_login(strict, LPS, PASSWORD)
+    assert _smtp_login(strict, LPS, PASSWORD)[0] == 235
+    # The webmail opens a mailbox as Dovecot's master user (the target check still passes)…
+    creds = master_credentials(strict.settings)
+    assert _imap_login(strict, creds.login_for(strict.space.address("marie")), creds.secret)
+    # …and submits as its service account for a user (PLAIN with an authzid).
+    service = f"webmail@{strict.space.domain}"
+    secret = (strict.settings.data_dir / "webmail.secret").read_text().strip()
+    with smtplib.SMTP("127.0.0.1", strict.port("submission"), timeout=30) as smtp:
+        smtp.starttls(context=strict.client_context())
+        smtp.ehlo()
+        blob = base64.b64encode(f"marie.martin@mss.test\0{service}\0{secret}".encode())
+        assert smtp.docmd("AUTH", f"PLAIN {blob.decode()}")[0] == 235

@@ -145,6 +145,22 @@ def _record_failure(account: Account, now: datetime, max_failures: int,
         account.locked_until = now + timedelta(minutes=lock_minutes)
 
 
+def open_expired_lock(account: Account, now: datetime) -> None:
+    """Refuse while the account is locked; once the lock has expired, clear it and start both
+    counters (passwords, one-time codes) again.
+
+    Raises:
+        AccountLocked: ``now`` is inside the lock window.
+    """
+    if account.locked_until is None:
+        return
+    if account.locked_until > now:
+        raise AccountLocked(account.locked_until)
+    account.locked_until = None
+    account.failed_attempts = 0
+    account.code_failures = 0
+
+
 def authenticate_password(
     session: Session,
     login: str,
@@ -183,12 +199,7 @@ def authenticate_password(
     if account is None or not account.password_hash:
         _burn_time(password)
         raise AuthenticationFailed()
-    if account.locked_until is not None:
-        if account.locked_until > now:
-            raise AccountLocked(account.locked_until)
-        account.locked_until = None  # the lock expired: both counters start again
-        account.failed_attempts = 0
-        account.code_failures = 0
+    open_expired_lock(account, now)
     if not verify_password(account.password_hash, password):
         _record_failure(account, now, max_failures, lock_minutes)
         session.flush()
