@@ -26,7 +26,15 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, syntax
+from aiosmtpd.smtp import (
+    MISSING,
+    SMTP,
+    AuthResult,
+    Envelope,
+    Session,
+    TLSSetupException,
+    syntax,
+)
 
 from core import audit
 from gateway import accept, auth, pipeline, queue, tls
@@ -40,10 +48,15 @@ T = TypeVar("T")
 
 
 class _QuietLegacy(logging.Filter):
-    """aiosmtpd 1.4 warns on every AUTH that it sets its deprecated ``login_data`` itself."""
+    """aiosmtpd 1.4 warns on every AUTH that it sets its deprecated ``login_data`` itself,
+    and on every relay connection that the relay requires a client certificate (it must:
+    mutual TLS between operators)."""
+
+    _EXPECTED = ("login_data is deprecated", "tls_context.verify_mode not in")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "login_data is deprecated" not in record.getMessage()
+        message = record.getMessage()
+        return not any(expected in message for expected in self._EXPECTED)
 
 
 logging.getLogger("mail.log").addFilter(_QuietLegacy())
@@ -153,7 +166,17 @@ class GatewaySmtp(SMTP):
         if self.ssl_object is not None:
             await self.push("503 5.5.1 Session deja en TLS / TLS already active")
             return
-        await super().smtp_STARTTLS(arg)
+        try:
+            await super().smtp_STARTTLS(arg)
+        except TLSSetupException as error:
+            # A client that cannot or will not negotiate TLS (garbage, TLS 1.0, a scanner) is
+            # not an internal error: one line, no traceback; then the connection is closed,
+            # as aiosmtpd does for this exception (no reply can be sent on a broken TLS layer).
+            log.warning("négociation TLS (STARTTLS) échouée avec %s : %s",
+                        _ip(self.session), _tls_reason(error))
+            if self.transport is not None:
+                self.transport.close()
+            self.connection_lost(error)
 
 
 def replies(hook: Callable[..., Awaitable[str]]) -> Callable[..., Awaitable[str]]:
@@ -230,6 +253,12 @@ def _who(session: Session) -> auth.Authenticated:
     if not isinstance(data, auth.Authenticated):
         raise LocalFailure("Session sans authentification / unauthenticated session")
     return data
+
+
+def _tls_reason(error: BaseException) -> str:
+    """Why a TLS handshake failed, in OpenSSL's words (``WRONG_VERSION_NUMBER``…)."""
+    cause = error.__cause__ or error
+    return str(getattr(cause, "reason", None) or type(cause).__name__)
 
 
 def _ip(session: Session | None) -> str:
