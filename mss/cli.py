@@ -89,6 +89,9 @@ def demo_cmd(ctx: click.Context, domain: str | None) -> None:
         click.echo(f"Clé TOTP de l'opérateur (application d'authentification) : "
                    f"{report.operator_totp}")
     click.echo(f"Certificats de démonstration (PEM) : {report.files[0].parent}/")
+    if report.app_password_file is not None:
+        click.echo(f"Mot de passe d'application IMAP/SMTP (client de messagerie) : "
+                   f"{report.app_password_file}")
 
 
 @main.command("run")
@@ -129,6 +132,8 @@ def _print_logins(app: App) -> None:
         click.echo(f"  {login}")
     s = app.settings
     click.echo(f"Certificats de carte pour le navigateur : {s.demo_dir}/<adresse>.crt|.key")
+    for path in sorted(s.demo_dir.glob("*.app-password")):
+        click.echo(f"Mot de passe d'application IMAP/SMTP de {path.name[:-13]} : {path}")
     totp = s.demo_dir / "operator-totp.txt"
     if totp.exists():
         click.echo(f"Clé TOTP de l'opérateur : {totp.read_text().strip()}")

@@ -1,4 +1,5 @@
-"""`mss account`: registrations awaiting validation, operator accounts, unlocking."""
+"""`mss account`: registrations awaiting validation, operator accounts, unlocking,
+application passwords."""
 
 from __future__ import annotations
 
@@ -142,3 +143,74 @@ def account_unlock(ctx: click.Context, login: str) -> None:
         audit.record(session, actor="mss-cli", action="account.unlock", target=found.login,
                      outcome="ok")
     click.echo(f"Compte {found.login} débloqué.")
+
+
+@account.group("app-password")
+def app_password() -> None:
+    """Mots de passe d'application (IMAP/SMTP) : créer, lister, révoquer."""
+
+
+def _account_of(session: Session, login: str):  # type: ignore[no-untyped-def]
+    from trust_space.accounts import find_account
+
+    found = find_account(session, login)
+    if found is None:
+        raise NotFound(f"compte inconnu : « {login} »")
+    return found
+
+
+@app_password.command("create")
+@click.argument("login")
+@click.option("--name", required=True, help="L'appareil ou le logiciel, ex. « Thunderbird ».")
+@click.pass_context
+def app_password_create(ctx: click.Context, login: str, name: str) -> None:
+    """Crée un mot de passe d'application pour LOGIN et l'affiche une seule fois."""
+    from trust_space import app_passwords
+
+    app = _app(ctx)
+    with app.db.transaction() as session:
+        found = _account_of(session, login)
+        row, password = app_passwords.create(session, found, name)
+        audit.record(session, actor="mss-cli", action="account.app_password.create",
+                     target=found.login, outcome="ok",
+                     request={"name": row.name, "prefix": row.prefix})
+    click.echo(f"Mot de passe d'application « {row.name} » pour {found.login} "
+               f"(préfixe {row.prefix}) :")
+    click.echo(password)
+    click.echo("Il ne sera plus affiché : copiez-le dans le logiciel (IMAP et SMTP).", err=True)
+
+
+@app_password.command("list")
+@click.argument("login")
+@click.pass_context
+def app_password_list(ctx: click.Context, login: str) -> None:
+    """Liste les mots de passe d'application actifs de LOGIN (jamais leur secret)."""
+    from trust_space import app_passwords
+
+    app = _app(ctx)
+    with app.db.transaction() as session:
+        rows = app_passwords.active(session, _account_of(session, login))
+        for row in rows:
+            used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "jamais"
+            click.echo(f"{row.prefix}  {row.created_at:%Y-%m-%d %H:%M}  "
+                       f"utilisé : {used:16}  {row.name}")
+        if not rows:
+            click.echo("Aucun mot de passe d'application actif.")
+
+
+@app_password.command("revoke")
+@click.argument("login")
+@click.argument("prefix_or_name")
+@click.pass_context
+def app_password_revoke(ctx: click.Context, login: str, prefix_or_name: str) -> None:
+    """Révoque le mot de passe d'application PREFIX_OR_NAME (préfixe ou nom) de LOGIN."""
+    from trust_space import app_passwords
+
+    app = _app(ctx)
+    with app.db.transaction() as session:
+        found = _account_of(session, login)
+        row = app_passwords.revoke(session, found, prefix_or_name)
+        audit.record(session, actor="mss-cli", action="account.app_password.revoke",
+                     target=found.login, outcome="ok",
+                     request={"name": row.name, "prefix": row.prefix})
+    click.echo(f"Mot de passe d'application « {row.name} » ({row.prefix}) révoqué.")

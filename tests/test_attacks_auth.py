@@ -16,15 +16,18 @@ import json
 import re
 import shutil
 import smtplib
+import ssl
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pyotp
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import create_engine, delete, select, text, update
 
 from core.audit import AuditRecord
 from core.db import Database, utcnow
+from core.settings import Settings
 from mailstore.credentials import master_credentials
 from tests.gateway_fixtures import (
     GATEWAY_DEFAULTS,
@@ -321,3 +324,84 @@ def test_practice_software_and_the_webmail_keep_their_credentials(strict: Operat
         smtp.ehlo()
         blob = base64.b64encode(f"marie.martin@mss.test\0{service}\0{secret}".encode())
         assert smtp.docmd("AUTH", f"PLAIN {blob.decode()}")[0] == 235
+
+
+# ---------------------------------------------------------------------- the CLI and the demo
+@pytest.fixture(scope="module")
+def demo_dir() -> Iterator[Path]:
+    from tests.test_cli import mss
+
+    root = open_tempdir("mss-attack-auth-demo-")
+    result = mss(root, "demo")
+    assert result.returncode == 0, result.stderr
+    assert "Mot de passe d'application IMAP/SMTP" in result.stdout
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_demo_gives_marie_an_app_password_for_a_real_imap_client(demo_dir: Path) -> None:
+    from mailstore.service import DovecotService
+    from tests.mailstore_fixtures import TEST_OPTIONS, free_port
+    from tests.test_cli import mss
+
+    path = demo_dir / "demo" / "marie.martin@mss.test.app-password"
+    assert path.stat().st_mode & 0o777 == 0o600
+    password = path.read_text().strip()
+    assert password not in mss(demo_dir, "demo").stdout  # shown as a path, never in clear
+    assert path.read_text().strip() == password  # the rerun kept it
+    settings = Settings.load(data_dir=demo_dir, environ={}, imap_port=free_port(),
+                             imaps_port=free_port())
+    db = Database(settings.effective_database_url)
+    dovecot = DovecotService(settings, db, options=TEST_OPTIONS)
+    dovecot.start()
+    try:
+        context = ssl.create_default_context(cafile=str(settings.pki_dir / "ca.pem"))
+        context.check_hostname = False
+        for secret, works in ((password, True), ((demo_dir / "demo-password").read_text(), False)):
+            conn = imaplib.IMAP4_SSL("127.0.0.1", settings.imaps_port, ssl_context=context,
+                                     timeout=10)
+            try:
+                assert conn.login("marie.martin@mss.test", secret.strip())[0] == "OK"
+                assert works
+                conn.logout()
+            except imaplib.IMAP4.error:
+                conn.shutdown()
+                assert not works
+    finally:
+        dovecot.stop()
+        db.dispose()
+
+
+def test_cli_creates_lists_and_revokes_app_passwords(demo_dir: Path) -> None:
+    from tests.test_cli import assert_clean_error, mss
+
+    login = "paul.durand@mss.test"
+    created = mss(demo_dir, "account", "app-password", "create", login, "--name",
+                  "Logiciel du cabinet")
+    assert created.returncode == 0, created.stderr
+    password = created.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"[a-z2-9]{8}-[a-z2-9]{26}", password)
+    prefix = password[:8]
+    listed = mss(demo_dir, "account", "app-password", "list", login).stdout
+    assert prefix in listed and "Logiciel du cabinet" in listed and "jamais" in listed
+    assert password[9:] not in listed
+    assert_clean_error(mss(demo_dir, "account", "app-password", "create", login, "--name",
+                           "logiciel du CABINET"), "déjà")
+    assert_clean_error(mss(demo_dir, "account", "app-password", "create",
+                           "operateur@mss.test", "--name", "x"), "opérateur")
+    assert_clean_error(mss(demo_dir, "account", "app-password", "create", "nobody@mss.test",
+                           "--name", "x"), "compte inconnu")
+    assert_clean_error(mss(demo_dir, "account", "app-password", "create", login, "--name",
+                           " "), "nom")
+    revoked = mss(demo_dir, "account", "app-password", "revoke", login, prefix)
+    assert revoked.returncode == 0 and "révoqué" in revoked.stdout
+    assert prefix not in mss(demo_dir, "account", "app-password", "list", login).stdout
+    assert_clean_error(mss(demo_dir, "account", "app-password", "revoke", login, prefix),
+                       "Aucun mot de passe d'application actif")
+    engine = create_engine(f"sqlite:///{demo_dir / 'mss.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT action, request FROM audit_record WHERE target = :t "
+                                 "AND action LIKE 'account.app_password.%'"), {"t": login}).all()
+    engine.dispose()
+    assert [r[0] for r in rows] == ["account.app_password.create", "account.app_password.revoke"]
+    assert all(prefix in r[1] and password[9:] not in r[1] for r in rows)

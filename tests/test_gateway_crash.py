@@ -180,7 +180,9 @@ def runner_settings(op: Operator, **extra: object) -> dict[str, object]:
             # machine never sees a live worker's batch taken over (leases are 120 s by default).
             "rate_limit_per_minute": 0, "queue_lease_seconds": 10, "retry_base_seconds": 1,
             "queue_workers": 4, "imap_port": op.settings.imap_port,
-            "imaps_port": op.settings.imaps_port, **extra}
+            "imaps_port": op.settings.imaps_port,
+            "imap_smtp_web_password": True,  # these tests submit with the demo password
+            **extra}
 
 
 # A connection cut by SIGKILL in the middle of STARTTLS leaves aiosmtplib's raw transport to

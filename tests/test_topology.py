@@ -44,7 +44,9 @@ class Topology:
         self.base.update(MSS_DATA_DIR=str(data), MSS_DATABASE_URL=database_url,
                          MSS_DEMO_PASSWORD=PASSWORD, MSS_IMAP_PORT=str(free_port()),
                          MSS_IMAPS_PORT=str(free_port()), MSS_WEB_PORT=str(free_port()),
-                         MSS_RATE_LIMIT_PER_MINUTE="0", MSS_RETRY_BASE_SECONDS="1")
+                         MSS_RATE_LIMIT_PER_MINUTE="0", MSS_RETRY_BASE_SECONDS="1",
+                         # about the topology, not the credentials: the demo password on SMTP
+                         MSS_IMAP_SMTP_WEB_PASSWORD="1")
         self.procs: list[subprocess.Popen[str]] = []
         self.submission: list[int] = []
 

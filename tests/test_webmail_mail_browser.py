@@ -78,7 +78,7 @@ def site() -> Iterator[Site]:
                                             "relay_port", "imap_port", "imaps_port")}
     settings = Settings.load(data_dir=root / "data", environ={}, demo_password=PASSWORD,
                              listen_address="127.0.0.1", hostname="localhost", metrics_port=0,
-                             retry_base_seconds=3600, **ports)
+                             retry_base_seconds=3600, imap_smtp_web_password=True, **ports)
     app = App(settings)
     report = setup_demo(app)
     seed = _operator_and_peer(app, getattr(report, "operator_totp", ""))
