@@ -75,19 +75,21 @@ def init_cmd(ctx: click.Context, domain: str | None) -> None:
 @click.pass_context
 def demo_cmd(ctx: click.Context, domain: str | None) -> None:
     """Crée l'espace de confiance de démonstration (idempotent)."""
-    from mss.demo import DEMO_PIN, setup_demo
+    from mss.demo import DEMO_PIN, demo_password_file, operator_totp_file, setup_demo
 
-    report = setup_demo(app_of(ctx, domain=domain))
+    app = app_of(ctx, domain=domain)
+    report = setup_demo(app)
     click.echo(f"Espace de démonstration prêt pour {report.domain}.")
+    # Secrets are not printed (this output ends up in service logs): where to read them.
     note = (" (généré ; fixez MSS_DEMO_PASSWORD pour le choisir)"
-            if report.password_generated else "")
-    click.echo(f"Mot de passe de tous les comptes : {report.password}{note}")
+            if report.password_generated else " (celui de MSS_DEMO_PASSWORD)")
+    click.echo(f"Mot de passe de tous les comptes : dans {demo_password_file(app)}{note}")
     for login, desc in report.accounts:
         click.echo(f"  {login:40} {desc}")
     click.echo(f"Cartes CPS (SoftHSM2, PIN {DEMO_PIN}) : {', '.join(report.cards)}")
     if report.operator_totp:
-        click.echo(f"Clé TOTP de l'opérateur (application d'authentification) : "
-                   f"{report.operator_totp}")
+        click.echo(f"Clé TOTP de l'opérateur (application d'authentification) : dans "
+                   f"{operator_totp_file(app)}")
     click.echo(f"Certificats de démonstration (PEM) : {report.files[0].parent}/")
     if report.app_password_file is not None:
         click.echo(f"Mot de passe d'application IMAP/SMTP (client de messagerie) : "
@@ -121,12 +123,13 @@ def run_cmd(ctx: click.Context, role: str) -> None:
 
 
 def _print_logins(app: App) -> None:
-    from mss.demo import DEMO_PIN, demo_logins
+    from mss.demo import DEMO_PIN, demo_logins, demo_password_file, operator_totp_file
 
     logins = demo_logins(app)
     if not logins:
         return
-    click.echo(f"Comptes de démonstration (mot de passe : {logins[0][1]}, "
+    # Never the secrets themselves (this banner ends up in service logs): their 0600 files.
+    click.echo(f"Comptes de démonstration (mot de passe dans {demo_password_file(app)}, "
                f"PIN des cartes : {DEMO_PIN}) :")
     for login, _pw in logins:
         click.echo(f"  {login}")
@@ -134,9 +137,9 @@ def _print_logins(app: App) -> None:
     click.echo(f"Certificats de carte pour le navigateur : {s.demo_dir}/<adresse>.crt|.key")
     for path in sorted(s.demo_dir.glob("*.app-password")):
         click.echo(f"Mot de passe d'application IMAP/SMTP de {path.name[:-13]} : {path}")
-    totp = s.demo_dir / "operator-totp.txt"
+    totp = operator_totp_file(app)
     if totp.exists():
-        click.echo(f"Clé TOTP de l'opérateur : {totp.read_text().strip()}")
+        click.echo(f"Clé TOTP de l'opérateur : dans {totp}")
     if not s.smarthost:
         click.echo(f"Codes à usage unique : e-mails dans {s.data_dir / 'spool' / 'mail'}, "
                    f"SMS dans {s.sms_spool_dir or s.data_dir / 'spool' / 'sms'}")

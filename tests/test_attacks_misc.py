@@ -1,12 +1,17 @@
 """Attacks on the edges of mss (issue #14, item 10), each through the real service: a client
-that breaks the TLS handshake after STARTTLS (one WARNING line, no ERROR, no traceback)."""
+that breaks the TLS handshake after STARTTLS (one WARNING line, no ERROR, no traceback); the
+demo's secrets kept out of the `mss demo` / `mss run` output."""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
+import stat
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +82,54 @@ def test_garbage_on_the_implicit_tls_port_logs_no_error(
     time.sleep(0.3)
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert "Traceback" not in caplog.text
+
+
+# ---------------------------------------------------------------- secrets in the banners
+def _mss(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSS_")}
+    return subprocess.run([sys.executable, "-m", "mss.cli", "--data-dir", str(data_dir), *args],
+                          capture_output=True, text=True, env=env, timeout=300,
+                          cwd=Path(__file__).parent.parent)
+
+
+def test_demo_and_run_banners_name_the_secret_files_not_the_secrets(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mss demo` then the `mss run` banner: the generated password and the operator's TOTP
+    seed are in their 0600 files, and appear in neither output (which goes to service
+    logs); a file left readable by others by an older version is made 0600 again."""
+    from core.settings import Settings
+    from mss.app import App
+    from mss.cli import _print_logins
+
+    data = tmp_path / "data"
+    first = _mss(data, "demo")
+    assert first.returncode == 0, first.stderr
+    password_file, seed_file = data / "demo-password", data / "demo" / "operator-totp.txt"
+    password, seed = password_file.read_text().strip(), seed_file.read_text().strip()
+    assert len(password) >= 12 and len(seed) >= 16
+    for path in (password_file, seed_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    output = first.stdout + first.stderr
+    assert password not in output and seed not in output
+    assert str(password_file) in first.stdout and str(seed_file) in first.stdout
+
+    password_file.chmod(0o644)
+    seed_file.chmod(0o644)
+    again = _mss(data, "demo")
+    assert again.returncode == 0, again.stderr
+    assert password not in again.stdout + again.stderr and seed not in again.stdout
+    assert password_file.read_text().strip() == password  # idempotent: the same secrets
+    assert seed_file.read_text().strip() == seed
+    for path in (password_file, seed_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    app = App(Settings.load(data_dir=data, environ={}))
+    try:
+        capsys.readouterr()
+        _print_logins(app)
+        banner = capsys.readouterr().out
+    finally:
+        app.close()
+    assert "marie.martin@mss.test" in banner and "PIN des cartes" in banner
+    assert str(password_file) in banner and str(seed_file) in banner
+    assert password not in banner and seed not in banner

@@ -36,7 +36,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("demo")
     result = mss(data, "demo")
     assert result.returncode == 0, result.stderr
-    assert "marie.martin@mss.test" in result.stdout and PASSWORD in result.stdout
+    assert "marie.martin@mss.test" in result.stdout and PASSWORD not in result.stdout
+    assert str(data / "demo-password") in result.stdout  # where to read it (issue #14)
     return data
 
 
