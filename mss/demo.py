@@ -273,10 +273,7 @@ def _demo_app_password(app: App, session: Session, prof: Professional) -> Path:
     audit.record(session, actor="mss-cli", action="account.app_password.create",
                  target=account.login, outcome="ok",
                  request={"name": row.name, "prefix": row.prefix})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
+    write_secret(path, password + "\n")
     return path
 
 

@@ -405,3 +405,79 @@ def test_cli_creates_lists_and_revokes_app_passwords(demo_dir: Path) -> None:
     engine.dispose()
     assert [r[0] for r in rows] == ["account.app_password.create", "account.app_password.revoke"]
     assert all(prefix in r[1] and password[9:] not in r[1] for r in rows)
+
+
+# ---------------------------------------------------------------------- Mon compte (HTTP)
+APP_PAGE = "/compte/mots-de-passe-application"
+
+
+def _login_marie(web: Web):  # type: ignore[no-untyped-def]
+    from tests.webmail_helpers import login
+
+    client = web.client()
+    login(web, client)
+    return client
+
+
+def test_mon_compte_creates_an_app_password_after_re_authentication(web: Web) -> None:
+    client = _login_marie(web)
+    assert "Mots de passe d'application" in client.get(APP_PAGE).get_data(as_text=True)
+    wrong = post(client, APP_PAGE, {"name": "Thunderbird", "password": "Faux-Passw0rd"})
+    assert wrong.status_code == 401 and "Mot de passe incorrect" in _text(wrong)
+    assert _account(web, MARIE).failed_attempts == 1  # counted like at the log-in page
+    missing = post(client, APP_PAGE, {"name": "Thunderbird"})
+    assert missing.status_code == 401
+    assert client.post(APP_PAGE, data={"name": "x", "password": PASSWORD}).status_code == 400
+    made = post(client, APP_PAGE, {"name": "Thunderbird", "password": PASSWORD})
+    page = made.get_data(as_text=True)
+    assert made.status_code == 200 and "il ne sera plus jamais affiché" in page
+    secret = re.search(r'id="app-password-secret">([a-z2-9]{8}-[a-z2-9]{26})<', page)
+    assert secret is not None
+    assert str(web.space.settings.imaps_port) in page and "marie.martin@mss.test" in page
+    again = client.get(APP_PAGE).get_data(as_text=True)
+    assert secret.group(1) not in again and secret.group(1)[:8] in again  # once only
+    assert made.headers["Cache-Control"] == "no-store"
+    with web.space.db.transaction() as session:
+        requests = session.scalars(select(AuditRecord.request).where(
+            AuditRecord.action == "account.app_password.create",
+            AuditRecord.target == MARIE)).all()
+    assert any(secret.group(1)[:8] in r for r in requests)
+    assert not any(secret.group(1)[9:] in r for r in requests)
+    # An application password is for IMAP/SMTP only: it does not open the webmail.
+    refused = post(web.client(), "/connexion", {"identifier": MARIE, "password": secret.group(1)})
+    assert refused.status_code == 401
+
+
+def test_mon_compte_revokes_after_confirmation_and_only_its_own(web: Web) -> None:
+    client = _login_marie(web)
+    made = post(client, APP_PAGE, {"name": "Logiciel du cabinet", "password": PASSWORD})
+    prefix = re.search(r'id="app-password-secret">([a-z2-9]{8})-', made.get_data(as_text=True))
+    assert prefix is not None
+    confirm = f"{APP_PAGE}/{prefix.group(1)}/revoquer"
+    assert "Révoquer « Logiciel du cabinet » ?" in client.get(confirm).get_data(as_text=True)
+    assert client.post(confirm, data={}).status_code == 400  # no CSRF token
+    julie = web.client()
+    from tests.webmail_helpers import login
+
+    login(web, julie, "julie")
+    assert julie.get(confirm).status_code == 404  # Marie's prefix is nobody's for Julie
+    assert post(julie, APP_PAGE, {}, action=confirm).status_code == 404
+    done = post(client, confirm, {})
+    assert done.status_code == 302
+    listing = client.get(APP_PAGE).get_data(as_text=True)
+    assert "révoqué" in listing and f"<code>{prefix.group(1)}</code>" not in listing
+    with web.space.db.transaction() as session:
+        row = session.scalar(select(AppPassword).where(AppPassword.prefix == prefix.group(1)))
+        assert row is not None and row.revoked_at is not None
+
+
+def test_an_operator_gets_no_app_password_form(web: Web) -> None:
+    from tests.webmail_helpers import login_operator
+
+    client = web.client()
+    login_operator(web, client)
+    page = client.get(APP_PAGE).get_data(as_text=True)
+    assert "ne se connectent jamais en IMAP/SMTP" in page and 'name="name"' not in page
+    refused = post(client, APP_PAGE, {"name": "x", "password": PASSWORD},
+                   action=APP_PAGE)
+    assert refused.status_code == 400

@@ -1,21 +1,26 @@
 """Mon compte: overview, password, one-time-code channel (with TOTP enrolment), preferences
-(notifications, directory, dématérialisation) and active sessions. Every change is audited,
-without the values that are secret (passwords, seeds, codes)."""
+(notifications, directory, dématérialisation), application passwords (IMAP/SMTP) and active
+sessions. Every change is audited, without the values that are secret (passwords, seeds,
+codes)."""
 
 from __future__ import annotations
 
 import io
 
 import segno
-from flask import Blueprint, Flask, flash, redirect, render_template, session, url_for
+from flask import Blueprint, Flask, abort, flash, redirect, render_template, session, url_for
 from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, Length, Optional
 
 from core.db import utcnow
-from trust_space.accounts import set_password, verify_password
-from trust_space.models import Account, Delegation, Mailbox, MailboxKind, OtpChannel
+from trust_space import app_passwords
+from trust_space.accounts import _record_failure, set_password, verify_password
+from trust_space.models import Account, AppPassword, Delegation, Mailbox, MailboxKind, OtpChannel
 from webmail import otp
 from webmail.context import mss, record
 from webmail.forms import (
@@ -220,3 +225,99 @@ def _keep_current() -> bool:
     from flask import request
 
     return request.form.get("scope") == "others"
+
+
+# ---------------------------------------------------------------- application passwords
+class AppPasswordForm(FlaskForm):
+    """A new application password: the device's name, and the web password again (unless
+    this session was opened with the CPS card) — creating an IMAP/SMTP credential is a
+    sensitive change, so a stolen open session is not enough."""
+
+    name = StringField("Nom de l'appareil ou du logiciel", validators=[
+        DataRequired(message="Ce champ est obligatoire."),
+        Length(max=app_passwords.NAME_MAX, message=f"{app_passwords.NAME_MAX} caractères au "
+                                                    "plus.")],
+        description="Par exemple « Thunderbird bureau » ou « Logiciel du cabinet ».")
+    password = PasswordField("Votre mot de passe (confirmation)",
+                             validators=[Optional(), Length(max=256)])
+
+
+def _card_session() -> bool:
+    return session.get("login_method") == "card"
+
+
+def _app_passwords_page(db: Session, account: Account, form: AppPasswordForm, *,
+                        created: tuple[AppPassword, str] | None = None,
+                        status: int = 200) -> Response:
+    s = mss().settings
+    html = render_template(
+        "account/app_passwords.html", section="app_passwords", form=form, account=account,
+        rows=app_passwords.active(db, account), created=created, card=_card_session(),
+        allowed=app_passwords.may_have_app_passwords(account), host=s.hostname,
+        ports={"imaps": s.imaps_port, "imap": s.imap_port, "smtps": s.submissions_port,
+               "smtp": s.submission_port}, revoke_form=EmptyForm())
+    return Response(html, status=status, mimetype="text/html")
+
+
+@bp.get("/mots-de-passe-application")
+def app_password_list() -> Response:
+    with mss().db.transaction() as db:
+        return _app_passwords_page(db, _account(db), AppPasswordForm(formdata=None))
+
+
+@bp.post("/mots-de-passe-application")
+def app_password_create() -> Response:
+    form = AppPasswordForm()
+    with mss().db.transaction() as db:
+        account = _account(db)
+        if not form.validate_on_submit():
+            return _app_passwords_page(db, account, form, status=400)
+        if not _card_session() and not (account.password_hash and verify_password(
+                account.password_hash, form.password.data or "")):
+            s = mss().settings  # a wrong password counts, like at the log-in page
+            _record_failure(account, utcnow(), s.login_max_failures, s.login_lock_minutes)
+            record(db, "account.app_password.create", "wrong_password", target=account.login)
+            form.password.errors = ["Mot de passe incorrect."]
+            return _app_passwords_page(db, account, form, status=401)
+        try:
+            row, secret = app_passwords.create(db, account, form.name.data or "")
+        except app_passwords.AppPasswordError as exc:
+            form.name.errors = [exc.message]
+            return _app_passwords_page(db, account, form, status=400)
+        record(db, "account.app_password.create", "ok", target=account.login, name=row.name,
+               prefix=row.prefix)
+        # Shown in this answer only (no redirect: it must not travel through the session).
+        return _app_passwords_page(db, account, AppPasswordForm(formdata=None),
+                                   created=(row, secret))
+
+
+def _own_row(db: Session, account: Account, prefix: str) -> AppPassword:
+    """The account's active application password with this prefix, else 404 (another
+    account's prefix is "not found" too)."""
+    try:
+        return app_passwords.find(db, account, prefix)
+    except app_passwords.AppPasswordError:
+        abort(404)
+
+
+@bp.get("/mots-de-passe-application/<prefix>/revoquer")
+def app_password_confirm(prefix: str) -> str:
+    with mss().db.transaction() as db:
+        row = _own_row(db, _account(db), prefix)
+        return render_template("account/app_password_revoke.html", row=row, form=EmptyForm(),
+                               section="app_passwords")
+
+
+@bp.post("/mots-de-passe-application/<prefix>/revoquer")
+def app_password_revoke(prefix: str) -> Response:
+    with mss().db.transaction() as db:
+        account = _account(db)
+        row = _own_row(db, account, prefix)
+        if not EmptyForm().validate_on_submit():
+            abort(400)
+        app_passwords.revoke(db, account, row.prefix)
+        record(db, "account.app_password.revoke", "ok", target=account.login, name=row.name,
+               prefix=row.prefix)
+        flash(f"Le mot de passe d'application « {row.name} » est révoqué : il ne permet plus "
+              "de se connecter.", "success")
+    return redirect(url_for("account.app_password_list"))
