@@ -481,3 +481,110 @@ def test_an_operator_gets_no_app_password_form(web: Web) -> None:
     refused = post(client, APP_PAGE, {"name": "x", "password": PASSWORD},
                    action=APP_PAGE)
     assert refused.status_code == 400
+
+
+# ---------------------------------------------------------------------- Mon compte (browser)
+@pytest.fixture(scope="module")
+def running_demo() -> Iterator[tuple[str, Settings, object]]:
+    """``mss run`` (all roles) on a fresh demo data directory, default settings, with a real
+    SMTP sink as the smarthost (the one-time codes go there)."""
+    import threading
+
+    from aiosmtpd.controller import Controller
+
+    from mss.app import App
+    from mss.demo import setup_demo
+    from mss.run import run
+    from tests.webmail_browser_support import Sink, free_port
+
+    root = open_tempdir("mss-attack-auth-browser-")
+    sink, smtp_port = Sink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    ports = {name: free_port() for name in ("web_port", "submission_port", "submissions_port",
+                                            "relay_port", "imap_port", "imaps_port")}
+    settings = Settings.load(data_dir=root / "data", environ={}, demo_password=PASSWORD,
+                             listen_address="127.0.0.1", hostname="localhost", metrics_port=0,
+                             smarthost=f"127.0.0.1:{smtp_port}", **ports)
+    assert settings.imap_smtp_web_password is False
+    app = App(settings)
+    setup_demo(app)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=run, args=(app, "all"),
+                              kwargs={"ready": lambda _s: ready.set(), "stop_event": stop})
+    thread.start()
+    assert ready.wait(60), "mss run did not start"
+    yield f"https://localhost:{settings.web_port}", settings, sink
+    stop.set()
+    thread.join(30)
+    controller.stop()
+    app.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _imaps_login(settings: Settings, login: str, password: str) -> bool:
+    context = ssl.create_default_context(cafile=str(settings.pki_dir / "ca.pem"))
+    conn = imaplib.IMAP4_SSL("localhost", settings.imaps_port, ssl_context=context, timeout=10)
+    try:
+        conn.login(login, password)
+    except imaplib.IMAP4.error:
+        conn.shutdown()
+        return False
+    ok = conn.select("INBOX", readonly=True)[0] == "OK"
+    conn.logout()
+    return ok
+
+
+def test_browser_creates_an_app_password_that_imap_accepts(running_demo) -> None:  # type: ignore[no-untyped-def]
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from tests.webmail_browser_support import wait
+
+    url, settings, sink = running_demo
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("chromium absent")
+    assert not _imaps_login(settings, MARIE, PASSWORD)  # the web password alone: refused
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        context = browser.new_context(ignore_https_errors=True, locale="fr-FR")
+        context.set_default_timeout(15_000)
+        page = context.new_page()
+        page.goto(url + "/connexion")
+        page.fill("#identifier", MARIE)
+        page.fill("#password", PASSWORD)
+        page.click("button:has-text('Continuer')")
+        page.wait_for_url("**/connexion/code")
+        mail = wait(lambda: [m for _rcpt, m in sink.messages])  # the only code sent
+        body = mail[-1].get_payload(decode=True).decode()
+        page.fill("#code", re.search(r"\b(\d{6})\b", body).group(1))  # type: ignore[union-attr]
+        page.click("button:has-text('Valider')")
+        page.wait_for_url(lambda address: "/connexion" not in address)
+        page.goto(url + "/compte")
+        page.click("a:has-text(\"Mots de passe d'application\")")
+        page.wait_for_url("**/compte/mots-de-passe-application")
+        page.fill("#name", "Thunderbird bureau")
+        page.fill("#password", PASSWORD)
+        page.click("button:has-text('Créer')")
+        secret = page.inner_text("#app-password-secret").strip()
+        shown = page.inner_text("#app-password-created")
+        assert "plus jamais affiché" in shown and str(settings.imaps_port) in shown
+        assert _imaps_login(settings, MARIE, secret)
+        page.goto(url + "/compte/mots-de-passe-application")
+        assert secret not in page.content()
+        row = page.locator("#app-passwords tr", has_text="Thunderbird bureau")
+        assert "jamais" in row.inner_text()  # Dovecot's SQL passdb only reads
+        context_smtp = ssl.create_default_context(cafile=str(settings.pki_dir / "ca.pem"))
+        with smtplib.SMTP("localhost", settings.submission_port, timeout=30) as smtp:
+            smtp.starttls(context=context_smtp)
+            assert smtp.login(MARIE, secret)[0] == 235
+        page.reload()
+        assert "jamais" not in row.inner_text()  # the gateway recorded its use
+        row.locator("a:has-text('Révoquer')").click()
+        page.click("#confirm-revoke")
+        page.wait_for_url("**/compte/mots-de-passe-application")
+        assert "révoqué" in page.inner_text("main")
+        assert not _imaps_login(settings, MARIE, secret)
+        context.close()
+        browser.close()
