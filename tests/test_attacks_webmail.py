@@ -172,3 +172,45 @@ def test_upload_over_the_limit_keeps_the_form(
         assert "dépassent" in page and "au total" in page
     assert marker not in text(marie.get(f"/courrier/{boxes['marie']}?dossier=Drafts"))
 
+
+
+BAD_UIDS = ["0", "4294967296", "99999999999999999999", "00", "²"]
+
+
+@pytest.mark.parametrize("uid", BAD_UIDS)
+def test_a_uid_that_is_not_one_is_a_404(uid: str, boxes: dict[str, int],
+                                        as_user: Callable[[str], FlaskClient]) -> None:
+    """RFC 9051 §2.3.1.1: a UID is 1 to 2³²−1. Any other number in a URL — reading, the body
+    frame, a download, an XDM document, the read receipt, a draft or reply taken up — is a
+    page that does not exist (404), not "mail store unavailable" (503) or a 500."""
+    marie = as_user("marie")
+    box = boxes["marie"]
+    base = f"/courrier/{box}/message/{uid}"
+    for url in (base, f"{base}/corps", f"{base}/piece/1", f"{base}/piece/1/document/0",
+                f"/courrier/{box}/ecrire?brouillon={uid}",
+                f"/courrier/{box}/ecrire?reponse={uid}&dossier=INBOX",
+                f"/courrier/{box}/ecrire?transfert={uid}&dossier=INBOX"):
+        answer = marie.get(url)
+        assert answer.status_code == 404, (url, answer.status_code)
+        assert "introuvable" in text(answer).lower()
+    receipt = post_form(marie, f"{base}/accuse?dossier=INBOX", {"reponse": "envoyer"})
+    assert receipt.status_code == 404
+
+
+@pytest.mark.parametrize("uid", BAD_UIDS)
+def test_a_posted_uid_that_is_not_one_is_ignored(uid: str, boxes: dict[str, int],
+                                                 as_user: Callable[[str], FlaskClient]) -> None:
+    """The same numbers in the forms (list actions, the draft being replaced, the message
+    forwarded): never a 500 or a 503."""
+    marie = as_user("marie")
+    box = boxes["marie"]
+    for action in ("marquer", "deplacer", "supprimer", "restaurer"):
+        answer = post_form(marie, f"/courrier/{box}/{action}?dossier=INBOX",
+                           {"uid": uid, "dossier": "INBOX", "cible": "Trash", "etat": "lu"})
+        assert answer.status_code in (302, 400, 404), (action, answer.status_code)
+    marker = f"uid-{uuid.uuid4().hex[:8]}"
+    saved = compose(marie, box, action="brouillon", to="paul.durand@mss.test", subject=marker,
+                    body="Texte.", draft_uid=uid, source_uid=uid, source_folder="Drafts",
+                    keep="1", reply_uid=uid)
+    assert saved.status_code == 302, text(saved)[:2000]
+    assert marker in text(marie.get(f"/courrier/{box}?dossier=Drafts"))

@@ -17,6 +17,7 @@ import logging
 
 from flask import Blueprint, Flask, render_template
 from flask_login import current_user, login_required
+from werkzeug.routing import IntegerConverter, Map
 
 from mailstore.errors import ImapAuthFailed, MailboxNotFound, MailstoreError
 from webmail import nav
@@ -24,6 +25,26 @@ from webmail import nav
 log = logging.getLogger("mss.webmail.mail")
 bp = Blueprint("mail", __name__, url_prefix="/courrier")
 PER_PAGE = 50
+# RFC 9051 §2.3.1.1: a message UID is a non-zero 32-bit number.
+MAX_UID = 2**32 - 1
+
+
+class UidConverter(IntegerConverter):
+    """``<uid:uid>`` in a route: an IMAP UID, 1 to 2³²−1, else the URL matches nothing (404),
+    instead of reaching the store with a UID it must refuse."""
+
+    def __init__(self, url_map: Map) -> None:
+        super().__init__(url_map, min=1, max=MAX_UID)
+
+
+def imap_uid(value: str | None) -> int | None:
+    """A UID from a form or query value (``brouillon=``, ``uid``…), None when it is not one
+    (only ASCII digits: ``"²".isdigit()`` is true but ``int("²")`` fails)."""
+    text = (value or "").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
+        return None
+    uid = int(text)
+    return uid if 1 <= uid <= MAX_UID else None
 
 
 def init_app(app: Flask) -> None:
@@ -34,6 +55,7 @@ def init_app(app: Flask) -> None:
     # the CSRF check (an earlier before_request) reads the form.
     app.before_request_funcs.setdefault(None, []).insert(0, compose.raise_upload_limit)
     app.request_class = compose.UploadRequest  # attachments past the limit: form kept
+    app.url_map.converters["uid"] = UidConverter  # before the routes that use it
     app.register_blueprint(bp)
     app.register_blueprint(directory.bp)
     nav.add(app, "mail.index", "Courrier", order=10, prefix="/courrier",

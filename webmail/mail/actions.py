@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 
 from mailstore.errors import ImapError
 from webmail.forms import EmptyForm
-from webmail.mail import bp
+from webmail.mail import bp, imap_uid
 from webmail.mail.access import Box, Right, accessible_boxes, audit, imap, mailbox_route
 from webmail.mail.access import valid_folder as _valid
 from webmail.mail.folders import DRAFTS, INBOX, SENT, TRASH, label
@@ -20,7 +20,7 @@ MAX_SELECTED = 1000
 
 def selected() -> list[int]:
     """The UIDs ticked in the list (``uid`` fields), positive integers only."""
-    uids = [int(v) for v in request.form.getlist("uid") if v.isdigit() and 0 < int(v) < 2**32]
+    uids = [uid for uid in map(imap_uid, request.form.getlist("uid")) if uid is not None]
     return list(dict.fromkeys(uids))[:MAX_SELECTED]
 
 

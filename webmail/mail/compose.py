@@ -17,7 +17,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from webmail.context import mss
-from webmail.mail import bp, mime
+from webmail.mail import bp, imap_uid, mime
 from webmail.mail.access import (
     Box,
     Right,
@@ -143,25 +143,31 @@ def compose(box: Box, folder: str) -> Response | str | tuple[str, int]:
 
 def _source(box: Box, form: ComposeForm) -> list[mime.Part]:
     """Attachments offered from the message being forwarded or the draft being edited."""
-    folder, uid = form.source_folder.data or "", form.source_uid.data or ""
-    if not (valid_folder(folder) and uid.isdigit()):
+    folder, uid = form.source_folder.data or "", imap_uid(form.source_uid.data)
+    if not valid_folder(folder) or uid is None:
         return []
     with imap() as session:
-        found = session.message(box.imap_name(folder), int(uid), mark_seen=False)
+        found = session.message(box.imap_name(folder), uid, mark_seen=False)
     return mime.read(found.raw).attachments
 
 
 def _kept(box: Box, form: ComposeForm) -> list[Attachment]:
-    chosen = {int(v) for v in request.form.getlist("keep") if v.isdigit()}
-    folder, uid = form.source_folder.data or "", form.source_uid.data or ""
-    if not chosen or not (valid_folder(folder) and uid.isdigit()):
+    chosen = _chosen()
+    folder, uid = form.source_folder.data or "", imap_uid(form.source_uid.data)
+    if not chosen or not valid_folder(folder) or uid is None:
         return []
     with imap() as session:
-        raw = session.message(box.imap_name(folder), int(uid), mark_seen=False).raw
+        raw = session.message(box.imap_name(folder), uid, mark_seen=False).raw
     reading = mime.read(raw)
     return [Attachment(p.filename, p.content_type,
                        mime.part_bytes(mime.part_at(reading.message, p.index)))
             for p in reading.attachments if p.index in chosen]
+
+
+def _chosen() -> set[int]:
+    """The part numbers ticked in "keep" (ASCII digits only)."""
+    return {int(v) for v in request.form.getlist("keep") if v.isascii() and v.isdigit()
+            and len(v) < 7}
 
 
 def _uploads() -> list[Attachment]:
@@ -233,12 +239,12 @@ def _send(box: Box, form: ComposeForm) -> Response | tuple[str, int]:
 
 def _after_send(box: Box, form: ComposeForm, queue_id: str, out: Outgoing, size: int) -> None:
     with imap() as session:
-        draft = form.draft_uid.data or ""
-        if draft.isdigit() and box.can(Right.DELETE):
-            session.expunge(box.imap_name(DRAFTS), [int(draft)])
-        reply_uid, source = form.reply_uid.data or "", form.source_folder.data or ""
-        if reply_uid.isdigit() and valid_folder(source) and box.can(Right.FLAG):
-            session.set_flags(box.imap_name(source), [int(reply_uid)], ["\\Answered"])
+        draft = imap_uid(form.draft_uid.data)
+        if draft is not None and box.can(Right.DELETE):
+            session.expunge(box.imap_name(DRAFTS), [draft])
+        reply_uid, source = imap_uid(form.reply_uid.data), form.source_folder.data or ""
+        if reply_uid is not None and valid_folder(source) and box.can(Right.FLAG):
+            session.set_flags(box.imap_name(source), [reply_uid], ["\\Answered"])
     audit("mail.send", box, queue_id=queue_id, recipients=len(out.recipients), size=size,
           attachments=len(out.attachments), sign=out.sign, encrypt=out.encrypt)
     flash(f"Message envoyé à {len(out.recipients)} destinataire(s). Sa copie est dans "
@@ -250,9 +256,9 @@ def _append_draft(box: Box, form: ComposeForm, out: Outgoing) -> int | None:
     raw, _ = build(out, domain=mss().settings.domain, draft=True)
     with imap() as session:
         uid = session.append(box.imap_name(DRAFTS), raw, ["\\Draft", "\\Seen"])
-        old = form.draft_uid.data or ""
-        if old.isdigit() and box.can(Right.DELETE):
-            session.expunge(box.imap_name(DRAFTS), [int(old)])
+        old = imap_uid(form.draft_uid.data)
+        if old is not None and box.can(Right.DELETE):
+            session.expunge(box.imap_name(DRAFTS), [old])
     audit("mail.draft", box, folder=DRAFTS, uid=uid, size=len(raw))
     return uid
 
@@ -308,7 +314,7 @@ def _page(box: Box, form: ComposeForm, errors: dict[str, str], *,
           keep_all: bool = False) -> str:
     offered = _source(box, form)
     keep = {p.index for p in offered} if keep_all else \
-        {int(v) for v in request.form.getlist("keep") if v.isdigit()}
+        _chosen()
     sign_min, encrypt_min = policy_minimum(mss().settings.security_policy)
     with imap() as session:
         folders = box_folders(session, box)

@@ -4,9 +4,9 @@ source message is read from the same mailbox, within the rights already checked.
 
 from __future__ import annotations
 
-from flask import request
+from flask import abort, request
 
-from webmail.mail import mime
+from webmail.mail import imap_uid, mime
 from webmail.mail.access import Box, imap, valid_folder
 from webmail.mail.drafting import (
     ComposeForm,
@@ -27,11 +27,14 @@ def prefill(form: ComposeForm, box: Box, policy: str) -> None:
     args = request.args
     folder = args.get("dossier", "INBOX")
     for key, kind in (("brouillon", "draft"), ("reponse", "reply"), ("transfert", "forward")):
-        uid = args.get(key, "")
-        if uid.isdigit():
+        raw_uid = args.get(key, "")
+        if raw_uid:
+            uid = imap_uid(raw_uid)
+            if uid is None:
+                abort(404)  # not a UID (RFC 9051 §2.3.1.1): no such message
             source = DRAFTS if kind == "draft" else folder
             if valid_folder(source):
-                _from_message(form, box, source, int(uid), kind, args.get("tous") == "1")
+                _from_message(form, box, source, uid, kind, args.get("tous") == "1")
             return
     wanted = split_addresses(args.get("a", ""))[0]
     form.to.data = ", ".join(wanted)

@@ -45,7 +45,7 @@ def _cid_url(box: Box, folder: str, uid: int, reading: mime.Reading):  # type: i
     return url
 
 
-@bp.get("/<int:box_id>/message/<int:uid>")
+@bp.get("/<int:box_id>/message/<uid:uid>")
 @mailbox_route(Right.READ)
 def message(box: Box, folder: str, uid: int) -> str:
     """The read view."""
@@ -77,7 +77,7 @@ def _ask_receipt(box: Box, folder: str, reading: mime.Reading, flags: tuple[str,
             and folder not in (SENT, DRAFTS) and reading.mdn_to.lower() != box.address)
 
 
-@bp.get("/<int:box_id>/message/<int:uid>/corps")
+@bp.get("/<int:box_id>/message/<uid:uid>/corps")
 @mailbox_route(Right.READ)
 def body(box: Box, folder: str, uid: int) -> Response:
     """The sanitised HTML body alone, for the sandboxed frame of the read view."""
@@ -94,7 +94,7 @@ def body(box: Box, folder: str, uid: int) -> Response:
     return response
 
 
-@bp.get("/<int:box_id>/message/<int:uid>/piece/<int:index>")
+@bp.get("/<int:box_id>/message/<uid:uid>/piece/<int:index>")
 @mailbox_route(Right.READ)
 def attachment(box: Box, folder: str, uid: int, index: int) -> Response:
     """One part as a download."""
@@ -105,7 +105,7 @@ def attachment(box: Box, folder: str, uid: int, index: int) -> Response:
     return download(mime.part_bytes(part), name, part.get_content_type())
 
 
-@bp.get("/<int:box_id>/message/<int:uid>/piece/<int:index>/document/<int:member>")
+@bp.get("/<int:box_id>/message/<uid:uid>/piece/<int:index>/document/<int:member>")
 @mailbox_route(Right.READ)
 def xdm_document(box: Box, folder: str, uid: int, index: int, member: int) -> Response:
     """One document of an XDM package, as a download."""
@@ -117,7 +117,7 @@ def xdm_document(box: Box, folder: str, uid: int, index: int, member: int) -> Re
     return download(found[1], found[0], "application/octet-stream")
 
 
-@bp.post("/<int:box_id>/message/<int:uid>/accuse")
+@bp.post("/<int:box_id>/message/<uid:uid>/accuse")
 @mailbox_route(Right.SEND)
 def receipt(box: Box, folder: str, uid: int) -> Response:
     """Send the read receipt the sender asked for (``reponse=envoyer``) or decline it."""
