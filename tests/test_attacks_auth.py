@@ -588,3 +588,61 @@ def test_browser_creates_an_app_password_that_imap_accepts(running_demo) -> None
         assert not _imaps_login(settings, MARIE, secret)
         context.close()
         browser.close()
+
+
+# ---------------------------------------------------------------------- the same on PostgreSQL
+@pytest.fixture(scope="module")
+def pg_strict(pg_url: str, mailstore_space: TrustSpace) -> Iterator[TrustSpace]:
+    """Dovecot's pgsql passdb on a database of its own, default settings."""
+    import os
+
+    from mailstore.service import DovecotService
+    from tests.mailstore_fixtures import TEST_OPTIONS, build
+
+    name = f"mss_attack_auth_{os.getpid()}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    settings = mailstore_space.sibling_settings(
+        database_url=pg_url.rsplit("/", 1)[0] + "/" + name, imap_smtp_web_password=False)
+    shutil.rmtree(settings.pki_dir)
+    space = build(settings)
+    service = DovecotService(settings, space.db, options=TEST_OPTIONS)
+    service.start()
+    yield space
+    service.stop()
+    space.db.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+    shutil.rmtree(settings.data_dir.parent, ignore_errors=True)
+
+
+@pytest.mark.postgres
+def test_pgsql_passdb_takes_app_passwords_only(pg_strict: TrustSpace) -> None:
+    marie = pg_strict.address("marie")
+
+    def login(user: str, password: str) -> bool:
+        conn = pg_strict.imaps()
+        try:
+            conn.login(user, password)
+        except imaplib.IMAP4.error:
+            conn.shutdown()
+            return False
+        conn.logout()
+        return True
+
+    with pg_strict.db.transaction() as session:
+        account = session.scalar(select(Account).where(Account.login == marie))
+        assert account is not None
+        _row, password = app_passwords.create(session, account, "Thunderbird")
+    assert not login(marie, PASSWORD)
+    assert login(marie, password) and login(pg_strict.address("lps"), PASSWORD)
+    creds = master_credentials(pg_strict.settings)
+    assert login(creds.login_for(marie), creds.secret)
+    with pg_strict.db.transaction() as session:
+        account = session.scalar(select(Account).where(Account.login == marie))
+        assert account is not None
+        app_passwords.revoke(session, account, "Thunderbird")
+    assert not login(marie, password)
