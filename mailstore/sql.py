@@ -113,9 +113,8 @@ def password_query(driver: str, *, web_password: bool = False) -> str:
     returned") but still lets a master-user login (the webmail) open the mailbox, for which
     Dovecot skips the password check and only needs the row.
     """
-    own = "a.kind = 'applicative'"
-    if web_password:  # MSS_IMAP_SMTP_WEB_PASSWORD
-        own = f"({own} OR NOT a.is_operator)"
+    # MSS_IMAP_SMTP_WEB_PASSWORD on: every account's own password but an operator's.
+    own = "NOT a.is_operator" + ("" if web_password else " AND a.kind = 'applicative'")
     return (
         "SELECT a.login AS \"user\", CASE "
         "WHEN ap.id IS NOT NULL AND NOT a.is_operator THEN '{SHA256.HEX}' || ap.secret_hash "
