@@ -1,11 +1,14 @@
 """Attacks on the edges of mss (issue #14, item 10), each through the real service: a client
 that breaks the TLS handshake after STARTTLS (one WARNING line, no ERROR, no traceback); the
-demo's secrets kept out of the `mss demo` / `mss run` output."""
+demo's secrets kept out of the `mss demo` / `mss run` output; registration telling an
+anonymous visitor that an RPPS already has an account only after the proof."""
 
 from __future__ import annotations
 
+import html
 import logging
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -14,10 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 
 from tests.gateway_fixtures import Operator
+from tests.webmail_helpers import Web, post
 
-pytest_plugins = ["tests.mailstore_fixtures", "tests.gateway_fixtures"]
+pytest_plugins = ["tests.mailstore_fixtures", "tests.gateway_fixtures",
+                  "tests.webmail_fixtures"]
 
 
 def _tls10_client_hello() -> bytes:
@@ -133,3 +139,68 @@ def test_demo_and_run_banners_name_the_secret_files_not_the_secrets(
     assert "marie.martin@mss.test" in banner and "PIN des cartes" in banner
     assert str(password_file) in banner and str(seed_file) in banner
     assert password not in banner and seed not in banner
+
+
+# ---------------------------------------------------------------- registration enumeration
+IDENTITY = {
+    "civility": "Dr", "last_name": "Curieux", "first_name": "Jean", "email": "jean@exemple.fr",
+    "email_confirm": "jean@exemple.fr", "place_of_practice": "Cabinet", "birth_day": "1",
+    "birth_month": "1", "profession": "Médecin", "id_kind": "rpps", "specialty": "",
+    "address": "1 rue Haute", "postal_code": "64000", "city": "Pau", "phone": "",
+    "mobile": "06 11 22 33 44",
+}
+EXISTING, FRESH = "10000000001", "10000000099"  # Marie Martin's RPPS; nobody's
+_CSRF = re.compile(r'name="csrf_token" type="hidden" value="[^"]+"')  # one per session
+
+
+def _anonymous_steps(web: Web, number: str) -> tuple[list[tuple[int, str]], FlaskClient]:
+    """An anonymous visitor through steps 1 and 2 with ``number``: the (status, page text)
+    seen at each step, and the client."""
+    client = web.client()
+    seen = []
+    for path, data in (("/inscription", {"card": "no"}),
+                       ("/inscription/identite", {**IDENTITY, "id_number": number})):
+        answer = post(client, path, data)
+        seen.append((answer.status_code, answer.headers.get("Location", "")))
+        follow = client.get(answer.headers["Location"])
+        page = _CSRF.sub("csrf", html.unescape(follow.get_data(as_text=True)))
+        seen.append((follow.status_code, page))
+    return seen, client
+
+
+def test_registration_does_not_tell_a_stranger_that_an_rpps_has_an_account(web: Web) -> None:
+    """Issue #14: the same answers for Marie's RPPS and for an unknown one, up to the code;
+    Marie's code goes to her usual address on file, not to the address the visitor typed."""
+    before = len(web.mailer.sent)
+    existing, _ = _anonymous_steps(web, EXISTING)
+    sent_for_existing = [to for to, _raw in web.mailer.sent[before:]]
+    fresh, _ = _anonymous_steps(web, FRESH)
+    assert existing == fresh
+    assert existing[2][1].endswith("/inscription/verification")
+    assert "Un compte existe déjà" not in existing[3][1] and "Vérification" in existing[3][1]
+    assert sent_for_existing == ["marie@exemple.fr"]  # her address on file, not jean@
+    assert [to for to, _raw in web.mailer.sent[before:]][-1] == "jean@exemple.fr"
+
+
+def test_after_the_code_the_holder_is_told_the_account_exists(web: Web) -> None:
+    _seen, client = _anonymous_steps(web, EXISTING)
+    wrong = post(client, "/inscription/verification", {"code": "000000"})
+    assert wrong.status_code == 400 and "Code incorrect" in wrong.get_data(as_text=True)
+    code = web.mailer.last_code("marie@exemple.fr")
+    proven = post(client, "/inscription/verification", {"code": code})
+    page = proven.get_data(as_text=True)
+    assert proven.status_code == 409
+    assert "Un compte existe déjà" in page and 'href="/connexion"' in page
+    assert client.get("/inscription/identifiant").status_code == 302  # the wizard is over
+
+
+def test_the_code_cannot_be_guessed_nor_skipped(web: Web) -> None:
+    _seen, client = _anonymous_steps(web, EXISTING)
+    skipped = client.get("/inscription/identifiant")
+    assert skipped.headers["Location"].endswith("/inscription/verification")
+    for _ in range(5):
+        post(client, "/inscription/verification", {"code": "000001"})
+    code = web.mailer.last_code("marie@exemple.fr")
+    late = post(client, "/inscription/verification", {"code": code})
+    assert late.status_code == 400 and "Trop d'essais" in html.unescape(late.get_data(
+        as_text=True))

@@ -247,6 +247,10 @@ def test_registration_wizard_and_operator_validation(site: Site, browser) -> Non
     page.fill("#id_number", "10000000077")
     page.fill("#mobile", "06 11 22 33 44")
     page.click("button:has-text('Continuer')")
+    page.wait_for_url("**/inscription/verification")  # no card: a code proves who asks
+    shot(site, page, "inscription-2-verification")
+    page.fill("#code", site.wait_code("marie.bis@exemple.fr", 0))
+    page.click("#verify")
     page.wait_for_url("**/inscription/identifiant")
     assert page.inner_text("#proposed") == "marie.martin2@mss.test"  # collision suffix
     page.fill("#password", "faible")
@@ -269,7 +273,7 @@ def test_registration_wizard_and_operator_validation(site: Site, browser) -> Non
     shot(site, page, "inscription-terminee")
     wait(lambda: site.mails_to("marie.bis@exemple.fr"))
     _operator_validates(site, page, "marie.martin2@mss.test")
-    assert "ouverte" in wait(lambda: len(site.mails_to("marie.bis@exemple.fr")) > 1
+    assert "ouverte" in wait(lambda: len(site.mails_to("marie.bis@exemple.fr")) > 2
                               and site.mails_to("marie.bis@exemple.fr")[-1]["Subject"])
     email_login(site, page, "marie.martin2@mss.test", "marie.bis@exemple.fr", "Pharma-Halles1")
     page.goto(site.url + "/organisations")

@@ -116,6 +116,10 @@ def test_registration_wizard_then_operator_validation(web: Web, monkeypatch) -> 
     assert "Indiquez au moins un numéro" in page and "ne sont pas identiques" in page
     assert 'value="Cabinet des Halles"' in page  # nothing typed is lost
     assert post(client, "/inscription/identite", IDENTITY).status_code == 302
+    # No card: the code e-mailed to the usual address proves who registers (issue #14).
+    assert client.get("/inscription/identifiant").headers["Location"].endswith("/verification")
+    code = web.mailer.last_code("marie2@exemple.fr")
+    assert post(client, "/inscription/verification", {"code": code}).status_code == 302
     assert "marie.martin2@mss.test" in client.get("/inscription/identifiant").get_data(
         as_text=True)  # naming collision with the existing Marie Martin
     weak = post(client, "/inscription/identifiant", {"password": "faible", "confirm": "faible"})

@@ -82,12 +82,30 @@ def proposed_address(session: Session, first_name: str, last_name: str, domain: 
 
 
 def check_not_registered(session: Session, rpps: str | None, adeli: str | None) -> None:
-    """Raises AlreadyRegistered when this RPPS/ADELI already has an account."""
-    pro = directory.find_professional(session, rpps=rpps, adeli=adeli)
-    if pro is not None and pro.account is not None:
+    """Raises AlreadyRegistered when this RPPS/ADELI already has an account. Only for someone
+    whose identity is proven (a card, or the code sent by ``proof_address``)."""
+    if is_registered(session, rpps, adeli):
         raise AlreadyRegistered("Un compte de messagerie existe déjà pour ce numéro "
                                 f"{'RPPS' if rpps else 'ADELI'}. Connectez-vous, ou contactez "
                                 "votre opérateur si vous ne retrouvez pas vos accès.")
+
+
+def is_registered(session: Session, rpps: str | None, adeli: str | None) -> bool:
+    """True when this RPPS/ADELI already has an account."""
+    pro = directory.find_professional(session, rpps=rpps, adeli=adeli)
+    return pro is not None and pro.account is not None
+
+
+def proof_address(session: Session, rpps: str | None, adeli: str | None,
+                  typed: str) -> str | None:
+    """Where the one-time code that proves who registers goes. Whether a number already has
+    an account is told only to its holder (issue #14): so for such a number the code goes to
+    the usual address on file (None when there is none), whatever was typed; for a number
+    without an account, to the address typed."""
+    pro = directory.find_professional(session, rpps=rpps, adeli=adeli)
+    if pro is not None and pro.account is not None:
+        return pro.usual_email or None
+    return typed
 
 
 def register(session: Session, data: Registration, domain: str) -> list[Mailbox]:

@@ -75,6 +75,15 @@ def code_text(code: str, minutes: int) -> tuple[str, str]:
             + SIGNATURE)
 
 
+def registration_code_text(code: str, minutes: int) -> tuple[str, str]:
+    """Subject and text of the code that proves who registers with an RPPS/ADELI number."""
+    return ("Votre code d'inscription",
+            "Bonjour,\n\nUne inscription à la messagerie sécurisée de santé est en cours avec "
+            f"votre numéro professionnel. Le code qui la confirme est :\n\n    {code}\n\nIl "
+            f"est valable {minutes} minutes et ne sert qu'une fois. Si vous n'êtes pas à "
+            "l'origine de cette demande, ignorez ce message : rien ne sera créé." + SIGNATURE)
+
+
 def registration_text(addresses: list[str]) -> tuple[str, str]:
     """Subject and text confirming a registration request."""
     lines = "\n".join(f"  - {a}" for a in addresses)

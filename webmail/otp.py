@@ -83,6 +83,15 @@ def start(account: Account, channel: OtpChannel, hint: str, key: bytes,
     return challenge, code
 
 
+def start_email(key: bytes, now: datetime) -> tuple[Challenge, str]:
+    """An e-mail code not tied to an account (registration: the code to the usual address
+    that proves who asks, ``webmail.register``) and the code to send."""
+    salt = secrets.token_hex(8)
+    code = new_code()
+    return Challenge(0, OtpChannel.EMAIL.value, salt, _hash(key, salt, code),
+                     now.timestamp() + CODE_TTL_SECONDS, last_sent=now.timestamp()), code
+
+
 def renew(challenge: Challenge, key: bytes, now: datetime) -> str | None:
     """A new code for a resend, or None when resending is not allowed yet (or any more)."""
     if challenge.channel == OtpChannel.TOTP.value or challenge.sends >= MAX_SENDS:

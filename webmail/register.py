@@ -4,10 +4,17 @@ What each step collects is kept in the server-side session (``REG``) until the l
 creates the pending registration (``trust_space.registration``); an error re-shows the form
 with everything typed and the message next to its field. The password is kept only as its
 argon2 hash between steps 3 and 4.
+
+Whether an RPPS/ADELI number already has an account is said only to someone who proved who
+they are (issue #14): with a validated CPS card at once; without a card, after the one-time
+code sent at step 2 to the usual address (``registration.proof_address``: the one on file for
+a number that has an account) — until then both cases look the same.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from typing import Any
 
@@ -17,13 +24,15 @@ from werkzeug.wrappers import Response
 
 from certs.errors import CertError
 from certs.validation import card_identity, validate
+from core.db import utcnow
 from core.errors import MssError
 from trust_space import registration
 from trust_space.accounts import hash_password
 from trust_space.naming import parse_national_id
+from webmail import otp
 from webmail.context import mss, record
-from webmail.forms import EmptyForm
-from webmail.mailer import build_mail, registration_text
+from webmail.forms import CodeForm, EmptyForm
+from webmail.mailer import build_mail, registration_code_text, registration_text
 from webmail.register_forms import AddressForm, CredentialsForm, IdentityForm
 from webmail.security import limiter, register_limit
 from webmail.tls import CLIENT_CERT_ENV
@@ -98,17 +107,30 @@ def identity() -> Response:
     form = IdentityForm(data={**stored, "email_confirm": stored.get("email", ""),
                               **(reg["card"] or {})})
     form.lock_card_fields(reg["card"])
-    if form.validate_on_submit() and _identity_free(form):
-        _save(identity=form.values())
-        return redirect(url_for("register.credentials"))
+    if form.validate_on_submit():
+        if not reg["card"]:
+            # Anonymous: the same answer whether the number has an account or not, until the
+            # code sent to the usual address proves who asks (issue #14).
+            _save(identity=form.values(), proven=False)
+            _send_proof(form.values())
+            return redirect(url_for("register.verify"))
+        if _identity_free(form):  # the validated card proves who asks
+            _save(identity=form.values(), proven=True)
+            return redirect(url_for("register.credentials"))
     status = 400 if request.method == "POST" else 200
     return _page("register/identity.html", 2, status, form=form, card=reg["card"])
 
 
+def _numbers(ident: dict[str, str]) -> tuple[str | None, str | None]:
+    """(rpps, adeli) of the identity step's values."""
+    number = ident["id_number"].strip()
+    return (number, None) if ident["id_kind"] == "rpps" else (None, number)
+
+
 def _identity_free(form: IdentityForm) -> bool:
-    """No account exists yet for the RPPS/ADELI (else the error goes next to the number)."""
-    number = form.id_number.data.strip()
-    rpps, adeli = (number, None) if form.id_kind.data == "rpps" else (None, number)
+    """No account exists yet for the card's RPPS/ADELI (else the error goes next to the
+    number, with a link to log in)."""
+    rpps, adeli = _numbers(form.values())
     try:
         with mss().db.transaction() as db:
             registration.check_not_registered(db, rpps, adeli)
@@ -116,6 +138,67 @@ def _identity_free(form: IdentityForm) -> bool:
         form.id_number.errors = [exc.message]
         return False
     return True
+
+
+def _code_key() -> bytes:
+    return hmac.new(mss().settings.secret(), b"mss registration code", hashlib.sha256).digest()
+
+
+def _send_proof(ident: dict[str, str]) -> None:
+    """A one-time code to the usual address (``registration.proof_address``): the typed one
+    for a number without an account, the one on file otherwise."""
+    rpps, adeli = _numbers(ident)
+    with mss().db.transaction() as db:
+        to = registration.proof_address(db, rpps, adeli, ident["email"])
+    challenge, code = otp.start_email(_code_key(), utcnow())
+    _save(proof=challenge.to_dict())
+    if to is None:
+        return  # an account without a usual address: nobody can prove it here (use the card)
+    subject, text = registration_code_text(code, otp.CODE_TTL_SECONDS // 60)
+    try:
+        mss().mailer.send(to, build_mail(to=to, sender=mss().sender, subject=subject,
+                                         text=text))
+    except (MssError, OSError):
+        log.warning("code d'inscription non envoyé (messagerie sortante en erreur)")
+
+
+_CODE_ERRORS = {
+    otp.CodeResult.WRONG: "Code incorrect : vérifiez-le et réessayez.",
+    otp.CodeResult.EXPIRED: "Ce code a expiré : revenez à l'étape précédente pour en "
+                            "recevoir un nouveau.",
+    otp.CodeResult.EXHAUSTED: "Trop d'essais : revenez à l'étape précédente pour recevoir un "
+                              "nouveau code.",
+}
+
+
+@bp.route("/verification", methods=["GET", "POST"])
+@limiter.limit(register_limit, methods=["POST"])
+def verify() -> Response:
+    """The code sent by ``_send_proof``. Proven: a number that already has an account is
+    told so now (with the way to log in), else the wizard goes on."""
+    reg = _reg()
+    if reg.get("proven"):
+        return redirect(url_for("register.credentials"))
+    if not reg.get("proof") or "identity" not in reg:
+        return redirect(url_for("register.identity"))
+    form, error = CodeForm(), None
+    if form.validate_on_submit():
+        challenge = otp.Challenge.from_dict(reg["proof"])
+        result = otp.check(challenge, form.code.data, _code_key(), utcnow())
+        _save(proof=challenge.to_dict())
+        if result is otp.CodeResult.OK:
+            rpps, adeli = _numbers(reg["identity"])
+            with mss().db.transaction() as db:
+                exists = registration.is_registered(db, rpps, adeli)
+            if exists:
+                session.pop(REG, None)
+                return _page("register/exists.html", 2, 409,
+                             kind="RPPS" if rpps else "ADELI")
+            _save(proven=True, proof=None)
+            return redirect(url_for("register.credentials"))
+        error = _CODE_ERRORS[result]
+    status = 400 if request.method == "POST" else 200
+    return _page("register/verify.html", 2, status, form=form, error=error)
 
 
 def _proposed() -> str:
@@ -130,6 +213,8 @@ def _proposed() -> str:
 def credentials() -> Response:
     if "identity" not in _reg():
         return redirect(url_for("register.identity"))
+    if not _reg().get("proven"):
+        return redirect(url_for("register.verify"))
     form = CredentialsForm()
     if form.validate_on_submit():
         _save(password_hash=hash_password(form.password.data))
