@@ -214,3 +214,16 @@ def test_a_posted_uid_that_is_not_one_is_ignored(uid: str, boxes: dict[str, int]
                     keep="1", reply_uid=uid)
     assert saved.status_code == 302, text(saved)[:2000]
     assert marker in text(marie.get(f"/courrier/{box}?dossier=Drafts"))
+
+
+def test_a_post_past_the_hard_cap_gets_a_clear_page(boxes: dict[str, int],
+                                                    as_user: Callable[[str], FlaskClient]) -> None:
+    """Past UPLOAD_CAP_FACTOR × the message limit (64 Mo at least) the body is not read: a
+    French page that says what happened, not Werkzeug's bare 413."""
+    marie = as_user("marie")
+    answer = marie.post(f"/courrier/{boxes['marie']}/ecrire", data=b"x" * 100,
+                        content_type="multipart/form-data; boundary=x",
+                        environ_overrides={"CONTENT_LENGTH": str(200 * 1024 * 1024)})
+    page = html.unescape(text(answer))
+    assert answer.status_code == 413
+    assert "Pièces jointes trop volumineuses" in page and "rien n’a été envoyé" in page

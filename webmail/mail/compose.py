@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from flask import Request, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from webmail.context import mss
@@ -113,6 +114,17 @@ class UploadRequest(Request):
         if self.upload_budget is None:
             self.upload_budget = UploadBudget(attachment_limit())
         return _BudgetFile(self.upload_budget)
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _request_too_large(_exc: RequestEntityTooLarge) -> tuple[str, int]:
+    """Past the hard cap (``UPLOAD_CAP_FACTOR``) the form is not read at all: say why and
+    what to do. (With scripts on, mail.js stops such files before they leave the browser.)"""
+    return render_template(
+        "error.html", status=413, title="Pièces jointes trop volumineuses",
+        message=f"Les fichiers ajoutés dépassent de loin la limite de "
+                f"{_mb(attachment_limit())} au total : rien n’a été envoyé ni enregistré. "
+                "Réduisez-les, ou envoyez-les en plusieurs messages."), 413
 
 
 def uploads_too_large() -> bool:
