@@ -43,3 +43,37 @@ def test_files_over_the_limit_keep_the_form(site: Site, browser: Any,  # noqa: F
         alert.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / f"attack-compose-too-large-{name}.png"))
         page.context.close()
+
+
+def test_files_over_the_limit_without_scripts_come_back_with_the_text(
+        site: Site, browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    """Scripts off: the server reads and drops the files past the limit and brings the form
+    back with everything typed and the error (it used to be a 413 page, the text lost)."""
+    big = tmp_path / "scanner.pdf"
+    big.write_bytes(b"%PDF-1.4 " + b"z" * site.settings.max_message_size)
+    crt = site.card(MARIE)
+    box = _box(site, MARIE)
+    for name, width, height in (("mobile", 390, 844), ("desktop", 1280, 900)):
+        context = browser.new_context(
+            ignore_https_errors=True, java_script_enabled=False, locale="fr-FR",
+            viewport={"width": width, "height": height},
+            client_certificates=[{"origin": site.url, "certPath": str(crt),
+                                  "keyPath": str(crt)[:-4] + ".key"}])
+        context.set_default_timeout(60_000)
+        page = context.new_page()
+        page.goto(site.url + "/connexion")
+        page.click("#card-login")
+        page.wait_for_url(site.url + "/compte")
+        page.goto(f"{site.url}/courrier/{box}/ecrire")
+        page.fill("#to", "paul.durand@mss.test")
+        page.fill("#subject", "Compte rendu opératoire")
+        page.fill("#body", "Texte long à ne pas perdre.")
+        page.set_input_files("#attachments", str(big))
+        page.click("#send")
+        page.wait_for_selector("#attachments-err")
+        assert "ils n’ont pas été joints" in page.inner_text("#attachments-err")
+        assert page.input_value("#body") == "Texte long à ne pas perdre."
+        assert page.input_value("#subject") == "Compte rendu opératoire"
+        page.locator("#attachments-err").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / f"attack-compose-too-large-noscript-{name}.png"))
+        context.close()

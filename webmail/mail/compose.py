@@ -310,7 +310,7 @@ def _too_large(out: Outgoing) -> str:
     limit = _mb(attachment_limit())
     if uploads_too_large():
         return (f"Les fichiers ajoutés dépassent {limit} au total : ils n’ont pas été joints. "
-                "Votre message est conservé ci-dessous ; ajoutez des fichiers plus petits ou "
+                "Votre message est conservé ; ajoutez des fichiers plus petits ou "
                 "envoyez-les en plusieurs messages.")
     if sum(len(a.data) for a in out.attachments) > attachment_limit():
         return (f"Les pièces jointes dépassent {limit} au total : retirez-en ou envoyez-les "
