@@ -10,11 +10,14 @@ special login syntax is needed, and every action is done — and logged — as t
 
 Rights follow the delegation's role (``trust_space.policy.imap_acl_rights``, RFC 4314 letters):
 user ``lrswip`` (read, flags, append), manager ``lrswipkxte`` (also folders, delete, expunge),
-administrator ``lrswipkxtea`` (also ACL administration). mss is the only source: ``sync``
-rewrites every organisational mailbox's ``dovecot-acl`` files (Dovecot's vfile backend, one per
-folder, in the folder's ``dbox-Mails`` directory) and the shared-mailboxes dictionary that lets
-LIST find them; IMAP SETACL changes are overwritten at the next sync. Dovecot sees a rewritten
-file within ``acl_cache_secs``.
+administrator the same as manager over IMAP: the administrator's ``a`` is the right to manage
+the delegations in the webmail, never given to Dovecot. mss is the only source (issue #14):
+``sync`` rewrites every organisational mailbox's ``dovecot-acl`` files (Dovecot's vfile backend,
+one per folder, in the folder's ``dbox-Mails`` directory) and the shared-mailboxes dictionary
+that lets LIST find them; the global ACL file (``mailstore.config.OWNER_RIGHTS``) gives every
+owner all rights but ``a`` on their own folders. Nobody holds ``a``, so every SETACL and
+DELETEACL is refused (RFC 4314 §4: they need ``a``), while MYRIGHTS, LIST and
+the shared namespace keep working. Dovecot sees a rewritten file within ``acl_cache_secs``.
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db import Database
-from mailstore.config import SPECIAL_FOLDERS, DovecotPaths, ProcessUsers
+from mailstore.config import OWNER_RIGHTS, SPECIAL_FOLDERS, DovecotPaths, ProcessUsers
 from trust_space.models import Account, Delegation, Mailbox, MailboxKind, MailboxState
 from trust_space.policy import imap_acl_rights
 
-OWNER_RIGHTS = "lrswipkxtea"  # the mailbox's own user: LMTP delivers as it
+ADMIN_RIGHT = "a"  # RFC 4314 §2.1: administer (SETACL/DELETEACL/GETACL/LISTRIGHTS)
 ACL_FILE = "dovecot-acl"
 MAILS = "dbox-Mails"  # sdbox: a folder's messages, index and control files
 
@@ -61,7 +64,7 @@ def delegations(session: Session) -> dict[str, dict[str, str]]:
     for address in orgs:
         result[address] = {}
     for address, login, role in rows:
-        result[address][login] = imap_acl_rights(role)
+        result[address][login] = imap_acl_rights(role).replace(ADMIN_RIGHT, "")
     return dict(result)
 
 

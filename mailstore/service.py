@@ -4,7 +4,9 @@ reload, stop (``mss.run.Service``).
 ``start`` writes the configuration (``mailstore.config``) and the organisational mailboxes'
 ACLs (``mailstore.acl``), starts ``dovecot -F -c DATA_DIR/dovecot/dovecot.conf`` in its own
 session (a Ctrl-C in the terminal reaches mss, which stops Dovecot in order), and returns once
-the IMAP listener greets and the LMTP socket exists. A thread then waits on the process: if
+the IMAP listener greets and the LMTP socket exists. Before Dovecot, it starts mss's hook server
+on loopback (``mailstore.hooks``: the auth policy that shares the lock-out, and the receiver of
+IMAP events for the audit trail); it stops after Dovecot. A thread then waits on the process: if
 Dovecot dies without being asked to, the event is logged and Dovecot is started again, with a
 growing pause while it keeps failing. A Dovecot left running by a previous mss that was killed
 is recognised by its pid file and command line, and stopped first.
@@ -33,6 +35,7 @@ from core.settings import Settings
 from mailstore import acl, config
 from mailstore.credentials import MasterCredentials, master_credentials
 from mailstore.errors import DovecotUnavailable
+from mailstore.hooks import HookServer
 
 log = logging.getLogger("mss.mailstore")
 
@@ -63,6 +66,7 @@ class DovecotService:
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
+        self.hooks: HookServer | None = None  # auth policy + IMAP events (mailstore.hooks)
 
     # ------------------------------------------------------------------ Service protocol
     def start(self) -> None:
@@ -74,11 +78,19 @@ class DovecotService:
                 the tail of its log: port taken, bad certificate…).
         """
         binary = config.dovecot_binary()
-        self._write_all()
-        self._stop_stale()
-        self._stopping.clear()
-        self._spawn(binary)
-        self._wait_ready()
+        if self.hooks is None:  # before the configuration, which names its port
+            self.hooks = HookServer(self.settings, self.db)
+            self.hooks.start()
+        try:
+            self._write_all()
+            self._stop_stale()
+            self._stopping.clear()
+            self._spawn(binary)
+            self._wait_ready()
+        except BaseException:
+            self.hooks.stop()
+            self.hooks = None
+            raise
         self._thread = threading.Thread(target=self._supervise, args=(binary,),
                                         name="dovecot-supervisor", daemon=True)
         self._thread.start()
@@ -98,6 +110,9 @@ class DovecotService:
                 proc.wait(5)
         if self._thread is not None:
             self._thread.join(10)
+        if self.hooks is not None:  # after Dovecot: its last reports still find mss
+            self.hooks.stop()
+            self.hooks = None
         self._ready.clear()
         log.info("Dovecot arrêté")
 
@@ -144,7 +159,8 @@ class DovecotService:
     # ------------------------------------------------------------------ internals
     def _write_all(self) -> None:
         self._pki_stamp = _pki_stamp(self.settings)
-        self.paths = config.prepare(self.settings, self.users, self.options)
+        self.paths = config.prepare(self.settings, self.users, self.options,
+                                    self.hooks.endpoint if self.hooks else None)
         acl.sync(self.db, self.paths, self.users)
 
     def _watch_pki(self) -> None:

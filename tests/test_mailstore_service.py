@@ -58,7 +58,10 @@ def test_generated_configuration_is_valid(dovecot: DovecotService) -> None:
                          capture_output=True, text=True, check=True).stdout
     text = dovecot.paths.conf.read_text()
     assert "ssl = required" in out and "ssl_min_protocol = TLSv1.2" in text
-    assert "!include" not in text
+    includes = [line.split()[1] for line in text.splitlines() if line.startswith("!include")]
+    assert includes == [str(dovecot.paths.conf_dir / "hooks.conf.ext")]  # mss's own, 0600
+    assert (dovecot.paths.conf_dir / "hooks.conf.ext").stat().st_mode & 0o077 == 0
+    assert "auth_policy_reject_on_fail = yes" in out  # fail closed
     assert len(dovecot.endpoints()) == 3
 
 

@@ -269,3 +269,24 @@ def create_professional_account(
     ).scalar_one_or_none()
     return create_account(session, login=login, kind=AccountKind.PROFESSIONAL, password=password,
                           professional=professional, mailbox=mailbox)
+
+
+def record_protocol_failure(session: Session, identifier: str, *, now: datetime,
+                            max_failures: int, lock_minutes: int) -> Account | None:
+    """Count a wrong password given over another protocol (IMAP, through Dovecot's auth policy
+    server, ``mailstore.authpolicy``) into the account's one lock-out, the webmail's
+    (issue #14: failures on IMAP, SMTP and the webmail count towards one lock per account).
+
+    Like ``authenticate_password``: nothing is counted while the account is locked (the lock is
+    not extended by guesses made during it); an expired lock is cleared first. The caller's
+    transaction commits the count. ``None`` for an unknown login.
+    """
+    account = find_account(session, identifier, for_update=True)
+    if account is None:
+        return None
+    if account.locked_until is not None and account.locked_until > now:
+        return account
+    open_expired_lock(account, now)
+    _record_failure(account, now, max_failures, lock_minutes)
+    session.flush()
+    return account
