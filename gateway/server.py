@@ -95,12 +95,20 @@ class GatewaySmtp(SMTP):
     """aiosmtpd's SMTP with enhanced codes on its own replies; ``implicit_tls`` for the
     submissions port, where the whole connection is TLS (RFC 8314) so AUTH is allowed."""
 
-    def __init__(self, handler: Any, *, implicit_tls: bool = False, **kwargs: Any) -> None:
+    def __init__(self, handler: Any, *, implicit_tls: bool = False, offer_auth: bool = True,
+                 **kwargs: Any) -> None:
+        if not offer_auth:  # no SASL mechanism at all, not even aiosmtpd's built-in ones
+            kwargs["auth_exclude_mechanism"] = ["LOGIN", "PLAIN"]
         super().__init__(handler, **kwargs)
+        self._offer_auth = offer_auth
         if implicit_tls:
             self._auth_require_tls = False
 
     async def push(self, status: bytes | str) -> None:
+        if not self._offer_auth and isinstance(status, str) and status.startswith("250-AUTH"):
+            # The relay port authenticates peers by mutual TLS only (ECO.1.1.3): advertising
+            # AUTH (RFC 4954 §3) there would invite password guessing that can never succeed.
+            return
         if isinstance(status, str):
             await super().push(_REWRITE.get(status, status))
         else:
@@ -461,7 +469,8 @@ class Listeners:
         context = None if implicit else self._context(name)
         return GatewaySmtp(handler, implicit_tls=implicit, hostname=s.hostname, ident="mss",
                            tls_context=context, require_starttls=not implicit,
-                           auth_required=name != "relay", auth_require_tls=True,
+                           auth_required=name != "relay", offer_auth=name != "relay",
+                           auth_require_tls=True,
                            data_size_limit=s.max_message_size or None, decode_data=False,
                            timeout=300)
 

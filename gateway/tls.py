@@ -2,10 +2,11 @@
 
 - Submission (STARTTLS, RFC 3207) and submissions (implicit TLS, RFC 8314): ``pki/server.crt``,
   TLS ≥ 1.2, a client certificate *requested but optional* so that SASL EXTERNAL (RFC 4422
-  appendix A) can use a card or applicative certificate. The certificate's chain is checked by
-  OpenSSL against our CA and the peers' (``TrustStore.with_peers``); revocation is checked by
-  the gateway at AUTH time, so a revoked certificate gets a precise ``535 5.7.8`` instead of a
-  broken handshake.
+  appendix A) can use a card or applicative certificate; TLS 1.2 suites are
+  ``certs.suites.MODERN_TLS12_SUITES`` (ECDHE + AEAD), the same list as Dovecot's IMAP. The
+  certificate's chain is checked by OpenSSL against our CA and the peers'
+  (``TrustStore.with_peers``); revocation is checked by the gateway at AUTH time, so a revoked
+  certificate gets a precise ``535 5.7.8`` instead of a broken handshake.
 - Relay (inter-operator, STARTTLS on the relay port): ``pki/operator.crt``, client certificate
   *required*, only the ECO.1.1.3 suites for TLS 1.2 (ECDHE-RSA with AES-GCM or AES-CBC-SHA2)
   plus TLS 1.3.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from certs.suites import MODERN_TLS12_SUITES
 from core.settings import Settings
 
 # MSSanté ECO.1.1.3 — the only TLS 1.2 suites allowed between operators.
@@ -57,6 +59,7 @@ def submission_context(settings: Settings) -> ssl.SSLContext:
     pki = settings.pki_dir
     context = _base(ssl.Purpose.CLIENT_AUTH, pki / "server.crt", pki / "server.key", pki)
     context.verify_mode = ssl.CERT_OPTIONAL
+    context.set_ciphers(MODERN_TLS12_SUITES)  # the same list as Dovecot's IMAP (certs.suites)
     return context
 
 

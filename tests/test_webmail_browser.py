@@ -339,7 +339,8 @@ def test_phone_width_pages(site: Site, browser) -> None:  # type: ignore[no-unty
         page.goto(site.url + path)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         shot(site, page, name)
-    page.click("#without-card")
+    with page.expect_navigation():  # a form submit: evaluating mid-navigation sees no document
+        page.click("#without-card")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     shot(site, page, "mobile-inscription-identite")
     phone.close()
