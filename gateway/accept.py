@@ -12,18 +12,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 
 from certs.errors import CertError
 from certs.validation import TrustStore, ValidationCache, validate
-from core import audit
+from core import audit, authresults, headers
 from core.db import Database
 from core.settings import Settings
 from gateway import inbound, pipeline
 from gateway import queue as q
-from gateway.errors import SenderRefused, SignatureRefused
+from gateway.errors import MalformedHeader, SenderRefused, SignatureRefused
 from gateway.keys import KeyRing
 from gateway.models import Origin, RecipientKind, RecipientState
 from gateway.pipeline import Forms, Route, SecurityContext
@@ -103,9 +104,17 @@ class Gateway:
     chain: list[x509.Certificate] = field(default_factory=list)
     checks: ValidationCache = field(default_factory=ValidationCache)
     decisions: Decisions = field(init=False)
+    seal_key: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.decisions = Decisions(self.settings.policy_cache_seconds)
+        self.seal_key = authresults.seal_key(self.settings.secret())
+
+    def sealed(self, stamped: bytes | None) -> bytes | None:
+        """A local form (our stamp first) with its verdict sealed for the readers."""
+        if stamped is None:
+            return None
+        return authresults.seal(stamped, self.seal_key, datetime.now(UTC))
 
     @property
     def authserv_id(self) -> str:
@@ -128,6 +137,15 @@ class Envelope:
     helo: str
     ip: str
     tls: str
+
+
+def check_header(raw: bytes) -> None:
+    """The header section must read the same for every reader (``core.headers.check``): the
+    first content step, before anything is cut, signed or stamped (issue #14 item 1)."""
+    try:
+        headers.check(raw)
+    except headers.HeaderError as exc:
+        raise MalformedHeader(exc.message) from None
 
 
 # ---------------------------------------------------------------------- submission
@@ -161,6 +179,7 @@ def recipient(gw: Gateway, address: str, *, local_only: bool = False) -> Route:
 def submit(gw: Gateway, login: str, identity: Identity, env: Envelope) -> str:
     """DATA on the submission ports: the queue id once the message is durably queued."""
     s = gw.settings
+    check_header(env.raw)
     raw = inbound.strip_forged(env.raw, gw.authserv_id)
     pipeline.check_loop(raw, s.max_received)
     queue_id = q.new_queue_id()
@@ -171,7 +190,7 @@ def submit(gw: Gateway, login: str, identity: Identity, env: Envelope) -> str:
     forms = pipeline.secure(gw.security(), raw, signer, env.routes)  # crypto: no transaction
     rcpts = _rows(env.routes, forms) + [(env.mail_from.lower(), RecipientKind.SENT)]
     local, peer, clear = (_traced(gw, form, env, queue_id, True)
-                          for form in (forms.local, forms.peer, forms.clear))
+                          for form in (gw.sealed(forms.local), forms.peer, forms.clear))
     with q.appending(gw.db) as conn:
         q.enqueue(conn, queue_id=queue_id, origin=Origin.SUBMISSION,
                   envelope_from=env.mail_from, message_key=key, submitter=login,
@@ -227,11 +246,14 @@ def peer_sender(gw: Gateway, cert: x509.Certificate | None, address: str) -> str
 
 def relay(gw: Gateway, peer_dn: str, env: Envelope) -> str:
     """DATA on the relay port: open (decrypt, verify), stamp, queue for local delivery."""
+    check_header(env.raw)
     raw = inbound.strip_forged(env.raw, gw.authserv_id)
     pipeline.check_loop(raw, gw.settings.max_received)
     queue_id = q.new_queue_id()
     raw, key = pipeline.message_key(raw, queue_id, env.mail_from.rpartition("@")[2] or "peer")
     opened, verdict = _open(gw, raw, env.routes)
+    if opened is not raw:
+        check_header(opened)  # the decrypted content's fields become the reader's too
     state = RecipientState.QUEUED
     if verdict.result == "fail":
         if gw.settings.bad_signature == "refuse":
@@ -239,7 +261,8 @@ def relay(gw: Gateway, peer_dn: str, env: Envelope) -> str:
                                    f"signature, message refused ({verdict.error_code})",
                                    code=f"signature_{verdict.error_code}")
         state = RecipientState.QUARANTINED
-    local = _traced(gw, inbound.stamp(opened, verdict, gw.authserv_id), env, queue_id, False)
+    local = _traced(gw, gw.sealed(inbound.stamp(opened, verdict, gw.authserv_id)), env,
+                    queue_id, False)
     with q.appending(gw.db) as conn:
         q.enqueue(conn, queue_id=queue_id, origin=Origin.RELAY, envelope_from=env.mail_from,
                   message_key=key, submitter=peer_dn, size=len(env.raw), local=local,

@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from core.headers import field_name, field_value, header_fields, split_head
 from gateway.errors import ascii_text
-from gateway.security import field_name, field_value, header_fields, is_address, split_head
+from gateway.security import is_address
 
 ACTIONS = {"failed": "5", "delayed": "4", "delivered": "2", "relayed": "2", "expanded": "2"}
 MAX_DIAGNOSTIC = 300

@@ -86,6 +86,15 @@ class UnsignableMessage(GatewayError):
     enhanced = "5.6.0"  # RFC 3463: other or undefined media error
 
 
+class MalformedHeader(GatewayError):
+    """The header section is one readers could read differently (``core.headers.check``):
+    a bare CR or LF, a line that is not a field, a field RFC 5322 §3.6 allows once, twice."""
+
+    code = "malformed_header"
+    smtp_code = 550  # permanent: the same bytes will be refused again
+    enhanced = "5.6.0"  # RFC 3463: other or undefined media error
+
+
 class ProtectionUnavailable(GatewayError):
     """The security asked for (or required) cannot be applied: no signing key, no
     encryption certificate for a recipient, or an unusable certificate."""
@@ -177,3 +186,13 @@ class LocalFailure(GatewayError):
     code = "local_failure"
     smtp_code = 451
     enhanced = "4.3.0"
+
+
+class EndToEndRefused(GatewayError):
+    """A message the client protected end to end (RFC 8551) is not what it claims: its CMS
+    is unreadable or of another type, its signature is not of its content, or its envelope
+    is not addressed to every recipient's certificate (``pipeline.check_end_to_end``)."""
+
+    code = "end_to_end_refused"
+    smtp_code = 554  # RFC 5321 §4.3.2: transaction failed (after DATA)
+    enhanced = "5.7.5"  # RFC 3463: cryptographic failure

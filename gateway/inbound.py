@@ -42,18 +42,10 @@ from certs._x509util import email_addresses
 from certs.errors import CertError, DecryptionFailed
 from certs.smime import PrivateKey
 from certs.validation import TrustStore, ValidationCache, validate
+from core.authresults import authserv_id_of, normal_id
+from core.headers import drop_fields, field_name, field_value, header_fields, split_head
 from gateway.errors import ascii_text
-from gateway.security import (
-    SIGNATURE_TYPES,
-    SMIME_TYPES,
-    content_type,
-    drop_fields,
-    field_name,
-    field_value,
-    header_fields,
-    is_address,
-    split_head,
-)
+from gateway.security import SIGNATURE_TYPES, SMIME_TYPES, content_type, is_address
 
 AUTH_RESULTS = "Authentication-Results"
 RESULTS = ("pass", "fail", "none", "temperror")
@@ -92,44 +84,9 @@ def strip_forged(raw: bytes, authserv_id: str) -> bytes:
     """``raw`` without any ``Authentication-Results`` field whose authserv-id is ours
     (case-insensitive, a trailing dot ignored): RFC 8601 §5 says we MUST remove them. Fields
     of other services stay; every other byte is unchanged."""
-    ours = _normal_id(authserv_id)
+    ours = normal_id(authserv_id)
     return drop_fields(raw, lambda name: name == "authentication-results",
-                       keep_field=lambda f: _normal_id(authserv_id_of(field_value(f))) != ours)
-
-
-def authserv_id_of(value: str) -> str | None:
-    """The authserv-id at the head of an ``Authentication-Results`` value (RFC 8601 §2.2):
-    a token or a quoted-string, comments and white space before it skipped."""
-    rest = _skip_cfws(value)
-    quoted = _QUOTED.match(rest)
-    if quoted:
-        return re.sub(r"\\(.)", r"\1", quoted.group(1))
-    token = _TOKEN.match(rest)
-    return token.group(0) if token else None
-
-
-def _skip_cfws(text: str) -> str:
-    """``text`` without its leading white space and (nested) comments (RFC 5322 §3.2.2)."""
-    text = text.lstrip()
-    while text.startswith("("):
-        depth, index = 0, 0
-        while index < len(text):
-            char = text[index]
-            if char == "\\":
-                index += 1
-            elif char == "(":
-                depth += 1
-            elif char == ")":
-                depth -= 1
-                if depth == 0:
-                    break
-            index += 1
-        text = text[index + 1:].lstrip()
-    return text
-
-
-def _normal_id(ident: str | None) -> str | None:
-    return ident.strip().lower().rstrip(".") if ident else None
+                       keep_field=lambda f: normal_id(authserv_id_of(field_value(f))) != ours)
 
 
 # ---------------------------------------------------------------------- opening

@@ -19,6 +19,7 @@ import email.utils
 import re
 from datetime import datetime
 
+from core.headers import field_name, field_value, header_fields, split_head
 from gateway.dsn import (
     address_field,
     encode_header,
@@ -29,14 +30,7 @@ from gateway.dsn import (
     text_part,
 )
 from gateway.errors import ascii_text
-from gateway.security import (
-    content_type,
-    field_name,
-    field_value,
-    header_fields,
-    is_address,
-    split_head,
-)
+from gateway.security import content_type, is_address
 
 DIRECT_FINAL_DELIVERY = "X-DIRECT-FINAL-DESTINATION-DELIVERY"
 PROCESSED = "automatic-action/MDN-sent-automatically; processed"

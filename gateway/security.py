@@ -15,16 +15,15 @@ Protection follows RFC 8551: sign with the sender mailbox's key, then encrypt th
 message to every recipient's certificate (§3.7, sign then encrypt). A message the client already
 signed or encrypted end to end (``end_to_end``) passes untouched.
 
-This module also holds the byte-exact header helpers the other gateway modules share: a header
-section is cut at its first empty line and kept as is, field by field (RFC 5322 §2.2.3 folding
-kept), so that removing a field leaves every other byte in place.
+The byte-exact header helpers are ``core.headers``' (the one header parser, CONVENTIONS.md 13);
+they are imported here under their old names for the gateway modules that use them.
 """
 
 from __future__ import annotations
 
 import email.message
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,6 +36,7 @@ from certs.errors import MalformedSmime, WrongPurpose
 from certs.smime import PrivateKey
 from certs.validation import check_purpose
 from core.errors import ConfigError
+from core.headers import drop_fields, field_name, field_value, header_fields, split_head
 from gateway.errors import (
     MailboxKeyUnreadable,
     ProtectionUnavailable,
@@ -51,7 +51,6 @@ _TOKENS = re.compile(r"[\s,+]+")
 # addr-spec without quoting or comments (RFC 5322 §3.4.1), a host name as domain.
 _ADDR_SPEC = re.compile(r"[^\x00-\x20\x7f@<>()\[\]\\,;:\"]+"
                         r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
-_BLANK_LINE = re.compile(rb"\n\r?\n")
 SMIME_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime")
 SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
 
@@ -243,55 +242,7 @@ def load_mailbox_key(key_pem: str, secret: bytes) -> PrivateKey:
 
 
 # ---------------------------------------------------------------------- header helpers
-def split_head(raw: bytes) -> tuple[bytes, bytes]:
-    """The header section (its last line end included) and the rest (the empty line and the
-    body), such that ``head + rest == raw``. LF or CRLF line ends, as they come."""
-    if raw.startswith((b"\n", b"\r\n")):
-        return b"", raw
-    found = _BLANK_LINE.search(raw)
-    if found is None:
-        return raw, b""
-    return raw[: found.start() + 1], raw[found.start() + 1:]
-
-
-def header_fields(head: bytes) -> list[bytes]:
-    """The fields of a header section, each with its continuation lines and line ends."""
-    fields: list[bytes] = []
-    lines = head.split(b"\n")
-    for index, line in enumerate(lines):
-        piece = line + b"\n" if index < len(lines) - 1 else line
-        if not piece:
-            continue
-        if piece[:1] in (b" ", b"\t") and fields:  # RFC 5322 §2.2.3 folding
-            fields[-1] += piece
-        else:
-            fields.append(piece)
-    return fields
-
-
-def field_name(field: bytes) -> str:
-    """The field's name, lower case (names are case-insensitive, RFC 5322 §1.2.2)."""
-    return field.split(b":", 1)[0].strip().lower().decode("ascii", "replace")
-
-
-def field_value(field: bytes) -> str:
-    """The field's value unfolded (RFC 5322 §2.2.3), outer white space removed."""
-    value = field.split(b":", 1)[1] if b":" in field else b""
-    return value.replace(b"\r", b"").replace(b"\n", b"").strip().decode("utf-8", "replace")
-
-
 def is_address(text: str, *, ascii_only: bool = True) -> bool:
     """True for a plain ``local@domain`` address (no display name, no white space, no
     control character): safe to write into a header field as is."""
     return bool(_ADDR_SPEC.fullmatch(text)) and (text.isascii() or not ascii_only)
-
-
-def drop_fields(raw: bytes, drop: Callable[[str], bool], *,
-                keep_field: Callable[[bytes], bool] | None = None) -> bytes:
-    """``raw`` without the header fields whose lower-case name ``drop`` accepts (unless
-    ``keep_field`` says to keep that one); every other byte unchanged."""
-    head, rest = split_head(raw)
-    fields = header_fields(head)
-    kept = [f for f in fields
-            if not drop(field_name(f)) or (keep_field is not None and keep_field(f))]
-    return raw if len(kept) == len(fields) else b"".join(kept) + rest

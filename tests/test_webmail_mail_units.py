@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import email.policy
 import re
+from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import pytest
 
+from core import authresults, headers
 from tests.webmail_mail_helpers import clinical_message, xdm_zip
 from trust_space.models import Role
 from webmail.mail import mime, size_fr
 from webmail.mail.access import Right, rights_of, valid_folder
 from webmail.mail.attachments import safe_filename, xdm_documents, xdm_member
-from webmail.mail.badge import verdict_of
+from webmail.mail.badge import Voucher, verdict_of
 from webmail.mail.drafting import (
     Attachment,
     Outgoing,
@@ -25,7 +27,7 @@ from webmail.mail.drafting import (
     security_field,
     split_addresses,
 )
-from webmail.mail.listing import _parse
+from webmail.mail.listing import _parse, sender_label
 from webmail.mail.receipts import build_mdn
 from webmail.mail.sanitise import frame_csp, sanitise
 
@@ -100,10 +102,14 @@ def test_only_the_first_verdict_with_our_authserv_id_counts(
     assert (verdict.result, verdict.encrypted, verdict.signer) == (result, encrypted, signer)
 
 
+KEY = authresults.seal_key(b"secret de test")
+
+
 def test_list_parser_reads_markers_from_one_fetch() -> None:
-    header = (b"Date: Mon, 10 Nov 2025 10:00:00 +0100\r\nFrom: =?utf-8?q?Ren=C3=A9?= "
-              b"<r@mss.test>\r\nTo: a@mss.test\r\nSubject: Essai\r\nAuthentication-Results: "
-              b"mss.test; smime=pass (encrypted)\r\n\r\n")
+    header = authresults.seal(
+        b"Authentication-Results: mss.test; smime=pass (encrypted)\r\n"
+        b"Date: Mon, 10 Nov 2025 10:00:00 +0100\r\nFrom: =?utf-8?q?Ren=C3=A9?= "
+        b"<r@mss.test>\r\nTo: a@mss.test\r\nSubject: Essai\r\n\r\n", KEY, datetime.now(UTC))
     data = [(b'7 (UID 42 FLAGS (\\Seen) RFC822.SIZE 1234 BODYSTRUCTURE ((("text" "plain" NIL '
              b'NIL NIL "7bit" 1 1 NIL NIL NIL NIL)("application" "pdf" NIL NIL NIL "base64" 8 '
              b'NIL ("attachment" ("filename" {5}', b"a.pdf"),
@@ -112,11 +118,84 @@ def test_list_parser_reads_markers_from_one_fetch() -> None:
              b'NIL NIL NIL) BODY[HEADER.FIELDS (DATE FROM)] {%d}' % len(header), header), b")",
             (b'8 (UID 43 FLAGS () RFC822.SIZE 10 BODYSTRUCTURE ("text" "plain" NIL NIL NIL '
              b'"7bit" 1 1 NIL NIL NIL NIL) BODY[HEADER.FIELDS (DATE)] {4}', b"\r\n\r\n"), b")"]
-    first, second = list(_parse(data, "mss.test"))
+    first, second = list(_parse(data, Voucher("mss.test", KEY)))
     assert (first.uid, first.seen, first.size, first.attachment) == (42, True, 1234, True)
     assert (first.security, first.encrypted, first.sender_name) == ("pass", True, "René")
     assert (second.uid, second.seen, second.attachment, second.security) == \
         (43, False, False, "absent")
+
+
+def _one_row(header: bytes, key: bytes = KEY) -> object:
+    data = [(b"1 (UID 9 FLAGS () RFC822.SIZE 10 BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL "
+             b"\"7bit\" 1 1 NIL NIL NIL NIL) BODY[HEADER.FIELDS (FROM)] {%d}" % len(header),
+             header), b")"]
+    return list(_parse(data, Voucher("mss.test", key)))[0]
+
+
+SEALED = (b"Authentication-Results: mss.test; smime=pass (not encrypted)\r\n"
+          b"From: paul.durand@mss.test\r\nSubject: Bilan\r\nDate: Mon, 10 Nov 2025 10:00:00 "
+          b"+0100\r\nMessage-ID: <a@mss.test>\r\n\r\n")
+
+
+def test_a_verdict_counts_only_under_the_gateway_seal() -> None:
+    """Attack (issue #14 item 7): an IMAP APPEND can write our Authentication-Results; the
+    list shows "signé" only for the gateway's sealed field, and not once a listed field
+    (From, Subject, Date) was edited under it, nor under another operator's key."""
+    sealed = authresults.seal(SEALED, KEY, datetime.now(UTC))
+    assert _one_row(sealed).security == "pass"  # type: ignore[attr-defined]
+    assert _one_row(SEALED).security == "forged"  # type: ignore[attr-defined]
+    assert _one_row(sealed, authresults.seal_key(b"autre")).security == "forged"  # type: ignore[attr-defined]
+    for old, new in ((b"paul.durand", b"jean.dupont"), (b"Bilan", b"Bilon"),
+                     (b"10 Nov", b"11 Nov")):
+        assert _one_row(sealed.replace(old, new, 1)).security == "forged"  # type: ignore[attr-defined]
+    moved = sealed.replace(b"Subject: Bilan\r\n", b"")  # a field dropped under the seal
+    assert _one_row(moved).security == "forged"  # type: ignore[attr-defined]
+    bare_cr = sealed.replace(b"Subject: Bilan\r\n", b"Subject: Bilan\rFrom: x@mss.test\r\n")
+    assert _one_row(bare_cr).security == "forged"  # type: ignore[attr-defined]
+    assert _one_row(b"From: x@mss.test\r\n\r\n").security == "absent"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("name", "address", "shown"), [
+    ("Paul Durand <paul.durand@mss.test>", "marie.martin@mss.test", "marie.martin@mss.test"),
+    ("paul.durand@mss.test", "marie.martin@mss.test", "marie.martin@mss.test"),
+    ("Paul Durand", "marie.martin@mss.test", "Paul Durand <marie.martin@mss.test>"),
+    ("MARIE  Martin", "marie.martin@mss.test", "MARIE  Martin"),
+    ("Marie Martin", "inconnu@autre.test", "Marie Martin"),
+    ("", "marie.martin@mss.test", "marie.martin@mss.test"),
+])
+def test_sender_label_shows_the_real_address_when_the_name_misleads(
+        name: str, address: str, shown: str) -> None:
+    directory = {"marie.martin@mss.test": "Marie Martin"}
+    assert sender_label(name, address, directory) == shown
+
+
+@pytest.mark.parametrize("head", [
+    b"Subject: hi\rFrom: Paul Durand <paul.durand@mss.test>\r\nFrom: m@mss.test\r\n",
+    b"Subject: hi\r\nFrom: a@mss.test\nTo: b@mss.test\r\n",
+    b"From: a@mss.test\r\nFrom: b@mss.test\r\n",
+    b"From: a@mss.test\r\nSUBJECT: x\r\nSubject: y\r\n",
+    b"From: a@mss.test\r\nnot a field\r\n",
+    b"From : a@mss.test\r\n",
+    b" folded: first\r\nFrom: a@mss.test\r\n",
+    b"From: a@mss.test\r\nX: \x00\r\n",
+    b"From: a@mss.test\r\nSubject: x\r\r\n",
+])
+def test_header_check_refuses_what_readers_would_read_differently(head: bytes) -> None:
+    with pytest.raises(headers.HeaderError) as refused:
+        headers.check(head + b"\r\nbody\r\n")
+    assert " / " in refused.value.message  # French / English
+    assert headers.parse(head).defects
+
+
+@pytest.mark.parametrize("head", [
+    b"From: a@mss.test\r\nSubject: one\r\n two\r\nReceived: x\r\nReceived: y\r\n",
+    b"From: a@mss.test\nSubject: all LF\n",
+    b"From: =?utf-8?q?Ren=C3=A9?= <r@mss.test>\r\nSubject: \xc3\xa9t\xc3\xa9\r\n",
+])
+def test_header_check_keeps_well_formed_sections(head: bytes) -> None:
+    eol = b"\n" if b"\r" not in head else b"\r\n"
+    assert len(headers.check(head + eol + b"body")) >= 2
+    assert not headers.parse(head).defects
 
 
 def test_reading_a_signed_message_with_attachments() -> None:

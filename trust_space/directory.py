@@ -8,7 +8,7 @@ returned.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
-from core.db import utcnow
+from core.db import Executor, utcnow
 from trust_space.errors import InvalidTransition, TrustSpaceError
 from trust_space.models import (
     Delegation,
@@ -280,6 +280,26 @@ def upsert_structure(session: Session, *, finess: str, **fields: Any) -> tuple[S
         setattr(structure, key, value)
     session.flush()
     return structure, created
+
+
+def display_names(session: Executor, addresses: Collection[str]) -> dict[str, str]:
+    """The directory's display name of each of ``addresses`` it knows (local or a peer's),
+    by lower-case address, as the directory shows it (``_entry``): what a reader compares a
+    sender's display name with."""
+    if not addresses:
+        return {}
+    wanted = sorted({a.lower() for a in addresses})[:500]
+    rows = session.execute(
+        select(Mailbox.address, Mailbox.display_name, Professional.first_name,
+               Professional.last_name, Structure.name)
+        .outerjoin(Professional, Mailbox.professional_id == Professional.id)
+        .outerjoin(Structure, Mailbox.structure_id == Structure.id)
+        .where(Mailbox.address.in_(wanted)))  # addresses are stored lower case
+    found = {}
+    for address, shown, first, last, org in rows:
+        pro = " ".join(p for p in (first, last) if p)
+        found[address.lower()] = shown or pro or org or address
+    return found
 
 
 def taken_addresses(session: Session, domain: str, startswith: str = "") -> set[str]:

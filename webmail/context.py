@@ -16,7 +16,7 @@ from flask_login import UserMixin, current_user
 from sqlalchemy.orm import Session
 
 from certs.validation import TrustStore
-from core import audit
+from core import audit, authresults
 from core.db import Database
 from core.settings import Settings
 from trust_space.models import Account, AccountKind, AccountState
@@ -38,6 +38,11 @@ class Webmail:
     sms: SmsProvider
     acl_sync: Callable[[], None]
     _store: tuple[tuple[float, float], TrustStore] | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def seal_key(self) -> bytes:
+        """The key of the gateway's seal on its verdicts (``core.authresults``)."""
+        return authresults.seal_key(self.settings.secret())
 
     @property
     def timeout(self) -> timedelta:

@@ -13,6 +13,7 @@ from webmail.forms import EmptyForm
 from webmail.mail import bp, imap_uid
 from webmail.mail.access import Box, Right, accessible_boxes, audit, imap, mailbox_route
 from webmail.mail.access import valid_folder as _valid
+from webmail.mail.badge import voucher
 from webmail.mail.folders import DRAFTS, INBOX, SENT, TRASH, label
 
 MAX_SELECTED = 1000
@@ -97,7 +98,7 @@ def restore(box: Box, folder: str) -> Response:
     with imap() as session:
         from webmail.mail.listing import rows
 
-        found = rows(session, box.imap_name(TRASH), uids, "")
+        found = rows(session, box.imap_name(TRASH), uids, voucher())
         groups: dict[str, list[int]] = {}
         for row in found:
             target = (DRAFTS if "\\Draft" in row.flags else

@@ -6,9 +6,14 @@ after removing any field that claimed our id (``gateway.inbound.stamp``). A read
 the **first** field with our authserv-id (RFC 8601 §5); fields of other services are ignored.
 
 A message can still be placed in a folder without the gateway (IMAP APPEND by a client or a
-delegate), with a forged field. So a ``pass`` is confirmed here by verifying the signature
-again against the trust space (our CA and the peer operators' CAs, their CRLs) and checking
-that the signer is the ``From`` address; if that fails the badge is a warning, never trusted.
+delegate), with a forged or copied field. So a verdict counts only when the gateway's seal over
+it verifies (``core.authresults``: an HMAC under the operator's secret, binding the verdict to
+the fields a list shows); the list shows nothing else. In the read view a ``pass`` is
+confirmed once more by verifying the signature against the trust space (our CA and the peer
+operators' CAs, their CRLs) *at the time the gateway received it* and checking that the signer
+is the ``From`` address; if that fails the badge is a warning, never trusted. Headers are cut
+by ``core.headers`` (the gateway's parser): a header section the gateway would have refused
+cannot carry a verdict.
 """
 
 from __future__ import annotations
@@ -16,15 +21,16 @@ from __future__ import annotations
 import email.utils
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import Message
 from pathlib import Path
 
 from certs import smime
 from certs.errors import CertError
 from certs.validation import TrustStore
+from core import authresults, headers
+from webmail.context import mss
 
-_AUTHSERV = re.compile(r'\s*(?:\([^)]*\)\s*)*("(?:[^"\\]|\\.)*"|[^\s;]+)')
 _SMIME = re.compile(r"\bsmime\s*=\s*([A-Za-z]+)\s*(?:\(([^)]*)\))?", re.IGNORECASE)
 _REASON = re.compile(r'\breason\s*=\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
 _IDENTITY = re.compile(r'\bbody\.smime-identity\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]+)',
@@ -35,22 +41,17 @@ _IDENTITY = re.compile(r'\bbody\.smime-identity\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]+
 class Verdict:
     """What our ``Authentication-Results`` field says (``result`` "absent" without one)."""
 
-    result: str  # pass / fail / none / temperror / absent
+    result: str  # pass / fail / none / temperror / absent / forged (unsealed claim)
     encrypted: bool | None = None
     signer: str | None = None
     reason: str = ""
 
 
-def _normal(ident: str) -> str:
-    return ident.strip('"').rstrip(".").lower()
-
-
 def verdict_of(values: list[str], authserv_id: str) -> Verdict:
     """The verdict of the first field among ``values`` (in header order) with our id."""
-    ours = _normal(authserv_id)
+    ours = authresults.normal_id(authserv_id)
     for value in values:
-        head = _AUTHSERV.match(value)
-        if head is None or _normal(head.group(1)) != ours:
+        if authresults.normal_id(authresults.authserv_id_of(value)) != ours:
             continue
         found = _SMIME.search(value)
         if found is None:
@@ -65,10 +66,22 @@ def verdict_of(values: list[str], authserv_id: str) -> Verdict:
     return Verdict("absent")
 
 
-def verdict_of_message(message: Message, authserv_id: str) -> Verdict:
-    """``verdict_of`` over a parsed message's ``Authentication-Results`` fields."""
-    return verdict_of([str(v) for v in message.get_all("Authentication-Results", [])],
-                      authserv_id)
+@dataclass(frozen=True)
+class Voucher:
+    """What tells the gateway's verdict from a copy: our authserv-id and the seal key."""
+
+    authserv_id: str
+    key: bytes
+
+    def verdict(self, header: headers.Header) -> tuple[Verdict, datetime | None]:
+        """The sealed verdict of a header section and the gateway's time; ``forged`` when a
+        field claims our id without a valid seal, ``absent`` when none claims it."""
+        found = None if header.defects else \
+            authresults.sealed(header.fields, self.authserv_id, self.key)
+        if found is not None:
+            return verdict_of([found.value], self.authserv_id), found.at
+        claimed = verdict_of(header.values(authresults.FIELD), self.authserv_id)
+        return Verdict("absent" if claimed.result == "absent" else "forged"), None
 
 
 @dataclass(frozen=True)
@@ -90,12 +103,16 @@ def _hop(encrypted: bool | None) -> str:
             "l’espace de confiance).")
 
 
-def badge_for(raw: bytes, message: Message, authserv_id: str, store: TrustStore) -> Badge:
+def badge_for(raw: bytes, message: Message, voucher: Voucher, store: TrustStore) -> Badge:
     """The badge of a message (see the module docstring)."""
-    verdict = verdict_of_message(message, authserv_id)
+    verdict, at = voucher.verdict(headers.parse(headers.split_head(raw)[0]))
     hop = _hop(verdict.encrypted)
+    if verdict.result == "forged":
+        return Badge("warn", "Signature annoncée mais non confirmée : ne vous y fiez pas",
+                     ["Le résultat de vérification affiché dans ce message n’a pas été écrit "
+                      "par la passerelle de l’opérateur (message déposé ou modifié depuis)."])
     if verdict.result == "pass":
-        confirmed = _confirm(raw, message, store, verdict.signer)
+        confirmed = _confirm(raw, message, store, verdict.signer, at)
         if confirmed is None:
             return Badge("ok", f"Signé par {verdict.signer or 'l’expéditeur'} — signature "
                          "vérifiée dans l’espace de confiance", [hop], verdict.encrypted)
@@ -112,12 +129,12 @@ def badge_for(raw: bytes, message: Message, authserv_id: str, store: TrustStore)
                   "copie déposée par un logiciel) : aucune garantie d’origine."])
 
 
-def _confirm(raw: bytes, message: Message, store: TrustStore,
-             signer: str | None) -> str | None:
-    """None when the signature verifies now and its signer is the ``From`` address; else why
-    not (a short French sentence)."""
+def _confirm(raw: bytes, message: Message, store: TrustStore, signer: str | None,
+             at: datetime | None) -> str | None:
+    """None when the signature verifies at ``at`` (when the gateway received the message) and
+    its signer is the ``From`` address; else why not (a short French sentence)."""
     try:
-        verified = smime.verify(raw, store, at=_sent_at(message))
+        verified = smime.verify(raw, store, at=at)
     except CertError as exc:
         return f"Vérification locale impossible : {exc.message}"
     senders = {a.lower() for _, a in email.utils.getaddresses(message.get_all("From", []))}
@@ -129,15 +146,10 @@ def _confirm(raw: bytes, message: Message, store: TrustStore,
     return None
 
 
-def _sent_at(message: Message) -> datetime | None:
-    """The message date (certificates are checked at that time), never in the future."""
-    try:
-        when = email.utils.parsedate_to_datetime(str(message.get("Date", "")))
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return min(when, datetime.now(UTC))
+def voucher() -> Voucher:
+    """The current webmail's voucher (our domain and the seal key)."""
+    app = mss()
+    return Voucher(app.settings.domain, app.seal_key)
 
 
 class StoreCache:

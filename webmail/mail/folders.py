@@ -4,7 +4,7 @@ folders. The special folders keep their IMAP names (RFC 6154 special-use: ``Sent
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flask import flash, redirect, render_template, request, url_for
 from imapclient.exceptions import IMAPClientError
@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 
 from mailstore.errors import ImapError
 from mailstore.imap import MailboxSession
+from trust_space.directory import display_names
 from webmail.context import mss
 from webmail.forms import EmptyForm
 from webmail.mail import PER_PAGE, bp, listing
@@ -27,6 +28,7 @@ from webmail.mail.access import (
     own_box,
     valid_folder,
 )
+from webmail.mail.badge import voucher
 
 SENT, DRAFTS, TRASH = "Sent", "Drafts", "Trash"
 LABELS = {INBOX: "Boîte de réception", DRAFTS: "Brouillons", SENT: "Messages envoyés",
@@ -78,6 +80,12 @@ def index() -> Response:
     return redirect(url_for("mail.folder", box_id=box.id))
 
 
+def directory_names(addresses: set[str]) -> dict[str, str]:
+    """The directory's names of ``addresses`` (``listing.with_directory_names``)."""
+    with mss().db.reading() as conn:
+        return display_names(conn, addresses)
+
+
 @bp.get("/<int:box_id>")
 @mailbox_route(Right.READ)
 def folder(box: Box, folder: str) -> str:
@@ -89,7 +97,8 @@ def folder(box: Box, folder: str) -> str:
 
             raise MailboxNotFound("Dossier introuvable")
         page = listing.page(session, box.imap_name(folder), page_number(), PER_PAGE,
-                            mss().settings.domain)
+                            voucher())
+    page = replace(page, rows=listing.with_directory_names(page.rows, directory_names))
     return render_template("mail/list.html", box=box, boxes=accessible_boxes(),
                            folders=folders, folder=folder, folder_label=label(folder),
                            listing=page, form=EmptyForm(), specials=(SENT, DRAFTS, TRASH))

@@ -14,20 +14,23 @@ import binascii
 import email.utils
 import re
 import threading
+import unicodedata
 import weakref
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.header import decode_header, make_header
 from typing import Any
 
 from imapclient import imap_utf7
 
+from core import headers
 from mailstore.errors import ImapError
 from mailstore.imap import MailboxSession
-from webmail.mail.badge import verdict_of
+from webmail.mail.badge import Voucher
 
-FIELDS = "DATE FROM TO CC SUBJECT AUTHENTICATION-RESULTS DISPOSITION-NOTIFICATION-TO"
+FIELDS = ("DATE FROM SENDER TO CC SUBJECT MESSAGE-ID AUTHENTICATION-RESULTS "
+          "DISPOSITION-NOTIFICATION-TO")
 ITEMS = f"(UID FLAGS RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS ({FIELDS})])"
 _START = re.compile(rb"^\d+ \(")
 _UID = re.compile(rb"\bUID (\d+)")
@@ -63,7 +66,9 @@ class Row:
     security: str  # pass / fail / none / temperror / absent (badge.Verdict.result)
     encrypted: bool | None
     folder: str = ""  # set by searches over several folders
-    sender_name: str = ""  # the sender's name, else their address
+    sender_name: str = ""  # the sender's name, else their address (see ``sender_label``)
+    sender_address: str = ""  # the address of the From field, lower case
+    from_name: str = ""  # the display name of the From field, decoded
     to_names: str = ""  # the recipients' names (or addresses)
 
     @property
@@ -88,13 +93,13 @@ class Listing:
 
 
 def page(session: MailboxSession, folder: str, number: int, per_page: int,
-         authserv_id: str) -> Listing:
+         voucher: Voucher) -> Listing:
     """Page ``number`` (from 1) of ``folder`` (IMAP name), newest first."""
     uids = newest_first(session, folder)
     pages = max(1, -(-len(uids) // per_page))
     number = min(max(number, 1), pages)
     chunk = uids[(number - 1) * per_page:number * per_page]
-    return Listing(rows(session, folder, chunk, authserv_id), len(uids), number, per_page)
+    return Listing(rows(session, folder, chunk, voucher), len(uids), number, per_page)
 
 
 def newest_first(session: MailboxSession, folder: str) -> list[int]:
@@ -204,7 +209,7 @@ def _status(line: bytes) -> tuple[str, tuple[int, int]]:
     return _name(name), (int(values.get(b"MESSAGES", 0)), int(values.get(b"UNSEEN", 0)))
 
 
-def rows(session: MailboxSession, folder: str, uids: Sequence[int], authserv_id: str,
+def rows(session: MailboxSession, folder: str, uids: Sequence[int], voucher: Voucher,
          ) -> list[Row]:
     """The list lines of ``uids`` in ``folder``, in the order given."""
     if not uids:
@@ -217,7 +222,7 @@ def rows(session: MailboxSession, folder: str, uids: Sequence[int], authserv_id:
         raise ImapError(f"Erreur IMAP : {exc}") from exc
     if typ != "OK":
         raise ImapError("Erreur IMAP : lecture de la liste refusée")
-    found = {row.uid: row for row in _parse(data, authserv_id)}
+    found = {row.uid: row for row in _parse(data, voucher)}
     return [found[uid] for uid in uids if uid in found]
 
 
@@ -238,27 +243,30 @@ def _messages(data: Iterable[Any]) -> Iterable[list[tuple[bytes, bytes]]]:
         yield pieces
 
 
-def _parse(data: Iterable[Any], authserv_id: str) -> Iterable[Row]:
+def _parse(data: Iterable[Any], voucher: Voucher) -> Iterable[Row]:
     for pieces in _messages(data):
         text = b"".join(prefix for prefix, _ in pieces)
         uid = _UID.search(text)
-        headers = [lit for prefix, lit in pieces if b"HEADER.FIELDS" in prefix.upper()]
-        if uid is None or not headers:
+        blocks = [lit for prefix, lit in pieces if b"HEADER.FIELDS" in prefix.upper()]
+        if uid is None or not blocks:
             continue
         structure = text + b"".join(lit for prefix, lit in pieces
                                     if b"HEADER.FIELDS" not in prefix.upper())
         attached = any(b"smime.p7" not in (params or b"").lower()  # not the S/MIME signature
                        for params in _ATTACHMENT.findall(structure))
-        yield _row(int(uid.group(1)), text, headers[0], attached, authserv_id)
+        yield _row(int(uid.group(1)), text, blocks[0], attached, voucher)
 
 
 def _row(uid: int, text: bytes, header_block: bytes, attachment: bool,
-         authserv_id: str) -> Row:
-    fields = header_fields(header_block)
+         voucher: Voucher) -> Row:
+    header = headers.parse(header_block)  # the gateway's parser (CONVENTIONS.md, 13)
+    fields = {n: header.values(n) for n in ("date", "from", "to", "cc", "subject")}
     flags = _FLAGS.search(text)
     size = _SIZE.search(text)
-    verdict = verdict_of(fields.get("authentication-results", []), authserv_id)
-    sender = display((fields.get("from") or [""])[0])
+    verdict, _at = voucher.verdict(header)
+    name, address = (email.utils.getaddresses(fields["from"]) or [("", "")])[0]
+    name, address = display(name), address.lower()
+    sender = f"{name} <{address}>" if name else address
     people = [_person(a) for v in fields.get("to", []) + fields.get("cc", [])
               for a in _addresses(v)]
     return Row(uid, parse_date((fields.get("date") or [""])[0]),
@@ -266,20 +274,36 @@ def _row(uid: int, text: bytes, header_block: bytes, attachment: bool,
                tuple(f"{n} <{a}>" if n else a for n, a in people),
                tuple(f.decode() for f in flags.group(1).split()) if flags else (),
                int(size.group(1)) if size else 0, attachment, verdict.result, verdict.encrypted,
-               sender_name=_person(sender)[0] or _person(sender)[1] or sender,
+               sender_name=sender_label(name, address, {}), sender_address=address,
+               from_name=name,
                to_names=", ".join(n or a for n, a in people))
 
 
-def header_fields(block: bytes) -> dict[str, list[str]]:
-    """Header fields by lower-case name, unfolded (RFC 5322 §2.2.3), raw 8-bit as UTF-8.
-    A few lines of code instead of the email parser: the list parses 50 blocks per page."""
-    text = _FOLD.sub(" ", block.decode("utf-8", "replace"))
-    found: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        name, colon, value = line.partition(":")
-        if colon and name and not name[0].isspace() and " " not in name.strip():
-            found.setdefault(name.strip().lower(), []).append(value.strip())
-    return found
+def sender_label(name: str, address: str, directory: Mapping[str, str]) -> str:
+    """What the list shows of a sender: the name, unless it could mislead (issue #14 item 7).
+    A name that holds an address (``"Paul <paul@…>" <marie@…>``) gives way to the real
+    address; a name other than the directory's for that address is followed by it."""
+    if not name or "@" in name:
+        return address or name
+    known = directory.get(address)
+    if known is not None and _folded(known) != _folded(name):
+        return f"{name} <{address}>"
+    return name
+
+
+def _folded(name: str) -> str:
+    """A name compared without case, accents, punctuation or spacing differences."""
+    plain = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(c for c in plain if c.isalnum())
+
+
+def with_directory_names(found: Sequence[Row], names: Callable[[set[str]], Mapping[str, str]],
+                         ) -> list[Row]:
+    """``found`` with each sender shown against the directory's name for its address
+    (``names``: address → display name, one query for the page)."""
+    directory = names({r.sender_address for r in found if r.sender_address})
+    return [replace(r, sender_name=sender_label(r.from_name, r.sender_address,
+                                                directory)) for r in found]
 
 
 def _addresses(value: str) -> list[str]:

@@ -15,7 +15,7 @@ from webmail.forms import EmptyForm
 from webmail.mail import bp, mime, relay
 from webmail.mail.access import Box, Right, accessible_boxes, audit, imap, mailbox_route
 from webmail.mail.attachments import download, xdm_documents, xdm_member
-from webmail.mail.badge import Badge, StoreCache, badge_for
+from webmail.mail.badge import Badge, StoreCache, badge_for, voucher
 from webmail.mail.folders import DRAFTS, SENT, TRASH, box_folders, label
 from webmail.mail.receipts import MDN_SENT, build_mdn
 from webmail.mail.sanitise import frame_csp, sanitise
@@ -31,7 +31,7 @@ def fetch(box: Box, folder: str, uid: int, *, mark_seen: bool = False) -> Messag
 def _badge(raw: bytes, reading: mime.Reading) -> Badge:
     cache = current_app.extensions.setdefault("mss.mail.store",
                                               StoreCache(mss().settings.pki_dir))
-    return badge_for(raw, reading.message, mss().settings.domain, cache.get())
+    return badge_for(raw, reading.message, voucher(), cache.get())
 
 
 def _cid_url(box: Box, folder: str, uid: int, reading: mime.Reading):  # type: ignore[no-untyped-def]

@@ -13,11 +13,11 @@ from flask import render_template, request
 
 from mailstore.errors import ImapError
 from mailstore.imap import MailboxSession
-from webmail.context import mss
 from webmail.forms import EmptyForm
 from webmail.mail import bp, listing
 from webmail.mail.access import Box, Right, accessible_boxes, imap, mailbox_route
-from webmail.mail.folders import DRAFTS, SENT, TRASH, box_folders, label
+from webmail.mail.badge import voucher
+from webmail.mail.folders import DRAFTS, SENT, TRASH, box_folders, directory_names, label
 
 MAX_RESULTS = 200
 
@@ -70,17 +70,17 @@ def run(session: MailboxSession, box: Box, folders: list[str], query: Query,
         ) -> list[listing.Row]:
     """Matching messages of ``folders``, newest first, at most ``MAX_RESULTS``."""
     found: list[listing.Row] = []
-    domain = mss().settings.domain
+    verdicts = voucher()
     for name in folders:
         try:
             uids = session.sorted_uids(box.imap_name(name), query.criteria())
         except ImapError:
             continue  # a folder that cannot be searched is skipped, not fatal
-        rows = listing.rows(session, box.imap_name(name), uids[:MAX_RESULTS], domain)
+        rows = listing.rows(session, box.imap_name(name), uids[:MAX_RESULTS], verdicts)
         found += [replace(r, folder=name) for r in rows
                   if r.attachment or not query.attachment]
     found.sort(key=lambda r: r.date.timestamp() if r.date else 0, reverse=True)
-    return found[:MAX_RESULTS]
+    return listing.with_directory_names(found[:MAX_RESULTS], directory_names)
 
 
 @bp.get("/<int:box_id>/recherche")
