@@ -168,7 +168,7 @@ def _defects(section: bytes, fields: Iterable[bytes], *, strict: bool) -> list[s
         counts[name] = counts.get(name, 0) + 1
     repeated = [n for n in SINGLE if counts.get(n, 0) > 1]
     if repeated:
-        found.append(f"Champ d'en-tête en double : {', '.join(repeated)} (RFC 5322 §3.6) / "
+        found.append(f"Champ d'en-tête en double : {', '.join(repeated)} (RFC 5322, 3.6) / "
                      "duplicated header field")
     return found
 

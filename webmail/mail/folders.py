@@ -73,6 +73,7 @@ def page_number() -> int:
 
 
 @bp.get("")
+@bp.get("/")  # /courrier/ as typed or bookmarked: the same page, not a 404
 def index() -> Response:
     """The user's own Boîte de réception (or the first mailbox they may use)."""
     boxes = accessible_boxes()
