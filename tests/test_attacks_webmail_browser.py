@@ -63,7 +63,7 @@ def test_files_over_the_limit_without_scripts_come_back_with_the_text(
         page = context.new_page()
         page.goto(site.url + "/connexion")
         page.click("#card-login")
-        page.wait_for_url(site.url + "/compte")
+        page.wait_for_url("**/courrier/*")  # logins land in the inbox (issue #15 item 3)
         page.goto(f"{site.url}/courrier/{box}/ecrire")
         page.fill("#to", "paul.durand@mss.test")
         page.fill("#subject", "Compte rendu opératoire")

@@ -97,6 +97,9 @@ def shot(site: Site, page, name: str) -> None:  # type: ignore[no-untyped-def]
     page.screenshot(path=str(ARTIFACTS / f"{len(site.shots):02d}-{name}.png"), full_page=True)
 
 
+INBOX = "**/courrier/*"  # where every login of a professional lands (issue #15 item 3)
+
+
 def _card(site: Site, who: str) -> Path:
     return site.settings.demo_dir / f"{who}@mss.test.crt"
 
@@ -115,7 +118,7 @@ def email_login(site: Site, page, login: str, usual: str,  # type: ignore[no-unt
     page.wait_for_url("**/connexion/code")
     page.fill("#code", site.wait_code(usual, before))
     page.click("button:has-text('Valider')")
-    page.wait_for_url(site.url + "/compte")
+    page.wait_for_url(INBOX)
 
 
 def logout(page) -> None:  # type: ignore[no-untyped-def]
@@ -130,8 +133,9 @@ def test_card_login_and_card_refusal(site: Site, browser, tmp_path: Path) -> Non
     assert "Carte détectée" in page.inner_text("main")
     shot(site, page, "connexion-carte-detectee")
     page.click("#card-login")
-    page.wait_for_url(site.url + "/compte")
+    page.wait_for_url(INBOX)  # issue #15 item 3: the inbox, not Mon compte
     assert "Marie Martin" in page.inner_text("header")
+    page.goto(site.url + "/compte")
     shot(site, page, "mon-compte")
     page.goto(site.url + "/inscription")
     page.click("#with-card")
@@ -162,7 +166,8 @@ def test_password_and_email_code_then_sms_code(site: Site, browser) -> None:  # 
     assert "Votre code de connexion" == site.mails_to("julie.bernard@exemple.fr")[-1]["Subject"]
     page.fill("#code", code)
     page.click("button:has-text('Valider')")
-    page.wait_for_url(site.url + "/compte")
+    page.wait_for_url(INBOX)
+    page.goto(site.url + "/compte")
     page.click("a:has-text('Code de connexion')")
     page.check("input[value=sms]")
     page.fill("#mobile", "06 00 00 00 03")
@@ -175,7 +180,7 @@ def test_password_and_email_code_then_sms_code(site: Site, browser) -> None:  # 
     assert "par SMS" in page.inner_text("main")
     page.fill("#code", site.sms_code("06 00 00 00 03"))
     page.click("button:has-text('Valider')")
-    page.wait_for_url(site.url + "/compte")
+    page.wait_for_url(INBOX)
     context.close()
 
 
@@ -196,7 +201,7 @@ def test_totp_enrolment_and_login(site: Site, browser) -> None:  # type: ignore[
     assert "application d'authentification" in page.inner_text("main")
     page.fill("#code", pyotp.TOTP(seed).at(time.time() + 30))  # next step: not a replay
     page.click("button:has-text('Valider')")
-    page.wait_for_url(site.url + "/compte")
+    page.wait_for_url(INBOX)
     context.close()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import re
 import smtplib
 import ssl
 import threading
@@ -135,7 +136,7 @@ def _page(browser: Any, site: Site, who: str | None = None, *, width: int = 1280
     if who is not None:
         page.goto(site.url + "/connexion")
         page.click("#card-login")
-        page.wait_for_url(site.url + "/compte")
+        page.wait_for_url("**/courrier/*")  # logins land in the inbox (issue #15 item 3)
         page.goto(site.url + "/courrier")
     return page
 
@@ -366,3 +367,43 @@ def test_phone_width(site: Site, browser: Any) -> None:
     paul.wait_for_selector("#security-badge")
     shot(site, paul, "telephone-lecture")
     assert paul.evaluate("document.documentElement.scrollWidth <= 400")
+
+
+def test_logins_land_in_the_inbox_with_unread_counts(site: Site, browser: Any) -> None:
+    """Issue #15 item 3: the card login lands in the Boîte de réception, the unread count is in
+    the title, the top bar and the box switcher; a hostile ``next`` is ignored, the page that
+    asked for the login is given back; the operator lands on the operator pages."""
+    _submit(site, PAUL, [JULIE], "Résultats à lire", "<p>Résultats</p>")
+    _submit(site, PAUL, [ORG], "Commande à préparer", "<p>Commande</p>")
+    crt = site.card(JULIE)
+    context = browser.new_context(
+        ignore_https_errors=True, locale="fr-FR", viewport={"width": 1280, "height": 900},
+        client_certificates=[{"origin": site.url, "certPath": str(crt),
+                              "keyPath": str(crt)[:-4] + ".key"}])
+    context.set_default_timeout(30_000)
+    julie, inbox = context.new_page(), f"{site.url}/courrier/{_box(site, JULIE)}"
+    julie.goto(site.url + "/connexion?next=" + "%2F%2Fevil.example")
+    julie.click("#card-login")
+    julie.wait_for_url(inbox)  # not evil.example
+    _wait_row(julie, site, f"/courrier/{_box(site, JULIE)}", "Résultats à lire")
+    expect(julie).to_have_title(re.compile(r"^\(\d+\) Boîte de réception — "))
+    assert julie.locator(".box-switch .count").count() >= 1
+    shot(site, julie, "arrivee-boite-de-reception")
+    julie.click("button:has-text('Se déconnecter')")
+    sent = f"/courrier/{_box(site, JULIE)}?dossier=Sent"
+    julie.goto(site.url + sent)  # a protected page: log in, then back to it
+    julie.wait_for_url(re.compile(r"/connexion\?next="))
+    julie.click("#card-login")
+    julie.wait_for_url(site.url + sent)
+    expect(julie).to_have_title(re.compile(r"^Messages envoyés — "))
+    context.close()
+    ops = _page(browser, site)
+    ops.goto(site.url + "/connexion?next=https%3A%2F%2Fevil.example")
+    ops.fill("#identifier", OPERATOR)
+    ops.fill("#password", PASSWORD)
+    ops.click("button:has-text('Continuer')")
+    ops.fill("#code", pyotp.TOTP(site.operator_seed).at(time.time() + 30))
+    ops.click("button:has-text('Valider')")
+    ops.wait_for_url(site.url + "/operateur/inscriptions")
+    shot(site, ops, "arrivee-operateur")
+    ops.context.close()

@@ -84,7 +84,8 @@ def login(web: Web, client: FlaskClient, who: str = "marie") -> None:
     assert answer.status_code == 302, answer.get_data(as_text=True)
     code = web.mailer.last_code(f"{PEOPLE[who].first.lower()}@exemple.fr")
     answer = post(client, "/connexion/code", {"code": code})
-    assert answer.status_code == 302 and answer.headers["Location"] == "/"
+    # Issue #15 item 3: straight to the Boîte de réception of the personal mailbox.
+    assert answer.status_code == 302 and answer.headers["Location"].startswith("/courrier/")
 
 
 def login_operator(web: Web, client: FlaskClient) -> None:

@@ -3,7 +3,7 @@
 Areas: ``auth`` (connexion : carte CPS, mot de passe + code), ``register`` (inscription),
 ``account`` (mon compte), ``orgs`` (boîtes organisationnelles), ``operator`` (pages de
 l'opérateur). The mail views (``mail``) register the same way and add their navigation entries
-(``webmail.nav``); ``HOME_ENDPOINT`` is where "/" and a successful login lead.
+(``webmail.nav``); ``webmail.landing`` decides where "/" and a successful login lead.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask, redirect, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from core.db import Database
+from core.localtime import french_datetime
 from core.settings import Settings
 from webmail import errors, nav, security
 from webmail.context import Webmail, load_user
@@ -44,7 +44,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "RATE_LOGIN": "30 per minute",
     "RATE_CODE": "30 per minute",
     "RATE_REGISTER": "60 per minute",
-    "HOME_ENDPOINT": "account.overview",
     "TEMPLATES_AUTO_RELOAD": False,
 }
 
@@ -84,13 +83,7 @@ def create_app(settings: Settings, db: Database | None = None,
 
 def _paris_time(value: datetime | None) -> str:
     """A UTC time as French users read it: Paris time, ``22/11/2026 à 14:05``."""
-    if value is None:
-        return "—"
-    try:
-        local = value.astimezone(ZoneInfo("Europe/Paris"))
-    except ZoneInfoNotFoundError:
-        local = value
-    return f"{local:%d/%m/%Y à %H:%M}"
+    return french_datetime(value)
 
 
 def _register_blueprints(app: Flask) -> None:
@@ -101,10 +94,10 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _home() -> Response:
-    from flask import current_app
+    from webmail.landing import home_url
 
     if current_user.is_authenticated:
-        return redirect(url_for(current_app.config["HOME_ENDPOINT"]))
+        return redirect(home_url())
     return redirect(url_for("auth.login"))
 
 

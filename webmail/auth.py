@@ -25,6 +25,7 @@ from webmail import nav, otp
 from webmail.context import WebUser, mss, record
 from webmail.errors import DeliveryFailed
 from webmail.forms import CodeForm, EmptyForm, LoginForm
+from webmail.landing import NEXT, after_login, safe_next
 from webmail.login import (
     PhantomLocks,
     card_account,
@@ -40,6 +41,7 @@ from webmail.tls import CLIENT_CERT_ENV
 
 bp = Blueprint("auth", __name__)
 PENDING = "pending_login"
+PENDING_NEXT = "pending_login_next"  # the page that asked for the log-in (safe_next)
 
 
 def init_app(app: Flask) -> None:
@@ -65,14 +67,14 @@ def _card_label() -> str | None:
 
 def _login_page(form: LoginForm, error: str | None = None, status: int = 200) -> Response:
     html = render_template("auth/login.html", form=form, error=error, card=_card_label(),
-                           card_form=EmptyForm())
+                           card_form=EmptyForm(), next=safe_next(request.args.get(NEXT)))
     return Response(html, status=status, mimetype="text/html")
 
 
 @bp.get("/connexion")
 def login() -> Response:
     if current_user.is_authenticated:
-        return redirect(url_for("home"))
+        return redirect(after_login(request.args.get(NEXT)))
     return _login_page(LoginForm())
 
 
@@ -88,6 +90,11 @@ def login_post() -> Response:
         _start_challenge(account_id)
     except AuthenticationFailed as exc:
         return _login_page(LoginForm(identifier=identifier), exc.message, 401)
+    wanted = safe_next(request.args.get(NEXT))
+    if wanted:
+        session[PENDING_NEXT] = wanted
+    else:
+        session.pop(PENDING_NEXT, None)
     return redirect(url_for("auth.code"))
 
 
@@ -196,6 +203,7 @@ def _code_page(form: CodeForm, challenge: otp.Challenge, error: str | None = Non
 
 def _verify_code(challenge: otp.Challenge, form: CodeForm) -> Response:
     s, now = mss().settings, utcnow()
+    wanted = session.get(PENDING_NEXT)  # read before the new session drops it
     with mss().db.transaction() as db:
         account = db.get(Account, challenge.account_id)
         assert account is not None
@@ -206,19 +214,21 @@ def _verify_code(challenge: otp.Challenge, form: CodeForm) -> Response:
                 _complete_login(account, challenge.channel)
                 record(db, "login", "ok", actor=account.login, target=account.login,
                        method=challenge.channel)
-                return redirect(url_for("home"))
-            if result is not otp.CodeResult.WRONG:
+            elif result is not otp.CodeResult.WRONG:
                 session.pop(PENDING, None)
                 record(db, "login.code", result.value, actor=account.login, target=account.login)
                 flash("Ce code n'est plus valable : reconnectez-vous pour en recevoir un "
                       "nouveau.", "error")
                 return redirect(url_for("auth.login"))
-            count_failure(account, now, s.login_max_failures, s.login_lock_minutes)
+            else:
+                count_failure(account, now, s.login_max_failures, s.login_lock_minutes)
+                record(db, "login.code", "wrong", actor=account.login, target=account.login)
         except AccountLocked as exc:
             session.pop(PENDING, None)
             record(db, "login.code", exc.code, actor=account.login, target=account.login)
             return _login_page(LoginForm(), exc.message, 403)
-        record(db, "login.code", "wrong", actor=account.login, target=account.login)
+    if result is otp.CodeResult.OK:  # the landing is chosen once the login is committed
+        return redirect(after_login(wanted))
     session[PENDING] = challenge.to_dict()
     return _code_page(CodeForm(formdata=None), challenge, "Code incorrect.", 401)
 
@@ -286,7 +296,7 @@ def card_login() -> Response:
         with mss().db.transaction() as db:
             record(db, "login.card", exc.code, actor="carte")
         raise
-    return redirect(url_for("home"))
+    return redirect(after_login(request.args.get(NEXT)))
 
 
 @bp.post("/deconnexion")

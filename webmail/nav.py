@@ -3,6 +3,7 @@ area (the mail views) appears by registering its blueprint, without touching the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ class NavItem:
     operator_only: bool = False
     prefix: str = ""  # the entry is "current" for every path starting with it
     professional_only: bool = False  # hidden for accounts without a professional (operators)
+    count: Callable[[], int | None] | None = None  # a number shown beside the label (unread)
 
     @property
     def current(self) -> bool:
@@ -25,10 +27,13 @@ class NavItem:
 
 
 def add(app: Flask, endpoint: str, label: str, *, order: int = 50, operator_only: bool = False,
-        prefix: str = "", professional_only: bool = False) -> None:
-    """Add an entry to the navigation bar of logged-in users."""
+        prefix: str = "", professional_only: bool = False,
+        count: Callable[[], int | None] | None = None) -> None:
+    """Add an entry to the navigation bar of logged-in users (``count``: called when the bar
+    is drawn, a positive number is shown beside the label)."""
     items: list[NavItem] = app.extensions.setdefault("mss.nav", [])
-    items.append(NavItem(endpoint, label, order, operator_only, prefix, professional_only))
+    items.append(NavItem(endpoint, label, order, operator_only, prefix, professional_only,
+                         count))
     items.sort(key=lambda item: item.order)
 
 

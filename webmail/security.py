@@ -54,6 +54,9 @@ def _unauthorized() -> WerkzeugResponse:
               "info")
     else:
         flash("Connectez-vous pour accéder à cette page.", "info")
+    if request.method == "GET" and request.path != "/":  # back to this page once logged in
+        wanted = request.full_path if request.query_string else request.path
+        return redirect(url_for("auth.login", next=wanted))
     return redirect(url_for("auth.login"))
 
 

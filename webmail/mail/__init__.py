@@ -49,7 +49,7 @@ def imap_uid(value: str | None) -> int | None:
 
 def init_app(app: Flask) -> None:
     """Register the mail and directory blueprints and their navigation entries."""
-    from webmail.mail import actions, compose, directory, folders, read, search  # noqa: F401
+    from webmail.mail import actions, compose, directory, folders, read, search, unread  # noqa: F401
 
     # First of all: the compose POST may carry attachments beyond MAX_CONTENT_LENGTH, and
     # the CSRF check (an earlier before_request) reads the form.
@@ -59,7 +59,8 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.register_blueprint(directory.bp)
     nav.add(app, "mail.index", "Courrier", order=10, prefix="/courrier",
-            professional_only=True)
+            professional_only=True, count=unread.total_unread)
+    app.add_template_global(unread.inbox_unread, "inbox_unread")
     nav.add(app, "directory.index", "Annuaire", order=20, prefix="/annuaire",
             professional_only=True)
 

@@ -124,7 +124,9 @@ def accessible_boxes() -> list[Box]:
         return cast(list[Box], g.mail_boxes)
     boxes: list[Box] = []
     if current_user.is_authenticated and current_user.professional_id is not None:
-        with mss().db.transaction() as session:
+        # Read-only: the top bar asks for the boxes while a page renders inside its own
+        # write transaction (SQLite: a second writer would wait for the first).
+        with mss().db.read() as session:
             own = _own_box(session)
             boxes = [own] if own else []
             rows = session.execute(select(Mailbox, Delegation.role).join(Delegation).where(

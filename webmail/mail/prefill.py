@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import abort, request
 
+from core.localtime import french_datetime
 from webmail.mail import imap_uid, mime
 from webmail.mail.access import Box, imap, valid_folder
 from webmail.mail.drafting import (
@@ -81,7 +82,7 @@ def _reply(form: ComposeForm, box: Box, reading: mime.Reading, folder: str, uid:
     form.to.data = ", ".join(to)
     form.cc.data = ", ".join(a for a in dict.fromkeys(cc) if a not in mine and a not in to)
     form.subject.data = prefixed(reading.header("Subject"), "RE")
-    when = reading.date.strftime("%d/%m/%Y à %H:%M") if reading.date else "—"
+    when = french_datetime(reading.date)  # Paris time, as the list shows it
     quoted = "\n".join("> " + line for line in (reading.text or "")[:_QUOTE_MAX].splitlines())
     form.body.data = f"\n\nLe {when}, {reading.header('From')} a écrit :\n{quoted}\n"
     message_id = one_line(reading.message_id)  # an encoded word may decode to a CR or LF
@@ -93,7 +94,7 @@ def _reply(form: ComposeForm, box: Box, reading: mime.Reading, folder: str, uid:
 
 def _forward(form: ComposeForm, reading: mime.Reading, folder: str, uid: int) -> None:
     form.subject.data = prefixed(reading.header("Subject"), "TR")
-    when = reading.date.strftime("%d/%m/%Y à %H:%M") if reading.date else "—"
+    when = french_datetime(reading.date)  # Paris time, as the list shows it
     form.body.data = (
         "\n\n-------- Message transféré --------\n"
         f"De : {reading.header('From')}\nDate : {when}\nObjet : {reading.header('Subject')}\n"
