@@ -17,6 +17,8 @@ step                  what                                                      
 ``RateLimit.check``   messages per identity per minute                            451 4.7.1
 ``check_loop``        Received fields ≤ ``max_received`` (RFC 5321 §6.3)          554 5.4.6
 ``check_from``        the From: mailboxes may be used by the identity             550 5.7.1
+``check_end_to_end``  a message protected by the client: well-formed CMS, an      554 5.7.5
+                      envelope addressed to every recipient's certificate
 ``secure``            sign / encrypt (``gateway.security``), see below            554 5.7.5
 ``trace``             a Received field with the TLS parameters, no content        —
 ====================  ==========================================================  ===========
@@ -29,7 +31,11 @@ check again. Peer recipients receive the form the policy asks for: signed and en
 every peer recipient's certificate from the directory. A peer recipient without certificate
 gets the signed form over the mutually authenticated TLS hop if ``allow_tls_only_peers``
 (MSSanté mode), else the message is refused with a clear text. A message the client already
-protected end to end passes untouched.
+protected end to end passes untouched once ``check_end_to_end`` found its protection real
+(issue #14 item 8): its CMS parses as the type its MIME type announces (``certs.cms_check``),
+a signature is of the content, and an envelope is addressed to the certificate the directory
+holds for every recipient, local ones included (``route_recipient`` gives each route its
+certificate). S/MIME compressed-data (RFC 8551 §3.6) is rarely used and refused.
 """
 
 from __future__ import annotations
@@ -45,10 +51,13 @@ from email.utils import formatdate, getaddresses
 from cryptography import x509
 from sqlalchemy import bindparam, select
 
+from certs import cms_check
+from certs.errors import MalformedSmime
 from certs.validation import TrustStore, ValidationCache
 from core.db import Executor
 from gateway import inbound, security
 from gateway.errors import (
+    EndToEndRefused,
     LoopDetected,
     MessageTooBig,
     RateLimited,
@@ -68,7 +77,8 @@ _ANGLE = re.compile(r"<([^<>\s]{1,240})>")
 
 @dataclass(frozen=True)
 class Route:
-    """Where one accepted recipient goes: ``kind`` LOCAL or PEER (CLEAR: peer over TLS only)."""
+    """Where one accepted recipient goes: ``kind`` LOCAL or PEER (CLEAR: peer over TLS only),
+    with the mailbox's S/MIME certificate from the directory when it has one."""
 
     address: str
     kind: RecipientKind
@@ -125,18 +135,22 @@ def route_recipient(session: Executor, address: str, local_domains: Collection[s
         raise RecipientRefused(
             f"Destinataire hors de l'espace de confiance / recipient outside the trust space "
             f"<{address}> ({decision.reason})", code=f"recipient_{decision.code}")
-    if decision.code == "local":
-        return Route(address.lower(), RecipientKind.LOCAL)
-    return Route(address.lower(), RecipientKind.PEER, peer_certificate(session, address))
+    local = decision.code == "local"
+    return Route(address.lower(), RecipientKind.LOCAL if local else RecipientKind.PEER,
+                 mailbox_certificate(session, address, local=local))
 
 
-_PEER_CERT = select(Mailbox.smime_cert_pem).where(Mailbox.address == bindparam("address"),
-                                                  Mailbox.operator_id.is_not(None))
+_CERT = {local: select(Mailbox.smime_cert_pem).where(
+    Mailbox.address == bindparam("address"),
+    Mailbox.operator_id.is_(None) if local else Mailbox.operator_id.is_not(None))
+    for local in (True, False)}
 
 
-def peer_certificate(session: Executor, address: str) -> x509.Certificate | None:
-    """A peer mailbox's S/MIME certificate from the imported directory, if any."""
-    pem = session.scalar(_PEER_CERT, {"address": address.lower()})
+def mailbox_certificate(session: Executor, address: str, *, local: bool
+                        ) -> x509.Certificate | None:
+    """A mailbox's S/MIME certificate, if any: a local mailbox's own, or a peer's from the
+    imported directory (never a local one for a peer address, nor the reverse)."""
+    pem = session.scalar(_CERT[local], {"address": address.lower()})
     return x509.load_pem_x509_certificate(pem.encode()) if pem else None
 
 
@@ -231,6 +245,7 @@ def secure(ctx: SecurityContext, raw: bytes, signer: Pair | None,
     raw = security.strip_request(raw)
     peers = [r for r in routes if r.kind is RecipientKind.PEER]
     if security.end_to_end(raw):
+        check_end_to_end(raw, routes)
         local = stamp_local(raw, ctx)
         return Forms(local=local, peer=raw if peers else None, protection="end-to-end")
     signer = signer if protection.sign else None
@@ -246,6 +261,50 @@ def secure(ctx: SecurityContext, raw: bytes, signer: Pair | None,
     if peers:
         _peer_forms(forms, signed, peers, protection, ctx)
     return forms
+
+
+def check_end_to_end(raw: bytes, routes: Sequence[Route]) -> None:
+    """A message the client protected itself (``security.end_to_end``) must be what it says
+    before it is relayed untouched (issue #14 item 8): well-formed CMS of its announced type
+    (RFC 5652, RFC 8551), and an envelope every recipient can open.
+
+    Raises:
+        EndToEndRefused (554 5.7.5): malformed, compressed, or not addressed to a recipient's
+            certificate (or a recipient has none in the directory).
+    """
+    try:
+        found = cms_check.read_message(raw)
+    except MalformedSmime as exc:  # its text is ours (certs.cms_check), never the content
+        raise EndToEndRefused(f"Message S/MIME invalide : {exc.message} / Malformed S/MIME "
+                              "message (RFC 5652, RFC 8551)") from None
+    if found.content_type == "compressed_data":  # RFC 8551 §3.6: optional, rarely used
+        raise EndToEndRefused("Compression S/MIME (compressed-data) non acceptée : envoyez le "
+                              "message non compressé / S/MIME compressed-data is not accepted")
+    if found.enveloped:
+        _check_addressed(found, routes)
+
+
+def _check_addressed(found: cms_check.CmsSummary, routes: Sequence[Route]) -> None:
+    without = [r.address for r in routes if r.certificate is None]
+    if without:
+        who = _some(without)
+        raise EndToEndRefused(
+            f"Chiffrement de bout en bout impossible : pas de certificat dans l'annuaire pour "
+            f"{who} / End-to-end encryption impossible: no directory certificate for {who}")
+    unread = [r.address for r in routes
+              if r.certificate is not None and not cms_check.addressed_to(found, r.certificate)]
+    if unread:
+        who = _some(unread)
+        raise EndToEndRefused(
+            f"Message chiffré, mais pas pour le certificat de {who} (illisible pour ce "
+            f"destinataire) / Message not encrypted to the certificate of {who}")
+
+
+def _some(addresses: Sequence[str], shown: int = 3) -> str:
+    """At most ``shown`` addresses, so that the reply stays one short line (RFC 5321
+    §4.5.3.1.5: 512 octets)."""
+    more = len(addresses) - shown
+    return ", ".join(addresses[:shown]) + (f" (+{more})" if more > 0 else "")
 
 
 def _peer_forms(forms: Forms, signed: bytes, peers: Sequence[Route], protection: Protection,
