@@ -12,7 +12,8 @@ disagree:
 - a line that is neither a field (``name:`` with the name in printable US-ASCII, no white
   space before the colon, §3.6.8) nor a continuation (§2.2.3), or a continuation first;
 - more than one of the fields §3.6 allows at most once (From, Sender, To, Subject, Date,
-  Message-ID and the others in ``SINGLE``).
+  Message-ID and the others in ``SINGLE``), or of the MIME fields (RFC 2045 §3) that say
+  how the body is read (Content-Type, Content-Transfer-Encoding, MIME-Version).
 
 Everything else (cutting, names, unfolded values, removing fields) is byte-exact: a header
 section is cut at its first empty line and kept as is, field by field, so that removing a
@@ -29,9 +30,12 @@ from dataclasses import dataclass
 
 from core.errors import MssError
 
-# RFC 5322 §3.6: the fields a message has at most once ("Max number" 1 in the table).
+# RFC 5322 §3.6: the fields a message has at most once ("Max number" 1 in the table); and
+# the MIME fields of RFC 2045 §3, which readers resolve differently when repeated (the
+# gateway and Python's email take the first Content-Type, other readers the last).
 SINGLE = ("date", "from", "sender", "reply-to", "to", "cc", "bcc", "message-id",
-          "in-reply-to", "references", "subject")
+          "in-reply-to", "references", "subject", "mime-version", "content-type",
+          "content-transfer-encoding")
 
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")  # ftext (RFC 5322 §3.6.8), then the colon

@@ -174,6 +174,7 @@ def test_sender_label_shows_the_real_address_when_the_name_misleads(
     b"Subject: hi\r\nFrom: a@mss.test\nTo: b@mss.test\r\n",
     b"From: a@mss.test\r\nFrom: b@mss.test\r\n",
     b"From: a@mss.test\r\nSUBJECT: x\r\nSubject: y\r\n",
+    b"From: a@mss.test\r\nContent-Type: text/plain\r\nContent-type: application/pkcs7-mime\r\n",
     b"From: a@mss.test\r\nnot a field\r\n",
     b"From : a@mss.test\r\n",
     b" folded: first\r\nFrom: a@mss.test\r\n",
