@@ -138,10 +138,10 @@ def test_search_in_a_folder_or_everywhere(
     assert "Bilan de M. X" in found(q="bilan")
     assert "Bilan de M. X" in found(de="marie.martin")
     assert "Bilan de M. X" in found(a="paul.durand", pj="1")
-    assert "0 résultat(s)" in found(de="julie.bernard")
+    assert "0 résultat" in found(de="julie.bernard")
     assert "Bilan de M. X" in found(depuis="2000-01-01", avant="2999-12-31")
-    assert "0 résultat(s)" in found(avant="2000-01-01")
-    assert "0 résultat(s)" in found(q="bilan", non_lus="1")  # read above
+    assert "0 résultat" in found(avant="2000-01-01")
+    assert "0 résultat" in found(q="bilan", non_lus="1")  # read above
     assert "Bilan de M. X" not in found(q="Bien reçu")
     everywhere = found(q="Bien reçu", portee="tous")
     assert "RE : Bilan de M. X" in everywhere and "Messages envoyés" in everywhere

@@ -138,3 +138,30 @@ def test_metrics_page(as_user: Callable[[str], FlaskClient]) -> None:
     page = text(as_user("operator").get("/operateur/metriques"))
     assert "Dernières 24 heures" in page and "Remises en attente" in page
     assert "Pris en charge par la passerelle" in page
+
+
+def test_move_has_no_default_target_and_counts_agree(
+        mail_web: Web, mail_operator: Operator,
+        as_user: Callable[[str], FlaskClient]) -> None:
+    """Issue #15 item 9: "Déplacer" with nothing chosen moved to Brouillons (the first option);
+    now the first option is the empty "Déplacer vers…", which moves nothing and says why.
+    Counts agree with their word: "1 message", never "message(s)"."""
+    marker = f"deplacer-{datetime.now(UTC):%H%M%S%f}"
+    mail_operator.submit(address("marie"), [address("julie")],
+                         (f"From: {address('marie')}\r\nTo: {address('julie')}\r\n"
+                          f"Subject: {marker}\r\n\r\nx\r\n").encode())
+    mail_operator.wait_for(address("julie"), lambda raw: marker.encode() in raw)
+    julie, box = as_user("julie"), box_id(mail_web, address("julie"))
+    page = text(julie.get(f"/courrier/{box}?dossier=INBOX"))
+    select = re.search(r'<select id="cible" name="cible">\s*<option value="" selected>', page)
+    assert select is not None and "message(s)" not in page
+    assert re.search(r"\b\d+ messages?\b", page)
+    uid = re.search(rf'/message/(\d+)\?dossier=INBOX"[^>]*>{marker}<', page)
+    assert uid is not None
+    answer = post_form(julie, f"/courrier/{box}/deplacer?dossier=INBOX",
+                       {"uid": uid.group(1), "cible": ""}, follow_redirects=True)
+    assert "Choisissez un dossier de destination" in text(answer)
+    assert marker in text(julie.get(f"/courrier/{box}?dossier=INBOX"))
+    moved = post_form(julie, f"/courrier/{box}/deplacer?dossier=INBOX",
+                      {"uid": uid.group(1), "cible": "Trash"}, follow_redirects=True)
+    assert "1 message déplacé vers « Corbeille »" in text(moved)

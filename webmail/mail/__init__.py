@@ -76,6 +76,14 @@ def _require_login() -> None:
                         "boîte aux lettres.")
 
 
+@bp.app_template_filter("pluriel")
+def plural_fr(count: int, singular: str, plural: str | None = None) -> str:
+    """``count`` and the word that agrees with it, as French writes it: 0 and 1 take the
+    singular ("1 message", "0 message", "3 messages"); ``plural`` for irregular words."""
+    word = singular if abs(count) < 2 else (plural or singular + "s")
+    return f"{count} {word}"
+
+
 @bp.app_template_filter("taille")
 def size_fr(size: int) -> str:
     """A size as French readers write it: ``820 octets``, ``5,6 ko``, ``2,1 Mo``."""

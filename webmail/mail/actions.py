@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 
 from mailstore.errors import ImapError
 from webmail.forms import EmptyForm
-from webmail.mail import bp, imap_uid
+from webmail.mail import bp, imap_uid, plural_fr
 from webmail.mail.access import Box, Right, accessible_boxes, audit, imap, mailbox_route
 from webmail.mail.access import valid_folder as _valid
 from webmail.mail.badge import voucher
@@ -37,6 +37,11 @@ def _nothing(box: Box, folder: str) -> Response:
     return _back(box, folder)
 
 
+def _count(count: int, participle: str) -> str:
+    """``"1 message déplacé"``, ``"3 messages déplacés"`` (the participle agrees)."""
+    return plural_fr(count, f"message {participle}", f"messages {participle}s")
+
+
 @bp.post("/<int:box_id>/marquer")
 @mailbox_route(Right.FLAG)
 def mark(box: Box, folder: str) -> Response:
@@ -49,7 +54,7 @@ def mark(box: Box, folder: str) -> Response:
         change = session.set_flags if read else session.clear_flags
         change(box.imap_name(folder), uids, ["\\Seen"])
     audit("mail.flag", box, folder=folder, count=len(uids), seen=read)
-    flash(f"{len(uids)} message(s) marqué(s) comme {'lu' if read else 'non lu'}"
+    flash(f"{_count(len(uids), 'marqué')} comme {'lu' if read else 'non lu'}"
           f"{'s' if len(uids) > 1 else ''}.", "success")
     return _back(box, folder)
 
@@ -66,7 +71,7 @@ def move(box: Box, folder: str) -> Response:
         flash("Choisissez un dossier de destination différent.", "error")
         return _back(box, folder)
     return _move(box, folder, uids, target, "mail.move",
-                 f"{len(uids)} message(s) déplacé(s) vers « {label(target)} ».")
+                 f"{_count(len(uids), 'déplacé')} vers « {label(target)} ».")
 
 
 @bp.post("/<int:box_id>/supprimer")
@@ -78,11 +83,11 @@ def delete(box: Box, folder: str) -> Response:
         return _nothing(box, folder)
     if folder != TRASH:
         return _move(box, folder, uids, TRASH, "mail.delete",
-                     f"{len(uids)} message(s) placé(s) dans la Corbeille.")
+                     f"{_count(len(uids), 'placé')} dans la Corbeille.")
     with imap() as session:
         session.expunge(box.imap_name(TRASH), uids)
     audit("mail.expunge", box, folder=TRASH, count=len(uids))
-    flash(f"{len(uids)} message(s) supprimé(s) définitivement.", "success")
+    flash(f"{_count(len(uids), 'supprimé')} définitivement.", "success")
     return _back(box, folder)
 
 
@@ -108,7 +113,7 @@ def restore(box: Box, folder: str) -> Response:
             session.move(box.imap_name(TRASH), group, box.imap_name(target))
     audit("mail.restore", box, folder=TRASH, count=len(found))
     names = ", ".join(f"« {label(t)} »" for t in groups)
-    flash(f"{len(found)} message(s) restauré(s) vers {names}.", "success")
+    flash(f"{_count(len(found), 'restauré')} vers {names}.", "success")
     return _back(box, TRASH)
 
 
@@ -147,5 +152,5 @@ def empty(box: Box, folder: str) -> Response:
         if uids:
             session.expunge(box.imap_name(TRASH), uids)
     audit("mail.empty_trash", box, folder=TRASH, count=len(uids))
-    flash(f"Corbeille vidée ({len(uids)} message(s) supprimé(s) définitivement).", "success")
+    flash(f"Corbeille vidée ({_count(len(uids), 'supprimé')} définitivement).", "success")
     return redirect(url_for("mail.folder", box_id=box.id, dossier=TRASH))
