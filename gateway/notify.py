@@ -7,7 +7,9 @@ content (DESIGN.md, life of a message, 7). It is marked ``Auto-Submitted: auto-g
 (RFC 3834 §5) so that vacation responders stay quiet.
 
 Sending goes through a ``Notifier``; ``SmtpNotifier`` hands the notice to the smarthost
-(``MSS_SMARTHOST``). A failure raises ``NotifyError``: the caller retries and counts it, and it
+(``MSS_SMARTHOST``); without one, ``SpoolNotifier`` writes it where the webmail's one-time
+codes go (``core.spool``, ``DATA_DIR/spool/mail``), so that the embedded default behaves as
+production will. A failure raises ``NotifyError``: the caller retries and counts it, and it
 never blocks or undoes the secure delivery.
 """
 
@@ -21,9 +23,11 @@ import ssl
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.spool import FileSpool, mail_spool
 from gateway.errors import NotifyError
 from gateway.security import is_address
 
@@ -142,6 +146,35 @@ class SmtpNotifier:
             raise NotifyError(
                 f"Avis non transmis au relais {self.host}:{self.port} "
                 f"({_describe(exc)}) / notice not handed to the smarthost") from exc
+
+
+class SpoolNotifier:
+    """A ``Notifier`` writing notices as files (``core.spool.FileSpool``): the local
+    stand-in of the smarthost, for the demo and the embedded default."""
+
+    def __init__(self, spool: Path) -> None:
+        self.files = FileSpool(spool)
+
+    def __repr__(self) -> str:
+        return f"SpoolNotifier({self.files.spool})"
+
+    def send(self, to: str, message: bytes) -> None:
+        """Write one notice (see ``Notifier.send``)."""
+        if not is_address(to):
+            raise NotifyError("Adresse de notification invalide / invalid notice address",
+                              code="notify_address")
+        try:
+            self.files.send(to, message)
+        except OSError as exc:
+            raise NotifyError(f"Avis non écrit dans le spool ({type(exc).__name__}) / notice "
+                              "not written to the spool") from exc
+
+
+def notifier_for(smarthost: str, hostname: str, data_dir: Path) -> Notifier:
+    """The smarthost when one is set, else the spool of ``data_dir``."""
+    if smarthost:
+        return SmtpNotifier(smarthost, local_hostname=hostname)
+    return SpoolNotifier(mail_spool(data_dir))
 
 
 def _describe(exc: Exception) -> str:

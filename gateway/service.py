@@ -17,7 +17,7 @@ from gateway.accept import Gateway, Trust
 from gateway.delivery import Deliverer, MailboxProbe, Workers
 from gateway.keys import KeyRing
 from gateway.metrics import Metrics
-from gateway.notify import SmtpNotifier
+from gateway.notify import notifier_for
 from gateway.outbound import Outbound
 from gateway.server import Listeners
 from mailstore.config import DovecotPaths
@@ -77,7 +77,7 @@ class GatewayService:
         s = self.settings
         outbound = Outbound(self.db, s.hostname, lambda: tls.peer_client_context(s),
                             trust.store)
-        notifier = SmtpNotifier(s.smarthost, local_hostname=s.hostname) if s.smarthost else None
+        notifier = notifier_for(s.smarthost, s.hostname, s.data_dir)
         probe = MailboxProbe(DovecotPaths.from_settings(s))
         return Deliverer(gw, self.metrics, lmtp=LmtpClient.for_settings(s), outbound=outbound,
                          notifier=notifier, probe=probe.holds)

@@ -141,7 +141,8 @@ def _print_logins(app: App) -> None:
     if totp.exists():
         click.echo(f"Clé TOTP de l'opérateur : dans {totp}")
     if not s.smarthost:
-        click.echo(f"Codes à usage unique : e-mails dans {s.data_dir / 'spool' / 'mail'}, "
+        click.echo(f"Codes à usage unique et avis de nouveau message (pas de MSS_SMARTHOST) : "
+                   f"e-mails dans {s.data_dir / 'spool' / 'mail'}, "
                    f"SMS dans {s.sms_spool_dir or s.data_dir / 'spool' / 'sms'}")
 
 

@@ -5,6 +5,7 @@ DATA_DIR/spool/mail (demo, development). Wiring only: webmail does not import ga
 from __future__ import annotations
 
 from core.settings import Settings
+from core.spool import mail_spool
 from webmail.mailer import FileMailer, Mailer
 
 
@@ -14,4 +15,4 @@ def outbound_mailer(settings: Settings) -> Mailer:
         from gateway.notify import SmtpNotifier
 
         return SmtpNotifier(settings.smarthost, local_hostname=settings.hostname)
-    return FileMailer(settings.data_dir / "spool" / "mail")
+    return FileMailer(mail_spool(settings.data_dir))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
+import email.policy
 import smtplib
 import socket
 import uuid
@@ -381,3 +383,35 @@ def test_a_delivery_in_doubt_after_a_crash_is_not_repeated(operator: Operator) -
     assert any("déjà livré" in d for d in events)
     copies = [r for r in operator.messages(JULIE) if b"Une seule fois" in r]
     assert len(copies) == 1
+
+
+def test_without_smarthost_the_notice_lands_in_the_spool(operator: Operator) -> None:
+    """Issue #15 item 6: on the embedded default (no MSS_SMARTHOST) every notice failed with
+    554 'pas de smarthost'; it now goes where the one-time codes go, DATA_DIR/spool/mail."""
+    deliverer = operator.gateway.deliverer
+    assert deliverer is not None and type(deliverer.notifier).__name__ == "SpoolNotifier"
+    spool = operator.settings.data_dir / "spool" / "mail"
+    before = set(spool.glob("*.eml")) if spool.exists() else set()
+    try:
+        with operator.space.db.transaction() as session:
+            box = session.scalar(select(Mailbox).where(Mailbox.address == PAUL))
+            box.notify_usual_email = True  # type: ignore[union-attr]
+            box.professional.usual_email = "paul@exemple.fr"  # type: ignore[union-attr]
+        operator.submit(MARIE, [PAUL], message("Bilan a ne pas divulguer"))
+        operator.wait_for(PAUL, subject_is("Bilan a ne pas divulguer"))
+        for _ in range(100):
+            new = set(spool.glob("*.eml")) - before if spool.exists() else set()
+            if new:
+                break
+            asyncio.run(asyncio.sleep(0.1))
+        assert new, "aucun avis dans le spool"
+        path = new.pop()
+        notice = path.read_bytes()
+        assert path.stat().st_mode & 0o777 == 0o600
+        parsed = email.message_from_bytes(notice, policy=email.policy.default)
+        assert parsed["To"] == "paul@exemple.fr" and parsed["Subject"] == "Nouveau message sécurisé"
+        assert b"Bilan" not in notice and b"marie" not in notice.lower()
+    finally:
+        with operator.space.db.transaction() as session:
+            box = session.scalar(select(Mailbox).where(Mailbox.address == PAUL))
+            box.notify_usual_email = False  # type: ignore[union-attr]

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
-import os
-import secrets
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Protocol
+
+from core.spool import FileSpool
 
 SENDER_NAME = "Messagerie sécurisée de santé"
 
@@ -34,18 +33,8 @@ class Mailer(Protocol):
         ...
 
 
-class FileMailer:
-    """A ``Mailer`` writing each message to ``spool/<time>-<random>.eml`` (mode 0600)."""
-
-    def __init__(self, spool: Path) -> None:
-        self.spool = spool
-
-    def send(self, to: str, message: bytes) -> None:
-        self.spool.mkdir(parents=True, exist_ok=True)
-        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}.eml"
-        fd = os.open(self.spool / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(message)
+# The file stand-in of the smarthost, shared with the gateway's notices (core.spool).
+FileMailer = FileSpool
 
 
 def build_mail(*, to: str, sender: str, subject: str, text: str) -> bytes:
