@@ -12,6 +12,7 @@ verdict it writes: at the end of the field, two properties of the ``policy`` pty
      body.smime-identity=marie.martin@mss.test
      policy.mss-time=20261204T165500Z policy.mss-seal=3q2-7wAAAAAAAAAAAAAAAA
 
+``mss-report`` (``dsn`` or ``mdn``, before the time) marks a report the gateway wrote itself.
 ``mss-time`` is when the gateway checked (a reader verifies the signature again *at that time*,
 not at the sender's ``Date:``); ``mss-seal`` is an HMAC-SHA256 (RFC 2104), under a key derived
 from the operator's secret, of the field's value before the seal and of the fields a list
@@ -39,6 +40,8 @@ _TIME = re.compile(rb"\bpolicy\.mss-time=(\d{8}T\d{6}Z)(?=\s|$)")
 _TOKEN = re.compile(r'[^\s;()"\\]+')
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _CONTEXT = b"mss authentication-results seal v1"
+REPORTS = ("dsn", "mdn")  # reports the gateway writes itself (policy.mss-report)
+_REPORT = re.compile(r"\bpolicy\.mss-report=(dsn|mdn)(?=\s|$)")
 
 
 def seal_key(secret: bytes) -> bytes:
@@ -92,7 +95,7 @@ def _mac(key: bytes, value: bytes, fields: Sequence[bytes]) -> str:
     return base64.urlsafe_b64encode(mac.digest()[:16]).rstrip(b"=").decode("ascii")
 
 
-def seal(raw: bytes, key: bytes, at: datetime) -> bytes:
+def seal(raw: bytes, key: bytes, at: datetime, *, report: str | None = None) -> bytes:
     """``raw``, whose first field is our freshly written ``Authentication-Results``, with that
     field sealed (module docstring). Every other byte is unchanged.
 
@@ -105,8 +108,11 @@ def seal(raw: bytes, key: bytes, at: datetime) -> bytes:
         raise ValueError("le premier champ n'est pas Authentication-Results")
     first = fields[0]
     eol = b"\r\n" if first.endswith(b"\r\n") else b"\n"
+    if report is not None and report not in REPORTS:
+        raise ValueError("type de rapport inconnu")
+    origin = f" policy.mss-report={report}" if report else ""
     stamped = first[: len(first) - len(eol)] + eol + \
-        f" policy.mss-time={at.astimezone(UTC):%Y%m%dT%H%M%SZ}".encode("ascii")
+        f" policy.mss-time={at.astimezone(UTC):%Y%m%dT%H%M%SZ}{origin}".encode("ascii")
     token = _mac(key, field_value_bytes(stamped), fields[1:])
     return stamped + f" policy.mss-seal={token}".encode("ascii") + eol + \
         b"".join(fields[1:]) + rest
@@ -118,6 +124,13 @@ class Sealed:
 
     value: str
     at: datetime
+
+    @property
+    def report(self) -> str | None:
+        """``dsn`` or ``mdn`` when the gateway wrote the whole message itself (a delivery
+        report or an automatic receipt), else None."""
+        found = _REPORT.search(self.value)
+        return found.group(1) if found else None
 
 
 def sealed(fields: Sequence[bytes], authserv_id: str, key: bytes) -> Sealed | None:

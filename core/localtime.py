@@ -26,3 +26,10 @@ def french_datetime(value: datetime | None, missing: str = "—") -> str:
     if value is None:
         return missing
     return f"{paris(value):%d/%m/%Y à %H:%M}"
+
+
+def short_datetime(value: datetime | None, missing: str = "—") -> str:
+    """``03/12 à 21:09`` in Paris time (a timeline within the year); ``missing`` without."""
+    if value is None:
+        return missing
+    return f"{paris(value):%d/%m à %H:%M}"

@@ -3,7 +3,8 @@ delivered, or not yet.
 
 A DSN is a ``multipart/report; report-type=delivery-status`` (RFC 6522) of three parts:
 
-1. a human text, French then English, listing each recipient with the remote reply;
+1. a human text in French (Paris time), listing each recipient with the remote reply,
+   then one English line for foreign software;
 2. ``message/delivery-status``: the per-message fields (``Reporting-MTA``, ``Arrival-Date``)
    then, per recipient, ``Final-Recipient``, ``Action``, ``Status``, ``Remote-MTA`` (when
    known) and ``Diagnostic-Code``;
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.headers import field_name, field_value, header_fields, split_head
+from core.localtime import french_datetime
 from gateway.errors import ascii_text
 from gateway.security import is_address
 
@@ -77,7 +79,7 @@ def build_dsn(*, original: bytes, envelope_from: str, failures: Sequence[Failure
     headers = [("From", f"MAILER-DAEMON@{domain}"),
                ("To", envelope_from), ("Subject", encode_header(subject)),
                *envelope_headers(original, reporting_mta, now)]
-    parts = [text_part(_human_text(failures, reporting_mta, ascii_text(queue_id))),
+    parts = [text_part(_human_text(failures, reporting_mta, ascii_text(queue_id), arrival)),
              _status_part(failures, reporting_mta, arrival)]
     if return_content == "headers":
         parts.append(headers_part(original))
@@ -91,29 +93,28 @@ def _check(failure: Failure) -> None:
                          "incompatibles (RFC 3464 §2.3.3)")
 
 
-def _human_text(failures: Sequence[Failure], reporting_mta: str, queue_id: str) -> str:
+def _human_text(failures: Sequence[Failure], reporting_mta: str, queue_id: str,
+                arrival: datetime) -> str:
+    """French, with the time the message was taken in charge in Paris time, then one English
+    line for foreign software (the details are in the machine-readable part)."""
     failed = [f for f in failures if f.action == "failed"]
     delayed = [f for f in failures if f.action == "delayed"]
-    french = [f"Ceci est un message automatique du serveur de messagerie sécurisée "
-              f"de santé {reporting_mta}.", ""]
-    english = ["This is an automatic message from the secure health mail server "
-               f"{reporting_mta}.", ""]
+    french = [f"Votre message du {french_datetime(arrival)} n'a pas encore été remis à tous "
+              "ses destinataires." if not failed else
+              f"Votre message du {french_datetime(arrival)} n'a pas pu être remis à tous "
+              "ses destinataires.", ""]
     if failed:
-        french += ["Votre message n'a pas pu être remis aux destinataires suivants :",
-                   *_lines(failed), ""]
-        english += ["Your message could not be delivered to:", *_lines(failed), ""]
+        french += ["Remise impossible (échec définitif) :", *_lines(failed), ""]
     if delayed:
-        french += ["La remise aux destinataires suivants est retardée ; de nouvelles tentatives "
-                   "auront lieu, vous serez prévenu en cas d'échec définitif :",
-                   *_lines(delayed), ""]
-        english += ["Delivery to the following recipients is delayed; it will be retried:",
-                    *_lines(delayed), ""]
-    french += [f"Référence du message : {queue_id}.",
-               "Les en-têtes du message d'origine sont joints ; son contenu n'est pas renvoyé.",
-               ""]
-    english += [f"Message reference: {queue_id}. The original's header fields are attached; "
-                "its content is not returned."]
-    return "\n".join([*french, "-- English --", "", *english, ""])
+        french += ["Remise retardée ; de nouvelles tentatives auront lieu, vous serez prévenu "
+                   "en cas d'échec définitif :", *_lines(delayed), ""]
+    french += [f"Référence du message : {queue_id}. Les en-têtes du message d'origine sont "
+               "joints ; son contenu n'est pas renvoyé.",
+               f"Message automatique de la messagerie sécurisée de santé ({reporting_mta}).", ""]
+    english = (("Your message could not be delivered to every recipient" if failed else
+                "Delivery of your message is delayed") +
+               f"; details in the delivery-status part ({reporting_mta}).")
+    return "\n".join([*french, english, ""])
 
 
 def _lines(failures: Sequence[Failure]) -> list[str]:

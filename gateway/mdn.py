@@ -20,6 +20,7 @@ import re
 from datetime import datetime
 
 from core.headers import field_name, field_value, header_fields, split_head
+from core.localtime import french_datetime
 from gateway.dsn import (
     address_field,
     encode_header,
@@ -162,13 +163,19 @@ def build_mdn(*, original: bytes, final_recipient: str, reporting_ua: str,
 
 
 def _human_text(original: bytes, final_recipient: str, kind: str) -> str:
+    """French, with the original's date in Paris time when it reads, then one English line
+    for foreign software."""
     dates = [field_value(f) for f in _fields(original) if field_name(f) == "date"]
-    when = f" ({ascii_text(dates[0])[:64]})" if len(dates) == 1 else ""
+    when = ""
+    if len(dates) == 1:
+        try:
+            when = f" le {french_datetime(email.utils.parsedate_to_datetime(dates[0]))}"
+        except (TypeError, ValueError):
+            when = ""
     recipient = ascii_text(final_recipient)
     french, english = _TEXTS[kind]
-    return (f"Accusé de réception automatique.\n\nLe message envoyé à {recipient}{when} "
-            f"{french}\n\n-- English --\n\nAutomatic disposition notification. The message "
-            f"sent to {recipient}{when} {english}\n")
+    return (f"Accusé de réception.\n\nVotre message envoyé{when} à {recipient} {french}\n\n"
+            f"Disposition notification: the message sent to {recipient} {english}\n")
 
 
 def _notification_part(original: bytes, final_recipient: str, reporting_ua: str,

@@ -4,24 +4,28 @@
   good or whose retries expired — never for a DSN or MDN, never to a null sender
   (RFC 5321 §4.5.5);
 - an MDN (RFC 8098, ``gateway.mdn``) ``processed`` after a local delivery when the message asks
-  for one (and a ``dispatched`` one with Direct's ``X-DIRECT-FINAL-DESTINATION-DELIVERY``
-  option), never for a report; a malformed request is ignored;
+  for one (``dispatched`` instead with Direct's ``X-DIRECT-FINAL-DESTINATION-DELIVERY``
+  option: one receipt per event), never for a report; a malformed request is ignored;
 - a notification row for the recipient's usual address when the mailbox asks for it.
 
 Reports are queued like any message, with a null envelope sender, and only to addresses
-inside the trust space: a report never leaves it.
+inside the trust space: a report never leaves it. A report for a local mailbox carries our
+sealed ``Authentication-Results`` with ``policy.mss-report`` (``core.authresults``), so the
+reader shows it as written by its operator, not as an unverified message.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import authresults
 from core.settings import Settings
-from gateway import mdn, pipeline
+from gateway import inbound, mdn, pipeline
 from gateway import queue as q
 from gateway.dsn import Failure, build_dsn
 from gateway.models import Origin, RecipientKind
@@ -44,11 +48,20 @@ def queue_report(session: Session, settings: Settings, origin: Origin, body: byt
     queue_id = q.new_queue_id()
     body, key = pipeline.message_key(body, queue_id, settings.domain)
     local = decision.code == "local"
+    if local:  # the reader sees that its operator wrote it (core.authresults)
+        body = _sealed_report(body, settings, origin)
     q.enqueue(session, queue_id=queue_id, origin=origin, envelope_from="", message_key=key,
               submitter="mss", size=len(body), local=body if local else None,
               peer=None if local else body,
               recipients=[(to.lower(), RecipientKind.LOCAL if local else RecipientKind.PEER)])
     return queue_id
+
+
+def _sealed_report(body: bytes, settings: Settings, origin: Origin) -> bytes:
+    verdict = inbound.Verdict("none", None, False, "rapport genere par l'operateur", None)
+    stamped = inbound.stamp(body, verdict, settings.domain)
+    return authresults.seal(stamped, authresults.seal_key(settings.secret()),
+                            datetime.now(UTC), report=origin.value)
 
 
 def send_dsn(session: Session, settings: Settings, claimed: Claimed,
@@ -90,7 +103,9 @@ def after_local(session: Session, settings: Settings, claimed: Claimed,
 def _mdn(session: Session, settings: Settings, claimed: Claimed, row: Row, to: str) -> None:
     raw = claimed.raw_local or b""
     final = mdn.wants_final_delivery(raw)
-    kinds = [mdn.PROCESSED] + ([mdn.DISPATCHED] if final else [])
+    # One receipt per event: here the event is the delivery, and with Direct's final-delivery
+    # option "dispatched" says all that "processed" would (we are both HISP and destination).
+    kinds = [mdn.DISPATCHED] if final else [mdn.PROCESSED]
     for disposition in kinds:
         try:
             body = mdn.build_mdn(original=raw, final_recipient=row.address,

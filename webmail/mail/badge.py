@@ -41,7 +41,7 @@ _IDENTITY = re.compile(r'\bbody\.smime-identity\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]+
 class Verdict:
     """What our ``Authentication-Results`` field says (``result`` "absent" without one)."""
 
-    result: str  # pass / fail / none / temperror / absent / forged (unsealed claim)
+    result: str  # pass / fail / none / temperror / absent / forged (unsealed) / report
     encrypted: bool | None = None
     signer: str | None = None
     reason: str = ""
@@ -78,6 +78,8 @@ class Voucher:
         field claims our id without a valid seal, ``absent`` when none claims it."""
         found = None if header.defects else \
             authresults.sealed(header.fields, self.authserv_id, self.key)
+        if found is not None and found.report is not None:
+            return Verdict("report", reason=found.report), found.at
         if found is not None:
             return verdict_of([found.value], self.authserv_id), found.at
         claimed = verdict_of(header.values(authresults.FIELD), self.authserv_id)
@@ -111,6 +113,11 @@ def badge_for(raw: bytes, message: Message, voucher: Voucher, store: TrustStore)
         return Badge("warn", "Signature annoncée mais non confirmée : ne vous y fiez pas",
                      ["Le résultat de vérification affiché dans ce message n’a pas été écrit "
                       "par la passerelle de l’opérateur (message déposé ou modifié depuis)."])
+    if verdict.result == "report":
+        what = "Avis de remise" if verdict.reason == "dsn" else "Accusé de réception"
+        return Badge("ok", f"{what} émis par votre opérateur",
+                     ["Message écrit par la passerelle de votre opérateur : son origine est "
+                      "garantie."])
     if verdict.result == "pass":
         confirmed = _confirm(raw, message, store, verdict.signer, at)
         if confirmed is None:

@@ -13,6 +13,7 @@ read: a Message-ID alone is not proof (anyone can put any Message-ID in a draft)
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +21,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.localtime import short_datetime
 from gateway.models import DeliveryEvent
+from trust_space.directory import display_names
 
 EVENT_FR = {
     "queued": "Pris en charge par la passerelle",
@@ -52,10 +55,36 @@ class Step:
                 "failed": "bad", "dsn": "bad"}.get(self.event, "info")
 
 
+# What each step says, as a sentence a person reads ({who}: the recipient's name, {when}:
+# "03/12 à 21:09" in Paris time).
+SENTENCES = {
+    "queued": "Pris en charge par la passerelle le {when}",
+    "delivered": "Remis à {who} le {when}",
+    "deferred": "Remise à {who} différée le {when} ; la passerelle réessaiera",
+    "bounced": "Échec définitif de la remise à {who} le {when}",
+    "failed": "Remise à {who} abandonnée le {when}",
+    "dsn": "Avis de non-remise envoyé le {when}",
+    "mdn": "Accusé de réception reçu de {who} le {when}",
+    "duplicate": "Doublon ignoré le {when}",
+    "quarantined": "Mis en quarantaine le {when} (signature invalide)",
+}
+_CODE = re.compile(r"^[245]\d\d(?:\s+[245]\.\d{1,3}\.\d{1,3})?\s*")
+
+
 @dataclass
 class RecipientTimeline:
     address: str
     steps: list[Step] = field(default_factory=list)
+    name: str = ""  # the directory's name for the address, else the address
+
+    def sentence(self, step: Step) -> str:
+        """``step`` as a sentence ("Remis à Paul Durand le 03/12 à 21:09"), with the server's
+        words (never its bare code) when it said why."""
+        template = SENTENCES.get(step.event, step.label + " le {when}")
+        text = template.format(who=self.name or self.address, when=short_datetime(step.at))
+        reason = _CODE.sub("", step.detail) if step.event in ("deferred", "bounced",
+                                                               "failed") else ""
+        return f"{text} : {reason}." if reason else f"{text}."
 
     @property
     def state(self) -> Step | None:
@@ -85,6 +114,9 @@ def timeline(session: Session, message_id: str, mailbox: str) -> list[RecipientT
             continue
         entry = found.setdefault(row.recipient, RecipientTimeline(row.recipient))
         entry.steps.append(Step(row.at, row.event, _detail(row.event, row.detail)))
+    names = display_names(session, list(found))
+    for entry in found.values():
+        entry.name = names.get(entry.address, entry.address)
     return list(found.values())
 
 
