@@ -175,8 +175,12 @@ def test_preferences_password_and_totp_enrolment(web: Web) -> None:
     assert qr.mimetype == "image/svg+xml"
     page = client.get("/compte/code/application").get_data(as_text=True)
     seed = page.split('id="totp-secret">')[1].split("<")[0]
+    # Issue #15 item 1: changing the channel asks for the password again.
+    refused = post(client, "/compte/code/application", {"code": pyotp.TOTP(seed).now()})
+    assert refused.status_code == 200 and "Mot de passe incorrect" in refused.get_data(
+        as_text=True)
     assert post(client, "/compte/code/application",
-                {"code": pyotp.TOTP(seed).now()}).status_code == 302
+                {"code": pyotp.TOTP(seed).now(), "password": PASSWORD}).status_code == 302
     with web.space.db.transaction() as session:
         account = session.scalar(select(Account).where(Account.login == "julie.bernard@mss.test"))
         assert account.otp_channel is OtpChannel.TOTP and seed not in (account.totp_secret or "")

@@ -5,9 +5,6 @@ codes)."""
 
 from __future__ import annotations
 
-import io
-
-import segno
 from flask import Blueprint, Flask, abort, flash, redirect, render_template, session, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
@@ -17,26 +14,31 @@ from werkzeug.wrappers import Response
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
-from core.db import utcnow
 from trust_space import app_passwords
-from trust_space.accounts import _record_failure, set_password, verify_password
-from trust_space.models import Account, AppPassword, Delegation, Mailbox, MailboxKind, OtpChannel
-from webmail import otp
+from trust_space.accounts import set_password, verify_password
+from trust_space.models import (
+    Account,
+    AppPassword,
+    Delegation,
+    Mailbox,
+    MailboxKind,
+    OtpChannel,
+    Professional,
+)
 from webmail.context import mss, record
 from webmail.forms import (
     EmptyForm,
-    OtpChannelForm,
     PasswordChangeForm,
     PreferencesForm,
-    TotpConfirmForm,
 )
 from webmail.sessions import ServerSession, active_sessions, revoke_all
 
 bp = Blueprint("account", __name__, url_prefix="/compte")
-TOTP_PENDING = "totp_enrolment"
 
 
 def init_app(app: Flask) -> None:
+    from webmail import destinations  # noqa: F401  (its routes: code channel, confirmation)
+
     app.register_blueprint(bp)
 
 
@@ -90,75 +92,6 @@ def password() -> Response | str:
     return render_template("account/password.html", form=form, section="password")
 
 
-@bp.route("/code", methods=["GET", "POST"])
-def otp_channel() -> Response | str:
-    with mss().db.transaction() as db:
-        account = _account(db)
-        pro = account.professional
-        form = OtpChannelForm(data={"channel": account.otp_channel.value,
-                                    "mobile": pro.mobile if pro else ""})
-        if form.validate_on_submit():
-            error = _apply_channel(db, account, form)
-            if error is None:
-                flash("Votre moyen de recevoir le code de connexion est enregistré.", "success")
-                if form.channel.data == "totp" and not account.totp_secret:
-                    return redirect(url_for("account.totp"))
-                return redirect(url_for("account.otp_channel"))
-            form.channel.errors = [error]
-        return render_template("account/otp.html", form=form, account=account, section="otp")
-
-
-def _apply_channel(db: Session, account: Account, form: OtpChannelForm) -> str | None:
-    """Save channel and mobile; the French error, or None."""
-    channel, pro = OtpChannel(form.channel.data), account.professional
-    mobile = (form.mobile.data or "").strip()
-    if pro is not None and mobile != pro.mobile:
-        pro.mobile = mobile
-        record(db, "account.mobile", "ok", target=account.login)
-    if channel is OtpChannel.SMS and not mobile:
-        return "Indiquez votre numéro de mobile pour recevoir le code par SMS."
-    if channel is OtpChannel.EMAIL and (pro is None or not pro.usual_email):
-        return "Indiquez d'abord votre adresse habituelle dans vos préférences."
-    if channel is OtpChannel.TOTP and not account.totp_secret:
-        return None  # chosen once the app is enrolled (account.totp)
-    if channel is not account.otp_channel:
-        account.otp_channel = channel
-        record(db, "account.otp_channel", "ok", target=account.login, channel=channel.value)
-    return None
-
-
-@bp.route("/code/application", methods=["GET", "POST"])
-def totp() -> Response | str:
-    seed = session.get(TOTP_PENDING) or otp.new_totp_seed()
-    session[TOTP_PENDING] = seed
-    form = TotpConfirmForm()
-    if form.validate_on_submit():
-        with mss().db.transaction() as db:
-            account = _account(db)
-            if otp.accept_totp(db, account, seed, form.code.data, utcnow()):
-                account.totp_secret = otp.seal_seed(seed, mss().settings.secret())
-                account.otp_channel = OtpChannel.TOTP
-                record(db, "account.totp_enrol", "ok", target=account.login)
-                session.pop(TOTP_PENDING, None)
-                flash("Application d'authentification activée : elle vous donnera désormais "
-                      "votre code de connexion.", "success")
-                return redirect(url_for("account.otp_channel"))
-        form.code.errors = ["Code incorrect : vérifiez l'heure de votre téléphone et "
-                            "saisissez le code affiché."]
-    return render_template("account/totp.html", form=form, seed=seed, section="otp")
-
-
-@bp.get("/code/application/qr.svg")
-def totp_qr() -> Response:
-    seed = session.get(TOTP_PENDING)
-    if not seed:
-        return Response(status=404)
-    buffer = io.BytesIO()
-    segno.make(otp.provisioning_uri(seed, current_user.login), error="m").save(
-        buffer, kind="svg", scale=5, border=2, xmldecl=False)
-    return Response(buffer.getvalue(), mimetype="image/svg+xml")
-
-
 @bp.route("/preferences", methods=["GET", "POST"])
 def preferences() -> Response | str:
     with mss().db.transaction() as db:
@@ -172,22 +105,56 @@ def preferences() -> Response | str:
             "mobile_published": mailbox.mobile_published, "liste_rouge": mailbox.liste_rouge,
             "dematerialisation": mailbox.dematerialisation})
         if form.validate_on_submit():
-            changed = _apply_preferences(mailbox, pro, form)
-            if changed:
-                record(db, "account.preferences", "ok", target=mailbox.address, changed=changed)
-            flash("Vos préférences sont enregistrées.", "success")
-            return redirect(url_for("account.preferences"))
+            answer = _save_preferences(db, account, mailbox, pro, form)
+            if answer is not None:
+                return answer
         return render_template("account/preferences.html", form=form, mailbox=mailbox,
-                               pro=pro, section="preferences")
+                               pro=pro, section="preferences", card=_card_session())
 
 
-def _apply_preferences(mailbox: Mailbox, pro: object, form: PreferencesForm) -> list[str]:
-    """Apply the form; the names of what changed (for the audit record)."""
-    wanted = {(mailbox, "notify_usual_email"): bool(form.notify.data),
-              (pro, "usual_email"): (form.usual_email.data or "").strip().lower(),
-              (mailbox, "mobile_published"): bool(form.mobile_published.data),
-              (mailbox, "liste_rouge"): bool(form.liste_rouge.data),
-              (mailbox, "dematerialisation"): bool(form.dematerialisation.data)}
+def _save_preferences(db: Session, account: Account, mailbox: Mailbox, pro: Professional,
+                      form: PreferencesForm) -> Response | None:
+    """Check the usual address change first (issue #15 item 1), then save; None: the form is
+    shown again with its errors and nothing is saved."""
+    from webmail import destinations
+
+    address = (form.usual_email.data or "").strip().lower()
+    if address != pro.usual_email:
+        if not address and account.otp_channel is OtpChannel.EMAIL:
+            form.usual_email.errors = [
+                "Vos codes de connexion sont envoyés à cette adresse : choisissez d'abord un "
+                "autre moyen de les recevoir (Code de connexion), puis effacez-la."]
+            return None
+        if not destinations.password_confirmed(db, account, form.password.data,
+                                               "account.usual_email"):
+            form.password.errors = [destinations.WRONG_PASSWORD]
+            return None
+    changed = _apply_preferences(mailbox, pro, form, address)
+    if changed:
+        record(db, "account.preferences", "ok", target=mailbox.address, changed=changed)
+    if address and address != pro.usual_email:  # used once the code sent to it is typed
+        error = destinations.start_change(db, account, OtpChannel.EMAIL, address, email=address)
+        if error:
+            form.usual_email.errors = [error]
+            return None
+        flash("Vos autres préférences sont enregistrées. Saisissez le code envoyé à votre "
+              "nouvelle adresse pour qu'elle remplace l'ancienne.", "info")
+        return redirect(url_for("account.confirm_change"))
+    flash("Vos préférences sont enregistrées.", "success")
+    return redirect(url_for("account.preferences"))
+
+
+def _apply_preferences(mailbox: Mailbox, pro: Professional, form: PreferencesForm,
+                       address: str) -> list[str]:
+    """Apply the form but a new usual address (confirmed by a code first; clearing it is
+    applied); the names of what changed (for the audit record)."""
+    wanted: dict[tuple[object, str], object] = {
+        (mailbox, "notify_usual_email"): bool(form.notify.data),
+        (mailbox, "mobile_published"): bool(form.mobile_published.data),
+        (mailbox, "liste_rouge"): bool(form.liste_rouge.data),
+        (mailbox, "dematerialisation"): bool(form.dematerialisation.data)}
+    if not address:
+        wanted[(pro, "usual_email")] = ""
     changed = []
     for (target, name), value in wanted.items():
         if getattr(target, name) != value:
@@ -272,11 +239,10 @@ def app_password_create() -> Response:
         account = _account(db)
         if not form.validate_on_submit():
             return _app_passwords_page(db, account, form, status=400)
-        if not _card_session() and not (account.password_hash and verify_password(
-                account.password_hash, form.password.data or "")):
-            s = mss().settings  # a wrong password counts, like at the log-in page
-            _record_failure(account, utcnow(), s.login_max_failures, s.login_lock_minutes)
-            record(db, "account.app_password.create", "wrong_password", target=account.login)
+        from webmail.destinations import password_confirmed
+
+        if not password_confirmed(db, account, form.password.data,
+                                  "account.app_password.create"):
             form.password.errors = ["Mot de passe incorrect."]
             return _app_passwords_page(db, account, form, status=401)
         try:

@@ -31,10 +31,13 @@ from webmail.login import (
     card_account,
     check_not_locked,
     check_webmail_access,
+    code_channel,
     code_destination,
     count_failure,
+    failure_warning,
+    locked_message,
 )
-from webmail.mailer import build_mail, code_text
+from webmail.mailer import SIGNATURE, build_mail, code_text
 from webmail.security import code_limit, limiter, login_limit
 from webmail.sessions import ServerSession
 from webmail.tls import CLIENT_CERT_ENV
@@ -48,6 +51,9 @@ def init_app(app: Flask) -> None:
     s = app.extensions["mss"].settings
     app.extensions["mss.phantoms"] = PhantomLocks(s.login_max_failures, s.login_lock_minutes)
     app.register_blueprint(bp)
+    from webmail import reset  # the "Mot de passe oublié ?" pages (issue #15 item 2)
+
+    reset.init_app(app)
     nav.add(app, "account.overview", "Mon compte", order=80, prefix="/compte")
 
 
@@ -102,7 +108,8 @@ def _check_password(identifier: str, password: str) -> int:
     """The account id once the password is right; failures are audited and counted.
 
     Raises:
-        AuthenticationFailed (and its AccountLocked, PendingValidation…): refused.
+        AuthenticationFailed (and its AccountLocked, PendingValidation…): refused, with the
+            French answer (lock duration, last-try warning) in its message.
     """
     s = mss().settings
     phantoms: PhantomLocks = mss_phantoms()
@@ -120,12 +127,27 @@ def _check_password(identifier: str, password: str) -> int:
             if unknown and not isinstance(exc, AccountLocked):
                 phantoms.fail(identifier)
             record(db, "login.password", exc.code, actor=identifier[:254], target="")
-            refusal = exc
+            refusal = _refusal(db, exc, identifier, unknown)
         else:
             record(db, "login.password", "ok", actor=account.login, target=account.login)
     if refusal is not None:
         raise refusal
     return account.id
+
+
+def _refusal(db: Session, exc: AuthenticationFailed, identifier: str,
+             unknown: bool) -> AuthenticationFailed:
+    """``exc`` with the answer the person reads: how long a lock lasts, the last try before
+    it. An unknown identifier gets the same words at the same count (``PhantomLocks``)."""
+    s = mss().settings
+    if isinstance(exc, AccountLocked):
+        exc.message = locked_message(exc.locked_until, utcnow())
+    elif type(exc) is AuthenticationFailed:
+        account = None if unknown else find_account(db, identifier)
+        failures = mss_phantoms().count(identifier) if unknown else \
+            (account.failed_attempts or 0) if account is not None else 0
+        exc.message += failure_warning(failures, s.login_max_failures, s.login_lock_minutes)
+    return exc
 
 
 def mss_phantoms() -> PhantomLocks:
@@ -140,11 +162,12 @@ def _start_challenge(account_id: int) -> None:
         account = db.get(Account, account_id)
         assert account is not None
         destination, hint = code_destination(account)
-        challenge, code = otp.start(account, account.otp_channel, hint, _code_key(), utcnow())
+        channel = code_channel(account)
+        challenge, code = otp.start(account, channel, hint, _code_key(), utcnow())
         record(db, "login.code_sent", "ok", actor=account.login, target=account.login,
-               channel=account.otp_channel.value)
+               channel=channel.value)
     if code is not None:
-        _deliver(challenge.channel, destination, code)
+        deliver_code(challenge.channel, destination, code)
     session[PENDING] = challenge.to_dict()
 
 
@@ -154,8 +177,33 @@ def _code_key() -> bytes:
     return str(current_app.config["SECRET_KEY"]).encode()
 
 
-def _deliver(channel: str, destination: str, code: str) -> None:
-    """Send ``code`` by e-mail or SMS.
+CODE_PURPOSES = {
+    "login": "Messagerie sécurisée de santé : votre code de connexion est {code} "
+             "(valable {minutes} min).",
+    "confirm": "Messagerie sécurisée de santé : le code qui confirme ce numéro est {code} "
+               "(valable {minutes} min).",
+    "reset": "Messagerie sécurisée de santé : votre code de réinitialisation du mot de passe "
+             "est {code} (valable {minutes} min).",
+}
+
+
+def _mail_text(purpose: str, code: str, minutes: int) -> tuple[str, str]:
+    """Subject and text of the e-mail that carries ``code`` for ``purpose``."""
+    if purpose == "login":
+        return code_text(code, minutes)
+    what = ("confirmer votre nouvelle adresse habituelle" if purpose == "confirm"
+            else "choisir un nouveau mot de passe")
+    subject = ("Confirmez votre adresse habituelle" if purpose == "confirm"
+               else "Réinitialisation de votre mot de passe")
+    return subject, (f"Bonjour,\n\nVoici le code pour {what} sur la messagerie sécurisée de "
+                     f"santé :\n\n    {code}\n\nIl est valable {minutes} minutes et ne sert "
+                     "qu'une fois. Si vous n'êtes pas à l'origine de cette demande, ignorez ce "
+                     "message et prévenez votre opérateur." + SIGNATURE)
+
+
+def deliver_code(channel: str, destination: str, code: str, purpose: str = "login") -> None:
+    """Send ``code`` by e-mail or SMS; ``purpose``: login, confirm (a new mobile or usual
+    address) or reset (forgotten password).
 
     Raises:
         DeliveryFailed: the transport refused or is unreachable.
@@ -163,10 +211,10 @@ def _deliver(channel: str, destination: str, code: str) -> None:
     minutes = otp.CODE_TTL_SECONDS // 60
     try:
         if channel == OtpChannel.SMS.value:
-            mss().sms.send(destination, f"Messagerie sécurisée de santé : votre code de "
-                                        f"connexion est {code} (valable {minutes} min).")
+            mss().sms.send(destination, CODE_PURPOSES[purpose].format(code=code,
+                                                                      minutes=minutes))
             return
-        subject, text = code_text(code, minutes)
+        subject, text = _mail_text(purpose, code, minutes)
         mss().mailer.send(destination, build_mail(to=destination, sender=mss().sender,
                                                   subject=subject, text=text))
     except DeliveryFailed:
@@ -174,6 +222,7 @@ def _deliver(channel: str, destination: str, code: str) -> None:
     except (MssError, OSError) as exc:
         raise DeliveryFailed("Le code n'a pas pu être envoyé ; réessayez dans un instant.") \
             from exc
+
 
 
 def _pending() -> otp.Challenge | None:
@@ -204,6 +253,7 @@ def _code_page(form: CodeForm, challenge: otp.Challenge, error: str | None = Non
 def _verify_code(challenge: otp.Challenge, form: CodeForm) -> Response:
     s, now = mss().settings, utcnow()
     wanted = session.get(PENDING_NEXT)  # read before the new session drops it
+    warning = ""
     with mss().db.transaction() as db:
         account = db.get(Account, challenge.account_id)
         assert account is not None
@@ -223,14 +273,16 @@ def _verify_code(challenge: otp.Challenge, form: CodeForm) -> Response:
             else:
                 count_failure(account, now, s.login_max_failures, s.login_lock_minutes)
                 record(db, "login.code", "wrong", actor=account.login, target=account.login)
+                warning = failure_warning(account.code_failures, s.login_max_failures,
+                                          s.login_lock_minutes)
         except AccountLocked as exc:
             session.pop(PENDING, None)
             record(db, "login.code", exc.code, actor=account.login, target=account.login)
-            return _login_page(LoginForm(), exc.message, 403)
+            return _login_page(LoginForm(), locked_message(exc.locked_until, now), 403)
     if result is otp.CodeResult.OK:  # the landing is chosen once the login is committed
         return redirect(after_login(wanted))
     session[PENDING] = challenge.to_dict()
-    return _code_page(CodeForm(formdata=None), challenge, "Code incorrect.", 401)
+    return _code_page(CodeForm(formdata=None), challenge, "Code incorrect." + warning, 401)
 
 
 def _check_challenge(db: Session, account: Account, challenge: otp.Challenge, code: str,
@@ -275,7 +327,7 @@ def resend() -> Response:
         destination, _hint = code_destination(account)
         record(db, "login.code_sent", "ok", actor=account.login, target=account.login,
                channel=challenge.channel, resend=challenge.sends)
-    _deliver(challenge.channel, destination, code)
+    deliver_code(challenge.channel, destination, code)
     session[PENDING] = challenge.to_dict()
     flash("Un nouveau code vous a été envoyé.", "success")
     return redirect(url_for("auth.code"))

@@ -74,6 +74,12 @@ class PasswordChangeForm(FlaskForm):
         required(), EqualTo("new", message="Les deux mots de passe ne sont pas identiques.")])
 
 
+def confirm_password() -> PasswordField:
+    """The web password again, before a sensitive change (not asked of a card session)."""
+    return PasswordField("Votre mot de passe (confirmation)",
+                         validators=[Optional(), Length(max=256)])
+
+
 class OtpChannelForm(FlaskForm):
     channel = RadioField("Recevoir mon code de connexion", choices=options(
         ("email", "Par courriel, à mon adresse habituelle"),
@@ -81,11 +87,33 @@ class OtpChannelForm(FlaskForm):
         ("totp", "Avec une application d'authentification (TOTP)"),
     ), validators=[required()])
     mobile = StringField("Téléphone mobile", validators=[Optional(), PHONE])
+    password = confirm_password()
 
 
 class TotpConfirmForm(FlaskForm):
     code = StringField("Code affiché par l'application", validators=[
         required(), Regexp(r"^\s*\d{6}\s*$", message="Le code comporte 6 chiffres.")])
+    password = confirm_password()
+
+
+class ResetRequestForm(FlaskForm):
+    """Mot de passe oublié, step 1: who, and where the code should go."""
+
+    identifier = StringField("Identifiant", validators=[required(), Length(max=254)],
+                             description="Adresse de messagerie sécurisée ou identifiant "
+                                         "national (RPPS précédé de 8, ADELI précédé de 0)")
+    channel = RadioField("Recevoir le code", choices=options(
+        ("email", "Par courriel, à mon adresse habituelle"),
+        ("sms", "Par SMS, sur mon téléphone mobile"),
+    ), default="email", validators=[required()])
+
+
+class NewPasswordForm(FlaskForm):
+    """Mot de passe oublié, last step."""
+
+    new = PasswordField("Nouveau mot de passe", validators=[required(), strong_password])
+    confirm = PasswordField("Confirmation du nouveau mot de passe", validators=[
+        required(), EqualTo("new", message="Les deux mots de passe ne sont pas identiques.")])
 
 
 class PreferencesForm(FlaskForm):
@@ -95,6 +123,7 @@ class PreferencesForm(FlaskForm):
     mobile_published = BooleanField("Publier mon numéro de mobile dans l'annuaire")
     liste_rouge = BooleanField("Liste rouge : ne pas apparaître dans l'annuaire")
     dematerialisation = BooleanField("Dématérialisation : ne plus recevoir de copie papier")
+    password = confirm_password()
 
     def validate_usual_email(self, field: EmailField) -> None:
         if self.notify.data and not field.data:

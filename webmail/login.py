@@ -4,9 +4,10 @@ the webmail, where its code goes, and lock-out counting for codes and unknown id
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from sqlalchemy import select
@@ -87,20 +88,65 @@ def card_account(session: Session, pem: str | None, store: TrustStore) -> Accoun
 def code_destination(account: Account) -> tuple[str, str]:
     """Where the account's code goes and how to show it: ``(destination, masked)``.
 
+    An SMS or TOTP channel left without its destination (saved before issue #15: SMS with an
+    erased number) falls back to the usual address, so that such an account is not locked
+    out for good.
+
     Raises:
         DeliveryFailed: no usual address (e-mail) or no mobile (SMS) is known.
     """
     channel = account.otp_channel
     pro = account.professional
-    if channel is OtpChannel.EMAIL and pro is not None and pro.usual_email:
-        return pro.usual_email, f"par courriel à {mask_email(pro.usual_email)}"
     if channel is OtpChannel.SMS and pro is not None and pro.mobile:
         return pro.mobile, f"par SMS au {mask_phone(pro.mobile)}"
     if channel is OtpChannel.TOTP and account.totp_secret:
         return "", "dans votre application d'authentification"
+    if pro is not None and pro.usual_email:
+        return pro.usual_email, f"par courriel à {mask_email(pro.usual_email)}"
     raise DeliveryFailed("Aucun moyen de vous envoyer un code de connexion n'est enregistré "
                          "(adresse habituelle, mobile ou application). Connectez-vous avec "
                          "votre carte CPS ou contactez votre opérateur.")
+
+
+def code_channel(account: Account) -> OtpChannel:
+    """The channel ``code_destination`` really uses (e-mail when the chosen one has lost its
+    destination)."""
+    pro = account.professional
+    if account.otp_channel is OtpChannel.SMS and not (pro and pro.mobile):
+        return OtpChannel.EMAIL
+    if account.otp_channel is OtpChannel.TOTP and not account.totp_secret:
+        return OtpChannel.EMAIL
+    return account.otp_channel
+
+
+def minutes_until(moment: datetime, now: datetime) -> int:
+    """Whole minutes left until ``moment``, rounded up, at least 1."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(1, math.ceil((moment - now).total_seconds() / 60))
+
+
+def minutes_fr(count: int) -> str:
+    return f"{count} minute" if count == 1 else f"{count} minutes"
+
+
+def locked_message(locked_until: datetime, now: datetime) -> str:
+    """The lock-out refusal, with how long it lasts and the way out (issue #15 item 2)."""
+    return ("Accès temporairement bloqué après plusieurs échecs de connexion ; réessayez dans "
+            f"{minutes_fr(minutes_until(locked_until, now))}, ou choisissez « Mot de passe "
+            "oublié ? » pour le réinitialiser.")
+
+
+def failure_warning(failures: int, max_failures: int, lock_minutes: int) -> str:
+    """What to add to a "wrong password / code" answer after ``failures`` in a row: the
+    last try before the lock is announced, and the lock once it is on."""
+    if failures >= max_failures:
+        return (f" L'accès est maintenant bloqué pendant {minutes_fr(lock_minutes)} ; vous "
+                "pouvez aussi choisir « Mot de passe oublié ? ».")
+    if failures == max_failures - 1:
+        return (" Attention : dernier essai avant blocage de l'accès pendant "
+                f"{minutes_fr(lock_minutes)}.")
+    return ""
 
 
 def count_failure(account: Account, now: datetime, max_failures: int,
@@ -129,7 +175,11 @@ def check_not_locked(account: Account, now: datetime) -> None:
 class PhantomLocks:
     """Failure counts for identifiers that match no account, so that they get locked exactly
     like real accounts and the answers do not tell which identifiers exist. In memory, per
-    process, keyed by a hash of the identifier; entries expire with the lock window."""
+    process, keyed by a hash of the identifier; entries expire with the lock window.
+
+    The password reset uses two more of these as rate limits per identifier, for known and
+    unknown ones alike (codes asked, wrong codes): they lock nothing, the account's one
+    lock-out stays ``Account.locked_until``."""
 
     def __init__(self, max_failures: int, lock_minutes: int) -> None:
         self.max_failures = max_failures
@@ -145,7 +195,12 @@ class PhantomLocks:
         """Raises AccountLocked if this unknown identifier is "locked"."""
         count, since = self._entries.get(self._key(identifier), (0, 0.0))
         if count >= self.max_failures and time.time() - since < self.window:
-            raise AccountLocked(datetime.fromtimestamp(since + self.window))
+            raise AccountLocked(datetime.fromtimestamp(since + self.window, UTC))
+
+    def count(self, identifier: str) -> int:
+        """Failures counted for ``identifier`` inside the window."""
+        count, since = self._entries.get(self._key(identifier), (0, 0.0))
+        return count if time.time() - since < self.window else 0
 
     def fail(self, identifier: str) -> None:
         now = time.time()

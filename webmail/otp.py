@@ -86,10 +86,17 @@ def start(account: Account, channel: OtpChannel, hint: str, key: bytes,
 def start_email(key: bytes, now: datetime) -> tuple[Challenge, str]:
     """An e-mail code not tied to an account (registration: the code to the usual address
     that proves who asks, ``webmail.register``) and the code to send."""
+    return start_code(OtpChannel.EMAIL, key, now)
+
+
+def start_code(channel: OtpChannel, key: bytes, now: datetime, account_id: int = 0,
+               hint: str = "") -> tuple[Challenge, str]:
+    """An e-mail or SMS code that proves a destination rather than logs in (a new mobile or
+    usual address, a forgotten password) and the code to send."""
     salt = secrets.token_hex(8)
     code = new_code()
-    return Challenge(0, OtpChannel.EMAIL.value, salt, _hash(key, salt, code),
-                     now.timestamp() + CODE_TTL_SECONDS, last_sent=now.timestamp()), code
+    return Challenge(account_id, channel.value, salt, _hash(key, salt, code),
+                     now.timestamp() + CODE_TTL_SECONDS, hint, last_sent=now.timestamp()), code
 
 
 def renew(challenge: Challenge, key: bytes, now: datetime) -> str | None:
