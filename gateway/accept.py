@@ -194,7 +194,8 @@ def submit(gw: Gateway, login: str, identity: Identity, env: Envelope) -> str:
     with q.appending(gw.db) as conn:
         q.enqueue(conn, queue_id=queue_id, origin=Origin.SUBMISSION,
                   envelope_from=env.mail_from, message_key=key, submitter=login,
-                  size=len(env.raw), local=local, peer=peer, clear=clear, recipients=rcpts)
+                  size=len(env.raw), local=local, peer=peer, clear=clear, recipients=rcpts,
+                  protection=forms.protection)
         audit.record(conn, actor=login, action="smtp.submit", target=queue_id,
                      outcome="queued", request={**_summary(env, key, forms.protection),
                                                 "as": identity.login})

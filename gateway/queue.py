@@ -105,9 +105,11 @@ def enqueue(session: Executor, *, queue_id: str, origin: Origin, envelope_from: 
             message_key: str, submitter: str, size: int, local: bytes | None,
             peer: bytes | None = None, clear: bytes | None = None,
             recipients: Sequence[tuple[str, RecipientKind]],
-            state: RecipientState = RecipientState.QUEUED) -> None:
+            state: RecipientState = RecipientState.QUEUED, protection: str = "") -> None:
     """Write a message and its recipients (not committed: the caller's transaction). Core
-    inserts built once, not the ORM unit of work: this runs once per accepted message."""
+    inserts built once, not the ORM unit of work: this runs once per accepted message.
+    ``protection`` (the policy word applied, e.g. ``sign+encrypt``, or ``end-to-end``) is
+    recorded in each recipient's "queued" event for the sender's timeline."""
     now, key = utcnow(), message_key[:250]
     session.execute(_INSERT_MESSAGE, {
         "id": queue_id, "created_at": now, "origin": origin, "envelope_from": envelope_from,
@@ -119,7 +121,8 @@ def enqueue(session: Executor, *, queue_id: str, origin: Origin, envelope_from: 
         "last_reason": "", "updated_at": now} for address, kind in recipients])
     session.execute(_INSERT_EVENT, [{
         "at": now, "queue_id": queue_id, "message_key": key, "recipient": address,
-        "event": "queued", "detail": kind.value} for address, kind in recipients])
+        "event": "queued", "detail": f"{kind.value} {protection}".strip()}
+        for address, kind in recipients])
 
 
 # ---------------------------------------------------------------------- claiming

@@ -176,6 +176,46 @@ def may_receive(session: Executor, address: str, local_domains: Collection[str])
     return _ok("trusted_peer", "Domaine d'un opérateur de confiance / trusted peer domain")
 
 
+@dataclass(frozen=True)
+class Protection:
+    """What a recipient's copy gets (``protection_of``): a stable ``code`` and a French
+    sentence for the person sending."""
+
+    address: str
+    code: str  # internal / end_to_end / trust_space_tls / refused
+    text: str
+
+
+_PEER_CERT = select(Mailbox.smime_cert_pem).where(
+    Mailbox.address == bindparam("address"), Mailbox.operator_id.is_not(None))  # lower case
+
+
+def protection_of(session: Executor, address: str, local_domains: Collection[str], *,
+                  sign: bool, encrypt: bool, tls_only_peers: bool) -> Protection:
+    """The protection the gateway will give ``address``'s copy of a message sent with
+    ``sign``/``encrypt`` (the same rules as ``gateway.pipeline.secure``): a local recipient's
+    copy never leaves the operator (signed, no hop encryption); a peer's is encrypted end to
+    end when asked and it has a certificate in the directory, else sent over the trust
+    space's mutual TLS if ``tls_only_peers``, else refused."""
+    decision = may_receive(session, address, local_domains)
+    signed = "signé, " if sign else ""
+    if not decision:
+        return Protection(address, "refused", f"Refusé : {decision.reason.split(' / ')[0]}")
+    if decision.code == "local":
+        return Protection(address, "internal", f"{signed.capitalize() or 'Non signé, '}remis "
+                          "chez votre opérateur sans quitter ses serveurs")
+    has_cert = session.scalar(_PEER_CERT, {"address": address.lower()}) is not None
+    if encrypt and has_cert:
+        return Protection(address, "end_to_end", f"{signed.capitalize()}chiffré de bout en "
+                          "bout (S/MIME) pour ce destinataire")
+    if encrypt and not tls_only_peers:
+        return Protection(address, "refused", "Refusé : pas de certificat de chiffrement "
+                          "publié pour ce destinataire")
+    why = " (pas de certificat de chiffrement publié)" if encrypt else ""
+    return Protection(address, "trust_space_tls", f"{signed.capitalize() or 'Non signé, '}"
+                      f"transmis dans l’espace de confiance (TLS mutuel){why}")
+
+
 # RFC 4314 §2.1 rights, in the RFC's order.
 RIGHT_NAMES = {
     "l": "lookup",  # see the mailbox in LIST

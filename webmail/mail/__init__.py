@@ -49,7 +49,7 @@ def imap_uid(value: str | None) -> int | None:
 
 def init_app(app: Flask) -> None:
     """Register the mail and directory blueprints and their navigation entries."""
-    from webmail.mail import actions, compose, directory, folders, read, search, unread  # noqa: F401
+    from webmail.mail import actions, compose, directory, folders, protection, read, search, unread  # noqa: F401
 
     # First of all: the compose POST may carry attachments beyond MAX_CONTENT_LENGTH, and
     # the CSRF check (an earlier before_request) reads the form.

@@ -96,7 +96,10 @@ class Badge:
     encrypted: bool | None = None
 
 
-def _hop(encrypted: bool | None) -> str:
+def _hop(encrypted: bool | None, internal: bool = False) -> str:
+    if internal:
+        return ("Message interne à votre opérateur : il n’a pas quitté ses serveurs (pas de "
+                "trajet à chiffrer).")
     if encrypted is None:
         return "Chiffrement sur le trajet : inconnu."
     if encrypted:
@@ -105,10 +108,22 @@ def _hop(encrypted: bool | None) -> str:
             "l’espace de confiance).")
 
 
-def badge_for(raw: bytes, message: Message, voucher: Voucher, store: TrustStore) -> Badge:
-    """The badge of a message (see the module docstring)."""
+def _internal(message: Message, authserv_id: str) -> bool:
+    """A message whose every From address is of our own domain: submitted here, delivered
+    here, it never crossed a hop (only a sealed verdict makes this call, see badge_for)."""
+    senders = [a.lower() for _, a in email.utils.getaddresses(message.get_all("From", []))]
+    return bool(senders) and all(a.rpartition("@")[2] == authserv_id.lower() for a in senders)
+
+
+def badge_for(raw: bytes, message: Message, voucher: Voucher, store: TrustStore, *,
+              sent: bool = False) -> Badge:
+    """The badge of a message (see the module docstring). ``sent``: the sender's own copy
+    (its protection per recipient is in the delivery timeline, not a hop of its own)."""
     verdict, at = voucher.verdict(headers.parse(headers.split_head(raw)[0]))
-    hop = _hop(verdict.encrypted)
+    hop = _hop(verdict.encrypted, at is not None and _internal(message, voucher.authserv_id))
+    if sent:
+        hop = ("Votre copie : la protection appliquée à chaque destinataire est indiquée dans "
+               "« Suivi de la remise ».")
     if verdict.result == "forged":
         return Badge("warn", "Signature annoncée mais non confirmée : ne vous y fiez pas",
                      ["Le résultat de vérification affiché dans ce message n’a pas été écrit "

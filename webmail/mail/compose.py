@@ -42,6 +42,7 @@ from webmail.mail.drafting import (
 )
 from webmail.mail.folders import DRAFTS, INBOX, box_folders
 from webmail.mail.prefill import prefill
+from webmail.mail.protection import protections
 from webmail.mail.submit import SubmissionRefused, Submitter
 
 FORM_MEMORY = 2 * 1024 * 1024
@@ -335,4 +336,6 @@ def _page(box: Box, form: ComposeForm, errors: dict[str, str], *,
         form=form, errors=errors,
         offered=offered, keep=keep, sign_forced=sign_min, encrypt_forced=encrypt_min,
         limit=attachment_limit(), limit_text=_mb(attachment_limit()),
-        reminder="reminder" in errors, folder=INBOX)
+        reminder="reminder" in errors, folder=INBOX,
+        protections=protections(form.to.data or "", form.cc.data or "",
+                                sign=bool(form.sign.data), encrypt=bool(form.encrypt.data)))

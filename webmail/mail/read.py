@@ -28,10 +28,10 @@ def fetch(box: Box, folder: str, uid: int, *, mark_seen: bool = False) -> Messag
         return session.message(box.imap_name(folder), uid, mark_seen=mark_seen)
 
 
-def _badge(raw: bytes, reading: mime.Reading) -> Badge:
+def _badge(raw: bytes, reading: mime.Reading, folder: str = "") -> Badge:
     cache = current_app.extensions.setdefault("mss.mail.store",
                                               StoreCache(mss().settings.pki_dir))
-    return badge_for(raw, reading.message, voucher(), cache.get())
+    return badge_for(raw, reading.message, voucher(), cache.get(), sent=folder == SENT)
 
 
 def _cid_url(box: Box, folder: str, uid: int, reading: mime.Reading):  # type: ignore[no-untyped-def]
@@ -64,7 +64,7 @@ def message(box: Box, folder: str, uid: int) -> str:
     return render_template(
         "mail/read.html", box=box, boxes=accessible_boxes(), folders=folders, folder=folder,
         folder_label=label(folder), uid=uid, reading=reading, flags=found.flags,
-        badge=_badge(found.raw, reading), blocked=blocked, timeline=steps,
+        badge=_badge(found.raw, reading, folder), blocked=blocked, timeline=steps,
         show_images=request.args.get("images") == "1", form=EmptyForm(),
         xdm={p.index: xdm_documents(mime.part_bytes(mime.part_at(reading.message, p.index)))
              for p in reading.attachments if p.is_xdm},

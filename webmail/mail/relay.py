@@ -76,6 +76,26 @@ class RecipientTimeline:
     address: str
     steps: list[Step] = field(default_factory=list)
     name: str = ""  # the directory's name for the address, else the address
+    kind: str = ""  # local / peer / clear: which form of the message it was given
+    protection: str = ""  # the policy word the gateway applied (sign+encrypt, end-to-end…)
+
+    @property
+    def protection_text(self) -> str:
+        """What was done to this recipient's copy, in words (issue #15 item 5)."""
+        signed = "sign" in self.protection or self.protection == "end-to-end"
+        if self.kind == "local":
+            return ("Signé, remis" if signed else "Remis") + \
+                " chez votre opérateur sans quitter ses serveurs"
+        if self.kind == "clear":
+            return ("Signé, transmis" if signed else "Transmis") + " dans l’espace de " \
+                "confiance (TLS mutuel), sans chiffrement : pas de certificat publié"
+        if self.kind == "peer" and ("encrypt" in self.protection
+                                    or self.protection == "end-to-end"):
+            return "Chiffré de bout en bout (S/MIME)" + (", signé" if signed else "")
+        if self.kind == "peer":
+            return ("Signé, transmis" if signed else "Transmis") + \
+                " dans l’espace de confiance (TLS mutuel)"
+        return ""
 
     def sentence(self, step: Step) -> str:
         """``step`` as a sentence ("Remis à Paul Durand le 03/12 à 21:09"), with the server's
@@ -103,7 +123,8 @@ def timeline(session: Session, message_id: str, mailbox: str) -> list[RecipientT
         return []
     queue_ids = set(session.scalars(select(DeliveryEvent.queue_id).where(
         DeliveryEvent.message_key == message_id[:250], DeliveryEvent.event == "queued",
-        DeliveryEvent.recipient == mailbox.lower(), DeliveryEvent.detail == "sent")))
+        DeliveryEvent.recipient == mailbox.lower(),
+        (DeliveryEvent.detail == "sent") | DeliveryEvent.detail.like("sent %"))))
     if not queue_ids:
         return []
     rows = session.scalars(select(DeliveryEvent).where(
@@ -113,6 +134,8 @@ def timeline(session: Session, message_id: str, mailbox: str) -> list[RecipientT
         if row.detail.split(" ", 1)[0] in _HIDDEN_KINDS:
             continue
         entry = found.setdefault(row.recipient, RecipientTimeline(row.recipient))
+        if row.event == "queued":
+            entry.kind, _, entry.protection = row.detail.partition(" ")
         entry.steps.append(Step(row.at, row.event, _detail(row.event, row.detail)))
     names = display_names(session, list(found))
     for entry in found.values():
