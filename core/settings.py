@@ -30,6 +30,8 @@ class Settings:
     database_url: str = ""  # empty: sqlite file DATA_DIR/mss.db
     domain: str = "mss.test"
     operator_name: str = "Opérateur MSS de démonstration"
+    # How professionals reach the operator (refusal e-mails); empty: support@DOMAIN
+    operator_contact: str = ""
     demo_password: str = ""
     secret_key: str = ""  # empty: generated once into DATA_DIR/secret.key
     listen_address: str = "127.0.0.1"
@@ -143,6 +145,11 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'mss.db').resolve()}"
+
+    @property
+    def effective_operator_contact(self) -> str:
+        """The operator's contact given to professionals (``MSS_OPERATOR_CONTACT``)."""
+        return self.operator_contact.strip() or f"support@{self.domain}"
 
     @property
     def pki_dir(self) -> Path:

@@ -31,6 +31,7 @@ from trust_space.models import (
     Mailbox,
     MailboxKind,
     MailboxState,
+    OtpChannel,
     Professional,
 )
 from trust_space.naming import parse_national_id
@@ -290,3 +291,113 @@ def record_protocol_failure(session: Session, identifier: str, *, now: datetime,
     _record_failure(account, now, max_failures, lock_minutes)
     session.flush()
     return account
+
+
+# ------------------------------------------------------------------ operator actions (issue #15)
+class AccountActionRefused(TrustSpaceError):
+    """An operator action that does not apply to this account (French message)."""
+
+    code = "account_action_refused"
+
+
+def search_accounts(session: Session, text: str, *, limit: int = 50) -> list[Account]:
+    """People's accounts matching ``text``: an RPPS/ADELI (or national id), a login or mailbox
+    address (or part of one), or words of the name (each word in the first or last name)."""
+    from sqlalchemy import or_
+
+    words = text.strip().split()[:5]
+    if not words:
+        return []
+    query = (select(Account).outerjoin(Professional, Account.professional_id == Professional.id)
+             .where(Account.kind == AccountKind.PROFESSIONAL))
+    number = parse_national_id(words[0]) or (
+        ("rpps" if len(words[0]) == 11 else "adeli", words[0])
+        if words[0].isascii() and words[0].isdigit() and len(words[0]) in (9, 11) else None)
+    if number is not None:
+        column = Professional.rpps if number[0] == "rpps" else Professional.adeli
+        query = query.where(column == number[1])
+    else:
+        for word in words:
+            query = query.where(or_(*(c.icontains(word[:100], autoescape=True) for c in (
+                Account.login, Professional.first_name, Professional.last_name))))
+    order = (Professional.last_name, Professional.first_name, Account.login)
+    return list(session.scalars(query.order_by(*order).limit(limit)))
+
+
+def _person_only(account: Account, what: str) -> None:
+    if account.is_operator or account.professional_id is None:
+        raise AccountActionRefused(f"{what} : les comptes opérateur se gèrent avec la commande "
+                                   "« mss account operator ».")
+
+
+def unlock(account: Account) -> bool:
+    """Lift a lock-out and clear both failure counters; False when there was nothing to do."""
+    was = bool(account.locked_until or account.failed_attempts or account.code_failures)
+    account.failed_attempts = 0
+    account.code_failures = 0
+    account.locked_until = None
+    return was
+
+
+def suspend(account: Account) -> None:
+    """Suspend a person's account: no webmail, IMAP or SMTP log-in until reactivated.
+
+    Raises:
+        AccountActionRefused: an operator's account, or already suspended.
+    """
+    _person_only(account, "Suspension impossible")
+    if account.state is AccountState.SUSPENDED:
+        raise AccountActionRefused(f"Le compte {account.login} est déjà suspendu.")
+    account.state = AccountState.SUSPENDED
+
+
+def reactivate(session: Session, account: Account) -> None:
+    """Reactivate a suspended account, unless its personal mailbox is closed.
+
+    Raises:
+        AccountActionRefused: already active, or every personal mailbox is closed.
+    """
+    if account.state is AccountState.ACTIVE:
+        raise AccountActionRefused(f"Le compte {account.login} est déjà actif.")
+    states = set(session.scalars(select(Mailbox.state).where(
+        Mailbox.professional_id == account.professional_id, Mailbox.operator_id.is_(None),
+        Mailbox.kind == MailboxKind.PERSONAL))) if account.professional_id else set()
+    if states == {MailboxState.CLOSED}:
+        raise AccountActionRefused(f"La boîte personnelle de {account.login} est fermée : le "
+                                   "compte ne peut pas être réactivé.")
+    account.state = AccountState.ACTIVE
+
+
+def reset_otp_channel(account: Account) -> OtpChannel:
+    """Back to codes by e-mail to the usual address (a lost phone or authenticator app):
+    the TOTP seed is erased. Returns the channel it had.
+
+    Raises:
+        AccountActionRefused: an operator's account (TOTP only).
+    """
+    _person_only(account, "Réinitialisation impossible")
+    previous = account.otp_channel
+    account.otp_channel = OtpChannel.EMAIL
+    account.totp_secret = None
+    return previous
+
+
+def close_personal_mailbox(session: Session, account: Account, mailbox_id: int) -> Mailbox:
+    """Close for good one of the account's personal mailboxes (unpublished, no more mail in
+    or out) and suspend the account.
+
+    Raises:
+        AccountActionRefused: not a personal mailbox of this account's professional.
+        InvalidTransition: already closed.
+    """
+    from trust_space import directory
+
+    mailbox = session.get(Mailbox, mailbox_id)
+    if (mailbox is None or account.professional_id is None or mailbox.operator_id is not None
+            or mailbox.kind is not MailboxKind.PERSONAL
+            or mailbox.professional_id != account.professional_id):
+        raise AccountActionRefused("Cette boîte n'est pas une boîte personnelle de ce compte.")
+    directory.close(session, mailbox)
+    account.state = AccountState.SUSPENDED
+    session.flush()
+    return mailbox

@@ -90,8 +90,26 @@ def validated_text(addresses: list[str], url: str) -> tuple[str, str]:
             f"{lines}\n\nConnectez-vous à votre messagerie : {url}" + SIGNATURE)
 
 
-def refused_text() -> tuple[str, str]:
-    """Subject and text announcing a refused registration."""
+def refused_text(reason: str, contact: str) -> tuple[str, str]:
+    """Subject and text announcing a refused registration: the operator's reason (issue #15
+    item 4) and how to reach them."""
+    why = (f"Motif indiqué par l'opérateur :\n\n{_quoted(reason)}\n\n" if reason.strip()
+           else "")
     return ("Votre demande de messagerie sécurisée",
             "Bonjour,\n\nVotre demande d'ouverture de messagerie sécurisée n'a pas pu être "
-            "validée. Contactez votre opérateur pour en connaître la raison." + SIGNATURE)
+            f"validée.\n\n{why}Pour toute question, ou pour déposer une nouvelle demande, "
+            f"contactez votre opérateur : {contact}" + SIGNATURE)
+
+
+def _quoted(text: str) -> str:
+    return "\n".join(f"    {line}".rstrip() for line in text.strip().splitlines())
+
+
+def otp_reset_text(login: str) -> tuple[str, str]:
+    """Subject and text telling the holder that the operator reset their code channel."""
+    return ("Votre code de connexion a été réinitialisé",
+            f"Bonjour,\n\nÀ votre demande, l'opérateur de votre messagerie sécurisée a "
+            f"réinitialisé le moyen de recevoir le code de connexion du compte {login} : le "
+            "code vous sera désormais envoyé à cette adresse. Vous pouvez choisir un autre "
+            "moyen dans « Mon compte ». Si vous n'êtes pas à l'origine de cette demande, "
+            "contactez votre opérateur sans attendre." + SIGNATURE)

@@ -1,31 +1,56 @@
 """Pages of the operator (``Account.is_operator``): registrations pending validation, with
-validate / refuse. (Queue, peers and audit pages come with the mail views.)"""
+validate / refuse (a reason mailed to the applicant, after a confirmation page), and the
+accounts (``webmail.operator_accounts``). Queue, peers and audit are ``webmail.operator_mail``.
+
+Every operator page asks for an operator logged in with their authenticator app (TOTP), the
+one second factor operator accounts have: ``require_operator``.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
+from core.errors import NotFound
 from trust_space import registration
-from webmail import nav
+from webmail import nav, operator_accounts
 from webmail.context import mss, operator_required
+from webmail.errors import Forbidden
 from webmail.forms import EmptyForm
-from webmail.validation import decide
+from webmail.validation import REASON_MAX, clean_reason, decide
 
 bp = Blueprint("operator", __name__, url_prefix="/operateur")
+REASON_MIN = 10
 
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    operator_accounts.init_app(app)
     nav.add(app, "operator.registrations", "Opérateur", order=90, operator_only=True,
             prefix="/operateur")
+
+
+def require_operator() -> None:
+    """Raise unless the session is an operator's opened with the TOTP code (a password alone
+    never opens these pages; an operator account has no other second factor).
+
+    Raises:
+        Forbidden: logged in, but not an operator, or not through TOTP.
+    """
+    if not current_user.is_operator:
+        raise Forbidden("Cette page est réservée aux opérateurs de la messagerie.")
+    if session.get("login_method") != "totp":
+        raise Forbidden("Les pages de l'opérateur demandent une connexion avec le code de "
+                        "l'application d'authentification : déconnectez-vous, puis "
+                        "reconnectez-vous avec ce code.")
 
 
 @bp.before_request
 @operator_required
 def _require_operator() -> None:
     """Every page of this blueprint is for operators only."""
+    require_operator()
 
 
 @bp.get("/inscriptions")
@@ -39,9 +64,39 @@ def registrations() -> str:
 def decision() -> Response:
     EmptyForm().validate_on_submit()
     address = request.form.get("address", "")
-    accept = request.form.get("decision") == "validate"
-    addresses = decide(mss().db, mss().settings, mss().mailer, address, accept=accept,
+    if request.form.get("decision") != "validate":
+        # A refusal needs its reason and a confirmation (issue #15 item 4).
+        return redirect(url_for("operator.refuse", adresse=address))
+    addresses = decide(mss().db, mss().settings, mss().mailer, address, accept=True,
                        actor=current_user.login, webmail_url=mss().url)
-    verb = "validée et publiée" if accept else "refusée"
-    flash(f"Inscription {verb} : {', '.join(addresses)}.", "success")
+    flash(f"Inscription validée et publiée : {', '.join(addresses)}.", "success")
     return redirect(url_for("operator.registrations"))
+
+
+@bp.route("/inscriptions/refuser", methods=["GET", "POST"])
+def refuse() -> Response:
+    """Confirmation page of a refusal, with the reason mailed to the applicant."""
+    address = (request.values.get("adresse") or "").strip()[:254]
+    with mss().db.transaction() as db:
+        pending = registration.find_pending(db, address) if address else None
+        if pending is None:
+            raise NotFound(f"Aucune inscription en attente pour « {address} ».")
+        pro = pending.professional
+        summary = {"name": f"{pro.civility} {pro.display_name}".strip(),
+                   "profession": pro.profession, "number": pro.rpps or pro.adeli or "",
+                   "kind": "RPPS" if pro.rpps else "ADELI", "email": pro.usual_email,
+                   "addresses": pending.addresses}
+    form, reason, error = EmptyForm(), clean_reason(request.form.get("motif", "")), None
+    if form.validate_on_submit():
+        if len(reason) >= REASON_MIN:
+            addresses = decide(mss().db, mss().settings, mss().mailer, address, accept=False,
+                               actor=current_user.login, webmail_url=mss().url, reason=reason)
+            sent = f" Le motif a été envoyé à {summary['email']}." if summary["email"] else ""
+            flash(f"Inscription refusée : {', '.join(addresses)}.{sent}", "success")
+            return redirect(url_for("operator.registrations"))
+        error = (f"Indiquez le motif du refus (au moins {REASON_MIN} caractères) : il est "
+                 "envoyé au demandeur.")
+    html = render_template("ops/registration_refuse.html", form=form, r=summary,
+                           address=address, reason=reason, error=error, max=REASON_MAX,
+                           contact=mss().settings.effective_operator_contact)
+    return Response(html, status=400 if error else 200, mimetype="text/html")

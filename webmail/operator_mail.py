@@ -27,6 +27,7 @@ from webmail import nav
 from webmail.context import mss, operator_required, record
 from webmail.forms import EmptyForm
 from webmail.mail import relay
+from webmail.operator import require_operator
 
 bp = Blueprint("ops", __name__, url_prefix="/operateur")
 PER_PAGE = 50
@@ -45,7 +46,8 @@ def init_app(app: Flask) -> None:
 @bp.before_request
 @operator_required
 def _require_operator() -> None:
-    """Every page of this blueprint is for operators only."""
+    """Every page of this blueprint is for operators only, logged in with TOTP."""
+    require_operator()
 
 
 def _queue_id(value: str) -> str:

@@ -35,10 +35,22 @@ def certificate_issuer(settings: Settings) -> Callable[[Session, Mailbox], None]
     return issue
 
 
+REASON_MAX = 1000  # characters of a refusal's reason
+
+
+def clean_reason(text: str) -> str:
+    """A refusal's reason as it will be mailed: line ends made \\n, other control characters
+    dropped (no header or layout tricks in the applicant's mail), at most ``REASON_MAX``."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    kept = ["".join(c for c in line if c.isprintable()).rstrip() for line in lines]
+    return "\n".join(kept).strip()[:REASON_MAX]
+
+
 def decide(db: Database, settings: Settings, mailer: Mailer, address: str, *, accept: bool,
-           actor: str, webmail_url: str) -> list[str]:
+           actor: str, webmail_url: str, reason: str = "") -> list[str]:
     """Validate (publish) or refuse the registration ``address`` belongs to; e-mail the
-    professional. Returns the addresses concerned.
+    professional (a refusal with ``reason`` and the operator's contact). Returns the
+    addresses concerned.
 
     Raises:
         NotFound: no registration pending for ``address``.
@@ -53,8 +65,10 @@ def decide(db: Database, settings: Settings, mailer: Mailer, address: str, *, ac
         to = pending.professional.usual_email
         audit.record(session, actor=actor, action="registration." +
                      ("validate" if accept else "refuse"), target=addresses[0],
-                     outcome="ok", request={"addresses": addresses})
-    subject, text = validated_text(addresses, webmail_url) if accept else refused_text()
+                     outcome="ok", request={"addresses": addresses, **(
+                         {} if accept else {"reason": reason, "mailed": bool(to)})})
+    subject, text = (validated_text(addresses, webmail_url) if accept else
+                     refused_text(reason, settings.effective_operator_contact))
     if to:
         _send(mailer, to, settings, subject, text)
     return addresses
