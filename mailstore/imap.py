@@ -157,10 +157,13 @@ class MailboxSession:
         return result
 
     def sorted_uids(self, folder: str, criteria: Sequence[Any] = ("ALL",)) -> list[int]:
-        """UIDs matching ``criteria``, newest first (SORT REVERSE DATE, RFC 5256)."""
+        """UIDs matching ``criteria``, newest first (SORT DATE reversed, RFC 5256), the
+        later arrival first among messages of the same second."""
         self.select(folder)
         if self.client.has_capability("SORT"):
-            return list(self._call(self.client.sort, ["REVERSE DATE"], list(criteria)))
+            # Ascending then reversed: RFC 5256 §3 breaks ties by increasing sequence
+            # number even under REVERSE DATE (mail of the same second came oldest first).
+            return list(reversed(self._call(self.client.sort, ["DATE"], list(criteria))))
         uids = self._call(self.client.search, list(criteria))
         return sorted(uids, reverse=True)
 

@@ -32,6 +32,7 @@ from trust_space.models import (
     Role,
     Structure,
 )
+from trust_space.naming import profession_label
 
 DEMO_PIN = "1234"
 
@@ -95,7 +96,8 @@ def setup_demo(app: App) -> DemoReport:
             box = _mailbox(session, f"{person.local_part()}@{s.domain}", MailboxKind.PERSONAL,
                            f"{person.first_name} {person.last_name}", professional=prof)
             _account(session, box.address, AccountKind.PROFESSIONAL, pwd_hash, professional=prof)
-            report.accounts.append((box.address, f"{person.profession}, carte CPS PIN {DEMO_PIN}"))
+            label = profession_label(person.profession, person.civility)
+            report.accounts.append((box.address, f"{label}, carte CPS PIN {DEMO_PIN}"))
         org = _mailbox(session, f"{ORG_LOCAL}@{s.domain}", MailboxKind.ORGANISATIONAL,
                        "Pharmacie du Centre", structure=pharmacy)
         _delegate(session, org, people[1], Role.ADMINISTRATOR)

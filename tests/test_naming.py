@@ -117,3 +117,14 @@ def test_normalise_dn() -> None:
     for bad in ("", "relay", "CN=", "=x"):
         with pytest.raises(NamingError):
             normalise_dn(bad)
+
+
+def test_profession_labels_in_the_feminine_where_the_civility_says_so() -> None:
+    """Issue #15 item 9: Julie (Mme, infirmière) was shown as "Infirmier"."""
+    from trust_space.naming import profession_label
+
+    assert profession_label("Infirmier", "Mme") == "Infirmière"
+    assert profession_label("Pharmacien", "Mme") == "Pharmacienne"
+    assert profession_label("Médecin", "Mme") == "Médecin"
+    assert profession_label("Infirmier", "M.") == "Infirmier"
+    assert profession_label("Infirmier", "Dr") == "Infirmier"

@@ -165,3 +165,26 @@ def test_move_has_no_default_target_and_counts_agree(
     moved = post_form(julie, f"/courrier/{box}/deplacer?dossier=INBOX",
                       {"uid": uid.group(1), "cible": "Trash"}, follow_redirects=True)
     assert "1 message déplacé vers « Corbeille »" in text(moved)
+
+
+def test_same_second_newest_first_and_the_empty_trash_page_keeps_its_folders(
+        mail_web: Web, mail_operator: Operator,
+        as_user: Callable[[str], FlaskClient]) -> None:
+    """Issue #15 item 9: messages of the same second (same Date) were listed oldest first
+    (RFC 5256 breaks SORT ties by ascending sequence); the empty-trash page had no folders."""
+    stamp = f"{datetime.now(UTC):%H%M%S%f}"
+    for n in (1, 2, 3):
+        mail_operator.submit(address("marie"), [address("julie")], (
+            f"From: {address('marie')}\r\nTo: {address('julie')}\r\nSubject: meme-{stamp}-{n}\r\n"
+            "Date: Fri, 04 Dec 2026 09:00:00 +0100\r\n\r\nx\r\n").encode())
+        mail_operator.wait_for(address("julie"), lambda raw, n=n: f"meme-{stamp}-{n}".encode()
+                               in raw)
+    julie, box = as_user("julie"), box_id(mail_web, address("julie"))
+    page = text(julie.get(f"/courrier/{box}?dossier=INBOX"))
+    order = [page.index(f"meme-{stamp}-{n}") for n in (3, 2, 1)]
+    assert order == sorted(order), "le dernier arrivé d'abord"
+    found = text(julie.get(f"/courrier/{box}/recherche?q=meme-{stamp}"))
+    order = [found.index(f"meme-{stamp}-{n}") for n in (3, 2, 1)]
+    assert order == sorted(order)
+    confirm = text(julie.get(f"/courrier/{box}/corbeille/vider"))
+    assert "Vider la corbeille" in confirm and "Messages envoyés" in confirm

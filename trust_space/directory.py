@@ -33,6 +33,7 @@ from trust_space.naming import (
     national_id,
     organisational_address,
     personal_address,
+    profession_label,
     validate_adeli,
     validate_finess,
     validate_rpps,
@@ -68,7 +69,7 @@ def _entry(mailbox: Mailbox) -> DirectoryEntry:
         kind=mailbox.kind,
         display_name=mailbox.display_name
         or (pro.display_name if pro else org.name if org else mailbox.address),
-        profession=pro.profession if pro else "",
+        profession=profession_label(pro.profession, pro.civility) if pro else "",
         specialty=pro.specialty if pro else "",
         city=place.city if place else "",
         postal_code=place.postal_code if place else "",
@@ -132,11 +133,14 @@ def search(
         names = f"{entry.display_name} {entry.structure or ''}"
         if mailbox.professional is not None:
             names += f" {mailbox.professional.first_name} {mailbox.professional.last_name}"
-        anything = f"{names} {entry.profession} {entry.specialty} {entry.city} {entry.address}"
+        # Both forms of the profession match ("infirmier" finds Julie, shown "Infirmière").
+        stored = mailbox.professional.profession if mailbox.professional else ""
+        professions = f"{entry.profession} {stored}"
+        anything = f"{names} {professions} {entry.specialty} {entry.city} {entry.address}"
         if (
             (kind is None or entry.kind is kind)
             and _contains(names, name) and _contains(anything, text)
-            and _contains(entry.profession, profession)
+            and _contains(professions, profession)
             and _contains(entry.specialty, specialty) and _contains(entry.city, city)
             and entry.postal_code.startswith((postal_code or "").strip())
         ):

@@ -179,3 +179,25 @@ def dn_attribute(dn: str, kind: str) -> str | None:
         if name.strip().upper() == kind.upper():
             return re.sub(r"\\(.)", r"\1", value.strip())
     return None
+
+
+# Profession labels as a woman's title reads (the directory stores the masculine form, the
+# way the RPPS lists them); used wherever a person is shown and the civility is "Mme".
+_FEMININE = {
+    "Pharmacien": "Pharmacienne", "Infirmier": "Infirmière",
+    "Chirurgien-dentiste": "Chirurgienne-dentiste",
+    "Masseur-kinésithérapeute": "Masseuse-kinésithérapeute", "Biologiste": "Biologiste",
+    "Opticien-lunetier": "Opticienne-lunetière", "Diététicien": "Diététicienne",
+    "Ergothérapeute": "Ergothérapeute", "Psychomotricien": "Psychomotricienne",
+    "Audioprothésiste": "Audioprothésiste", "Manipulateur ERM": "Manipulatrice ERM",
+    "Préparateur en pharmacie": "Préparatrice en pharmacie",
+    "Technicien de laboratoire médical": "Technicienne de laboratoire médical",
+}
+
+
+def profession_label(profession: str, civility: str) -> str:
+    """``profession`` in the feminine when ``civility`` is "Mme" ("Infirmière"), as is
+    otherwise (Dr, Pr, M. or unknown: the stored form)."""
+    if civility.strip().lower() in ("mme", "madame"):
+        return _FEMININE.get(profession, profession)
+    return profession

@@ -14,7 +14,7 @@ from webmail.mail import bp, imap_uid, plural_fr
 from webmail.mail.access import Box, Right, accessible_boxes, audit, imap, mailbox_route
 from webmail.mail.access import valid_folder as _valid
 from webmail.mail.badge import voucher
-from webmail.mail.folders import DRAFTS, INBOX, SENT, TRASH, label
+from webmail.mail.folders import DRAFTS, INBOX, SENT, TRASH, box_folders, label
 
 MAX_SELECTED = 1000
 
@@ -137,8 +137,9 @@ def empty_confirm(box: Box, folder: str) -> str:
     """"Vider la corbeille": the confirmation page."""
     with imap() as session:
         count = len(session.sorted_uids(box.imap_name(TRASH)))
+        folders = box_folders(session, box)  # the side bar stays as on every mail page
     return render_template("mail/empty_trash.html", box=box, boxes=accessible_boxes(),
-                           count=count, form=EmptyForm())
+                           folders=folders, folder=TRASH, count=count, form=EmptyForm())
 
 
 @bp.post("/<int:box_id>/corbeille/vider")

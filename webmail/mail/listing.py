@@ -120,12 +120,14 @@ def newest_first(session: MailboxSession, folder: str) -> list[int]:
     if key is not None and cached is not None and cached[0] == key:
         return cached[1]
     try:
-        typ, data = raw.uid("SORT", "(REVERSE DATE)", "UTF-8", "ALL")
+        # Ascending, then reversed here: RFC 5256 §3 breaks ties by increasing sequence
+        # number even under REVERSE DATE, which listed mail of the same second oldest first.
+        typ, data = raw.uid("SORT", "(DATE)", "UTF-8", "ALL")
     except raw.error as exc:
         raise ImapError(f"Erreur IMAP : {exc}") from exc
     if typ != "OK":
         raise ImapError("Erreur IMAP : tri refusé")
-    uids = [int(n) for n in b" ".join(d for d in data if d).split()]
+    uids = [int(n) for n in b" ".join(d for d in data if d).split()][::-1]
     if key is not None:
         with _SORTED_LOCK:
             _SORTED.setdefault(session, {})[folder] = (key, uids)

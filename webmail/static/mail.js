@@ -59,10 +59,13 @@
     if (files && sizeNote) {
       files.addEventListener("change", function () {
         var size = total();
-        var mb = (size / 1048576).toFixed(1).replace(".", ",");
+        // The same units as the server's "taille" filter: 602 octets, 5,6 ko, 2,1 Mo.
+        var shown = size < 1024 ? size + " octets"
+          : size < 1048576 ? (size / 1024).toFixed(1).replace(".", ",") + " ko"
+          : (size / 1048576).toFixed(1).replace(".", ",") + " Mo";
         sizeNote.textContent = size > limit
-          ? "Trop volumineux : " + mb + " Mo sélectionnés, au-delà de la limite."
-          : (size ? mb + " Mo sélectionnés." : "");
+          ? "Trop volumineux : " + shown + " sélectionnés, au-delà de la limite."
+          : (size ? shown + " sélectionnés." : "");
         sizeNote.classList.toggle("error", size > limit);
         checkReminder();
       });
