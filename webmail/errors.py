@@ -34,6 +34,13 @@ class CardLoginRefused(WebmailError):
     title = "Connexion par carte CPS refusée"
 
 
+class CardNotRegistered(CardLoginRefused):
+    """A valid card whose holder has no account yet: its page offers to register with it."""
+
+    code = "card_not_registered"
+    offer_registration = True
+
+
 class Forbidden(WebmailError):
     """The logged-in person may not do this (role, operator pages)."""
 
@@ -73,8 +80,10 @@ _HTTP_TEXT = {
 }
 
 
-def _page(title: str, message: str, status: int):  # type: ignore[no-untyped-def]
-    return render_template("error.html", title=title, message=message, status=status), status
+def _page(title: str, message: str, status: int,  # type: ignore[no-untyped-def]
+          offer_registration: bool = False):
+    return render_template("error.html", title=title, message=message, status=status,
+                           offer_registration=offer_registration), status
 
 
 def register(app: Flask) -> None:
@@ -86,7 +95,7 @@ def register(app: Flask) -> None:
         title = (getattr(exc, "title", None) or _TITLES.get(exc.code)
                  or _HTTP_TEXT.get(status, _HTTP_TEXT[400])[0])
         log.info("refus %s %s : %s", request.method, request.path, exc.code)
-        return _page(title, exc.message, status)
+        return _page(title, exc.message, status, getattr(exc, "offer_registration", False))
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):  # type: ignore[no-untyped-def]

@@ -25,7 +25,7 @@ from trust_space.models import (
     MailboxState,
     OtpChannel,
 )
-from webmail.errors import CardLoginRefused, DeliveryFailed
+from webmail.errors import CardLoginRefused, CardNotRegistered, DeliveryFailed
 from webmail.otp import mask_email, mask_phone
 
 
@@ -76,10 +76,10 @@ def card_account(session: Session, pem: str | None, store: TrustStore) -> Accoun
     identity = card_identity(cert)
     account = find_account(session, identity.national_id)
     if account is None or account.kind is not AccountKind.PROFESSIONAL:
-        raise CardLoginRefused(
+        raise CardNotRegistered(  # its page offers to register with this card (issue #15)
             f"Aucun compte de messagerie n'est associé à cette carte ({identity.first_name} "
             f"{identity.last_name}, identifiant national {identity.national_id}). "
-            "Inscrivez-vous d'abord.")
+            "Vous pouvez créer votre compte avec cette carte : votre identité y est lue.")
     if account.state is not AccountState.ACTIVE:
         raise CardLoginRefused("Compte suspendu : contactez votre opérateur de messagerie.")
     return account

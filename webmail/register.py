@@ -71,12 +71,26 @@ def start() -> Response:
             session[REG] = {"card": None}
             return redirect(url_for("register.identity"))
         try:
-            session[REG] = {"card": _card_fields()}
-            return redirect(url_for("register.identity"))
+            card = _card_fields()
         except MssError as exc:
             error = exc.message
+        else:
+            if _card_registered(card):  # told at once, before any form (issue #15 item 10)
+                session.pop(REG, None)
+                return _page("register/exists.html", 1, 409, card=True,
+                             kind=card["id_kind"].upper(), form=EmptyForm())
+            session[REG] = {"card": card}
+            return redirect(url_for("register.identity"))
     return _page("register/start.html", 1, 400 if error else 200, form=form, error=error,
                  card_present=bool(request.environ.get(CLIENT_CERT_ENV)))
+
+
+def _card_registered(card: dict[str, str]) -> bool:
+    """The validated card's RPPS/ADELI already has an account (the card proves who asks)."""
+    number = card["id_number"]
+    with mss().db.transaction() as db:
+        return registration.is_registered(db, number if card["id_kind"] == "rpps" else None,
+                                          number if card["id_kind"] == "adeli" else None)
 
 
 def _card_fields() -> dict[str, str]:
@@ -193,7 +207,7 @@ def verify() -> Response:
             if exists:
                 session.pop(REG, None)
                 return _page("register/exists.html", 2, 409,
-                             kind="RPPS" if rpps else "ADELI")
+                             kind="RPPS" if rpps else "ADELI", card=False)
             _save(proven=True, proof=None)
             return redirect(url_for("register.credentials"))
         error = _CODE_ERRORS[result]

@@ -67,16 +67,31 @@ class IdentityForm(FlaskForm):
             self.phone.errors = [*self.phone.errors,
                                  "Indiquez au moins un numéro : téléphone fixe ou mobile."]
             ok = False
-        return ok
+        return self._refuse_forged() and ok
 
     def lock_card_fields(self, card: dict[str, str] | None) -> None:
-        """Make the fields read from the card read-only, and ignore what was posted."""
+        """Make the fields read from the card read-only and keep the card's values; a posted
+        value that differs is remembered and refused by ``validate`` (issue #15 item 10)."""
+        self.forged: list[str] = []
         if not card:
             return
+        if card["profession"] not in PROFESSIONS:  # a card's profession is always accepted
+            self.profession.choices = [*self.profession.choices,  # type: ignore[misc]
+                                       (card["profession"], card["profession"])]
         for name in CARD_FIELDS:
             field = getattr(self, name)
+            posted = field.raw_data[0] if field.raw_data else None
+            if posted is not None and str(posted).strip() != card[name]:
+                self.forged.append(name)
             field.data = card[name]
             field.render_kw = {**(field.render_kw or {}), "readonly": True}
+
+    def _refuse_forged(self) -> bool:
+        for name in getattr(self, "forged", []):
+            field = getattr(self, name)
+            field.errors = [*field.errors, "Cette information est lue sur votre carte CPS : "
+                                           "elle ne peut pas être modifiée."]
+        return not getattr(self, "forged", [])
 
     def values(self) -> dict[str, str]:
         return {name: (f.data or "").strip() for name, f in self._fields.items()
