@@ -46,10 +46,13 @@ def test_roles_are_enforced_on_every_org_action(web: Web) -> None:
         post(julie, form, {"role": "administrator"},
              action=f"/organisations/{org}/collaborateurs/{_pro_id(web, 'julie.bernard@mss.test')}"
                     "/role"),
-        post(julie, form, {}, action=f"/organisations/{org}/collaborateurs/"
-                                     f"{_pro_id(web, 'paul.durand@mss.test')}/retirer"),
+        post(julie, form, {"confirmer": "oui"}, action=f"/organisations/{org}/collaborateurs/"
+                                                     f"{_pro_id(web, 'paul.durand@mss.test')}"
+                                                     "/retirer"),
+        julie.get(f"/organisations/{org}/collaborateurs/"
+                  f"{_pro_id(web, 'paul.durand@mss.test')}/retirer"),
     ]
-    assert [r.status_code for r in refused] == [403, 403, 403]
+    assert [r.status_code for r in refused] == [403, 403, 403, 403]
     assert _roles(web) == {"Paul": Role.ADMINISTRATOR, "Julie": Role.USER}
     stranger = web.client()
     login(web, stranger, "marie")
@@ -71,15 +74,27 @@ def test_administrator_manages_collaborators_but_stays(web: Web) -> None:
                   action=f"/organisations/{org}/collaborateurs")
     assert answer.status_code == 302 and _roles(web)["Marie"] is Role.MANAGER
     assert web.acl_syncs == [1]
-    leave = post(paul, f"/organisations/{org}", {},
+    # Issue #15 item 9: the last administrator is told why on the page, not a bare 409.
+    leave = post(paul, f"/organisations/{org}", {"confirmer": "oui"},
                  action=f"/organisations/{org}/collaborateurs/{paul_id}/retirer")
-    assert leave.status_code == 409 and "au moins un administrateur" in leave.get_data(
-        as_text=True)
+    assert leave.status_code == 302
+    shown = paul.get(leave.headers["Location"]).get_data(as_text=True)
+    assert "au moins un administrateur" in shown and "Code 409" not in shown
     demote = post(paul, f"/organisations/{org}", {"role": "user"},
                   action=f"/organisations/{org}/collaborateurs/{paul_id}/role")
-    assert demote.status_code == 409
+    assert demote.status_code == 302
+    assert "au moins un administrateur" in paul.get(demote.headers["Location"]).get_data(
+        as_text=True)
+    assert _roles(web)["Paul"] is Role.ADMINISTRATOR
     marie_id = _pro_id(web, "marie.martin@mss.test")
-    assert post(paul, f"/organisations/{org}", {},
+    # Removing asks for a confirmation first: without it, nothing changes.
+    ask = post(paul, f"/organisations/{org}", {},
+               action=f"/organisations/{org}/collaborateurs/{marie_id}/retirer")
+    assert ask.status_code == 302 and ask.headers["Location"].endswith("/retirer")
+    assert "Marie" in _roles(web)
+    confirm = paul.get(ask.headers["Location"]).get_data(as_text=True)
+    assert "Retirer Marie Martin ?" in confirm and "Retirer l’accès" in confirm
+    assert post(paul, f"/organisations/{org}", {"confirmer": "oui"},
                 action=f"/organisations/{org}/collaborateurs/{marie_id}/retirer"
                 ).status_code == 302
     assert "Marie" not in _roles(web) and len(web.acl_syncs) == 2

@@ -23,6 +23,7 @@ from werkzeug.wrappers import Response
 from core.db import Database
 from core.localtime import french_datetime
 from core.settings import Settings
+from trust_space.naming import profession_label
 from webmail import errors, nav, security
 from webmail.context import Webmail, load_user
 from webmail.mailer import FileMailer, Mailer
@@ -77,6 +78,7 @@ def create_app(settings: Settings, db: Database | None = None,
     _register_blueprints(app)
     app.add_url_rule("/", "home", _home)
     app.add_template_filter(_paris_time, "datetime")
+    app.add_template_filter(profession_label, "profession")  # "Infirmière" for Mme
     app.config.setdefault("OPERATOR_NAME", settings.operator_name)
     return app
 

@@ -129,27 +129,55 @@ def change_role(mailbox_id: int, professional_id: int) -> Response:
     form = CollaboratorRoleForm()
     if not form.validate_on_submit():
         return redirect(url_for("orgs.detail", mailbox_id=mailbox_id))
+    try:
+        with mss().db.transaction() as db:
+            mailbox, _role = _mailbox(db, mailbox_id)
+            professional = _member(db, professional_id)
+            if collaborators.role_of(db, mailbox, professional.id) is None:
+                raise NotFound("Ce professionnel ne collabore pas à cette boîte.")
+            collaborators.set_role(db, current_user.professional_id, mailbox, professional,
+                                   form.role.data)
+            record(db, "org.collaborator_role", "ok", target=mailbox.address,
+                   collaborator=professional.national_id, role=form.role.data)
+            name = professional.display_name
+    except collaborators.LastAdministrator as exc:
+        return _refused(mailbox_id, exc)
+    return _done(mailbox_id, f"Rôle de {name} : {collaborators.ROLE_FR[Role(form.role.data)]}.")
+
+
+def _refused(mailbox_id: int, exc: MssError) -> Response:
+    """A change the rules refuse (the last administrator): said on the page, in its words,
+    instead of a bare "Code 409" (issue #15 item 9)."""
+    flash(exc.message, "error")
+    return redirect(url_for("orgs.detail", mailbox_id=mailbox_id))
+
+
+@bp.get("/<int:mailbox_id>/collaborateurs/<int:professional_id>/retirer")
+def confirm_remove(mailbox_id: int, professional_id: int) -> str:
+    """"Retirer": a confirmation page first, as for every action that takes access away."""
     with mss().db.transaction() as db:
         mailbox, _role = _mailbox(db, mailbox_id)
+        collaborators.require_administrator(db, mailbox, current_user.professional_id)
         professional = _member(db, professional_id)
         if collaborators.role_of(db, mailbox, professional.id) is None:
             raise NotFound("Ce professionnel ne collabore pas à cette boîte.")
-        collaborators.set_role(db, current_user.professional_id, mailbox, professional,
-                               form.role.data)
-        record(db, "org.collaborator_role", "ok", target=mailbox.address,
-               collaborator=professional.national_id, role=form.role.data)
-        name = professional.display_name
-    return _done(mailbox_id, f"Rôle de {name} : {collaborators.ROLE_FR[Role(form.role.data)]}.")
+        return render_template("orgs/remove.html", mailbox=mailbox, professional=professional,
+                               form=EmptyForm())
 
 
 @bp.post("/<int:mailbox_id>/collaborateurs/<int:professional_id>/retirer")
 def remove(mailbox_id: int, professional_id: int) -> Response:
-    EmptyForm().validate_on_submit()
-    with mss().db.transaction() as db:
-        mailbox, _role = _mailbox(db, mailbox_id)
-        professional = _member(db, professional_id)
-        collaborators.remove(db, current_user.professional_id, mailbox, professional)
-        record(db, "org.collaborator_remove", "ok", target=mailbox.address,
-               collaborator=professional.national_id)
-        name = professional.display_name
+    if not EmptyForm().validate_on_submit() or request.form.get("confirmer") != "oui":
+        return redirect(url_for("orgs.confirm_remove", mailbox_id=mailbox_id,
+                                professional_id=professional_id))
+    try:
+        with mss().db.transaction() as db:
+            mailbox, _role = _mailbox(db, mailbox_id)
+            professional = _member(db, professional_id)
+            collaborators.remove(db, current_user.professional_id, mailbox, professional)
+            record(db, "org.collaborator_remove", "ok", target=mailbox.address,
+                   collaborator=professional.national_id)
+            name = professional.display_name
+    except collaborators.LastAdministrator as exc:
+        return _refused(mailbox_id, exc)
     return _done(mailbox_id, f"{name} ne collabore plus à cette boîte.")
