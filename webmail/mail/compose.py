@@ -18,7 +18,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from webmail.context import mss
-from webmail.mail import bp, imap_uid, mime
+from webmail.mail import bp, imap_uid, mime, plural_fr
 from webmail.mail.access import (
     Box,
     Right,
@@ -260,8 +260,8 @@ def _after_send(box: Box, form: ComposeForm, queue_id: str, out: Outgoing, size:
             session.set_flags(box.imap_name(source), [reply_uid], ["\\Answered"])
     audit("mail.send", box, queue_id=queue_id, recipients=len(out.recipients), size=size,
           attachments=len(out.attachments), sign=out.sign, encrypt=out.encrypt)
-    flash(f"Message envoyé à {len(out.recipients)} destinataire(s). Sa copie est dans "
-          "« Messages envoyés ».", "success")
+    flash(f"Message envoyé à {plural_fr(len(out.recipients), 'destinataire')}. Sa copie est "
+          "dans « Messages envoyés ».", "success")
 
 
 def _append_draft(box: Box, form: ComposeForm, out: Outgoing) -> int | None:
