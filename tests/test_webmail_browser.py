@@ -139,9 +139,9 @@ def test_card_login_and_card_refusal(site: Site, browser, tmp_path: Path) -> Non
     shot(site, page, "mon-compte")
     page.goto(site.url + "/inscription")
     page.click("#with-card")
-    page.wait_for_url("**/inscription/identite")
-    assert page.input_value("#id_number") == "10000000001"
-    assert page.get_attribute("#id_number", "readonly") is not None
+    # Issue #15 item 10: her card has an account: told at once, before any form (the
+    # greyed card fields: tests/test_webmail_operator_browser.py, with an unregistered card).
+    assert "Un compte existe déjà pour cette carte" in page.inner_text("#account-exists")
     context.close()
     stranger = _context(browser, site, stranger_card(tmp_path))
     page = stranger.new_page()
