@@ -16,7 +16,14 @@ from sqlalchemy import select, update
 from core.audit import AuditRecord
 from core.db import utcnow
 from tests.webmail_helpers import OPERATOR, PASSWORD, Web, login, login_operator, post, token
-from trust_space.models import Account, AccountState, Mailbox, MailboxState, OtpChannel
+from trust_space.models import (
+    Account,
+    AccountState,
+    Mailbox,
+    MailboxState,
+    OtpChannel,
+    Professional,
+)
 
 pytest_plugins = ["tests.webmail_fixtures"]
 EMMA = "emma.garnier@mss.test"
@@ -300,3 +307,13 @@ def test_attack_refusal_by_a_professional_or_unknown(web: Web) -> None:
     op = _operator(web)
     assert op.get("/operateur/inscriptions/refuser?adresse=personne@mss.test"
                   ).status_code == 404
+
+
+def test_reset_confirmation_warns_without_usual_address(web: Web) -> None:
+    with web.space.db.transaction() as session:
+        session.execute(update(Professional).where(Professional.rpps == "10000000006")
+                        .values(usual_email=""))
+    op = _operator(web)
+    page = op.get(f"{_base(web, 'hugo.blanc@mss.test')}/reinitialiser-code").get_data(
+        as_text=True)
+    assert "ne pourra plus se connecter qu’avec sa carte CPS" in page
