@@ -171,9 +171,13 @@ def test_password_and_email_code_then_sms_code(site: Site, browser) -> None:  # 
     page.click("a:has-text('Code de connexion')")
     page.check("input[value=sms]")
     page.fill("#mobile", "06 00 00 00 03")
+    page.fill("#password", PASSWORD)  # issue #15 item 1: the password again
     page.click("button:has-text('Enregistrer')")
-    assert "est enregistré" in page.inner_text(".flash")
+    page.wait_for_url("**/compte/confirmer")  # the new number is proven before it is used
     shot(site, page, "compte-code-de-connexion")
+    page.fill("#code", site.sms_code("06 00 00 00 03"))
+    page.click("button:has-text('Confirmer')")
+    assert "enregistré" in page.inner_text(".flash")
     logout(page)
     password_login(site, page, "0640000003")  # the ADELI national id
     page.wait_for_url("**/connexion/code")
@@ -193,6 +197,7 @@ def test_totp_enrolment_and_login(site: Site, browser) -> None:  # type: ignore[
     assert page.locator("img.qr").evaluate("img => img.naturalWidth") > 0
     shot(site, page, "compte-totp")
     page.fill("#code", pyotp.TOTP(seed).now())
+    page.fill("#password", PASSWORD)  # issue #15 item 1: the password again
     page.click("button:has-text('Activer')")
     assert "activée" in page.inner_text(".flash")
     logout(page)
