@@ -13,6 +13,9 @@ esac
 
 RUN_PACKAGES=(openssl softhsm2 dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql ca-certificates)
 TEST_PACKAGES=(postgresql chromium)
+# npm installs axe-core for the browser tests (tests/js). Debian's nodejs + npm unless an npm is
+# already there: NodeSource's nodejs bundles its own npm and conflicts with Debian's package.
+command -v npm >/dev/null || TEST_PACKAGES+=(nodejs npm)
 
 apt_install() {
   local missing=()
@@ -80,6 +83,8 @@ fi
 apt_install "${RUN_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 ensure_vmail
 make_venv "[test]"
+echo "== axe-core (tests/js, from its package-lock.json)"
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 echo "== lint"
 .venv/bin/ruff check .
 echo "== tests"

@@ -21,7 +21,14 @@ from core.settings import Settings
 from mss.app import App
 from mss.demo import setup_demo
 from mss.run import run
-from tests.webmail_browser_support import Sink, Site, free_port, stranger_card, wait
+from tests.webmail_browser_support import (
+    Sink,
+    Site,
+    check_a11y,
+    free_port,
+    stranger_card,
+    wait,
+)
 from trust_space.accounts import hash_password
 from trust_space.models import Account, AccountKind, OtpChannel
 from webmail import otp
@@ -93,6 +100,8 @@ def _context(browser, site: Site, card: str | None = None, **kwargs):  # type: i
 
 
 def shot(site: Site, page, name: str) -> None:  # type: ignore[no-untyped-def]
+    """A screenshot of the page, and axe-core on it: no serious or critical violation."""
+    check_a11y(page, name)
     site.shots.append(name)
     page.screenshot(path=str(ARTIFACTS / f"{len(site.shots):02d}-{name}.png"), full_page=True)
 

@@ -30,6 +30,7 @@ from mss.app import App
 from mss.demo import setup_demo
 from mss.run import run
 from tests.mailstore_fixtures import free_port, open_tempdir
+from tests.webmail_browser_support import check_a11y
 from trust_space.accounts import hash_password
 from trust_space.models import Account, AccountKind, Mailbox, OtpChannel, TrustedDomain
 from trust_space.models import Operator as PeerOperator
@@ -141,10 +142,14 @@ def _page(browser: Any, site: Site, who: str | None = None, *, width: int = 1280
     return page
 
 
-def shot(site: Site, page: Any, name: str) -> None:
+def shot(site: Site, page: Any, name: str, *, full_page: bool = True, axe: bool = True) -> None:
+    """A screenshot of the page, and axe-core on it: no serious or critical violation
+    (``axe=False`` with scripts off: axe cannot run there; the same pages are checked with)."""
+    if axe:
+        check_a11y(page, f"mail-{name}")
     site.shots.append(name)
     page.screenshot(path=str(ARTIFACTS / f"mail-{len(site.shots):02d}-{name}.png"),
-                    full_page=True)
+                    full_page=full_page)
 
 
 def _box(site: Site, address: str) -> int:
@@ -359,14 +364,102 @@ def _until(probe: Callable[[], bool], timeout: float = 20) -> None:
         time.sleep(0.3)
 
 
-def test_phone_width(site: Site, browser: Any) -> None:
-    paul = _page(browser, site, PAUL, width=390)
-    shot(site, paul, "telephone-liste")
-    assert paul.evaluate("document.documentElement.scrollWidth <= 400")
-    paul.locator("td.col-subject a", has_text="Bilan biologique").click()
-    paul.wait_for_selector("#security-badge")
-    shot(site, paul, "telephone-lecture")
-    assert paul.evaluate("document.documentElement.scrollWidth <= 400")
+PHONE, DESKTOP = {"width": 390, "height": 844}, {"width": 1366, "height": 850}
+ROWS = ".msg-table tbody tr"
+
+
+def _screen(browser: Any, site: Site, who: str, size: dict[str, int], *,
+            javascript: bool = True) -> Any:
+    crt = site.card(who)
+    context = browser.new_context(
+        ignore_https_errors=True, locale="fr-FR", viewport=size, is_mobile=size is PHONE,
+        java_script_enabled=javascript,
+        client_certificates=[{"origin": site.url, "certPath": str(crt),
+                              "keyPath": str(crt)[:-4] + ".key"}])
+    context.set_default_timeout(30_000)
+    return context.new_page()
+
+
+def _rows_on_first_screen(page: Any) -> int:
+    height = page.viewport_size["height"]
+    return int(page.evaluate(f"[...document.querySelectorAll('{ROWS}')]"
+                             f".filter(r => r.getBoundingClientRect().bottom <= {height}).length"))
+
+
+def _two_lines(page: Any, row: Any) -> None:
+    """A list row on a phone: sender and date on the first line, the subject on the second,
+    the sender's name whole."""
+    box = {name: row.locator(f"td.col-{name}").bounding_box() for name in ("who", "date",
+                                                                           "subject")}
+    assert abs(box["who"]["y"] - box["date"]["y"]) < 8
+    assert box["subject"]["y"] >= box["who"]["y"] + box["who"]["height"] - 2
+    assert box["subject"]["height"] < 30  # one line, cut with an ellipsis if need be
+    assert row.locator("td.col-who a").evaluate("a => a.scrollWidth <= a.clientWidth")
+
+
+def test_phone_and_desktop_first_screens(site: Site, browser: Any) -> None:
+    """Issue #15 item 11. At 390x844 the list comes first: a folded menu and a folded
+    box/folder drawer, each message on two lines, at least 6 messages on the first screen,
+    and the read view starts with the message; nothing wider than the screen. The same pages
+    at 1366x850 keep the side column. Screenshots of the first screen of each."""
+    for n in range(8):
+        _submit(site, MARIE, [PAUL], f"Résultat d’examen n° {n + 1} du patient suivi en "
+                "consultation de médecine générale", "<p>Résultat joint.</p>")
+    _wait_row(_page(browser, site, PAUL), site, f"/courrier/{_box(site, PAUL)}",
+              "Résultat d’examen n° 8")
+    for size, tag in ((PHONE, "390"), (DESKTOP, "1366")):
+        page = _screen(browser, site, PAUL, size)
+        page.goto(site.url + "/connexion")
+        shot(site, page, f"{tag}-connexion", full_page=False)
+        page.click("#card-login")
+        page.wait_for_url("**/courrier/*")
+        expect(page.locator(ROWS).first).to_be_visible()
+        shot(site, page, f"{tag}-boite-de-reception", full_page=False)
+        assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]
+        shown = _rows_on_first_screen(page)
+        if size is PHONE:
+            assert shown >= 6, f"{shown} messages on the first phone screen"
+            assert not page.is_visible(".folder-list") and not page.is_visible(".mainnav")
+            _two_lines(page, page.locator(ROWS, has_text="Bilan biologique"))
+        else:
+            assert page.is_visible(".folder-list") and page.is_visible(".mainnav")
+            assert not page.is_visible("#menu summary")
+        page.locator("td.col-subject a", has_text="Bilan biologique").click()
+        page.wait_for_selector("#security-badge")
+        shot(site, page, f"{tag}-lecture", full_page=False)
+        assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]
+        assert page.locator("#msg-subject").bounding_box()["y"] < 200  # the message first
+        page.click("#write")
+        shot(site, page, f"{tag}-ecrire", full_page=False)
+        page.goto(site.url + "/annuaire?nom=Martin")
+        shot(site, page, f"{tag}-annuaire", full_page=False)
+        page.context.close()
+
+
+def test_phone_menu_and_drawer_without_javascript(site: Site, browser: Any) -> None:
+    """Without script (details/summary and CSS only): the menu and the drawer open, their
+    links lead on, the actions on the selection appear once a message is ticked."""
+    _submit(site, MARIE, [PAUL], "Sans script", "<p>Texte</p>")
+    page = _screen(browser, site, PAUL, PHONE, javascript=False)
+    page.goto(site.url + "/connexion")
+    page.click("#card-login")
+    page.wait_for_url("**/courrier/*")
+    _wait_row(page, site, f"/courrier/{_box(site, PAUL)}", "Sans script")
+    assert not page.is_visible(".folder-list")
+    page.click("#drawer summary")
+    shot(site, page, "390-dossiers-ouverts", full_page=False, axe=False)
+    page.click(".folder-list a:has-text('Messages envoyés')")
+    expect(page).to_have_title(re.compile(r"^Messages envoyés — "))
+    page.click("#menu summary")
+    expect(page.locator(".mainnav")).to_be_visible()
+    shot(site, page, "390-menu-ouvert", full_page=False, axe=False)
+    page.click(".mainnav a:has-text('Courrier')")
+    page.wait_for_url("**/courrier/*")
+    expect(page.locator("button:has-text('Marquer lu')")).to_be_hidden()
+    page.locator(f"{ROWS} input[name=uid]").first.check()
+    expect(page.locator("button:has-text('Marquer lu')")).to_be_visible()
+    shot(site, page, "390-selection", full_page=False, axe=False)
+    page.context.close()
 
 
 def test_logins_land_in_the_inbox_with_unread_counts(site: Site, browser: Any) -> None:
