@@ -204,3 +204,18 @@ def test_a_card_session_needs_no_password(web: Web) -> None:
     assert post(client, "/compte/confirmer",
                 {"code": _sms_code(web, "0611223377")}).status_code == 302
     assert _state(web, "marie")[:2] == (OtpChannel.SMS, "0611223377")
+
+
+def test_an_account_left_with_sms_and_no_number_gets_its_code_by_e_mail(web: Web) -> None:
+    """Accounts the old bug left with SMS and an erased number are not locked out: the code
+    goes to the usual address instead of "Envoi impossible" (503)."""
+    with web.space.db.transaction() as session:
+        session.execute(update(Account).where(Account.login == address("marie"))
+                        .values(otp_channel=OtpChannel.SMS))
+    client = web.client()
+    login(web, client, "marie")  # the code by e-mail, landing in the inbox
+    with web.space.db.transaction() as session:
+        outcome = session.scalars(select(AuditRecord.request).where(
+            AuditRecord.action == "login.code_sent", AuditRecord.target == address("marie"))
+            .order_by(AuditRecord.id.desc())).first()
+    assert outcome is not None and '"email"' in outcome
