@@ -29,7 +29,7 @@ from mss.app import App
 from mss.demo import setup_demo
 from mss.run import run
 from tests.mailstore_fixtures import open_tempdir
-from tests.webmail_browser_support import Sink, Site, free_port, wait
+from tests.webmail_browser_support import Sink, Site, check_a11y, free_port, wait
 from tests.webmail_helpers import PASSWORD, Web, login, post, token
 from tests.webmail_mail_helpers import box_id, text
 from trust_space.accounts import hash_password
@@ -358,6 +358,7 @@ def test_phone_reset_journey(site: Site) -> None:
         page = context.new_page()
 
         def shot(name: str) -> None:
+            check_a11y(page, f"reset-{name}")  # axe-core: no serious or critical violation
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
         def password_login(password: str) -> None:
