@@ -157,6 +157,8 @@ def test_reset_by_e_mail_code_unlocks_and_the_new_password_logs_in(web: Web) -> 
         assert account is not None and account.locked_until is None
         assert account.failed_attempts == 0 and account.code_failures == 0
     assert elsewhere.get("/compte").status_code == 302  # the old sessions are closed
+    to, notice = web.mailer.sent[-1]  # the holder is told
+    assert to == "marie@exemple.fr" and b"Changement sur votre compte" in notice
     old = post(web.client(), "/connexion", {"identifier": MARIE, "password": PASSWORD})
     assert old.status_code == 401
     fresh = web.client()

@@ -170,6 +170,8 @@ def test_a_new_usual_address_is_confirmed_by_a_code_sent_to_it(web: Web) -> None
     assert post(client, "/compte/confirmer", {"code": code}).status_code == 302
     assert _state(web, "marie")[2] == "marie.neuve@exemple.fr"
     assert ("account.usual_email", "ok") in _actions(web, "marie")
+    to, notice = web.mailer.sent[-1]  # the previous address is told
+    assert to == "marie@exemple.fr" and b"Changement sur votre compte" in notice
     answer = post(web.client(), "/connexion", {"identifier": address("marie"),
                                                "password": PASSWORD})
     assert answer.status_code == 302

@@ -10,6 +10,7 @@ they were. Routes live on the ``account`` blueprint; audited without codes or pa
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any
 
 import segno
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from core.db import utcnow
+from core.errors import MssError
 from trust_space.accounts import _record_failure, verify_password
 from trust_space.models import Account, OtpChannel
 from webmail import otp
@@ -27,6 +29,7 @@ from webmail.context import mss, record
 from webmail.errors import DeliveryFailed
 from webmail.forms import CodeForm, OtpChannelForm, TotpConfirmForm
 
+log = logging.getLogger("mss.webmail")
 PENDING_CHANGE = "destination_change"
 TOTP_PENDING = "totp_enrolment"
 REAUTH_UNTIL = "reauth_until"
@@ -210,6 +213,7 @@ def _apply_pending(pending: dict[str, Any]) -> None:
     with mss().db.transaction() as db:
         account = _account(db)
         pro = account.professional
+        previous = pro.usual_email if pro is not None else ""
         if pro is not None and pending.get("mobile"):
             pro.mobile = str(pending["mobile"])
             record(db, "account.mobile", "ok", target=account.login,
@@ -220,6 +224,27 @@ def _apply_pending(pending: dict[str, Any]) -> None:
                    usual_email=otp.mask_email(pro.usual_email))
         if pending.get("channel"):
             _set_channel(db, account, OtpChannel(str(pending["channel"])))
+    tell_holder(previous, "votre adresse habituelle a été modifiée" if pending.get("email")
+                else "votre numéro de mobile a été modifié" if pending.get("mobile")
+                else "le moyen de recevoir votre code de connexion a été modifié")
+
+
+def tell_holder(to: str, change: str) -> None:
+    """A short notice of a security change to the usual address (the previous one when it
+    changed), as mature services send: someone who stole a session learns nothing from it,
+    the holder learns that it happened. Best effort: a transport failure is only logged."""
+    from webmail.mailer import SIGNATURE, build_mail
+
+    if not to:
+        return
+    text = (f"Bonjour,\n\nSur votre messagerie sécurisée de santé, {change}. Si vous n'êtes "
+            "pas à l'origine de ce changement, changez votre mot de passe (« Mot de passe "
+            "oublié ? ») et prévenez votre opérateur." + SIGNATURE)
+    try:
+        mss().mailer.send(to, build_mail(to=to, sender=mss().sender,
+                                         subject="Changement sur votre compte", text=text))
+    except (MssError, OSError):
+        log.warning("avis de changement non envoyé (messagerie sortante en erreur)")
 
 
 # ---------------------------------------------------------------- TOTP enrolment

@@ -38,6 +38,7 @@ from trust_space.errors import AccountLocked
 from trust_space.models import Account, AccountKind, AccountState, OtpChannel
 from webmail import otp
 from webmail.context import mss, record
+from webmail.destinations import tell_holder
 from webmail.errors import DeliveryFailed
 from webmail.forms import CodeForm, EmptyForm, NewPasswordForm, ResetRequestForm
 from webmail.login import PhantomLocks, card_account, count_failure, minutes_fr, minutes_until
@@ -272,6 +273,8 @@ def new_password() -> Response:
         closed = revoke_all(db, account.id)
         record(db, "password.reset", "ok", actor=account.login, target=account.login,
                method=method, sessions_closed=closed)
+        usual = account.professional.usual_email if account.professional else ""
+    tell_holder(usual, "votre mot de passe a été réinitialisé et vos sessions fermées")
     session.pop(STATE, None)
     flash("Votre mot de passe a été changé et votre accès débloqué : connectez-vous avec le "
           "nouveau mot de passe.", "success")
