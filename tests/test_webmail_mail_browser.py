@@ -167,10 +167,12 @@ def _wait_row(page: Any, site: Site, url: str, subject: str, timeout: float = 20
     raise AssertionError(f"{subject} n'est pas arrivé ({url})")
 
 
-def _submit(site: Site, sender: str, to: list[str], subject: str, html: str) -> None:
+def _submit(site: Site, sender: str, to: list[str], subject: str, html: str,
+            name: str = "") -> None:
     """Another client submitting through the gateway (password login on port 587)."""
     message = EmailMessage(policy=email.policy.SMTP)
-    message["From"], message["To"], message["Subject"] = sender, ", ".join(to), subject
+    message["From"] = email.utils.formataddr((name, sender)) if name else sender
+    message["To"], message["Subject"] = ", ".join(to), subject
     message["Date"] = email.utils.format_datetime(datetime.now(UTC))
     message.set_content("Version texte.")
     message.add_alternative(html, subtype="html")
@@ -299,9 +301,10 @@ def test_html_with_an_xss_corpus_renders_inert(site: Site, browser: Any) -> None
 def test_julie_acts_in_the_pharmacy_mailbox_within_her_role(site: Site, browser: Any) -> None:
     _submit(site, PAUL, [ORG], "Commande de la pharmacie", "<p>Commande n° 12</p>")
     julie = _page(browser, site, JULIE)
-    julie.click(".box-switch a:has-text('Pharmacie du Centre')")
-    assert "Utilisateur" in julie.inner_text(".box-switch")
     org = _box(site, ORG)
+    julie.click(".box-switch a:has-text('Pharmacie du Centre')")
+    julie.wait_for_url(f"**/courrier/{org}")  # read the new page, not the one being left
+    assert "Utilisateur" in julie.inner_text(".box-switch")
     _wait_row(julie, site, f"/courrier/{org}", "Commande de la pharmacie")
     expect(julie.locator("button:has-text('Supprimer')")).to_have_count(0)
     julie.locator("td.col-subject a", has_text="Commande de la pharmacie").click()
@@ -404,7 +407,7 @@ def test_phone_and_desktop_first_screens(site: Site, browser: Any) -> None:
     at 1366x850 keep the side column. Screenshots of the first screen of each."""
     for n in range(8):
         _submit(site, MARIE, [PAUL], f"Résultat d’examen n° {n + 1} du patient suivi en "
-                "consultation de médecine générale", "<p>Résultat joint.</p>")
+                "consultation de médecine générale", "<p>Résultat joint.</p>", "Marie Martin")
     _wait_row(_page(browser, site, PAUL), site, f"/courrier/{_box(site, PAUL)}",
               "Résultat d’examen n° 8")
     for size, tag in ((PHONE, "390"), (DESKTOP, "1366")):
@@ -420,11 +423,11 @@ def test_phone_and_desktop_first_screens(site: Site, browser: Any) -> None:
         if size is PHONE:
             assert shown >= 6, f"{shown} messages on the first phone screen"
             assert not page.is_visible(".folder-list") and not page.is_visible(".mainnav")
-            _two_lines(page, page.locator(ROWS, has_text="Bilan biologique"))
+            _two_lines(page, page.locator(ROWS, has_text="Résultat d’examen n° 8"))
         else:
             assert page.is_visible(".folder-list") and page.is_visible(".mainnav")
             assert not page.is_visible("#menu summary")
-        page.locator("td.col-subject a", has_text="Bilan biologique").click()
+        page.locator("td.col-subject a", has_text="Résultat d’examen n° 8").click()
         page.wait_for_selector("#security-badge")
         shot(site, page, f"{tag}-lecture", full_page=False)
         assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]
