@@ -420,6 +420,12 @@ def test_phone_and_desktop_first_screens(site: Site, browser: Any) -> None:
         shot(site, page, f"{tag}-boite-de-reception", full_page=False)
         assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]
         shown = _rows_on_first_screen(page)
+        page.focus(f"{ROWS} input[name=uid] >> nth=0")
+        page.keyboard.press("Tab")  # by keyboard: the subject's link shows a solid ring
+        ring = page.evaluate("[document.activeElement.closest('td').className,"
+                             " getComputedStyle(document.activeElement).outlineStyle,"
+                             " parseFloat(getComputedStyle(document.activeElement).outlineWidth)]")
+        assert ring[0] == "col-subject" and ring[1] == "solid" and ring[2] >= 2, ring
         if size is PHONE:
             assert shown >= 6, f"{shown} messages on the first phone screen"
             assert not page.is_visible(".folder-list") and not page.is_visible(".mainnav")
