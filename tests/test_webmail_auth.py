@@ -173,6 +173,11 @@ def test_totp_login_refuses_a_replayed_code(web: Web) -> None:
     post(again, "/connexion", {"identifier": OPERATOR, "password": PASSWORD})
     replay = post(again, "/connexion/code", {"code": pyotp.TOTP(OPERATOR_SEED).now()})
     assert replay.status_code == 401
+    # The audit says what happened: a TOTP code was asked for, none was sent (#15 item 9).
+    with web.space.db.transaction() as session:
+        actions = set(session.scalars(select(AuditRecord.action).where(
+            AuditRecord.actor == OPERATOR)))
+    assert "login.totp_asked" in actions and "login.code_sent" not in actions
 
 
 def test_suspended_and_pending_accounts_cannot_log_in(web: Web) -> None:

@@ -164,8 +164,9 @@ def _start_challenge(account_id: int) -> None:
         destination, hint = code_destination(account)
         channel = code_channel(account)
         challenge, code = otp.start(account, channel, hint, _code_key(), utcnow())
-        record(db, "login.code_sent", "ok", actor=account.login, target=account.login,
-               channel=channel.value)
+        # A TOTP code is read from the holder's app: nothing is sent (issue #15 item 9).
+        record(db, "login.code_sent" if code is not None else "login.totp_asked", "ok",
+               actor=account.login, target=account.login, channel=channel.value)
     if code is not None:
         deliver_code(challenge.channel, destination, code)
     session[PENDING] = challenge.to_dict()
