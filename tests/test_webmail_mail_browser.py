@@ -447,7 +447,8 @@ def test_phone_and_desktop_first_screens(site: Site, browser: Any) -> None:
 
 def test_phone_menu_and_drawer_without_javascript(site: Site, browser: Any) -> None:
     """Without script (details/summary and CSS only): the menu and the drawer open, their
-    links lead on, the actions on the selection appear once a message is ticked."""
+    links lead on, the actions on the selection appear once a message is ticked; on a wide
+    screen nothing is folded."""
     _submit(site, MARIE, [PAUL], "Sans script", "<p>Texte</p>")
     page = _screen(browser, site, PAUL, PHONE, javascript=False)
     page.goto(site.url + "/connexion")
@@ -468,6 +469,14 @@ def test_phone_menu_and_drawer_without_javascript(site: Site, browser: Any) -> N
     page.locator(f"{ROWS} input[name=uid]").first.check()
     expect(page.locator("button:has-text('Marquer lu')")).to_be_visible()
     shot(site, page, "390-selection", full_page=False, axe=False)
+    page.context.close()
+    page = _screen(browser, site, PAUL, DESKTOP, javascript=False)  # wide: nothing folded
+    page.goto(site.url + "/connexion")
+    page.click("#card-login")
+    page.wait_for_url("**/courrier/*")
+    expect(page.locator(".mainnav")).to_be_visible()
+    expect(page.locator(".folder-list")).to_be_visible()
+    expect(page.locator("#menu summary")).to_be_hidden()
     page.context.close()
 
 

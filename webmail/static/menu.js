@@ -7,7 +7,9 @@
   "use strict";
   var wide = window.matchMedia("(min-width: 761px)");
   var folds = Array.prototype.slice.call(document.querySelectorAll("details.fold"));
-  var sync = function () { folds.forEach(function (d) { d.open = wide.matches; }); };
+  var sync = function () {
+    folds.forEach(function (d) { d.open = wide.matches; d.classList.toggle("unfolded", wide.matches); });
+  };
   sync();
   if (wide.addEventListener) { wide.addEventListener("change", sync); }
 
