@@ -6,7 +6,6 @@ tests/artifacts/webmail/.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -55,8 +54,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     app = App(settings)
     setup_demo(app)
     _operator(app)
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
+    # Only this module's numbered shots: the folder is shared with the mail journeys (mail-*)
+    # and other modules start this fixture too.
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("[0-9][0-9]-*.png"):
+        old.unlink()
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(target=run, args=(app, "webmail"),
                               kwargs={"ready": lambda _s: ready.set(), "stop_event": stop})
