@@ -188,3 +188,28 @@ def test_same_second_newest_first_and_the_empty_trash_page_keeps_its_folders(
     assert order == sorted(order)
     confirm = text(julie.get(f"/courrier/{box}/corbeille/vider"))
     assert "Vider la corbeille" in confirm and "Messages envoyés" in confirm
+
+
+def test_search_results_can_be_selected_and_acted_on(
+        mail_web: Web, mail_operator: Operator,
+        as_user: Callable[[str], FlaskClient]) -> None:
+    """Issue #15 item 9: search results had no checkboxes nor actions. In one folder they
+    have the list's actions, and the action comes back to the search."""
+    marker = f"trouve-{datetime.now(UTC):%H%M%S%f}"
+    mail_operator.submit(address("marie"), [address("julie")], (
+        f"From: {address('marie')}\r\nTo: {address('julie')}\r\nSubject: {marker}\r\n\r\nx\r\n"
+    ).encode())
+    mail_operator.wait_for(address("julie"), lambda raw: marker.encode() in raw)
+    julie, box = as_user("julie"), box_id(mail_web, address("julie"))
+    url = f"/courrier/{box}/recherche?dossier=INBOX&q={marker}"
+    page = text(julie.get(url))
+    uid = re.search(r'name="uid" value="(\d+)" form="bulk"', page)
+    assert uid is not None and 'id="bulk"' in page
+    moved = post_form(julie, f"/courrier/{box}/deplacer?dossier=INBOX",
+                      {"uid": uid.group(1), "cible": "Trash", "retour": url})
+    assert moved.status_code == 302 and moved.headers["Location"].endswith(url)
+    assert marker not in text(julie.get(f"/courrier/{box}?dossier=INBOX"))
+    everywhere = text(julie.get(f"/courrier/{box}/recherche?dossier=INBOX&portee=tous"
+                                f"&q={marker}"))
+    assert marker in everywhere and 'id="bulk"' not in everywhere
+    assert "cherchez dans un seul dossier" in everywhere
