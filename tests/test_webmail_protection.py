@@ -120,3 +120,40 @@ def test_sent_copy_says_what_was_done_and_internal_mail_reads_as_internal(
     read = html.unescape(text(paul.get(
         f"/courrier/{boxes['paul']}/message/{uid.group(1)}?dossier=INBOX")))
     assert "Message interne à votre opérateur" in read and "Reçu sans chiffrement" not in read
+
+
+def test_mon_compte_tells_when_notices_keep_failing(
+        mail_operator: Operator, as_user: Callable[[str], FlaskClient]) -> None:
+    """Issue #15 item 6: a notice that cannot be sent was only in the metrics. After three
+    failures in a row (the gateway's timeline rows for the usual address), Mon compte says so;
+    a notice that goes out again clears it."""
+    from sqlalchemy import select
+
+    from gateway import queue as q
+    from trust_space.models import Professional
+
+    usual = "marie.notices@exemple.fr"
+    marie = as_user("marie")  # logged in first: the login code goes to the usual address
+    with mail_operator.space.db.transaction() as session:
+        box = session.scalar(select(Mailbox).where(Mailbox.address == address("marie")))
+        assert box is not None
+        box.notify_usual_email = True
+        pro = session.get(Professional, box.professional_id)
+        assert pro is not None
+        saved, pro.usual_email = pro.usual_email, usual
+        for n in range(3):
+            q.event(session, f"Q{n}", f"<n{n}@mss.test>", usual, "deferred",
+                    "notify 451 4.4.1 Avis non transmis au relais smtp.exemple.fr:25")
+    try:
+        page = html.unescape(text(marie.get("/compte")))
+        assert "Les avis de nouveau message ne parviennent pas" in page
+        assert "3 échecs" in page and usual in page
+        with mail_operator.space.db.transaction() as session:
+            q.event(session, "Q9", "<n9@mss.test>", usual, "delivered", "notify 250")
+        assert "ne parviennent pas" not in html.unescape(text(marie.get("/compte")))
+    finally:
+        with mail_operator.space.db.transaction() as session:
+            box = session.scalar(select(Mailbox).where(Mailbox.address == address("marie")))
+            box.notify_usual_email = False  # type: ignore[union-attr]
+            pro = session.get(Professional, box.professional_id)  # type: ignore[union-attr]
+            pro.usual_email = saved  # type: ignore[union-attr]

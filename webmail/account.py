@@ -5,6 +5,8 @@ codes)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Blueprint, Flask, abort, flash, redirect, render_template, session, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
@@ -14,6 +16,7 @@ from werkzeug.wrappers import Response
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
+from core.db import utcnow
 from trust_space import app_passwords
 from trust_space.accounts import set_password, verify_password
 from trust_space.models import (
@@ -31,6 +34,7 @@ from webmail.forms import (
     PasswordChangeForm,
     PreferencesForm,
 )
+from webmail.mail.relay import notice_trouble
 from webmail.sessions import ServerSession, active_sessions, revoke_all
 
 bp = Blueprint("account", __name__, url_prefix="/compte")
@@ -70,9 +74,15 @@ def overview() -> str:
         delegations = db.scalars(select(Delegation).where(
             Delegation.professional_id == account.professional_id)).all() \
             if account.professional_id else []
+        mailbox = personal_mailbox(db, account)
+        trouble = None
+        if account.professional is not None and mailbox is not None \
+                and mailbox.notify_usual_email:
+            trouble = notice_trouble(db, account.professional.usual_email or "",
+                                     utcnow() - timedelta(days=7))
         return render_template("account/overview.html", account=account,
-                               pro=account.professional, mailbox=personal_mailbox(db, account),
-                               delegations=delegations)
+                               pro=account.professional, mailbox=mailbox,
+                               delegations=delegations, notice_trouble=trouble)
 
 
 @bp.route("/mot-de-passe", methods=["GET", "POST"])

@@ -153,6 +153,40 @@ def _detail(event: str, detail: str) -> str:
     return detail.strip()
 
 
+# ---------------------------------------------------------------------- notices
+NOTICE_TROUBLE = 3  # failed attempts in a row before the holder is told (issue #15 item 6)
+
+
+@dataclass(frozen=True)
+class NoticeTrouble:
+    """Notices to a usual address that keep failing since the last one that went out."""
+
+    failures: int
+    since: datetime
+    reason: str
+
+
+def notice_trouble(session: Session, usual_email: str, since: datetime) -> NoticeTrouble | None:
+    """The failures of notices to ``usual_email`` after ``since`` and after the last notice
+    that was delivered, when there are at least ``NOTICE_TROUBLE``; else None."""
+    if not usual_email:
+        return None
+    rows = session.scalars(select(DeliveryEvent).where(
+        DeliveryEvent.recipient == usual_email.lower(), DeliveryEvent.at >= since,
+        DeliveryEvent.detail.like("notify %"),
+        DeliveryEvent.event.in_(["delivered", "deferred", "bounced", "failed"]))
+        .order_by(DeliveryEvent.id.desc()).limit(50)).all()
+    failed: list[DeliveryEvent] = []
+    for row in rows:  # newest first, until the last success
+        if row.event == "delivered":
+            break
+        failed.append(row)
+    if len(failed) < NOTICE_TROUBLE:
+        return None
+    reason = _CODE.sub("", failed[0].detail.partition(" ")[2]).strip()
+    return NoticeTrouble(len(failed), failed[-1].at, reason[:200])
+
+
 # ---------------------------------------------------------------------- operator pages
 @dataclass(frozen=True)
 class QueueEntry:
