@@ -23,6 +23,7 @@ edited From, Subject or Date. A reader trusts a verdict only when the seal verif
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.headers import field_name, field_value_bytes, header_fields, split_head
+from core.settings import Settings
 
 FIELD = "Authentication-Results"
 # What a message list shows of a message: the seal covers exactly these (all occurrences).
@@ -48,6 +50,13 @@ def seal_key(secret: bytes) -> bytes:
     """The sealing key, derived from the operator's secret (``Settings.secret``) so that the
     secret itself never signs anything readable."""
     return hmac.new(secret, _CONTEXT, hashlib.sha256).digest()
+
+
+@functools.lru_cache(maxsize=8)
+def key_for(settings: Settings) -> bytes:
+    """``seal_key`` of this installation's secret, read and derived once per settings object
+    (the gateway's acceptance and reports, the webmail's lists all ask for it)."""
+    return seal_key(settings.secret())
 
 
 def authserv_id_of(value: str) -> str | None:

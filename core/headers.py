@@ -63,11 +63,6 @@ class Header:
         wanted = name.lower()
         return [field_value(f) for f in self.fields if field_name(f) == wanted]
 
-    def first(self, name: str) -> str:
-        """The first value of ``name``, "" when absent."""
-        found = self.values(name)
-        return found[0] if found else ""
-
 
 # ---------------------------------------------------------------------- cutting
 def split_head(raw: bytes) -> tuple[bytes, bytes]:
@@ -111,13 +106,6 @@ def field_value_bytes(field: bytes) -> bytes:
 def field_value(field: bytes) -> str:
     """``field_value_bytes`` decoded (raw 8-bit taken as UTF-8, RFC 6532)."""
     return field_value_bytes(field).decode("utf-8", "replace")
-
-
-def values(raw: bytes, name: str) -> list[str]:
-    """The unfolded values of ``name`` in the header section of the message ``raw``."""
-    wanted = name.lower()
-    return [field_value(f) for f in header_fields(split_head(raw)[0])
-            if field_name(f) == wanted]
 
 
 def drop_fields(raw: bytes, drop: Callable[[str], bool], *,

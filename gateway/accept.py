@@ -108,7 +108,7 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.decisions = Decisions(self.settings.policy_cache_seconds)
-        self.seal_key = authresults.seal_key(self.settings.secret())
+        self.seal_key = authresults.key_for(self.settings)
 
     def sealed(self, stamped: bytes | None) -> bytes | None:
         """A local form (our stamp first) with its verdict sealed for the readers."""

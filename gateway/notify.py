@@ -25,8 +25,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.localtime import paris
 from core.spool import FileSpool, mail_spool
 from gateway.errors import NotifyError
 from gateway.security import is_address
@@ -65,7 +65,7 @@ def build_notice(*, to: str, from_addr: str, webmail_url: str,
 def _text(webmail_url: str, message_date: datetime | None) -> str:
     when_fr = when_en = ""
     if message_date is not None:
-        local = _paris(message_date)
+        local = paris(message_date)
         when_fr = f" le {local:%d/%m/%Y à %H:%M}"
         when_en = f" on {local:%Y-%m-%d at %H:%M} (Paris time)"
     return (
@@ -79,14 +79,6 @@ def _text(webmail_url: str, message_date: datetime | None) -> str:
         f"To read it, sign in at {webmail_url}\n"
         "This is an automatic notice; please do not reply.\n"
     )
-
-
-def _paris(when: datetime) -> datetime:
-    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
-    try:
-        return aware.astimezone(ZoneInfo("Europe/Paris"))
-    except ZoneInfoNotFoundError:  # no tz database: UTC, still right
-        return aware.astimezone(UTC)
 
 
 class Notifier(Protocol):

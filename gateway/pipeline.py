@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate, getaddresses
 
 from cryptography import x509
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 
 from certs import cms_check
 from certs.errors import MalformedSmime
@@ -68,9 +68,9 @@ from gateway.errors import (
 from gateway.keys import Pair
 from gateway.models import RecipientKind
 from gateway.security import Protection, field_name, field_value, header_fields, split_head
-from trust_space.models import Mailbox, Operator, TrustedDomain
+from trust_space.models import Operator, TrustedDomain
 from trust_space.naming import normalise_dn
-from trust_space.policy import Identity, may_receive, may_send_as
+from trust_space.policy import Identity, mailbox_certificate, may_receive, may_send_as
 
 _ANGLE = re.compile(r"<([^<>\s]{1,240})>")
 
@@ -138,20 +138,6 @@ def route_recipient(session: Executor, address: str, local_domains: Collection[s
     local = decision.code == "local"
     return Route(address.lower(), RecipientKind.LOCAL if local else RecipientKind.PEER,
                  mailbox_certificate(session, address, local=local))
-
-
-_CERT = {local: select(Mailbox.smime_cert_pem).where(
-    Mailbox.address == bindparam("address"),
-    Mailbox.operator_id.is_(None) if local else Mailbox.operator_id.is_not(None))
-    for local in (True, False)}
-
-
-def mailbox_certificate(session: Executor, address: str, *, local: bool
-                        ) -> x509.Certificate | None:
-    """A mailbox's S/MIME certificate, if any: a local mailbox's own, or a peer's from the
-    imported directory (never a local one for a peer address, nor the reverse)."""
-    pem = session.scalar(_CERT[local], {"address": address.lower()})
-    return x509.load_pem_x509_certificate(pem.encode()) if pem else None
 
 
 def check_count(count: int, maximum: int) -> None:

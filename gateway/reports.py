@@ -60,8 +60,8 @@ def queue_report(session: Session, settings: Settings, origin: Origin, body: byt
 def _sealed_report(body: bytes, settings: Settings, origin: Origin) -> bytes:
     verdict = inbound.Verdict("none", None, False, "rapport genere par l'operateur", None)
     stamped = inbound.stamp(body, verdict, settings.domain)
-    return authresults.seal(stamped, authresults.seal_key(settings.secret()),
-                            datetime.now(UTC), report=origin.value)
+    return authresults.seal(stamped, authresults.key_for(settings), datetime.now(UTC),
+                            report=origin.value)
 
 
 def send_dsn(session: Session, settings: Settings, claimed: Claimed,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.replies import parse_reply
 from core.settings import Settings
 from mailstore.config import DovecotPaths
 from mailstore.errors import (
@@ -31,7 +32,6 @@ from mailstore.errors import (
     UnknownMailbox,
 )
 
-_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 _FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _EOL = re.compile(rb"\r\n|\r(?!\n)|(?<!\r)\n")
 
@@ -159,8 +159,7 @@ def classify(code: int, text: str) -> DeliveryError | None:
     """The error for an LMTP reply; None for success."""
     if 200 <= code < 300:
         return None
-    match = _ENHANCED.match(text)
-    enhanced = match.group(1) if match else ""
+    enhanced = parse_reply(text).enhanced
     what = f"{code} {text}".strip()
     if enhanced in ("5.2.2", "4.2.2") or code in (452, 552) and "quota" in text.lower():
         return OverQuota(f"Boîte pleine / mailbox full ({what})", smtp_code=code,

@@ -206,6 +206,10 @@ def test_marie_writes_paul_reads_and_replies_marie_manages_the_reply(
     marie.fill("#body", "Bonjour,\nvoici le bilan en pièce jointe.\nMarie")
     assert marie.is_checked("#sign") and marie.is_disabled("#sign")  # the policy's minimum
     marie.check("#encrypt")
+    # static/protection.js: the protection of each recipient's copy, said before sending
+    marie.wait_for_selector("#protection li.protection-internal")
+    assert PAUL in marie.inner_text("#protection")
+    assert "sans quitter ses serveurs" in marie.inner_text("#protection")
     marie.set_input_files("#attachments", files=[{"name": "bilan.pdf", "mimeType":
                                                   "application/pdf", "buffer": b"%PDF-1.4 x"}])
     shot(site, marie, "ecrire")

@@ -291,3 +291,21 @@ def test_folder_names(name: str, ok: bool) -> None:
 
 def test_sizes_in_french() -> None:
     assert [size_fr(n) for n in (12, 5700, 3 * 1024 * 1024)] == ["12 octets", "5,6 ko", "3,0 Mo"]
+
+
+@pytest.mark.parametrize(("line", "code", "enhanced", "text"), [
+    ("451 4.4.1 Relais injoignable", 451, "4.4.1", "Relais injoignable"),
+    ("5.7.1 Refus / refused", None, "5.7.1", "Refus / refused"),
+    ("250 ok", 250, "", "ok"),
+    ("Avis non transmis", None, "", "Avis non transmis"),
+    ("", None, "", ""),
+    ("999 9.9.9 garbage", None, "", "999 9.9.9 garbage"),
+    ("550-5.1.1 inconnu", 550, "5.1.1", "inconnu"),
+])
+def test_one_reply_parser(line: str, code: int | None, enhanced: str, text: str) -> None:
+    """core.replies: LMTP, the webmail's submission and the timeline cut replies alike."""
+    from core.replies import parse_reply
+
+    assert parse_reply(line) == parse_reply(line + "  ")
+    found = parse_reply(line)
+    assert (found.code, found.enhanced, found.text) == (code, enhanced, text)

@@ -111,19 +111,14 @@ def check_a11y(page: Any, name: str,
     ``known``: rule id -> why it is tolerated on this page for now (a defect in a template
     another change owns, reported); it is still written to the report.
 
-    axe is injected with ``add_script_tag``: the webmail's CSP (script-src 'self', no inline)
-    refuses an inline script tag, so its source is then evaluated through the DevTools protocol,
-    which CSP does not govern. The page's own policy is untouched.
+    axe's source is evaluated through the DevTools protocol, which CSP does not govern:
+    ``add_script_tag`` would insert an inline script that the webmail's CSP (script-src
+    'self', no inline) refuses. The page's own policy is untouched.
     """
     assert AXE.exists(), f"{AXE} absent: run `npm ci` in tests/js (bash setup.sh test does)"
     page.wait_for_load_state("load")
     if not page.evaluate("typeof window.axe !== 'undefined'"):
-        try:
-            page.add_script_tag(path=str(AXE))
-        except Exception:  # refused by the CSP: evaluated below instead
-            pass
-        if not page.evaluate("typeof window.axe !== 'undefined'"):
-            page.evaluate(AXE.read_text(encoding="utf-8") + "\n;true")
+        page.evaluate(AXE.read_text(encoding="utf-8") + "\n;true")
     result = page.evaluate("""async () => {
         const r = await axe.run(document, {resultTypes: ['violations']});
         return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,

@@ -59,6 +59,12 @@ class DirectoryEntry:
     finess: str | None = None
 
 
+def _shown_name(own: str, professional: str, structure: str, address: str) -> str:
+    """The name the directory shows for a mailbox: its own display name, else its holder's,
+    else its structure's, else its address."""
+    return own or professional or structure or address
+
+
 def _entry(mailbox: Mailbox) -> DirectoryEntry:
     pro, org = mailbox.professional, mailbox.structure
     place: Professional | Structure | None = pro if pro is not None else org
@@ -67,8 +73,8 @@ def _entry(mailbox: Mailbox) -> DirectoryEntry:
     return DirectoryEntry(
         address=mailbox.address,
         kind=mailbox.kind,
-        display_name=mailbox.display_name
-        or (pro.display_name if pro else org.name if org else mailbox.address),
+        display_name=_shown_name(mailbox.display_name, pro.display_name if pro else "",
+                                 org.name if org else "", mailbox.address),
         profession=profession_label(pro.profession, pro.civility) if pro else "",
         specialty=pro.specialty if pro else "",
         city=place.city if place else "",
@@ -299,11 +305,9 @@ def display_names(session: Executor, addresses: Collection[str]) -> dict[str, st
         .outerjoin(Professional, Mailbox.professional_id == Professional.id)
         .outerjoin(Structure, Mailbox.structure_id == Structure.id)
         .where(Mailbox.address.in_(wanted)))  # addresses are stored lower case
-    found = {}
-    for address, shown, first, last, org in rows:
-        pro = " ".join(p for p in (first, last) if p)
-        found[address.lower()] = shown or pro or org or address
-    return found
+    return {address.lower(): _shown_name(shown, f"{first or ''} {last or ''}".strip(),
+                                         org or "", address)
+            for address, shown, first, last, org in rows}
 
 
 def taken_addresses(session: Session, domain: str, startswith: str = "") -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from cryptography import x509
 from sqlalchemy import bindparam, select
 
 from core.db import Executor
@@ -186,8 +187,19 @@ class Protection:
     text: str
 
 
-_PEER_CERT = select(Mailbox.smime_cert_pem).where(
-    Mailbox.address == bindparam("address"), Mailbox.operator_id.is_not(None))  # lower case
+_CERT = {local: select(Mailbox.smime_cert_pem).where(
+    Mailbox.address == bindparam("address"),  # stored lower case
+    Mailbox.operator_id.is_(None) if local else Mailbox.operator_id.is_not(None))
+    for local in (True, False)}
+
+
+def mailbox_certificate(session: Executor, address: str, *, local: bool
+                        ) -> x509.Certificate | None:
+    """A mailbox's S/MIME certificate, if any: a local mailbox's own, or a peer's from the
+    imported directory (never a local one for a peer address, nor the reverse). The gateway
+    encrypts to it; ``protection_of`` tells the sender so beforehand."""
+    pem = session.scalar(_CERT[local], {"address": address.lower()})
+    return x509.load_pem_x509_certificate(pem.encode()) if pem else None
 
 
 def protection_of(session: Executor, address: str, local_domains: Collection[str], *,
@@ -204,7 +216,7 @@ def protection_of(session: Executor, address: str, local_domains: Collection[str
     if decision.code == "local":
         return Protection(address, "internal", f"{signed.capitalize() or 'Non signé, '}remis "
                           "chez votre opérateur sans quitter ses serveurs")
-    has_cert = session.scalar(_PEER_CERT, {"address": address.lower()}) is not None
+    has_cert = mailbox_certificate(session, address, local=False) is not None
     if encrypt and has_cert:
         return Protection(address, "end_to_end", f"{signed.capitalize()}chiffré de bout en "
                           "bout (S/MIME) pour ce destinataire")

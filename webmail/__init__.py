@@ -23,6 +23,7 @@ from werkzeug.wrappers import Response
 from core.db import Database
 from core.localtime import french_datetime
 from core.settings import Settings
+from core.spool import mail_spool
 from trust_space.naming import profession_label
 from webmail import errors, nav, security
 from webmail.context import Webmail, load_user
@@ -67,7 +68,7 @@ def create_app(settings: Settings, db: Database | None = None,
     app.config.update(test_config or {})
     db = db or Database(settings.effective_database_url)
     app.extensions["mss"] = Webmail(
-        settings, db, mailer or FileMailer(settings.data_dir / "spool" / "mail"),
+        settings, db, mailer or FileMailer(mail_spool(settings.data_dir)),
         sms or provider_for(settings), acl_sync or _mailstore_acl_sync(settings, db))
     app.session_interface = DbSessionInterface(
         db, timedelta(minutes=settings.session_timeout_minutes))

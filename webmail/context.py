@@ -42,7 +42,7 @@ class Webmail:
     @functools.cached_property
     def seal_key(self) -> bytes:
         """The key of the gateway's seal on its verdicts (``core.authresults``)."""
-        return authresults.seal_key(self.settings.secret())
+        return authresults.key_for(self.settings)
 
     @property
     def timeout(self) -> timedelta:

@@ -13,7 +13,6 @@ read: a Message-ID alone is not proof (anyone can put any Message-ID in a draft)
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.localtime import short_datetime
+from core.replies import parse_reply
 from gateway.models import DeliveryEvent
 from trust_space.directory import display_names
 
@@ -68,7 +68,6 @@ SENTENCES = {
     "duplicate": "Doublon ignoré le {when}",
     "quarantined": "Mis en quarantaine le {when} (signature invalide)",
 }
-_CODE = re.compile(r"^[245]\d\d(?:\s+[245]\.\d{1,3}\.\d{1,3})?\s*")
 
 
 @dataclass
@@ -102,8 +101,8 @@ class RecipientTimeline:
         words (never its bare code) when it said why."""
         template = SENTENCES.get(step.event, step.label + " le {when}")
         text = template.format(who=self.name or self.address, when=short_datetime(step.at))
-        reason = _CODE.sub("", step.detail) if step.event in ("deferred", "bounced",
-                                                               "failed") else ""
+        reason = parse_reply(step.detail).text if step.event in ("deferred", "bounced",
+                                                                  "failed") else ""
         return f"{text} : {reason}." if reason else f"{text}."
 
     @property
@@ -183,7 +182,7 @@ def notice_trouble(session: Session, usual_email: str, since: datetime) -> Notic
         failed.append(row)
     if len(failed) < NOTICE_TROUBLE:
         return None
-    reason = _CODE.sub("", failed[0].detail.partition(" ")[2]).strip()
+    reason = parse_reply(failed[0].detail.partition(" ")[2]).text
     return NoticeTrouble(len(failed), failed[-1].at, reason[:200])
 
 

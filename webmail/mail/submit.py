@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.errors import MssError
+from core.replies import parse_reply
 from core.settings import Settings
 
 log = logging.getLogger("mss.webmail.mail")
@@ -118,9 +119,8 @@ def _refused(code: int, text: bytes, *, recipient: str | None = None,
     """The French sentence for a refusal reply (the gateway's own text follows, in brackets:
     its French half, folded to ASCII by SMTP)."""
     reply = text.decode("utf-8", "replace")
-    enhanced, _, human = reply.partition(" ")
-    if enhanced.count(".") != 2:
-        enhanced, human = "", reply
+    parsed = parse_reply(reply)  # smtplib took the code off: "5.7.1 text" or just text
+    enhanced, human = parsed.enhanced, parsed.text
     meaning = _MEANINGS.get(enhanced, "refusé par la passerelle")
     subject = f"Le destinataire « {recipient} »" if recipient else what
     verb = "est refusé" if recipient or what != "Le message" else "n’a pas été accepté"
