@@ -1,4 +1,4 @@
-/* Password strength indicator (registration, password change): red until the trust space's
+/* Password strength indicator (registration, password change, reset): red until the trust space's
    rules are met (8 characters, lower case, upper case, digit), then green. No inline script:
    inputs opt in with data-strength. */
 (function () {
@@ -17,6 +17,8 @@
       var item = list && list.querySelector('[data-rule="' + rule[0] + '"]');
       if (item) { item.classList.toggle("ok", ok); }
     });
+    // Empty (never typed, or sent back empty after a refused form): the rules wait, no ✗.
+    if (list) { list.classList.toggle("pending", value === ""); }
     var strong = passed === RULES.length;
     bar.classList.toggle("ok", strong);
     bar.firstElementChild.style.width = (passed / RULES.length * 100) + "%";
