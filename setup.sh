@@ -13,9 +13,10 @@ esac
 
 RUN_PACKAGES=(openssl softhsm2 dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql ca-certificates)
 TEST_PACKAGES=(postgresql chromium)
-# npm installs axe-core for the browser tests (tests/js). Debian's nodejs + npm unless an npm is
-# already there: NodeSource's nodejs bundles its own npm and conflicts with Debian's package.
-command -v npm >/dev/null || TEST_PACKAGES+=(nodejs npm)
+# Node runs the demo's Pro Santé Connect stand-in (standins/psc: oidc-provider from npm) and
+# npm installs axe-core for the browser tests (tests/js). Debian's nodejs + npm unless an npm
+# is already there: NodeSource's nodejs bundles its own npm and conflicts with Debian's package.
+command -v npm >/dev/null || RUN_PACKAGES+=(nodejs npm)
 
 apt_install() {
   local missing=()
@@ -57,6 +58,12 @@ default_data_dir() {
   echo "$PWD/mss-data"
 }
 
+# JavaScript packages, exactly as their package-lock.json says (no network at run time).
+npm_ci() {
+  echo "== npm packages of $1 (from its package-lock.json)"
+  (cd "$1" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 PYTHON="${PYTHON:-python3}"
 make_venv() {
   if [ ! -x .venv/bin/python ]; then
@@ -74,6 +81,7 @@ if [ "$MODE" = run ]; then
   apt_install "${RUN_PACKAGES[@]}"
   ensure_vmail
   make_venv ""
+  npm_ci standins/psc
   export MSS_DATA_DIR="${MSS_DATA_DIR:-$(default_data_dir)}"
   echo "== data directory: $MSS_DATA_DIR"
   .venv/bin/mss demo
@@ -83,8 +91,8 @@ fi
 apt_install "${RUN_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 ensure_vmail
 make_venv "[test]"
-echo "== axe-core (tests/js, from its package-lock.json)"
-(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+npm_ci standins/psc
+npm_ci tests/js  # axe-core
 echo "== lint"
 .venv/bin/ruff check .
 echo "== tests"

@@ -71,6 +71,21 @@ class Settings:
     # issue #14: IMAP/SMTP take application passwords; the web password only when this is on
     # (never for operator accounts)
     imap_smtp_web_password: bool = False
+    # issue #16: Pro Santé Connect (OpenID Connect). Empty issuer: no PSC login, no tokens on
+    # IMAP/SMTP. Defaults are PSC's particulars (référentiel #2 Clients, ECO.1.2).
+    oidc_issuer: str = ""  # e.g. https://auth.esw.esante.gouv.fr/auth/realms/esante-wallet
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""  # client authentication by secret (client_secret_basic) …
+    oidc_client_cert: str = ""  # … or by mutual TLS: PEM certificate and key paths
+    oidc_client_key: str = ""
+    oidc_ca_file: str = ""  # CA bundle checking the provider's TLS; empty: the system's
+    oidc_scope: str = "openid scope_all"
+    oidc_acr: str = "eidas1"  # the least acr accepted (and asked with acr_values)
+    oidc_id_claim: str = "SubjectNameID"  # userinfo/introspection claim with the national id
+    # client ids (besides ours) whose access tokens IMAP/SMTP accept: the practice software
+    # registered with the provider; tokens of any other client are refused (audience)
+    oidc_accepted_clients: str = ""
+    oidc_standin_port: int = 0  # the demo's local PSC stand-in (standins/psc); 0: none
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ loading
@@ -128,7 +143,7 @@ class Settings:
                 f"MSS_SECURITY_POLICY doit valoir l'une de {', '.join(SECURITY_POLICIES)}"
             )
         for name in ("submission_port", "submissions_port", "relay_port", "imap_port",
-                     "imaps_port", "web_port", "metrics_port"):
+                     "imaps_port", "web_port", "metrics_port", "oidc_standin_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"MSS_{name.upper()} : port invalide ({port})")
@@ -138,6 +153,20 @@ class Settings:
             raise ConfigError("MSS_SMARTHOST doit être de la forme hôte:port")
         if not self.domain or "@" in self.domain or "." not in self.domain:
             raise ConfigError(f"MSS_DOMAIN invalide : « {self.domain} »")
+        self._validate_oidc()
+
+    def _validate_oidc(self) -> None:
+        if not self.oidc_issuer:
+            return
+        if not self.oidc_issuer.startswith("https://"):
+            raise ConfigError("MSS_OIDC_ISSUER doit être une URL https://")
+        if not self.oidc_client_id:
+            raise ConfigError("MSS_OIDC_CLIENT_ID est nécessaire avec MSS_OIDC_ISSUER")
+        if not self.oidc_client_secret and not (self.oidc_client_cert and self.oidc_client_key):
+            raise ConfigError("Pro Santé Connect : indiquez MSS_OIDC_CLIENT_SECRET, ou "
+                              "MSS_OIDC_CLIENT_CERT et MSS_OIDC_CLIENT_KEY (TLS mutuel)")
+        if "openid" not in self.oidc_scope.split():
+            raise ConfigError("MSS_OIDC_SCOPE doit contenir « openid »")
 
     # ------------------------------------------------------------------ derived paths
     @property

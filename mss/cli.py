@@ -94,6 +94,11 @@ def demo_cmd(ctx: click.Context, domain: str | None) -> None:
     if report.app_password_file is not None:
         click.echo(f"Mot de passe d'application IMAP/SMTP (client de messagerie) : "
                    f"{report.app_password_file}")
+    from mss.psc_standin import enable_in_toml
+
+    if enable_in_toml(app.settings):
+        click.echo("Pro Santé Connect : remplaçant local de démonstration configuré "
+                   "(mss.toml, réglages oidc_*), lancé par `mss run`.")
 
 
 @main.command("run")
@@ -140,6 +145,13 @@ def _print_logins(app: App) -> None:
     totp = operator_totp_file(app)
     if totp.exists():
         click.echo(f"Clé TOTP de l'opérateur : dans {totp}")
+    if s.oidc_standin_port:
+        from mss.psc_standin import NEWCOMER
+
+        click.echo("Pro Santé Connect (remplaçant local) : identifiant national 8 + RPPS ou "
+                   "0 + ADELI (Marie Martin : 810000000001), code e-CPS = mot de passe de "
+                   f"démonstration ; {NEWCOMER['national_id']} : une professionnelle sans "
+                   "compte (inscription)")
     if not s.smarthost:
         click.echo(f"Codes à usage unique et avis de nouveau message (pas de MSS_SMARTHOST) : "
                    f"e-mails dans {s.data_dir / 'spool' / 'mail'}, "

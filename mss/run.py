@@ -65,10 +65,22 @@ SERVICES: dict[str, list[Callable[[App], Service]]] = {
 }
 
 
-def services_for(role: str) -> list[Callable[[App], Service]]:
+def _psc_standin(app: App) -> Service:
+    from mss.psc_standin import PscStandIn
+
+    return PscStandIn(app)
+
+
+def services_for(role: str, app: App | None = None) -> list[Callable[[App], Service]]:
+    """The role's factories in start order; with ``app`` whose settings name a local Pro Santé
+    Connect stand-in port (the demo's), the stand-in first for the roles that log people in."""
     if role == "all":
-        return [f for r in ("mailstore", "gateway", "webmail") for f in SERVICES[r]]
-    return list(SERVICES[role])
+        found = [f for r in ("mailstore", "gateway", "webmail") for f in SERVICES[r]]
+    else:
+        found = list(SERVICES[role])
+    if app is not None and app.settings.oidc_standin_port and role in ("all", "webmail"):
+        found.insert(0, _psc_standin)
+    return found
 
 
 MAINTENANCE_INTERVAL = 3600.0  # seconds between housekeeping rounds
@@ -102,7 +114,7 @@ def run(app: App, role: str, *, ready: Callable[[list[Service]], None] | None = 
             signal.signal(sig, lambda *_: stop.set())
     started: list[Service] = []
     try:
-        for factory in services_for(role):
+        for factory in services_for(role, app):
             service = factory(app)
             service.start()
             started.append(service)
