@@ -27,6 +27,7 @@ from sqlalchemy import delete, select
 from core.settings import Settings
 from mss.app import App
 from mss.demo import setup_demo
+from mss.psc_standin import demo_settings
 from mss.run import run
 from tests.mailstore_fixtures import free_port, open_tempdir
 from tests.webmail_browser_support import check_a11y
@@ -65,15 +66,19 @@ class Site:
         return self.settings.demo_dir / f"{address}.crt"
 
 
-def running_site(prefix: str) -> Iterator[Site]:
+def running_site(prefix: str, *, psc: bool = False) -> Iterator[Site]:
     """The service for one test module (its fixture yields from this); its screenshots are
-    ``<prefix>-NN-name.png``, the old ones removed first."""
+    ``<prefix>-NN-name.png``, the old ones removed first. ``psc``: with the Pro Santé Connect
+    stand-in (mss/psc_standin.py) started by ``mss run`` and the webmail pointed at it, as the
+    demo does."""
     root = open_tempdir(f"mss-webmail-{prefix}-browser-")
     ports = {name: free_port() for name in ("web_port", "submission_port", "submissions_port",
                                             "relay_port", "imap_port", "imaps_port")}
     settings = Settings.load(data_dir=root / "data", environ={}, demo_password=PASSWORD,
                              listen_address="127.0.0.1", hostname="localhost", metrics_port=0,
                              retry_base_seconds=3600, imap_smtp_web_password=True, **ports)
+    if psc:
+        settings = settings.replace(**demo_settings(settings, free_port()))
     app = App(settings)
     report = setup_demo(app)
     seed = _operator_and_peer(app, getattr(report, "operator_totp", ""))
