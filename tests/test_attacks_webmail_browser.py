@@ -1,32 +1,47 @@
 """Attack on the compose form in a real browser (issue #14, item 6): files over the attachment
 limit must not lose the message. Debian's Chromium through Playwright, against ``mss run`` on a
-demo data directory (the site of ``tests.test_webmail_mail_browser``); screenshots at 390×844
+demo data directory (tests/webmail_mail_browser_support.py); screenshots at 390×844
 and on a desktop go to tests/artifacts/webmail/attack-*.png."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.test_webmail_mail_browser import (  # noqa: F401 (fixtures)
+import pytest
+
+from tests.webmail_mail_browser_support import (
     ARTIFACTS,
     MARIE,
+    SKIP_WITHOUT_CHROMIUM,
     Site,
-    _box,
-    _page,
-    browser,
-    pytestmark,
-    site,
+    box_of,
+    chromium,
+    page_for,
+    running_site,
 )
 
+pytestmark = SKIP_WITHOUT_CHROMIUM
 
-def test_files_over_the_limit_keep_the_form(site: Site, browser: Any,  # noqa: F811
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    yield from running_site("attack")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from chromium()
+
+
+def test_files_over_the_limit_keep_the_form(site: Site, browser: Any,
                                             tmp_path: Path) -> None:
     big = tmp_path / "scanner.pdf"
     big.write_bytes(b"%PDF-1.4 " + b"z" * site.settings.max_message_size)
-    box = _box(site, MARIE)
+    box = box_of(site, MARIE)
     for name, width, height in (("mobile", 390, 844), ("desktop", 1280, 900)):
-        page = _page(browser, site, MARIE, width=width)
+        page = page_for(browser, site, MARIE, width=width)
         page.set_viewport_size({"width": width, "height": height})
         page.goto(f"{site.url}/courrier/{box}/ecrire")
         page.fill("#to", "paul.durand@mss.test")
@@ -46,13 +61,13 @@ def test_files_over_the_limit_keep_the_form(site: Site, browser: Any,  # noqa: F
 
 
 def test_files_over_the_limit_without_scripts_come_back_with_the_text(
-        site: Site, browser: Any, tmp_path: Path) -> None:  # noqa: F811
+        site: Site, browser: Any, tmp_path: Path) -> None:
     """Scripts off: the server reads and drops the files past the limit and brings the form
     back with everything typed and the error (it used to be a 413 page, the text lost)."""
     big = tmp_path / "scanner.pdf"
     big.write_bytes(b"%PDF-1.4 " + b"z" * site.settings.max_message_size)
     crt = site.card(MARIE)
-    box = _box(site, MARIE)
+    box = box_of(site, MARIE)
     for name, width, height in (("mobile", 390, 844), ("desktop", 1280, 900)):
         context = browser.new_context(
             ignore_https_errors=True, java_script_enabled=False, locale="fr-FR",
