@@ -170,9 +170,10 @@ def _print_json(data: Any) -> None:
 
 
 # Sub-groups live in their own modules to keep this one short.
-from mss import cli_admin  # noqa: E402
+from mss import cli_admin, cli_dns  # noqa: E402
 
 cli_admin.register(main)
+cli_dns.register(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -90,9 +90,9 @@ def _paris_time(value: datetime | None) -> str:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from webmail import account, auth, mail, operator, operator_mail, orgs, register
+    from webmail import account, auth, autoconfig, mail, operator, operator_mail, orgs, register
 
-    for module in (auth, register, account, orgs, operator, mail, operator_mail):
+    for module in (auth, register, account, orgs, operator, mail, operator_mail, autoconfig):
         module.init_app(app)
 
 
