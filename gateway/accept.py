@@ -21,6 +21,7 @@ from certs.errors import CertError
 from certs.validation import TrustStore, ValidationCache, validate
 from core import audit, authresults, headers
 from core.db import Database
+from core.oidc import Provider
 from core.settings import Settings
 from gateway import inbound, pipeline
 from gateway import queue as q
@@ -93,8 +94,9 @@ class Decisions:
 
 @dataclass
 class Gateway:
-    """What the use cases share: settings, database, keys, trust, and a hook to wake the
-    delivery workers when something was queued."""
+    """What the use cases share: settings, database, keys, trust, the identity provider whose
+    access tokens open AUTH (None when no ``oidc_issuer``), and a hook to wake the delivery
+    workers when something was queued."""
 
     settings: Settings
     db: Database
@@ -105,10 +107,12 @@ class Gateway:
     checks: ValidationCache = field(default_factory=ValidationCache)
     decisions: Decisions = field(init=False)
     seal_key: bytes = field(init=False, repr=False)
+    provider: Provider | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.decisions = Decisions(self.settings.policy_cache_seconds)
         self.seal_key = authresults.key_for(self.settings)
+        self.provider = Provider(self.settings) if self.settings.oidc_issuer else None
 
     def sealed(self, stamped: bytes | None) -> bytes | None:
         """A local form (our stamp first) with its verdict sealed for the readers."""

@@ -171,6 +171,23 @@ class AuthRefused(GatewayError):
     enhanced = "5.7.8"  # RFC 4954: authentication credentials invalid
 
 
+class TokenAuthRefused(AuthRefused):
+    """OAUTHBEARER / XOAUTH2: the access token does not open the mailbox asked for (invalid,
+    expired, revoked, another audience, too weak, no account, not its mailbox, locked). The
+    handler first sends ``status`` in the RFC 7628 §3.2.2 error challenge, then this reply."""
+
+    code = "auth_token"
+    status = "invalid_token"  # RFC 6750 §3.1; "insufficient_user_authentication" (RFC 9470)
+
+
+class AuthUnavailable(GatewayError):
+    """AUTH cannot be decided now (the identity provider does not answer)."""
+
+    code = "auth_unavailable"
+    smtp_code = 454  # RFC 4954 §6: temporary authentication failure
+    enhanced = "4.7.0"
+
+
 class SignatureRefused(GatewayError):
     """Inbound from a peer: the S/MIME signature does not verify (never delivered as
     verified)."""

@@ -6,7 +6,11 @@ exactly one place, ``reply_for`` (CONVENTIONS.md, 4): a ``GatewayError`` knows i
 anything else is logged here and the client gets ``451 4.3.0`` — never a traceback.
 
 - Submission (RFC 6409): AUTH required and offered only after TLS (RFC 3207 §4, RFC 4954 §4:
-  ``538 5.7.11`` before STARTTLS); mechanisms PLAIN, LOGIN, EXTERNAL (``gateway.auth``).
+  ``538 5.7.11`` before STARTTLS); mechanisms PLAIN, LOGIN, EXTERNAL, and OAUTHBEARER
+  (RFC 7628) and XOAUTH2 when an identity provider is configured (``gateway.auth``). A refused
+  token gets RFC 7628 §3.2.2's JSON error as a ``334`` challenge; whatever the client answers
+  (``AQ==``, or an empty line for XOAUTH2), ``535 5.7.8`` follows. An AUTH line may be 12288
+  octets long (RFC 4954 §4: a PSC access token is a JWT of 1-2 kB); text lines stay at 1000.
 - Relay (inter-operator, MSSanté): STARTTLS required with a client certificate
   (``gateway.tls.relay_context``); the certificate must match the whitelist entry of the MAIL
   FROM domain (``accept.peer_sender``); recipients must be our own published mailboxes.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import functools
 import logging
 import re
@@ -40,7 +45,7 @@ from core import audit
 from gateway import accept, auth, pipeline, queue, tls
 from gateway.accept import Gateway
 from gateway.data import Outcome, read_body
-from gateway.errors import GatewayError, LocalFailure
+from gateway.errors import GatewayError, LocalFailure, TokenAuthRefused
 from gateway.metrics import Metrics
 
 log = logging.getLogger("mss.gateway")
@@ -67,6 +72,9 @@ _SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-
                           r"(?:[ \t]+|\Z)")
 _TOO_MUCH = "552 5.3.4 Message trop volumineux / message size exceeds fixed maximum"
 _TOO_LONG = "500 5.5.0 Ligne trop longue / line too long (RFC 5321 4.5.3.1.6)"
+TEXT_LINE_LIMIT = 1001  # RFC 5321 §4.5.3.1.6: 1000 octets with the CRLF (aiosmtpd's default)
+AUTH_LINE_LIMIT = 12288  # RFC 4954 §4: the AUTH command and the client's responses
+TOKEN_MECHANISMS = ("OAUTHBEARER", "XOAUTH2")
 
 # aiosmtpd writes a few replies itself, without RFC 3463 enhanced codes: give them one.
 _REWRITE = {
@@ -93,13 +101,23 @@ def reply_for(error: BaseException) -> str:
 
 class GatewaySmtp(SMTP):
     """aiosmtpd's SMTP with enhanced codes on its own replies; ``implicit_tls`` for the
-    submissions port, where the whole connection is TLS (RFC 8314) so AUTH is allowed."""
+    submissions port, where the whole connection is TLS (RFC 8314) so AUTH is allowed;
+    ``tokens``: offer OAUTHBEARER and XOAUTH2 (an identity provider is configured)."""
+
+    # The stream's line limit, for AUTH's long lines; every other command keeps aiosmtpd's
+    # 512 (``command_size_limits``) and text lines 1000 (``TEXT_LINE_LIMIT``, in DATA).
+    line_length_limit = AUTH_LINE_LIMIT + 2
 
     def __init__(self, handler: Any, *, implicit_tls: bool = False, offer_auth: bool = True,
-                 **kwargs: Any) -> None:
+                 tokens: bool = False, **kwargs: Any) -> None:
         if not offer_auth:  # no SASL mechanism at all, not even aiosmtpd's built-in ones
             kwargs["auth_exclude_mechanism"] = ["LOGIN", "PLAIN"]
+        elif not tokens:
+            kwargs["auth_exclude_mechanism"] = list(TOKEN_MECHANISMS)
         super().__init__(handler, **kwargs)
+        # Per connection (aiosmtpd's is one dict shared by the class): AUTH may be long.
+        self.command_size_limits = collections.defaultdict(
+            lambda: SMTP.command_size_limit, {"AUTH": AUTH_LINE_LIMIT})
         self._offer_auth = offer_auth
         if implicit_tls:
             self._auth_require_tls = False
@@ -151,7 +169,7 @@ class GatewaySmtp(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
             body = await read_body(self._reader, size_limit=self.data_size_limit,
-                                   line_limit=self.line_length_limit)
+                                   line_limit=TEXT_LINE_LIMIT)
         except asyncio.CancelledError:
             self._writer.close()
             raise
@@ -351,6 +369,46 @@ class SubmissionHandler(BaseHandler):
                                  self.gw.trust.store(), cert,
                                  authzid.decode("utf-8", "replace"), peer=_ip(server.session))
 
+    async def auth_OAUTHBEARER(self, server: GatewaySmtp, args: list[str]) -> AuthResult:
+        return await self._token(server, args, "OAUTHBEARER", auth.parse_oauthbearer)
+
+    async def auth_XOAUTH2(self, server: GatewaySmtp, args: list[str]) -> AuthResult:
+        return await self._token(server, args, "XOAUTH2", auth.parse_xoauth2)
+
+    async def _token(self, server: GatewaySmtp, args: list[str], mechanism: str,
+                     parse: Callable[[bytes], auth.Bearer]) -> AuthResult:
+        blob = await _initial_response(server, args)
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        try:
+            bearer = parse(blob)
+        except ValueError:  # UnicodeDecodeError included
+            await server.push(f"501 5.5.2 Reponse {mechanism} mal formee / malformed "
+                              f"{mechanism} response")
+            return AuthResult(success=False, handled=True)
+        provider = self.gw.provider
+        assert provider is not None  # the mechanisms are offered only with a provider
+        try:
+            who = await self.run(auth.token_login, self.gw.db, provider, bearer,
+                                 mechanism=mechanism, peer=_ip(server.session),
+                                 max_failures=self.gw.settings.login_max_failures,
+                                 lock_minutes=self.gw.settings.login_lock_minutes)
+        except TokenAuthRefused as error:
+            self.metrics.refused.labels(reason=error.code).inc()
+            # RFC 7628 §3.2.2: the error as a challenge; the client's answer (%x01) ends it.
+            answer = await server.challenge_auth(
+                auth.token_error(self.gw.settings, mechanism, error.status))
+            if answer is not MISSING:  # else aiosmtpd answered the '*' or bad base64 itself
+                await server.push(reply_for(error))
+            return AuthResult(success=False, handled=True)
+        except Exception as error:  # noqa: BLE001 — one mapping, in reply_for
+            self.metrics.refused.labels(reason=getattr(error, "code", "internal")).inc()
+            await server.push(reply_for(error))
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=True, auth_data=who,
+                          message="235 2.7.0 Authentification reussie / authentication "
+                                  "successful")
+
     async def _login(self, server: GatewaySmtp, fn: Callable[..., auth.Authenticated],
                      *args: Any, **kwargs: Any) -> AuthResult:
         try:
@@ -470,6 +528,7 @@ class Listeners:
         return GatewaySmtp(handler, implicit_tls=implicit, hostname=s.hostname, ident="mss",
                            tls_context=context, require_starttls=not implicit,
                            auth_required=name != "relay", offer_auth=name != "relay",
+                           tokens=self.gw.provider is not None,
                            auth_require_tls=True,
                            data_size_limit=s.max_message_size or None, decode_data=False,
                            timeout=300)

@@ -16,16 +16,21 @@ Rules:
   own address as secured, see ``mailstore.sql``), and any log-in to an account inside its lock
   window (``Account.locked_until``), even with the right password. EXTERNAL (a certificate) is
   never refused here: locks answer password guessing, which a certificate is not.
-- ``report`` of a failed PLAIN/LOGIN for an existing account counts one failure
-  (``trust_space.accounts.record_protocol_failure``: same counter and thresholds as the webmail,
-  ``login_max_failures`` / ``login_lock_minutes``). Not counted: a refusal by this policy (the
-  account was already locked, or no TLS), the webmail's master-user log-ins
-  (``user*webmail``, ``mailstore.credentials``), EXTERNAL. A success does **not** reset the
+- ``report`` of a failed PLAIN/LOGIN, OAUTHBEARER or XOAUTH2 for an existing account counts one
+  failure (``trust_space.accounts.record_protocol_failure``: same counter and thresholds as the
+  webmail and the gateway, ``login_max_failures`` / ``login_lock_minutes``). Not counted: a
+  refusal by this policy (the account was already locked, or no TLS), the webmail's
+  master-user log-ins (``user*webmail``, ``mailstore.credentials``), EXTERNAL, and a token
+  attempt the provider did not answer (``mailstore.oauth`` remembers what it answered for
+  that client address and port, and why: the audit says ``token_invalid``, ``no_account``,
+  ``authzid_not_allowed`` — a valid token for another mailbox — …). A success does **not** reset the
   counter: a mail client polling with a good application password must not wipe out guesses
   made on the web password meanwhile; a complete webmail log-in or the lock's expiry does.
 - every decided log-in is audited as ``<protocol>.login`` (actor: the login given; outcome
-  ``ok``, ``bad_password``, ``unknown_login``, ``locked``, ``refused``; mechanism and client
-  IP), except the webmail's own successful master log-ins, which the webmail audits itself.
+  ``ok``, ``bad_password``, ``bad_token``, ``unknown_login``, ``locked``, ``refused``,
+  ``unavailable``; mechanism and client IP; for a token, the reason, the national id and the
+  client id when known, never the token), except the webmail's own successful master
+  log-ins, which the webmail audits itself.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -42,11 +47,16 @@ from core.settings import Settings
 from mailstore.credentials import MASTER_USER
 from trust_space.accounts import find_account, record_protocol_failure
 
+if TYPE_CHECKING:
+    from mailstore.oauth import TokenOutcome
+
 # %{requested_username}: the login typed (the target user of a master log-in); %{user}: the
-# master user's name during a master log-in; %m: the SASL mechanism; %{rip}: client IP.
+# master user's name during a master log-in; %m: the SASL mechanism; %{rip}, %{rport}: client
+# IP and port (the port finds mailstore.oauth's answer for a token attempt).
 REQUEST_ATTRIBUTES = ("login=%{requested_username} user=%{user} master=%{master_user} "
-                      "mech=%m remote=%{rip} protocol=%s session=%{session}")
+                      "mech=%m remote=%{rip} rport=%{rport} protocol=%s session=%{session}")
 PASSWORD_MECHANISMS = frozenset({"PLAIN", "LOGIN"})
+TOKEN_MECHANISMS = frozenset({"OAUTHBEARER", "XOAUTH2"})  # mailstore.oauth
 # No reason for a locked account: the client gets Dovecot's plain [AUTHENTICATIONFAILED], the
 # same as for a wrong password, so a guesser learns nothing (the audit trail says "locked").
 LOCKED_MESSAGE = ""
@@ -67,6 +77,7 @@ class LoginAttempt:
     success: bool = False
     policy_reject: bool = False
     session: str = ""  # Dovecot's session id, the same in the IMAP process's events
+    port: str = ""  # the client's port
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LoginAttempt:
@@ -84,7 +95,7 @@ class LoginAttempt:
         return cls(login, text("user").lower(), text("master").lower(), text("mech").upper(),
                    text("remote"), text("protocol") or "imap", data.get("tls") is True,
                    data.get("success") is True, data.get("policy_reject") is True,
-                   text("session"))
+                   text("session"), text("rport"))
 
     @property
     def is_master(self) -> bool:
@@ -100,6 +111,10 @@ class LoginAttempt:
     def by_password(self) -> bool:
         return self.mechanism in PASSWORD_MECHANISMS
 
+    @property
+    def by_token(self) -> bool:
+        return self.mechanism in TOKEN_MECHANISMS
+
 
 def allow(session: Session, attempt: LoginAttempt, now: datetime) -> tuple[int, str]:
     """Dovecot's ``command=allow``: ``(0, "")`` to go on, ``(-1, reason)`` to refuse."""
@@ -113,9 +128,14 @@ def allow(session: Session, attempt: LoginAttempt, now: datetime) -> tuple[int, 
     return 0, ""
 
 
-def report(session: Session, attempt: LoginAttempt, now: datetime, settings: Settings) -> None:
-    """Dovecot's ``command=report``: count a failed password and audit the outcome."""
+def report(session: Session, attempt: LoginAttempt, now: datetime, settings: Settings,
+           token: TokenOutcome | None = None) -> None:
+    """Dovecot's ``command=report``: count a failed password or token and audit the outcome.
+    ``token``: what ``mailstore.oauth`` answered for this attempt, if it was asked."""
     details: dict[str, Any] = {"mechanism": attempt.mechanism, "remote": attempt.remote}
+    if token is not None:
+        details.update({k: v for k, v in (("national_id", token.national_id),
+                                          ("client", token.client_id)) if v})
     if attempt.success:
         if not attempt.is_master:
             _audit(session, attempt, "ok", details)
@@ -130,7 +150,12 @@ def report(session: Session, attempt: LoginAttempt, now: datetime, settings: Set
         details["master"] = attempt.master_name
         _audit(session, attempt, "master_failed", details)
         return
-    if not attempt.by_password:
+    if attempt.by_token:
+        details["reason"] = _token_reason(attempt, token)
+        if details["reason"] == "token_unavailable":  # the provider's fault, not a guess
+            _audit(session, attempt, "unavailable", details)
+            return
+    elif not attempt.by_password:
         _audit(session, attempt, "failed", details)
         return
     account = record_protocol_failure(session, attempt.login, now=now,
@@ -141,7 +166,18 @@ def report(session: Session, attempt: LoginAttempt, now: datetime, settings: Set
         return
     details["failed_attempts"] = account.failed_attempts
     details["locked"] = account.locked_until is not None and account.locked_until > now
-    _audit(session, attempt, "bad_password", details)
+    _audit(session, attempt, "bad_token" if attempt.by_token else "bad_password", details)
+
+
+def _token_reason(attempt: LoginAttempt, token: TokenOutcome | None) -> str:
+    """Why a token attempt failed, in the gateway's words (``gateway.auth.token_login``)."""
+    if token is None:
+        return "malformed"  # Dovecot refused it before asking mss (no token, bad syntax)
+    if token.reason == "ok":  # a good token for someone else's mailbox
+        return "authzid_not_allowed" if token.login != attempt.login else "refused"
+    if token.reason in ("invalid", "audience", "acr", "identity", "unavailable"):
+        return f"token_{token.reason}"
+    return token.reason
 
 
 def _audit(session: Session, attempt: LoginAttempt, outcome: str,

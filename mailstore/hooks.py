@@ -11,6 +11,10 @@ the exported IMAP events (``mailstore.events``). Started and stopped with Doveco
   queued; one writer thread appends them in batches (one transaction per batch), so a slow
   SQLite write never holds Dovecot's stats process. The queue is bounded (``QUEUE_SIZE``): when
   full, records are dropped with an error in mss's log rather than growing without limit.
+- ``POST /oauth2/introspect``: Dovecot's ``passdb oauth2`` asking about an access token
+  (RFC 7662 form body; ``mailstore.oauth``), when an identity provider is configured. Dovecot
+  authenticates with ``client_secret`` = the secret (it cannot add a header there); ``503``
+  when the provider does not answer (Dovecot: temporary failure).
 
 The secret, the hash nonce and the port live in ``DATA_DIR/dovecot/hooks.conf.ext`` (0600),
 included by ``dovecot.conf``: the main configuration file stays readable by Dovecot's
@@ -41,7 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 from core import audit
 from core.db import Database, utcnow
 from core.settings import Settings
-from mailstore import authpolicy, events
+from mailstore import authpolicy, events, oauth
 
 log = logging.getLogger("mss.mailstore")
 
@@ -181,6 +185,8 @@ class HookServer:
                                      secrets.token_urlsafe(16))
         self._masters: OrderedDict[str, str] = OrderedDict()  # session id -> master user
         self._masters_lock = threading.Lock()
+        # IMAP tokens (OAUTHBEARER, XOAUTH2), when an identity provider is configured
+        self.tokens = oauth.TokenCheck(settings, db) if settings.oidc_issuer else None
         self.stopped = False
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="mss-dovecot-hooks", daemon=True)
@@ -207,10 +213,27 @@ class HookServer:
         if command == "report":
             if attempt.success and attempt.is_master and attempt.session:
                 self._remember_master(attempt.session, attempt.master_name)
+            token = None
+            if self.tokens is not None and attempt.by_token:
+                token = self.tokens.outcome_for(oauth.remote_key(attempt.remote, attempt.port))
             with self.db.transaction() as session:
-                authpolicy.report(session, attempt, now, self.settings)
+                authpolicy.report(session, attempt, now, self.settings, token)
             return None
         raise ValueError(f"unknown policy command {command!r}")
+
+    def introspect(self, form: dict[str, list[str]], remote: str) -> tuple[int, dict[str, Any]]:
+        """Dovecot's token introspection (``mailstore.oauth``): (HTTP status, answer)."""
+        secret = form.get("client_secret", [""])[0]
+        if self.tokens is None or not hmac.compare_digest(secret.encode(),
+                                                          self.endpoint.secret.encode()):
+            return 403, {"error": "invalid_client"}
+        token = form.get("token", [""])[0]
+        if not token:
+            return 400, {"error": "invalid_request"}
+        answer = self.tokens.introspect(token, oauth.parse_remote(remote) if remote else "")
+        if answer is None:
+            return 503, {"error": "temporarily_unavailable"}
+        return 200, answer
 
     def _remember_master(self, session_id: str, master: str) -> None:
         with self._masters_lock:
@@ -248,6 +271,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return self._reply(503, {"status": -1, "msg": "stopped"})
         try:
+            if url.path == oauth.PATH:
+                form = parse_qs(self._raw().decode("utf-8"), keep_blank_values=True)
+                code, answer = hooks.introspect(form, self.headers.get(
+                    "X-Dovecot-Auth-Remote", ""))
+                return self._reply(code, answer)
             body = self._body()
             if url.path == "/policy":
                 if not hmac.compare_digest(self.headers.get(HEADER, "").strip().encode(),
@@ -266,12 +294,16 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("politique d'authentification : erreur")
             return self._reply(500, {"status": -1, "msg": "internal error"})
 
-    def _body(self) -> Any:
-        """Raises: ValueError: too long, not JSON (one object, a list, or JSON lines)."""
+    def _raw(self) -> bytes:
+        """Raises: ValueError: too long."""
         length = int(self.headers.get("Content-Length") or 0)
         if length < 0 or length > MAX_BODY:
             raise ValueError("body too long")
-        raw = self.rfile.read(length).decode("utf-8")
+        return self.rfile.read(length)
+
+    def _body(self) -> Any:
+        """Raises: ValueError: too long, not JSON (one object, a list, or JSON lines)."""
+        raw = self._raw().decode("utf-8")
         try:
             return json.loads(raw)
         except json.JSONDecodeError:

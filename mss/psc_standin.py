@@ -136,16 +136,20 @@ def client_configs(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def write_config(app: App) -> Path:
-    """Write ``config.json`` for provider.mjs from the settings and the directory."""
+def write_config(app: App, *, access_token_seconds: int = 600) -> Path:
+    """Write ``config.json`` for provider.mjs from the settings and the directory
+    (``access_token_seconds``: access tokens' lifetime; tests shorten it to see them expire)."""
     s = app.settings
     home = standin_dir(s)
     config = {
         "issuer": issuer(s, s.oidc_standin_port), "host": s.listen_address,
         "port": s.oidc_standin_port, "code": s.demo_password or _demo_password(s),
-        "tls": {"cert": str(s.pki_dir / "server.crt"), "key": str(s.pki_dir / "server.key")},
+        # absolute: Node runs in PACKAGE_DIR, and MSS_DATA_DIR may be relative
+        "tls": {"cert": str((s.pki_dir / "server.crt").resolve()),
+                "key": str((s.pki_dir / "server.key").resolve())},
         "signing_key": _private_json(home / "signing-key.json", _signing_key),
-        "cookie_keys": [secrets.token_urlsafe(32)], "access_token_seconds": 600,
+        "cookie_keys": [secrets.token_urlsafe(32)],
+        "access_token_seconds": access_token_seconds,
         "introspectors": [WEBMAIL_CLIENT],
         "clients": client_configs(s),
         "accounts": _accounts(app),
@@ -168,8 +172,9 @@ class PscStandIn:
 
     name = "psc-standin"
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, access_token_seconds: int = 600) -> None:
         self.app = app
+        self.access_token_seconds = access_token_seconds
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -177,9 +182,9 @@ class PscStandIn:
         if node is None or not (PACKAGE_DIR / "node_modules" / "oidc-provider").exists():
             raise ConfigError("Le remplaçant de Pro Santé Connect demande Node.js et "
                               f"`npm ci` dans {PACKAGE_DIR} (bash setup.sh le fait).")
-        config = write_config(self.app)
+        config = write_config(self.app, access_token_seconds=self.access_token_seconds)
         self.process = subprocess.Popen(
-            [node, str(PACKAGE_DIR / "provider.mjs"), str(config)], cwd=PACKAGE_DIR,
+            [node, str(PACKAGE_DIR / "provider.mjs"), str(config.resolve())], cwd=PACKAGE_DIR,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ,
                                                                    "NODE_ENV": "production"})
         self._wait_ready()

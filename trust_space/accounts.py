@@ -103,6 +103,22 @@ def find_account(session: Session, identifier: str, *,
     return session.execute(query).scalar_one_or_none()
 
 
+def card_holder(session: Session, national_id: str) -> Account | None:
+    """The account a proven national id ("8" + RPPS, "0" + ADELI) opens: the professional's own
+    account, when it is active. A CPS card's certificate (SASL EXTERNAL) and a Pro Santé Connect
+    access token (OAUTHBEARER, XOAUTH2; its ``SubjectNameID``) prove one, on SMTP and IMAP alike.
+    None: not a national id, nobody, not a professional's account, or suspended. Which mailbox
+    it may then act for is ``trust_space.policy.may_authorise``'s. (Dovecot's EXTERNAL says the
+    same in SQL: ``mailstore.sql.external_query``.)"""
+    if parse_national_id(national_id.strip()) is None:
+        return None
+    account = find_account(session, national_id)
+    if account is None or account.kind is not AccountKind.PROFESSIONAL \
+            or account.state is not AccountState.ACTIVE:
+        return None
+    return account
+
+
 def find_professional(session: Session, identifier: str) -> tuple[Professional, str]:
     """The professional named by an RPPS (11 digits), an ADELI (9 digits), a national id
     ("8" + RPPS, "0" + ADELI), a personal mailbox address or an account login, with the address

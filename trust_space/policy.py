@@ -152,6 +152,20 @@ def may_send_as(session: Executor, identity: Identity, mailbox_address: str) -> 
     return _ok("ok", "Émission autorisée / sending allowed")
 
 
+def may_authorise(session: Executor, identity: Identity, authzid: str = "") -> Decision:
+    """May ``identity``, authenticated by a card or certificate (EXTERNAL) or a Pro Santé
+    Connect token (OAUTHBEARER, XOAUTH2), act for ``authzid``, the SASL authorisation identity
+    (RFC 4422 §3.4.1)? Empty names its own mailbox (``identity.login``); any other address must
+    be a mailbox it may send as (``may_send_as``: its own personal one, an organisational one by
+    delegation, an applicative one only for the software bound to it). Either way the mailbox
+    must be held and published. The identity itself does not change: each MAIL FROM is asked
+    again. The gateway's EXTERNAL and token mechanisms and the IMAP token check
+    (``mailstore.oauth``) decide here; on IMAP only the own mailbox opens as a login, a
+    delegated one is reached in the shared namespace (``mailstore.acl``).
+    """
+    return may_send_as(session, identity, authzid.strip() or identity.login)
+
+
 def may_receive(session: Executor, address: str, local_domains: Collection[str]) -> Decision:
     """Is ``address`` a recipient inside the trust space?
 
