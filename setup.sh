@@ -12,7 +12,7 @@ case "$MODE" in
 esac
 
 RUN_PACKAGES=(openssl softhsm2 dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql ca-certificates)
-TEST_PACKAGES=(postgresql chromium)
+TEST_PACKAGES=(postgresql chromium prometheus)
 # Node runs the demo's Pro Santé Connect stand-in (standins/psc: oidc-provider from npm) and
 # npm installs axe-core for the browser tests (tests/js). Debian's nodejs + npm unless an npm
 # is already there: NodeSource's nodejs bundles its own npm and conflicts with Debian's package.
@@ -31,10 +31,11 @@ apt_install() {
   fi
   echo "== installing Debian packages: ${missing[*]}"
   $sudo apt-get update -q
-  # Debian's postinst scripts would start system-wide dovecot/postgresql services: mss runs its own.
+  # Debian's postinst scripts would start system-wide dovecot/postgresql/prometheus services: mss
+  # runs its own (the tests only need prometheus's promtool).
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
   if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-    $sudo systemctl disable --now dovecot.service postgresql.service >/dev/null 2>&1 || true
+    $sudo systemctl disable --now dovecot.service postgresql.service prometheus.service >/dev/null 2>&1 || true
   fi
 }
 

@@ -1,14 +1,20 @@
 """Relay metrics for Prometheus (``prometheus-client``), served on ``MSS_METRICS_PORT``.
 
 One registry per ``GatewayService`` (several gateways can run in one test process). Labels
-carry reasons, kinds and peer domains, never addresses or content.
+carry reasons, kinds and peer domains, never addresses or content. Alert rules and a Grafana
+dashboard over these names are in ``deploy/`` (README, "Exploitation").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from certs import expiry
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
 
@@ -37,10 +43,25 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("mss_queue_depth", "Recipients waiting for delivery",
                                  registry=r)
+        self.queue_oldest = Gauge("mss_queue_oldest_age_seconds",
+                                  "Age of the oldest message still waiting (0: queue empty)",
+                                  registry=r)
+        self._certificates: CertificateCollector | None = None
 
     def watch_depth(self, read: Callable[[], float]) -> None:
         """Compute the queue depth at each scrape."""
         self.queue_depth.set_function(read)
+
+    def watch_oldest(self, read: Callable[[], float]) -> None:
+        """Compute the oldest waiting message's age at each scrape."""
+        self.queue_oldest.set_function(read)
+
+    def watch_certificates(self, pki_dir: Path) -> None:
+        """Export our certificates' and CRL's days left, read at each scrape (a few small
+        files: a certificate renewed on disk shows at the next scrape, without a restart)."""
+        if self._certificates is None:
+            self._certificates = CertificateCollector(pki_dir)
+            self.registry.register(self._certificates)
 
     def serve(self, address: str, port: int) -> object | None:
         """Start the HTTP endpoint (port 0: disabled); the server, to shut it down."""
@@ -48,3 +69,28 @@ class Metrics:
             return None
         server, _thread = start_http_server(port, addr=address, registry=self.registry)
         return server
+
+
+class CertificateCollector(Collector):
+    """``mss_certificate_expiry_days{certificate}`` (server, operator, issuing_ca, root_ca)
+    and ``mss_crl_next_update_days``, from ``certs.expiry``; an unreadable file has no sample
+    (the ``MssCertificatIllisible`` rule of ``deploy/prometheus/alerts.yml`` sees it)."""
+
+    def __init__(self, pki_dir: Path) -> None:
+        self.pki_dir = pki_dir
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        certs = GaugeMetricFamily("mss_certificate_expiry_days",
+                                  "Days before our certificate expires (negative: expired)",
+                                  labels=["certificate"])
+        crl = GaugeMetricFamily("mss_crl_next_update_days",
+                                "Days before the CRL's nextUpdate (negative: stale)")
+        for found in expiry.status(self.pki_dir):
+            if found.days is None:
+                continue
+            if found.label == "crl":
+                crl.add_metric([], found.days)
+            else:
+                certs.add_metric([found.label], found.days)
+        yield certs
+        yield crl

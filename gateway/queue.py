@@ -322,6 +322,14 @@ def depth(session: Session) -> int:
         QueueRecipient.state.in_(PENDING))) or 0)
 
 
+def oldest_pending(session: Session) -> datetime | None:
+    """When the oldest message with a recipient still to deliver was accepted (the queue age
+    metric: a stuck peer or mail store shows here long before the expiry DSNs)."""
+    return session.scalar(select(func.min(QueuedMessage.created_at)).join(
+        QueueRecipient, QueueRecipient.queue_id == QueuedMessage.id).where(
+        QueueRecipient.state.in_(PENDING)))
+
+
 def pending(session: Session, limit: int = 100) -> list[QueuedMessage]:
     """Messages still in the queue, oldest first."""
     return list(session.scalars(select(QueuedMessage).order_by(QueuedMessage.created_at)

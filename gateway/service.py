@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cryptography import x509
 
-from core.db import Database
+from core.db import Database, utcnow
 from core.errors import ConfigError
 from core.settings import Settings
 from gateway import queue as q
@@ -68,6 +68,8 @@ class GatewayService:
                 raise ConfigError(f"port SMTP indisponible : {exc.strerror}") from exc
         self.workers.start()
         self.metrics.watch_depth(self._depth)
+        self.metrics.watch_oldest(self._oldest_age)
+        self.metrics.watch_certificates(s.pki_dir)
         try:
             self._http = self.metrics.serve(s.listen_address, s.metrics_port)
         except OSError as exc:
@@ -85,6 +87,11 @@ class GatewayService:
     def _depth(self) -> float:
         with self.db.read() as session:
             return float(q.depth(session))
+
+    def _oldest_age(self) -> float:
+        with self.db.read() as session:
+            oldest = q.oldest_pending(session)
+        return max((utcnow() - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
 
     @property
     def ports(self) -> dict[str, int]:

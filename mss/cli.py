@@ -170,10 +170,11 @@ def _print_json(data: Any) -> None:
 
 
 # Sub-groups live in their own modules to keep this one short.
-from mss import cli_admin, cli_dns  # noqa: E402
+from mss import cli_admin, cli_dns, cli_indicators  # noqa: E402
 
 cli_admin.register(main)
 cli_dns.register(main)
+cli_indicators.register(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

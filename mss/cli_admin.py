@@ -120,6 +120,39 @@ def cert_list(ctx: click.Context, kind: str | None) -> None:
                        f"{row.not_after:%Y-%m-%d} {state}")
 
 
+_STATUS_LABELS = {"server": "certificat serveur", "operator": "certificat opérateur",
+                  "issuing_ca": "AC émettrice", "root_ca": "AC racine", "ca": "chaîne de l'AC",
+                  "crl": "liste de révocation"}
+
+
+@cert.command("status")
+@click.option("--warn-days", default=30, show_default=True, type=click.IntRange(0, 3650),
+              help="Seuil d'alerte des certificats, en jours.")
+@click.option("--crl-warn-days", default=1, show_default=True, type=click.IntRange(0, 365),
+              help="Seuil d'alerte de la CRL, en jours (mss run la renouvelle à 2 jours).")
+@click.pass_context
+def cert_status(ctx: click.Context, warn_days: int, crl_warn_days: int) -> None:
+    """Jours restants des certificats serveur, opérateur et de l'AC et de la prochaine mise
+    à jour de la CRL (les mêmes valeurs que les métriques mss_certificate_expiry_days et
+    mss_crl_next_update_days). Code de sortie 1 si l'un est sous le seuil ou illisible."""
+    from certs import expiry
+    from core.localtime import french_datetime
+
+    all_ok = True
+    for found in expiry.status(_app(ctx).settings.pki_dir):
+        label = _STATUS_LABELS.get(found.label, found.label)
+        if found.days is None:
+            all_ok = False
+            click.echo(f"[ÉCHEC] {label:22} {found.path} : {found.error}")
+            continue
+        ok = found.days >= (crl_warn_days if found.label == "crl" else warn_days)
+        all_ok = all_ok and ok
+        click.echo(f"[{'OK  ' if ok else 'ATTN'}] {label:22} {found.days:8.1f} j  "
+                   f"(jusqu'au {french_datetime(found.until)}) {found.subject}")
+    if not all_ok:
+        raise SystemExit(1)
+
+
 # ---------------------------------------------------------------- cards
 @click.group()
 def card() -> None:

@@ -4,6 +4,7 @@ account, ``mss run --role gateway`` listens and serves metrics, ``mss queue`` an
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -53,6 +54,11 @@ def test_init_then_run_the_gateway_role(tmp_path: Path) -> None:
         with urllib.request.urlopen(url, timeout=10) as response:
             body = response.read()
         assert b"mss_queue_depth 0.0" in body
+        assert b"mss_queue_oldest_age_seconds 0.0" in body  # issue #20: read at each scrape
+        for label in (b"server", b"operator", b"issuing_ca", b"root_ca"):
+            assert b'mss_certificate_expiry_days{certificate="' + label + b'"}' in body
+        crl = re.search(rb"^mss_crl_next_update_days (\S+)$", body, re.M)
+        assert crl is not None and 6.9 < float(crl[1]) <= 7  # mss init's fresh 7-day CRL
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
