@@ -136,9 +136,12 @@ def client_configs(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def write_config(app: App, *, access_token_seconds: int = 600) -> Path:
+def write_config(app: App, *, access_token_seconds: int = 600,
+                 id_token_seconds: int = 600) -> Path:
     """Write ``config.json`` for provider.mjs from the settings and the directory
-    (``access_token_seconds``: access tokens' lifetime; tests shorten it to see them expire)."""
+    (``access_token_seconds``: access tokens' lifetime; tests shorten it to see them expire;
+    ``id_token_seconds``: ID tokens' lifetime, negative in tests for ID tokens already
+    expired when issued)."""
     s = app.settings
     home = standin_dir(s)
     config = {
@@ -149,7 +152,7 @@ def write_config(app: App, *, access_token_seconds: int = 600) -> Path:
                 "key": str((s.pki_dir / "server.key").resolve())},
         "signing_key": _private_json(home / "signing-key.json", _signing_key),
         "cookie_keys": [secrets.token_urlsafe(32)],
-        "access_token_seconds": access_token_seconds,
+        "access_token_seconds": access_token_seconds, "id_token_seconds": id_token_seconds,
         "introspectors": [WEBMAIL_CLIENT],
         "clients": client_configs(s),
         "accounts": _accounts(app),
@@ -172,9 +175,11 @@ class PscStandIn:
 
     name = "psc-standin"
 
-    def __init__(self, app: App, *, access_token_seconds: int = 600) -> None:
+    def __init__(self, app: App, *, access_token_seconds: int = 600,
+                 id_token_seconds: int = 600) -> None:
         self.app = app
         self.access_token_seconds = access_token_seconds
+        self.id_token_seconds = id_token_seconds
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -182,7 +187,8 @@ class PscStandIn:
         if node is None or not (PACKAGE_DIR / "node_modules" / "oidc-provider").exists():
             raise ConfigError("Le remplaçant de Pro Santé Connect demande Node.js et "
                               f"`npm ci` dans {PACKAGE_DIR} (bash setup.sh le fait).")
-        config = write_config(self.app, access_token_seconds=self.access_token_seconds)
+        config = write_config(self.app, access_token_seconds=self.access_token_seconds,
+                              id_token_seconds=self.id_token_seconds)
         self.process = subprocess.Popen(
             [node, str(PACKAGE_DIR / "provider.mjs"), str(config.resolve())], cwd=PACKAGE_DIR,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ,

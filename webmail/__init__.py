@@ -1,9 +1,10 @@
 """The webmail: a Flask application (factory ``create_app``), one blueprint per area.
 
-Areas: ``auth`` (connexion : carte CPS, mot de passe + code), ``register`` (inscription),
-``account`` (mon compte), ``orgs`` (boîtes organisationnelles), ``operator`` (pages de
-l'opérateur). The mail views (``mail``) register the same way and add their navigation entries
-(``webmail.nav``); ``webmail.landing`` decides where "/" and a successful login lead.
+Areas: ``auth`` (connexion : carte CPS, mot de passe + code), ``psc`` (connexion avec Pro Santé
+Connect), ``register`` (inscription), ``account`` (mon compte), ``orgs`` (boîtes
+organisationnelles), ``operator`` (pages de l'opérateur). The mail views (``mail``) register the
+same way and add their navigation entries (``webmail.nav``); ``webmail.landing`` decides where
+"/" and a successful login lead.
 """
 
 from __future__ import annotations
@@ -90,9 +91,20 @@ def _paris_time(value: datetime | None) -> str:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from webmail import account, auth, autoconfig, mail, operator, operator_mail, orgs, register
+    from webmail import (
+        account,
+        auth,
+        autoconfig,
+        mail,
+        operator,
+        operator_mail,
+        orgs,
+        psc,
+        register,
+    )
 
-    for module in (auth, register, account, orgs, operator, mail, operator_mail, autoconfig):
+    for module in (auth, psc, register, account, orgs, operator, mail, operator_mail,
+                   autoconfig):
         module.init_app(app)
 
 

@@ -1,4 +1,5 @@
-"""Connexion: CPS card, or password then a one-time code; déconnexion.
+"""Connexion: CPS card, or password then a one-time code; déconnexion (with Pro Santé
+Connect's, ``webmail.psc``, for the sessions it opened).
 
 Each view parses the form, calls the log-in decisions (``webmail.login``, ``trust_space``,
 ``certs``) and maps the outcome to a page. Successes and failures are audited; codes and
@@ -354,11 +355,17 @@ def card_login() -> Response:
 
 @bp.post("/deconnexion")
 def logout() -> Response:
+    from webmail.psc import ID_TOKEN, end_session_url
+
+    # A session opened by Pro Santé Connect ends there too (RP-Initiated Logout), else the
+    # next "Se connecter avec Pro Santé Connect" on this computer would need no sign-in.
+    provider = end_session_url(session.get(ID_TOKEN)) \
+        if session.get("login_method") == "psc" else None
     if current_user.is_authenticated:
         with mss().db.transaction() as db:
-            record(db, "logout", "ok", target=current_user.login)
+            record(db, "logout", "ok", target=current_user.login, provider=bool(provider))
     logout_user()
     assert isinstance(session, ServerSession)
     session.regenerate()
     flash("Vous êtes déconnecté.", "success")
-    return redirect(url_for("auth.login"))
+    return redirect(provider or url_for("auth.login"))

@@ -41,6 +41,30 @@ class CardNotRegistered(CardLoginRefused):
     offer_registration = True
 
 
+class PscLoginRefused(WebmailError):
+    """Pro Santé Connect did not prove who is there, or the proven person may not log in
+    (issue #16). ``reason`` is what the audit trail records (state, nonce, audience, expired,
+    acr, denied, unavailable…); the message is what the person reads."""
+
+    code = "psc_refused"
+    status = 403
+    title = "Connexion avec Pro Santé Connect refusée"
+
+    def __init__(self, reason: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        if status is not None:
+            self.status = status
+
+
+class PscNotRegistered(PscLoginRefused):
+    """Someone Pro Santé Connect knows and the directory does not: its page offers to register
+    with the identity PSC gave (kept in the session by ``webmail.psc``)."""
+
+    code = "psc_not_registered"
+    offer_registration = "psc"
+
+
 class Forbidden(WebmailError):
     """The logged-in person may not do this (role, operator pages)."""
 
@@ -81,7 +105,7 @@ _HTTP_TEXT = {
 
 
 def _page(title: str, message: str, status: int,  # type: ignore[no-untyped-def]
-          offer_registration: bool = False):
+          offer_registration: bool | str = False):
     return render_template("error.html", title=title, message=message, status=status,
                            offer_registration=offer_registration), status
 

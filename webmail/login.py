@@ -1,5 +1,6 @@
-"""Log-in decisions that the views call: which account a card names, whether an account may use
-the webmail, where its code goes, and lock-out counting for codes and unknown identifiers."""
+"""Log-in decisions that the views call: which account a card or Pro Santé Connect names,
+whether an account may use the webmail, where its code goes, and lock-out counting for codes
+and unknown identifiers."""
 
 from __future__ import annotations
 
@@ -25,7 +26,14 @@ from trust_space.models import (
     MailboxState,
     OtpChannel,
 )
-from webmail.errors import CardLoginRefused, CardNotRegistered, DeliveryFailed
+from trust_space.naming import parse_national_id
+from webmail.errors import (
+    CardLoginRefused,
+    CardNotRegistered,
+    DeliveryFailed,
+    PscLoginRefused,
+    PscNotRegistered,
+)
 from webmail.otp import mask_email, mask_phone
 
 
@@ -82,6 +90,29 @@ def card_account(session: Session, pem: str | None, store: TrustStore) -> Accoun
             "Vous pouvez créer votre compte avec cette carte : votre identité y est lue.")
     if account.state is not AccountState.ACTIVE:
         raise CardLoginRefused("Compte suspendu : contactez votre opérateur de messagerie.")
+    return account
+
+
+def psc_account(session: Session, national_id: str, name: str) -> Account:
+    """The account of the professional Pro Santé Connect proved (``national_id``: 8 + RPPS or
+    0 + ADELI; ``name`` for the page), on the card's rules (``card_account``).
+
+    Raises:
+        PscNotRegistered: nobody's account (its page offers to register).
+        PscLoginRefused: not a national id, or the account is suspended.
+    """
+    if parse_national_id(national_id) is None:  # else find_account would read it as a login
+        raise PscLoginRefused("identity", "Pro Santé Connect n'a pas transmis d'identifiant "
+                              "national (RPPS ou ADELI) valide : connexion impossible.")
+    account = find_account(session, national_id)
+    if account is None or account.kind is not AccountKind.PROFESSIONAL:
+        raise PscNotRegistered(
+            "not_registered", f"Aucun compte de messagerie n'est associé à votre identité Pro "
+            f"Santé Connect ({name}, identifiant national {national_id}). Vous pouvez créer "
+            "votre compte : votre identité y est reprise de Pro Santé Connect.")
+    if account.state is not AccountState.ACTIVE:
+        raise PscLoginRefused("account_suspended", "Compte suspendu : contactez votre "
+                              "opérateur de messagerie.")
     return account
 
 

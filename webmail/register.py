@@ -6,9 +6,10 @@ with everything typed and the message next to its field. The password is kept on
 argon2 hash between steps 3 and 4.
 
 Whether an RPPS/ADELI number already has an account is said only to someone who proved who
-they are (issue #14): with a validated CPS card at once; without a card, after the one-time
-code sent at step 2 to the usual address (``registration.proof_address``: the one on file for
-a number that has an account) — until then both cases look the same.
+they are (issue #14): with a validated CPS card or Pro Santé Connect at once (their identity
+fields are then read-only, issue #16); otherwise after the one-time code sent at step 2 to the
+usual address (``registration.proof_address``: the one on file for a number that has an
+account) — until then both cases look the same.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from typing import Any
 
 from cryptography import x509
@@ -41,6 +43,8 @@ log = logging.getLogger("mss.webmail")
 bp = Blueprint("register", __name__, url_prefix="/inscription")
 REG = "registration"
 STEPS = ("Carte CPS", "Identité", "Identifiant", "Adresse")
+PROVEN = "registration_proven"  # an identity Pro Santé Connect proved (webmail.psc)
+PROVEN_SECONDS = 600  # how long it may start a registration
 
 
 def init_app(app: Flask) -> None:
@@ -57,8 +61,18 @@ def _save(**changes: Any) -> None:
     session[REG] = {**_reg(), **changes}
 
 
+def _steps() -> tuple[str, ...]:
+    """The steps' names; the first says how identity is proven (Pro Santé Connect too when
+    it is configured, issue #16)."""
+    if _reg().get("source") == "psc":
+        return ("Pro Santé Connect", *STEPS[1:])
+    if mss().settings.oidc_issuer:
+        return ("Carte CPS ou PSC", *STEPS[1:])
+    return STEPS
+
+
 def _page(template: str, step: int, status: int = 200, **context: Any) -> Response:
-    html = render_template(template, step=step, steps=STEPS, **context)
+    html = render_template(template, step=step, steps=_steps(), **context)
     return Response(html, status=status, mimetype="text/html")
 
 
@@ -67,22 +81,60 @@ def _page(template: str, step: int, status: int = 200, **context: Any) -> Respon
 def start() -> Response:
     form, error = EmptyForm(), None
     if form.validate_on_submit():
-        if request.form.get("card") != "yes":
+        choice = request.form.get("card")
+        if choice == "psc":  # "Créer mon compte avec Pro Santé Connect" (webmail.psc)
+            if _proven() is not None:
+                return begin_proven()
+            error = ("Votre identité Pro Santé Connect n'est plus disponible : choisissez "
+                     "à nouveau « Avec Pro Santé Connect ».")
+        elif choice != "yes":
             session[REG] = {"card": None}
             return redirect(url_for("register.identity"))
-        try:
-            card = _card_fields()
-        except MssError as exc:
-            error = exc.message
         else:
-            if _card_registered(card):  # told at once, before any form (issue #15 item 10)
-                session.pop(REG, None)
-                return _page("register/exists.html", 1, 409, card=True,
-                             kind=card["id_kind"].upper(), form=EmptyForm())
-            session[REG] = {"card": card}
-            return redirect(url_for("register.identity"))
+            try:
+                return _begin(_card_fields(), "card")
+            except MssError as exc:
+                error = exc.message
     return _page("register/start.html", 1, 400 if error else 200, form=form, error=error,
                  card_present=bool(request.environ.get(CLIENT_CERT_ENV)))
+
+
+def _begin(card: dict[str, str], source: str, prefill: dict[str, str] | None = None
+           ) -> Response:
+    """The wizard with an identity a card or Pro Santé Connect (``source``) proved: its
+    fields read-only at step 2 — or, when it already has an account, that is told at once,
+    before any form (issue #15 item 10)."""
+    if _card_registered(card):
+        session.pop(REG, None)
+        return _page("register/exists.html", 1, 409, card=True, source=source,
+                     kind=card["id_kind"].upper(), form=EmptyForm())
+    session[REG] = {"card": card, "source": source, "prefill": prefill or {}}
+    return redirect(url_for("register.identity"))
+
+
+def offer(card: dict[str, str], source: str, *, civility: str = "") -> None:
+    """Keep an identity ``source`` (Pro Santé Connect) proved, as step-2 values, for
+    ``begin_proven`` — at once, or from "Créer mon compte avec Pro Santé Connect" on the
+    page that says there is no account yet (at most ``PROVEN_SECONDS`` later)."""
+    session[PROVEN] = {"card": card, "source": source, "civility": civility,
+                       "at": time.time()}
+
+
+def _proven() -> dict[str, Any] | None:
+    data = session.get(PROVEN)
+    if not isinstance(data, dict) or time.time() - float(data.get("at", 0)) > PROVEN_SECONDS:
+        return None
+    return data
+
+
+def begin_proven() -> Response:
+    """The wizard with the identity ``offer`` kept (used once)."""
+    data = _proven()
+    session.pop(PROVEN, None)
+    if data is None:
+        return redirect(url_for("register.start"))
+    prefill = {"civility": data["civility"]} if data.get("civility") else {}
+    return _begin(data["card"], data["source"], prefill)
 
 
 def _card_registered(card: dict[str, str]) -> bool:
@@ -118,9 +170,10 @@ def identity() -> Response:
     if "card" not in reg:
         return redirect(url_for("register.start"))
     stored = reg.get("identity") or {}
-    form = IdentityForm(data={**stored, "email_confirm": stored.get("email", ""),
-                              **(reg["card"] or {})})
-    form.lock_card_fields(reg["card"])
+    source = reg.get("source", "card")
+    form = IdentityForm(data={**reg.get("prefill", {}), **stored,
+                              "email_confirm": stored.get("email", ""), **(reg["card"] or {})})
+    form.lock_card_fields(reg["card"], source)
     if form.validate_on_submit():
         if not reg["card"]:
             # Anonymous: the same answer whether the number has an account or not, until the
@@ -132,7 +185,8 @@ def identity() -> Response:
             _save(identity=form.values(), proven=True)
             return redirect(url_for("register.credentials"))
     status = 400 if request.method == "POST" else 200
-    return _page("register/identity.html", 2, status, form=form, card=reg["card"])
+    return _page("register/identity.html", 2, status, form=form, card=reg["card"],
+                 source=source)
 
 
 def _numbers(ident: dict[str, str]) -> tuple[str | None, str | None]:
@@ -273,7 +327,8 @@ def _create(reg: dict[str, Any], form: AddressForm) -> list[str]:
         boxes = registration.register(db, data, mss().settings.domain)
         addresses = [box.address for box in boxes]
         record(db, "registration.request", "ok", actor=addresses[0], target=addresses[0],
-               addresses=addresses, card=bool(reg.get("card")))
+               addresses=addresses, card=bool(reg.get("card")),
+               proof=reg.get("source", "card") if reg.get("card") else "code")
     subject, text = registration_text(addresses)
     try:
         mss().mailer.send(ident["email"], build_mail(to=ident["email"], sender=mss().sender,

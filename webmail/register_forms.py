@@ -69,16 +69,23 @@ class IdentityForm(FlaskForm):
             ok = False
         return self._refuse_forged() and ok
 
-    def lock_card_fields(self, card: dict[str, str] | None) -> None:
-        """Make the fields read from the card read-only and keep the card's values; a posted
-        value that differs is remembered and refused by ``validate`` (issue #15 item 10)."""
+    def lock_card_fields(self, card: dict[str, str] | None, source: str = "card") -> None:
+        """Make the fields read from the card (or given by Pro Santé Connect: ``source``
+        "psc") read-only and keep their values; a posted value that differs is remembered and
+        refused by ``validate`` (issue #15 item 10). A field the source left empty (a
+        profession PSC names with a code outside the list) stays editable."""
         self.forged: list[str] = []
+        self.locked: list[str] = []
+        self.source = source
         if not card:
             return
-        if card["profession"] not in PROFESSIONS:  # a card's profession is always accepted
+        if card["profession"] and card["profession"] not in PROFESSIONS:  # always accepted
             self.profession.choices = [*self.profession.choices,  # type: ignore[misc]
                                        (card["profession"], card["profession"])]
         for name in CARD_FIELDS:
+            if not card[name]:
+                continue
+            self.locked.append(name)
             field = getattr(self, name)
             posted = field.raw_data[0] if field.raw_data else None
             if posted is not None and str(posted).strip() != card[name]:
@@ -89,8 +96,10 @@ class IdentityForm(FlaskForm):
     def _refuse_forged(self) -> bool:
         for name in getattr(self, "forged", []):
             field = getattr(self, name)
-            field.errors = [*field.errors, "Cette information est lue sur votre carte CPS : "
-                                           "elle ne peut pas être modifiée."]
+            origin = ("est transmise par Pro Santé Connect" if self.source == "psc"
+                      else "est lue sur votre carte CPS")
+            field.errors = [*field.errors,
+                            f"Cette information {origin} : elle ne peut pas être modifiée."]
         return not getattr(self, "forged", [])
 
     def values(self) -> dict[str, str]:

@@ -60,7 +60,16 @@ def _unauthorized() -> WerkzeugResponse:
     return redirect(url_for("auth.login"))
 
 
+def allow_form_action(app: Flask, origin: str) -> None:
+    """Let forms lead to ``origin`` too (CSP ``form-action`` also governs the redirects that
+    follow a form: the log-out's redirect to Pro Santé Connect, which ends its session)."""
+    app.config["CSP"] = app.config.get("CSP", CSP).replace(
+        "form-action 'self'", f"form-action 'self' {origin}")
+
+
 def _add_headers(response: Response) -> Response:
+    # A view's own CSP (a message's frame, an attachment) stays.
+    response.headers.setdefault("Content-Security-Policy", current_app.config.get("CSP", CSP))
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
     if not request.path.startswith("/static/"):

@@ -16,7 +16,8 @@ const SCOPE_ALL = ["SubjectNameID", "SubjectRefPro", "SubjectOrganization", "Sub
   "given_name", "family_name", "preferred_username"];
 
 const provider = new Provider(config.issuer, {
-  clients: config.clients,
+  // PSC's ID tokens always carry auth_time (oidc-provider only when a client requires it).
+  clients: config.clients.map((client) => ({ require_auth_time: true, ...client })),
   jwks: { keys: [config.signing_key] },
   cookies: { keys: config.cookie_keys },
   scopes: ["openid", "offline_access", "scope_all"],
@@ -42,7 +43,10 @@ const provider = new Provider(config.issuer, {
     },
   },
   ttl: {
-    AccessToken: config.access_token_seconds, AuthorizationCode: 60, IdToken: 600,
+    // IdToken is a function: oidc-provider accepts only positive numbers, and tests give a
+    // negative lifetime for ID tokens already expired (a provider whose clock is behind).
+    AccessToken: config.access_token_seconds, AuthorizationCode: 60,
+    IdToken: () => config.id_token_seconds ?? 600,
     Interaction: 600, Session: 3600, Grant: 3600, RefreshToken: 8 * 3600,
   },
   findAccount: async (ctx, id) => {
