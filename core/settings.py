@@ -86,6 +86,14 @@ class Settings:
     # registered with the provider; tokens of any other client are refused (audience)
     oidc_accepted_clients: str = ""
     oidc_standin_port: int = 0  # the demo's local PSC stand-in (standins/psc); 0: none
+    # issue #20: the national directory feed (Annuaire Santé, ANS guide "API MSS"): each mailbox
+    # life-cycle event as a FHIR Patch. Empty URL: feed off (events wait, sent once it is set).
+    annuaire_url: str = ""  # [base] of the PATCH endpoint (https://; http:// on loopback only)
+    annuaire_token: str = ""  # sent as "Authorization: Bearer …" …
+    annuaire_client_cert: str = ""  # … and/or mutual TLS: PEM certificate and key paths
+    annuaire_client_key: str = ""
+    annuaire_ca_file: str = ""  # CA bundle checking the endpoint's TLS; empty: the system's
+    annuaire_retry_base_seconds: int = 60  # first retry delay; doubles, at most 1 h; 12 tries
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ loading
@@ -154,6 +162,7 @@ class Settings:
         if not self.domain or "@" in self.domain or "." not in self.domain:
             raise ConfigError(f"MSS_DOMAIN invalide : « {self.domain} »")
         self._validate_oidc()
+        self._validate_annuaire()
 
     def _validate_oidc(self) -> None:
         if not self.oidc_issuer:
@@ -167,6 +176,26 @@ class Settings:
                               "MSS_OIDC_CLIENT_CERT et MSS_OIDC_CLIENT_KEY (TLS mutuel)")
         if "openid" not in self.oidc_scope.split():
             raise ConfigError("MSS_OIDC_SCOPE doit contenir « openid »")
+
+    def _validate_annuaire(self) -> None:
+        if not self.annuaire_url:
+            return
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.annuaire_url)
+        loopback = url.hostname in ("127.0.0.1", "::1", "localhost")
+        if not (url.scheme == "https" or (url.scheme == "http" and loopback)) or not url.hostname \
+                or url.query or url.fragment:
+            raise ConfigError("MSS_ANNUAIRE_URL doit être une URL https:// sans paramètres "
+                              "(http:// seulement sur la boucle locale)")
+        if bool(self.annuaire_client_cert) != bool(self.annuaire_client_key):
+            raise ConfigError("Annuaire national : MSS_ANNUAIRE_CLIENT_CERT et "
+                              "MSS_ANNUAIRE_CLIENT_KEY vont ensemble (TLS mutuel)")
+        if not self.annuaire_token and not self.annuaire_client_cert:
+            raise ConfigError("Annuaire national : indiquez MSS_ANNUAIRE_TOKEN, ou "
+                              "MSS_ANNUAIRE_CLIENT_CERT et MSS_ANNUAIRE_CLIENT_KEY (TLS mutuel)")
+        if self.annuaire_retry_base_seconds < 1:
+            raise ConfigError("MSS_ANNUAIRE_RETRY_BASE_SECONDS doit valoir au moins 1")
 
     # ------------------------------------------------------------------ derived paths
     @property

@@ -50,6 +50,14 @@ def _gateway(app: App) -> Service:
     return GatewayService(app.settings, app.db)
 
 
+def _annuaire(app: App) -> Service:
+    # The national directory feed goes with the gateway: outbound work with retries, like the
+    # delivery workers (see mss/annuaire.py).
+    from mss.annuaire import AnnuaireFeed
+
+    return AnnuaireFeed(app.settings, app.db)
+
+
 def _webmail(app: App) -> Service:
     from mss.mailer import outbound_mailer
     from webmail.service import WebmailService
@@ -60,7 +68,7 @@ def _webmail(app: App) -> Service:
 # role → factories, in start order
 SERVICES: dict[str, list[Callable[[App], Service]]] = {
     "mailstore": [_mailstore],
-    "gateway": [_gateway],
+    "gateway": [_gateway, _annuaire],
     "webmail": [_webmail],
 }
 

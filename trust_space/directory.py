@@ -20,6 +20,7 @@ from core.db import Executor, utcnow
 from trust_space.errors import InvalidTransition, TrustSpaceError
 from trust_space.models import (
     Delegation,
+    FeedEvent,
     Mailbox,
     MailboxKind,
     MailboxState,
@@ -173,11 +174,14 @@ _STATE_FR = {
 def change_state(session: Session, mailbox: Mailbox, target: MailboxState, *,
                  now: datetime | None = None) -> Mailbox:
     """Move ``mailbox`` to ``target``: pending → published; published ↔ suspended; any →
-    closed, which is final.
+    closed, which is final. The first publication and the closing of a published mailbox are
+    queued for the national directory in the same transaction (``trust_space.annuaire``).
 
     Raises:
         InvalidTransition: any other change, including to the current state.
     """
+    from trust_space import annuaire
+
     current = MailboxState(mailbox.state or MailboxState.PENDING_VALIDATION)  # unflushed: default
     if target not in _TRANSITIONS[current]:
         raise InvalidTransition(
@@ -188,6 +192,9 @@ def change_state(session: Session, mailbox: Mailbox, target: MailboxState, *,
     if target is MailboxState.PUBLISHED and mailbox.published_at is None:
         mailbox.published_at = now or utcnow()
     session.flush()
+    event = annuaire.transition_event(current, target)
+    if event is not None:
+        annuaire.record_event(session, mailbox, event, now=now)
     return mailbox
 
 
@@ -204,6 +211,22 @@ def suspend(session: Session, mailbox: Mailbox) -> Mailbox:
 def close(session: Session, mailbox: Mailbox) -> Mailbox:
     """Close a mailbox for good (see ``change_state``)."""
     return change_state(session, mailbox, MailboxState.CLOSED)
+
+
+def set_liste_rouge(session: Session, mailbox: Mailbox, on: bool) -> bool:
+    """Put the mailbox on the liste rouge (off the directory) or take it off; a mailbox the
+    national directory knows has the change queued for it in the same transaction. False when
+    it was already so."""
+    from trust_space import annuaire
+
+    if bool(mailbox.liste_rouge) == on:
+        return False
+    mailbox.liste_rouge = on
+    session.flush()
+    if annuaire.is_listed(mailbox):
+        event = FeedEvent.LISTE_ROUGE_ON if on else FeedEvent.LISTE_ROUGE_OFF
+        annuaire.record_event(session, mailbox, event)
+    return True
 
 
 # ------------------------------------------------------------------ professionals, mailboxes

@@ -13,8 +13,9 @@ Shape, close to the ANS "Annuaire Santé" guide (``as-mailbox-mss``):
 
 A mailbox ``telecom`` is ``{"system": "email", "value": address, "extension": [...]}`` with the
 FR Core e-mail type (``MSSANTE``), the ANS mailbox metadata (``type`` PER / ORG / APP,
-``description``, ``digitization``) and, when the mailbox has one, its S/MIME certificate in
-mss's own extension ``EXT_SMIME`` (``valueBase64Binary`` = the DER, i.e. the PEM body).
+``description``, ``digitization``, ``listeRouge``) and, when the mailbox has one, its S/MIME
+certificate in mss's own extension ``EXT_SMIME`` (``valueBase64Binary`` = the DER, i.e. the PEM
+body). The national directory feed (``trust_space.annuaire``) sends the same entry, without it.
 Only published mailboxes off the liste rouge are exported; mailboxes attached to neither a
 professional nor a structure are left out (there is no resource to carry them).
 """
@@ -73,19 +74,25 @@ def _pem(der_b64: str) -> str:
     return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"
 
 
-def mailbox_telecom(mailbox: Mailbox) -> dict[str, Any]:
-    """The FHIR ContactPoint of a mailbox (see the module docstring)."""
-    meta = [
+def mailbox_telecom(mailbox: Mailbox, *, certificate: bool = True) -> dict[str, Any]:
+    """The FHIR ContactPoint of a mailbox (see the module docstring). ``certificate`` False
+    leaves out mss's own S/MIME extension (the national directory does not know it)."""
+    meta: list[dict[str, Any]] = [
         {"url": "type", "valueCodeableConcept": {"coding": [
             {"system": BAL_TYPE_SYSTEM, "code": _BAL_TYPES[mailbox.kind]}]}},
-        {"url": "description", "valueString": mailbox.display_name},
+    ]
+    if mailbox.display_name:  # a FHIR string is never empty
+        meta.append({"url": "description", "valueString": mailbox.display_name})
+    meta += [
         {"url": "digitization", "valueBoolean": bool(mailbox.dematerialisation)},
+        # "true : la BAL ne doit pas être publiée" (ANS, API MSS, modèles logiques des BAL)
+        {"url": "listeRouge", "valueBoolean": bool(mailbox.liste_rouge)},
     ]
     extension: list[dict[str, Any]] = [
         {"url": EXT_EMAIL_TYPE, "valueCoding": {"system": EMAIL_TYPE_SYSTEM, "code": "MSSANTE"}},
         {"url": EXT_MAILBOX, "extension": meta},
     ]
-    if mailbox.smime_cert_pem:
+    if certificate and mailbox.smime_cert_pem:
         extension.append({"url": EXT_SMIME, "valueBase64Binary": _pem_body(mailbox.smime_cert_pem)})
     return {"extension": extension, "system": "email", "value": mailbox.address}
 

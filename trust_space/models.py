@@ -2,7 +2,8 @@
 
 ``Professional`` (RPPS/ADELI), ``Structure`` (FINESS), ``Mailbox`` (BAL: personal /
 organisational / applicative), ``Delegation`` (roles on a mailbox), ``Operator`` and
-``TrustedDomain`` (the whitelist), ``Account`` (how someone logs in).
+``TrustedDomain`` (the whitelist), ``Account`` (how someone logs in), ``DirectoryFeed`` (what
+the national directory is still to be told).
 """
 
 from __future__ import annotations
@@ -279,3 +280,51 @@ class AppPassword(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     account: Mapped[Account] = relationship()
+
+
+# ------------------------------------------------------------------ national directory feed
+class FeedEvent(enum.StrEnum):
+    """A mailbox life-cycle event the national directory (Annuaire Santé) is told about."""
+
+    PUBLISHED = "published"
+    LISTE_ROUGE_ON = "liste_rouge_on"
+    LISTE_ROUGE_OFF = "liste_rouge_off"
+    CLOSED = "closed"
+
+
+class FeedState(enum.StrEnum):
+    PENDING = "pending"  # to send (again) from ``next_attempt_at``
+    SENDING = "sending"  # leased by a worker until ``lease_until``
+    SENT = "sent"  # 2xx
+    NOT_FOUND = "not_found"  # 404: no practitioner / organisation with this identifier
+    PRECONDITION_FAILED = "precondition_failed"  # 412: the identifier matched several
+    FAILED = "failed"  # another refusal, too many attempts, or a patch that could not be built
+    RESOLVED = "resolved"  # an operator settled it by hand
+
+
+class DirectoryFeed(Base):
+    """One FHIR Patch for the national directory, queued in the transaction of the mailbox
+    change it describes (``trust_space.annuaire``). ``resource`` and ``identifier`` make the
+    conditional URL (``PATCH [base]/<resource>?identifier=<identifier>``); ``body`` is the
+    ``Parameters`` resource, as sent. Rows of one address are sent in ``id`` order."""
+
+    __tablename__ = "directory_feed"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mailbox.id", ondelete="SET NULL"), index=True)
+    address: Mapped[str] = mapped_column(String(254), index=True)
+    event: Mapped[FeedEvent] = mapped_column(_enum(FeedEvent, "feed_event"))
+    resource: Mapped[str] = mapped_column(String(20))
+    identifier: Mapped[str] = mapped_column(String(120), default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[FeedState] = mapped_column(
+        _enum(FeedState, "feed_state"), default=FeedState.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_status: Mapped[int | None] = mapped_column(Integer)  # HTTP status, None: no answer
+    last_answer: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -17,7 +17,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
 from core.db import utcnow
-from trust_space import app_passwords
+from trust_space import app_passwords, directory
 from trust_space.accounts import set_password, verify_password
 from trust_space.models import (
     Account,
@@ -139,7 +139,7 @@ def _save_preferences(db: Session, account: Account, mailbox: Mailbox, pro: Prof
                                                "account.usual_email"):
             form.password.errors = [destinations.WRONG_PASSWORD]
             return None
-    changed = _apply_preferences(mailbox, pro, form, address)
+    changed = _apply_preferences(db, mailbox, pro, form, address)
     if changed:
         record(db, "account.preferences", "ok", target=mailbox.address, changed=changed)
     if address and address != pro.usual_email:  # used once the code sent to it is typed
@@ -154,18 +154,19 @@ def _save_preferences(db: Session, account: Account, mailbox: Mailbox, pro: Prof
     return redirect(url_for("account.preferences"))
 
 
-def _apply_preferences(mailbox: Mailbox, pro: Professional, form: PreferencesForm,
-                       address: str) -> list[str]:
+def _apply_preferences(db: Session, mailbox: Mailbox, pro: Professional,
+                       form: PreferencesForm, address: str) -> list[str]:
     """Apply the form but a new usual address (confirmed by a code first; clearing it is
-    applied); the names of what changed (for the audit record)."""
+    applied); the names of what changed (for the audit record). The liste rouge goes through
+    the directory (the national directory is told)."""
     wanted: dict[tuple[object, str], object] = {
         (mailbox, "notify_usual_email"): bool(form.notify.data),
         (mailbox, "mobile_published"): bool(form.mobile_published.data),
-        (mailbox, "liste_rouge"): bool(form.liste_rouge.data),
         (mailbox, "dematerialisation"): bool(form.dematerialisation.data)}
     if not address:
         wanted[(pro, "usual_email")] = ""
-    changed = []
+    changed = ["liste_rouge"] if directory.set_liste_rouge(
+        db, mailbox, bool(form.liste_rouge.data)) else []
     for (target, name), value in wanted.items():
         if getattr(target, name) != value:
             setattr(target, name, value)

@@ -1,6 +1,7 @@
 """Pages of the operator (``Account.is_operator``): registrations pending validation, with
-validate / refuse (a reason mailed to the applicant, after a confirmation page), and the
-accounts (``webmail.operator_accounts``). Queue, peers and audit are ``webmail.operator_mail``.
+validate / refuse (a reason mailed to the applicant, after a confirmation page), the
+accounts (``webmail.operator_accounts``) and the national directory feed
+(``webmail.operator_annuaire``). Queue, peers and audit are ``webmail.operator_mail``.
 
 Every operator page asks for an operator logged in with their authenticator app (TOTP), the
 one second factor operator accounts have: ``require_operator``.
@@ -14,7 +15,7 @@ from werkzeug.wrappers import Response
 
 from core.errors import NotFound
 from trust_space import registration
-from webmail import nav, operator_accounts
+from webmail import nav, operator_accounts, operator_annuaire
 from webmail.context import mss, operator_required
 from webmail.errors import Forbidden
 from webmail.forms import EmptyForm
@@ -27,6 +28,7 @@ REASON_MIN = 10
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     operator_accounts.init_app(app)
+    operator_annuaire.init_app(app)
     nav.add(app, "operator.registrations", "Opérateur", order=90, operator_only=True,
             prefix="/operateur")
 
