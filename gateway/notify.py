@@ -74,7 +74,8 @@ def _text(webmail_url: str, message_date: datetime | None) -> str:
         f"{when_fr}.\n\nPour le lire, connectez-vous à votre messagerie :\n{webmail_url}\n\n"
         "Ce courriel n'est qu'un avis : il ne contient pas le message, qui reste dans votre "
         "messagerie sécurisée. Merci de ne pas y répondre.\n\n"
-        f"(EN) New message in your secure health mailbox{when_en}; sign in to read it.\n"
+        f"(EN) You have a new message in your secure health mailbox{when_en}; sign in to "
+        "read it.\n"
     )
 
 

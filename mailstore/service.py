@@ -122,7 +122,9 @@ class DovecotService:
             f"IMAP (STARTTLS)  {s.listen_address}:{s.imap_port}",
             f"IMAPS            {s.listen_address}:{s.imaps_port}",
             f"LMTP             unix:{self.paths.lmtp_socket}",
-        ]
+        ] + ([] if not s.oidc_issuer or config.imap_tokens(s) else [
+            "IMAP : jetons Pro Santé Connect indisponibles sur PostgreSQL (Dovecot 2.3.19, "
+            "voir mailstore/config.py imap_tokens) ; SMTP les accepte"])
 
     # ------------------------------------------------------------------ operations
     def reload(self) -> None:

@@ -94,9 +94,9 @@ def demo_cmd(ctx: click.Context, domain: str | None) -> None:
     if report.app_password_file is not None:
         click.echo(f"Mot de passe d'application IMAP/SMTP (client de messagerie) : "
                    f"{report.app_password_file}")
-    from mss.psc_standin import enable_in_toml
+    from mss.psc_standin import DEFAULT_PORT, enable_in_toml
 
-    if enable_in_toml(app.settings):
+    if enable_in_toml(app.settings, app.settings.oidc_standin_port or DEFAULT_PORT):
         click.echo("Pro Santé Connect : remplaçant local de démonstration configuré "
                    "(mss.toml, réglages oidc_*), lancé par `mss run`.")
 
