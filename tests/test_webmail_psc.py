@@ -184,7 +184,8 @@ def test_login_page_offers_psc_first(app: Flask, psc: Psc) -> None:
     form = re.search(r'<form method="post" action="/connexion/psc">(.*?)</form>', page, re.S)
     assert form and 'name="csrf_token"' in form.group(1)
     assert "Se connecter avec Pro Santé Connect" in form.group(1)
-    # The log-out (on every page) is redirected to the provider: CSP form-action allows it.
+    # This form and the log-out (on every page) are redirected to the provider: CSP
+    # form-action must allow it (Chromium silently stops the navigation otherwise).
     assert f"form-action 'self' {psc.settings.oidc_issuer}" in \
         answer.headers["Content-Security-Policy"]
     assert "script-src 'self'" in answer.headers["Content-Security-Policy"]

@@ -106,8 +106,8 @@ def init_app(app: Flask) -> None:
         client_auth_methods=[("tls_client_auth", encode_none)]))
     client.provider = Provider(s)
     app.extensions["mss.psc"] = client
-    # Forms that end at the provider (the log-out, which ends its session too) must be
-    # allowed to be redirected there: CSP form-action also applies to redirects.
+    # Our forms redirected to the provider (the sign-in's start, the log-out ending its
+    # session) must be allowed to go there: CSP form-action also applies to redirects.
     security.allow_form_action(app, _origin(s.oidc_issuer))
     app.register_blueprint(bp)
 

@@ -61,8 +61,9 @@ def _unauthorized() -> WerkzeugResponse:
 
 
 def allow_form_action(app: Flask, origin: str) -> None:
-    """Let forms lead to ``origin`` too (CSP ``form-action`` also governs the redirects that
-    follow a form: the log-out's redirect to Pro Santé Connect, which ends its session)."""
+    """Let forms lead to ``origin`` too: CSP ``form-action`` also governs the redirects that
+    follow a form, and Chromium stops there without a word — « Se connecter avec Pro Santé
+    Connect » (a POST redirected to the provider) and the log-out ending its session."""
     app.config["CSP"] = app.config.get("CSP", CSP).replace(
         "form-action 'self'", f"form-action 'self' {origin}")
 
