@@ -175,6 +175,22 @@ def _refused(answer, status: int, words: str) -> str:  # type: ignore[no-untyped
 
 
 # ---------------------------------------------------------------- the pages
+def test_pages_offering_psc_move_to_the_public_host_name(app: Flask, psc: Psc) -> None:
+    """PSC sends the browser back to the public address: a log-in started under another name
+    would lose its session (and state). GET pages move; forms and the public name do not."""
+    client = _client(app)
+    public = app.extensions["mss"].url.rstrip("/")
+    assert "//localhost:" in public
+    moved = client.get("/connexion?next=/courrier/INBOX", base_url="https://127.0.0.1:8443")
+    assert moved.status_code == 302
+    assert moved.headers["Location"] == f"{public}/connexion?next=/courrier/INBOX"
+    wizard = client.get("/inscription", base_url="https://127.0.0.1:8443")
+    assert wizard.headers["Location"] == f"{public}/inscription"
+    assert client.get("/connexion", base_url="https://localhost:8443").status_code == 200
+    posted = client.post("/connexion", base_url="https://127.0.0.1:8443", data={})
+    assert posted.status_code != 302 or "localhost" not in posted.headers.get("Location", "")
+
+
 def test_login_page_offers_psc_first(app: Flask, psc: Psc) -> None:
     answer = _client(app).get("/connexion")
     page = answer.get_data(as_text=True)

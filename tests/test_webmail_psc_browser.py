@@ -99,6 +99,22 @@ def test_marie_logs_in_and_out_with_psc(site: Site, browser: Any) -> None:
     page.context.close()
 
 
+def test_started_under_another_host_name_the_sign_in_still_works(site: Site,
+                                                                  browser: Any) -> None:
+    """The address a person types (127.0.0.1) is not the one the provider sends back to
+    (localhost): the log-in page moves to the public address first, or the session with the
+    sign-in's state would stay behind and the return be refused."""
+    page = _page(browser)
+    assert "//localhost:" in site.url
+    page.goto(site.url.replace("//localhost:", "//127.0.0.1:") + "/connexion")
+    page.wait_for_url(f"{site.url}/connexion")
+    page.click("#psc-login")
+    _sign_in(page, site, MARIE_ID)
+    page.wait_for_url("**/courrier/*")
+    expect(page.locator(".username")).to_have_text("Marie Martin")
+    page.context.close()
+
+
 def test_without_logout_psc_signs_in_at_once(site: Site, browser: Any) -> None:
     """The other half of the test above: while the provider's session lives (our session
     closed by its timeout, say), « Se connecter avec Pro Santé Connect » needs no sign-in."""

@@ -80,9 +80,11 @@ def _login_page(form: LoginForm, error: str | None = None, status: int = 200) ->
 
 @bp.get("/connexion")
 def login() -> Response:
+    from webmail.psc import to_public_host
+
     if current_user.is_authenticated:
         return redirect(after_login(request.args.get(NEXT)))
-    return _login_page(LoginForm())
+    return to_public_host() or _login_page(LoginForm())
 
 
 @bp.post("/connexion")

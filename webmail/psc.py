@@ -24,6 +24,7 @@ import logging
 import re
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import requests
 from authlib.common.urls import add_params_to_uri
@@ -125,6 +126,21 @@ def _redirect_uri() -> str:
     """Our registered redirect URI, from the configured public address (never the Host
     header a client sent)."""
     return mss().url.rstrip("/") + "/connexion/psc/retour"
+
+
+def to_public_host() -> Response | None:
+    """A page that offers Pro Santé Connect, opened under another host name than our public
+    address (``https://127.0.0.1:8443/`` for ``https://localhost:8443/``): the same page there.
+    The provider sends the browser back to the public address, where the session cookie of
+    the other name — and the sign-in's ``state`` in it — does not exist: the sign-in would be
+    refused. None when PSC is off or the name is already the public one."""
+    if "mss.psc" not in current_app.extensions or request.method != "GET":
+        return None
+    public = urlsplit(mss().url)
+    if (urlsplit(f"//{request.host}").hostname or "").lower() == (public.hostname or "").lower():
+        return None
+    path = request.full_path if request.query_string else request.path
+    return redirect(f"{public.scheme}://{public.netloc}{path}")
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,11 @@ def _page(template: str, step: int, status: int = 200, **context: Any) -> Respon
 @bp.route("", methods=["GET", "POST"])
 @limiter.limit(register_limit, methods=["POST"])
 def start() -> Response:
+    from webmail.psc import to_public_host
+
+    elsewhere = to_public_host()
+    if elsewhere is not None:
+        return elsewhere
     form, error = EmptyForm(), None
     if form.validate_on_submit():
         choice = request.form.get("card")

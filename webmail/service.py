@@ -91,6 +91,10 @@ class WebmailService:
         """Nothing to do: the CA and CRL are re-read by the application when they change."""
 
     def endpoints(self) -> list[str]:
-        host = self.settings.listen_address
+        """The address people open (the public one: Pro Santé Connect sends them back there,
+        and a session opened under another host name would not follow), then where we listen."""
+        s = self.settings
+        host = s.listen_address
         shown = f"[{host}]" if ":" in host else host
-        return [f"Webmail (HTTPS)  https://{shown}:{self.port}/"]
+        public = s.webmail_url or f"https://{s.hostname}:{self.port}/"
+        return [f"Webmail (HTTPS)  {public}  (écoute sur {shown}:{self.port})"]
