@@ -19,6 +19,7 @@ from typing import Any
 from core.errors import ConfigError
 
 ENV_PREFIX = "MSS_"
+WHITELIST_URL = "https://espacedeconfiance.mssante.fr/listeblanchemssante.xml"
 SECURITY_POLICIES = ("none", "sign", "encrypt", "sign+encrypt")
 
 
@@ -94,6 +95,16 @@ class Settings:
     annuaire_client_key: str = ""
     annuaire_ca_file: str = ""  # CA bundle checking the endpoint's TLS; empty: the system's
     annuaire_retry_base_seconds: int = 60  # first retry delay; doubles, at most 1 h; 12 tries
+    # issue #20: follow the MSSanté whitelist (liste blanche of the trust space's domains and
+    # their operators' certificate DNs) from the ANS's published file; empty URL: off (the
+    # demo writes it empty into mss.toml). The address is the one public clients of the list
+    # fetch (the ANS's "espace de confiance" site; its copy in the ANS's GitHub repository
+    # ansforge/MSS-liste-blanche has the same name). Those clients check the server against
+    # the IGC Santé chain (Chaine_de_certification-IGC-Sante.p7b): put that chain, as PEM, in
+    # whitelist_ca if the system store does not know it (not checked from here: no network).
+    whitelist_url: str = WHITELIST_URL
+    whitelist_ca: str = ""  # PEM chain the server certificate must chain to; empty: system's
+    whitelist_fetch_seconds: int = 6 * 3600  # between scheduled fetches (mss run, gateway)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ loading
@@ -163,6 +174,7 @@ class Settings:
             raise ConfigError(f"MSS_DOMAIN invalide : « {self.domain} »")
         self._validate_oidc()
         self._validate_annuaire()
+        self._validate_whitelist()
 
     def _validate_oidc(self) -> None:
         if not self.oidc_issuer:
@@ -196,6 +208,17 @@ class Settings:
                               "MSS_ANNUAIRE_CLIENT_CERT et MSS_ANNUAIRE_CLIENT_KEY (TLS mutuel)")
         if self.annuaire_retry_base_seconds < 1:
             raise ConfigError("MSS_ANNUAIRE_RETRY_BASE_SECONDS doit valoir au moins 1")
+
+    def _validate_whitelist(self) -> None:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.whitelist_url)
+        if self.whitelist_url and (url.scheme != "https" or not url.hostname or url.fragment
+                                   or len(self.whitelist_url) > 500):
+            raise ConfigError("MSS_WHITELIST_URL doit être une URL https:// (vide : liste "
+                              "blanche non suivie)")
+        if self.whitelist_fetch_seconds < 60:
+            raise ConfigError("MSS_WHITELIST_FETCH_SECONDS doit valoir au moins 60")
 
     # ------------------------------------------------------------------ derived paths
     @property
