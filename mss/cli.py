@@ -72,11 +72,17 @@ def init_cmd(ctx: click.Context, domain: str | None) -> None:
 
 @main.command("demo")
 @click.option("--domain", help="Domaine de l'opérateur de démonstration (défaut : mss.test).")
+@click.option("--pair", is_flag=True, help="Deux opérateurs qui se connaissent (le second, "
+              "autre.test, à côté du répertoire de données), lancés jusqu'à Ctrl-C.")
 @click.pass_context
-def demo_cmd(ctx: click.Context, domain: str | None) -> None:
+def demo_cmd(ctx: click.Context, domain: str | None, pair: bool) -> None:
     """Crée l'espace de confiance de démonstration (idempotent)."""
     from mss.demo import DEMO_PIN, demo_password_file, operator_totp_file, setup_demo
 
+    if pair:
+        from mss.cli_pair import demo_pair
+
+        return demo_pair(ctx.find_root().params.get("data_dir"), domain)
     app = app_of(ctx, domain=domain)
     report = setup_demo(app)
     click.echo(f"Espace de démonstration prêt pour {report.domain}.")

@@ -1,16 +1,15 @@
-"""Two operators on one machine (mss.test and autre.test), each whitelisting the other through
-the real ``mss`` commands, exchanging signed and encrypted mail over the mutually authenticated
-relay hop; the hop is captured at the peer and checked with ``openssl cms``."""
+"""Two operators on one machine (mss.test and autre.test), set up and linked by mss/pair.py as
+``mss demo --pair`` does (each whitelisting the other, trusting its CA and CRL, routing to its
+relay, importing its directory), exchanging signed and encrypted mail over the mutually
+authenticated relay hop; the hop is captured at the peer and checked with ``openssl cms``."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import smtplib
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from email import message_from_bytes
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from trust_space.models import Mailbox, TrustedDomain
 if TYPE_CHECKING:
     from tests.gateway_fixtures import Operator
 
-pytest_plugins = ["tests.mailstore_fixtures", "tests.gateway_fixtures"]
+pytest_plugins = ["tests.mailstore_fixtures", "tests.gateway_fixtures", "tests.pair_fixtures"]
 MARIE_A, PAUL_B = "marie.martin@mss.test", "paul.durand@autre.test"
 
 
@@ -45,35 +44,6 @@ def mss(data_dir: Path, *args: str) -> str:
         os.umask(umask)
     assert result.exit_code == 0, result.output
     return result.output
-
-
-def link(a: Operator, b: Operator, tmp: Path) -> None:
-    """b learns a: whitelist entry, CA and CRL, route, published directory."""
-    da, db_ = a.settings.data_dir, b.settings.data_dir
-    name = a.settings.domain
-    mss(da, "whitelist", "export", "-o", str(tmp / f"{name}.xml"))
-    mss(db_, "whitelist", "import", "--merge", str(tmp / f"{name}.xml"))
-    mss(db_, "peer", "trust", "--name", name, str(da / "pki" / "ca.pem"),
-        str(da / "pki" / "crl.pem"))
-    mss(db_, "whitelist", "route", name, f"127.0.0.1:{a.port('relay')}")
-    mss(da, "directory", "export", "-o", str(tmp / f"{name}.json"))
-    mss(db_, "directory", "import-peer", str(tmp / f"{name}.json"), "--domain", name)
-
-
-@pytest.fixture(scope="module")
-def pair() -> Iterator[tuple[Operator, Operator, Path]]:
-    from tests.gateway_fixtures import build_operator, start_operator, stop_operator
-    from tests.mailstore_fixtures import open_tempdir
-
-    root = open_tempdir("mss-peers-")
-    a = start_operator(build_operator(root / "a", "mss.test", "Operateur Un"))
-    b = start_operator(build_operator(root / "b", "autre.test", "Operateur Deux"))
-    link(a, b, root)
-    link(b, a, root)
-    yield a, b, root
-    stop_operator(a)
-    stop_operator(b)
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def new_message(subject: str, sender: str, to: str) -> bytes:
