@@ -96,7 +96,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 # Packages that declare tables. Named, not imported, so core depends on nothing above it.
 MODEL_MODULES = ("core.audit", "certs.models", "trust_space.models", "gateway.models",
-                 "webmail.models")
+                 "webmail.models", "trust_space.whitelist_history")
 
 
 def load_models() -> MetaData:

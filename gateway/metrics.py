@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from certs import expiry
+from trust_space import whitelist_history
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
 
@@ -47,6 +48,8 @@ class Metrics:
                                   "Age of the oldest message still waiting (0: queue empty)",
                                   registry=r)
         self._certificates: CertificateCollector | None = None
+        self.whitelist = WhitelistCollector()
+        self.registry.register(self.whitelist)
 
     def watch_depth(self, read: Callable[[], float]) -> None:
         """Compute the queue depth at each scrape."""
@@ -62,6 +65,10 @@ class Metrics:
         if self._certificates is None:
             self._certificates = CertificateCollector(pki_dir)
             self.registry.register(self._certificates)
+
+    def watch_whitelist(self, read: Callable[[], whitelist_history.Status]) -> None:
+        """Export the followed whitelist's state, read from the database at each scrape."""
+        self.whitelist.read = read
 
     def serve(self, address: str, port: int) -> object | None:
         """Start the HTTP endpoint (port 0: disabled); the server, to shut it down."""
@@ -94,3 +101,33 @@ class CertificateCollector(Collector):
                 certs.add_metric([found.label], found.days)
         yield certs
         yield crl
+
+
+class WhitelistCollector(Collector):
+    """The whitelist followed from its URL (issue #20), from the database (every gateway
+    replica says the same; the rules take max()): ``mss_whitelist_warnings{kind}`` (DN changed,
+    domain removed, not yet acknowledged on the operator's page), ``mss_whitelist_fetch_failures``
+    (failed fetches since the last good one) and
+    ``mss_whitelist_last_success_timestamp_seconds`` (no sample before the first good one)."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], whitelist_history.Status] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        warnings = GaugeMetricFamily("mss_whitelist_warnings", "Whitelist changes to look at "
+                                     "(peer DN changed, domain removed), not acknowledged",
+                                     labels=["kind"])
+        failures = GaugeMetricFamily("mss_whitelist_fetch_failures",
+                                     "Failed whitelist fetches since the last good one")
+        success = GaugeMetricFamily("mss_whitelist_last_success_timestamp_seconds",
+                                    "When the whitelist was last fetched successfully")
+        if self.read is not None:
+            found = self.read()
+            for kind, count in found.open_by_kind.items():
+                warnings.add_metric([kind], count)
+            failures.add_metric([], found.failures_in_a_row)
+            if found.last_good_at is not None:
+                success.add_metric([], found.last_good_at.timestamp())
+        yield warnings
+        yield failures
+        yield success

@@ -22,6 +22,7 @@ from gateway.outbound import Outbound
 from gateway.server import Listeners
 from mailstore.config import DovecotPaths
 from mailstore.lmtp import LmtpClient
+from trust_space import whitelist_history
 
 log = logging.getLogger("mss.gateway")
 
@@ -70,6 +71,7 @@ class GatewayService:
         self.metrics.watch_depth(self._depth)
         self.metrics.watch_oldest(self._oldest_age)
         self.metrics.watch_certificates(s.pki_dir)
+        self.metrics.watch_whitelist(self._whitelist)
         try:
             self._http = self.metrics.serve(s.listen_address, s.metrics_port)
         except OSError as exc:
@@ -92,6 +94,10 @@ class GatewayService:
         with self.db.read() as session:
             oldest = q.oldest_pending(session)
         return max((utcnow() - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+
+    def _whitelist(self) -> whitelist_history.Status:
+        with self.db.read() as session:
+            return whitelist_history.status(session)
 
     @property
     def ports(self) -> dict[str, int]:

@@ -16,8 +16,11 @@ MAX_SHOWN_ERRORS = 50
 
 
 def register(main: click.Group) -> None:
+    from mss import cli_whitelist
+
     main.add_command(directory)
     main.add_command(whitelist)
+    cli_whitelist.register(whitelist)
 
 
 def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
@@ -151,42 +154,30 @@ def whitelist() -> None:
               help="Ajoute et met à jour sans retirer les domaines absents du fichier.")
 @click.pass_context
 def whitelist_import(ctx: click.Context, path: Path, dry_run: bool, merge: bool) -> None:
-    """Importe la liste blanche MSSanté (XML) et affiche ce qui change."""
-    from trust_space.whitelist import diff_whitelist, import_whitelist
+    """Importe la liste blanche MSSanté (XML) et affiche ce qui change (gardé dans
+    l'historique : « mss whitelist history »)."""
+    from mss.cli_whitelist import print_changes
+    from trust_space.whitelist_history import apply_whitelist
 
     data = _read(path)
     app = _app(ctx)
     try:
         with app.db.transaction() as session:
-            run = diff_whitelist if dry_run else import_whitelist
-            diff = run(session, data, replace=not merge, local_domains=app.local_domains)
+            applied = apply_whitelist(session, data, actor="cli", source=path.name,
+                                      replace=not merge, local_domains=app.local_domains,
+                                      dry_run=dry_run)
+            diff = applied.diff
             if not dry_run:
                 audit.record(session, actor="mss-cli", action="whitelist.import",
                              target=path.name, outcome="ok",
                              request={"added": len(diff.added), "removed": len(diff.removed),
-                                      "changed": len(diff.changed)})
+                                      "changed": len(diff.changed),
+                                      "change": applied.change_id})
     except ImportFailed as exc:
         _report_import_errors(exc)
         raise MssError(f"liste blanche refusée, rien n'a changé : {len(exc.errors)} erreur(s)"
                        ) from exc
-    _print_diff(diff, dry_run)
-
-
-def _print_diff(diff, dry_run: bool) -> None:  # type: ignore[no-untyped-def]
-    for domain in diff.added:
-        click.echo(f"+ {domain}")
-    for domain in diff.removed:
-        click.echo(f"- {domain}")
-    for domain, fields in diff.changed.items():
-        click.echo(f"~ {domain} ({', '.join(fields)})")
-    for domain in diff.ignored:
-        click.echo(f"  {domain} (notre propre domaine, ignoré)")
-    verb = "changerait" if dry_run else "a changé"
-    if diff.is_empty:
-        click.echo("Aucun changement.")
-    else:
-        click.echo(f"La liste blanche {verb} : {len(diff.added)} ajout(s), "
-                   f"{len(diff.removed)} retrait(s), {len(diff.changed)} modification(s).")
+    print_changes(applied, dry_run)
 
 
 @whitelist.command("export")

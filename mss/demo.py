@@ -19,6 +19,7 @@ from certs.pki import CardIdentity, Pki
 from core import audit
 from mss.app import App
 from mss.setup import init, write_pair
+from mss.whitelist_fetch import disable_in_toml
 from trust_space.accounts import hash_password
 from trust_space.models import (
     Account,
@@ -86,6 +87,7 @@ def setup_demo(app: App) -> DemoReport:
     """Create (or complete) the demo trust space in ``app``'s data directory."""
     init(app)
     s = app.settings
+    disable_in_toml(s)  # the demo follows no published whitelist
     password, generated = _demo_password(app)
     report = DemoReport(s.domain, password, generated)
     pwd_hash = hash_password(password)

@@ -58,6 +58,14 @@ def _annuaire(app: App) -> Service:
     return AnnuaireFeed(app.settings, app.db)
 
 
+def _whitelist(app: App) -> Service:
+    # Following the MSSanté whitelist from its URL goes with the gateway too (see
+    # mss/whitelist_fetch.py).
+    from mss.whitelist_fetch import WhitelistFollower
+
+    return WhitelistFollower(app.settings, app.db)
+
+
 def _webmail(app: App) -> Service:
     from mss.mailer import outbound_mailer
     from webmail.service import WebmailService
@@ -68,7 +76,7 @@ def _webmail(app: App) -> Service:
 # role → factories, in start order
 SERVICES: dict[str, list[Callable[[App], Service]]] = {
     "mailstore": [_mailstore],
-    "gateway": [_gateway, _annuaire],
+    "gateway": [_gateway, _annuaire, _whitelist],
     "webmail": [_webmail],
 }
 

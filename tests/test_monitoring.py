@@ -186,7 +186,8 @@ def test_rules_name_only_exported_metrics(tmp_path: Path) -> None:
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
         assert rule["labels"]["severity"] in ("warning", "critical")
     assert {"MssCertificatExpireBientot", "MssFileAttenteAncienne", "MssRemisesPairsDifferees",
-            "MssTauxDeRefusEleve", "MssDisqueDonneesPresquePlein"} <= {r["alert"] for r in rules}
+            "MssTauxDeRefusEleve", "MssDisqueDonneesPresquePlein", "MssListeBlancheAExaminer",
+            "MssListeBlancheNonRecuperee"} <= {r["alert"] for r in rules}
 
 
 def test_dashboard_names_only_exported_metrics(tmp_path: Path) -> None:
@@ -217,7 +218,7 @@ def _promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.Complete
 def test_promtool_checks_and_tests_the_rules() -> None:
     checked = _promtool("check", "rules", RULES)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 18 rules found" in checked.stdout
+    assert "SUCCESS: 21 rules found" in checked.stdout
     tested = _promtool("test", "rules", RULE_TESTS.name, cwd=RULE_TESTS.parent)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout

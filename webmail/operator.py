@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response
 
 from core.errors import NotFound
 from trust_space import registration
-from webmail import nav, operator_accounts, operator_annuaire
+from webmail import nav, operator_accounts, operator_annuaire, operator_whitelist
 from webmail.context import mss, operator_required
 from webmail.errors import Forbidden
 from webmail.forms import EmptyForm
@@ -29,6 +29,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     operator_accounts.init_app(app)
     operator_annuaire.init_app(app)
+    operator_whitelist.init_app(app)
     nav.add(app, "operator.registrations", "Opérateur", order=90, operator_only=True,
             prefix="/operateur")
 
