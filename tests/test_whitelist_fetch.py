@@ -242,6 +242,22 @@ def test_unreachable_silent_error_redirect_and_oversized(sqlite_db: Database,
         assert state.failures_in_a_row == 0 and state.last_good_at is not None
 
 
+def test_a_compressed_bomb_stops_at_the_bound(sqlite_db: Database, server: ListServer,
+                                             pki: dict[str, Any]) -> None:
+    """A 64 KiB gzip body that inflates to 64 MiB: the bound counts inflated bytes."""
+    import gzip
+
+    _seed(sqlite_db)
+    before = _domains(sqlite_db)
+    server.body, server.encoding = gzip.compress(b" " * (64 << 20), compresslevel=9), "gzip"
+    assert len(server.body) < 128 << 10
+    report = _follow(sqlite_db, server, pki["ca"], max_bytes=1 << 20)
+    assert report.outcome is FetchOutcome.FAILED and "trop gros" in report.detail
+    assert _domains(sqlite_db) == before
+    server.body, server.encoding = gzip.compress(listing(A, B, C, D)), "gzip"
+    assert _follow(sqlite_db, server, pki["ca"]).outcome is FetchOutcome.APPLIED  # honest gzip
+
+
 def test_dry_run_records_nothing(sqlite_db: Database, server: ListServer,
                                  pki: dict[str, Any]) -> None:
     _seed(sqlite_db)
@@ -515,6 +531,21 @@ def test_the_page_is_for_operators_with_totp_and_forms_need_csrf(ops: Any) -> No
     assert op.get(f"{PAGE}/recuperer").status_code == 405  # never a GET
     with ops.space.db.read() as s:
         assert not history.fetches(s)  # none of those fetched
+
+
+def test_a_hostile_dn_is_shown_as_text(ops: Any, server: ListServer) -> None:
+    """DNs are free text in the file: one made of markup is escaped on the page."""
+    from tests.webmail_helpers import login_operator, post
+
+    _seed(ops.space.db)
+    hostile = entry("b.pair.test", "<script>alert(1)</script>", "<img src=x onerror=alert(2)>")
+    server.body = listing(A, hostile, C)
+    op = ops.client()
+    login_operator(ops, op)
+    assert post(op, PAGE, {}, action=f"{PAGE}/recuperer").status_code == 302
+    page = op.get(PAGE).get_data(as_text=True)
+    assert "À examiner (1)" in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert" not in page and "<img src=x" not in page
 
 
 def test_the_page_without_url(web_space: Any, tmp_path: Path) -> None:

@@ -99,6 +99,7 @@ class ListServer:
     pair: Pair
     body: bytes = b""
     status: int = 200
+    encoding: str = ""  # sent as Content-Encoding (the body is then already encoded)
     seen: list[Seen] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -125,6 +126,8 @@ class ListServer:
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("ETag", etag)
                 self.send_header("Last-Modified", LAST_MODIFIED)
+                if server.encoding:
+                    self.send_header("Content-Encoding", server.encoding)
                 self.send_header("Content-Length", str(len(server.body)))
                 self.end_headers()
                 self.wfile.write(server.body)
