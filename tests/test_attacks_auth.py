@@ -508,7 +508,7 @@ def running_demo() -> Iterator[tuple[str, Settings, object]]:
                                             "relay_port", "imap_port", "imaps_port")}
     settings = Settings.load(data_dir=root / "data", environ={}, demo_password=PASSWORD,
                              listen_address="127.0.0.1", hostname="localhost", metrics_port=0,
-                             smarthost=f"127.0.0.1:{smtp_port}", **ports)
+                             smarthost=f"127.0.0.1:{smtp_port}", whitelist_url="", **ports)
     assert settings.imap_smtp_web_password is False
     app = App(settings)
     setup_demo(app)

@@ -310,7 +310,7 @@ def site() -> Iterator[Site]:
                                             "relay_port", "imap_port", "imaps_port")}
     settings = Settings.load(data_dir=data, environ={}, demo_password=PASSWORD,
                              listen_address="127.0.0.1", hostname="localhost", metrics_port=0,
-                             **ports)
+                             whitelist_url="", **ports)
     app = App(settings)
     setup_demo(app)
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
