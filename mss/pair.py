@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ PORT_SETTINGS = tuple(AUTRE_PORTS)
 CARRIED_ENV = ("MSS_DEMO_PASSWORD", "MSS_LOG_LEVEL", "MSS_SOFTHSM2_MODULE")
 ROLES = ("mailstore", "gateway", "webmail")
 ACTOR = "mss-cli"
+SIGNAL_CHECK_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -375,8 +377,13 @@ def serve(apps: list[App], *, ready: Callable[[list[Running]], None] | None = No
     try:
         if ready is not None and not stop_now.is_set():
             ready(running)
-        while not stop_now.wait(MAINTENANCE_INTERVAL):
-            _maintain_pair(running)
+        due = time.monotonic() + MAINTENANCE_INTERVAL
+        # Short waits: a signal the kernel hands to another thread only sets a flag, which
+        # this (main) thread acts on when it wakes, not during a long wait.
+        while not stop_now.wait(SIGNAL_CHECK_SECONDS):
+            if time.monotonic() >= due:
+                _maintain_pair(running)
+                due = time.monotonic() + MAINTENANCE_INTERVAL
     finally:
         for r in reversed(running):
             stop(r)
