@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# mss set-up: `bash setup.sh run` installs what the service needs and runs the demo;
-# `bash setup.sh test` installs what the tests need and runs the whole suite.
+# mss set-up: `bash setup.sh run` installs what the service needs and runs the demo
+# (`bash setup.sh run --pair`: two demo operators, mss.test and autre.test, that know each
+# other); `bash setup.sh test` installs what the tests need and runs the whole suite.
 # Works on a fresh Debian 12 machine with Python 3.11 as root (or with sudo available).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 MODE="${1:-}"
-case "$MODE" in
-  run|test) ;;
-  *) echo "usage: bash setup.sh run|test" >&2; exit 2 ;;
+PAIR="${2:-}"
+case "$MODE $PAIR" in
+  "run "|"run --pair"|"test ") ;;
+  *) echo "usage: bash setup.sh run [--pair] | test" >&2; exit 2 ;;
 esac
 
 RUN_PACKAGES=(openssl softhsm2 dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql ca-certificates)
@@ -85,6 +87,9 @@ if [ "$MODE" = run ]; then
   npm_ci standins/psc
   export MSS_DATA_DIR="${MSS_DATA_DIR:-$(default_data_dir)}"
   echo "== data directory: $MSS_DATA_DIR"
+  if [ "$PAIR" = --pair ]; then
+    exec .venv/bin/mss demo --pair  # autre.test in "$MSS_DATA_DIR-autre.test"
+  fi
   .venv/bin/mss demo
   exec .venv/bin/mss run
 fi
