@@ -187,7 +187,8 @@ def link(a: App, b: App) -> None:
     """``b`` learns ``a``, as an operator does with the commands (same domain functions, same
     audit records), idempotent:
 
-    1. ``a``'s whitelist entry (``mss whitelist export`` at a, ``import --merge`` at b);
+    1. ``a``'s whitelist entry (``mss whitelist export`` at a, ``import --merge`` at b,
+       kept in b's whitelist history);
     2. ``a``'s CA and CRL trusted (``mss peer trust --name DOMAIN ca.pem crl.pem`` at b);
     3. the route to ``a``'s relay (``mss whitelist route DOMAIN HOST:PORT`` at b);
     4. ``a``'s published directory with its S/MIME certificates (``mss directory export`` at
@@ -206,21 +207,29 @@ def whitelist_entry(app: App) -> bytes:
     cert_path = app.settings.pki_dir / "operator.crt"
     if not cert_path.exists():
         raise ConfigError("certificat d'opérateur absent : lancez d'abord « mss init »")
-    dn = x509.load_pem_x509_certificate(cert_path.read_bytes()).subject.rfc4514_string()
-    own = local_entry(app.settings.domain, dn, description=app.settings.operator_name)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    # DateMAJ: when the entry's DN came to be, so that linking again changes nothing (and
+    # leaves no empty change in the peer's whitelist history).
+    own = local_entry(app.settings.domain, cert.subject.rfc4514_string(),
+                      description=app.settings.operator_name,
+                      updated_at=cert.not_valid_before_utc)
     with app.db.transaction() as session:
         return export_whitelist(session, own=[own], include_peers=False)
 
 
 def _import_entry(a: App, b: App) -> None:
-    from trust_space.whitelist import import_whitelist
+    from trust_space.whitelist_history import apply_whitelist
 
     data = whitelist_entry(a)
     with b.db.transaction() as session:
-        diff = import_whitelist(session, data, replace=False, local_domains=b.local_domains)
+        applied = apply_whitelist(session, data, actor="mss demo --pair",
+                                  source=f"{a.settings.domain}.xml", replace=False,
+                                  local_domains=b.local_domains)
+        diff = applied.diff
         audit.record(session, actor=ACTOR, action="whitelist.import", target=a.settings.domain,
                      outcome="ok", request={"added": len(diff.added), "removed": 0,
-                                            "changed": len(diff.changed)})
+                                            "changed": len(diff.changed),
+                                            "change": applied.change_id})
 
 
 def trust_peer(a: App, b: App) -> bool:

@@ -16,7 +16,7 @@ from tests.pg import TempPostgres
 
 # Fixture modules, registered here (before any test module imports them) so that pytest
 # rewrites their asserts whatever the collection order.
-pytest_plugins = ["tests.mailstore_fixtures", "tests.gateway_fixtures"]
+pytest_plugins = ["tests.mailstore_fixtures", "tests.gateway_fixtures", "tests.pair_fixtures"]
 
 _counter = itertools.count()
 

@@ -3,9 +3,7 @@ linked and run by ``mss/pair.py``, the code of ``mss demo --pair`` (the demo's p
 their own CA, Dovecot, gateway…), on a temporary directory and free loopback ports, with none of
 this process's ``MSS_*`` variables.
 
-For a test module::
-
-    pytest_plugins = ["tests.pair_fixtures"]
+Registered in tests/conftest.py (so every module has the ``pair`` fixture)::
 
     def test_something(pair):            # gateway tests: (Operator, Operator, tmp directory)
         a, b, tmp = pair                 # a: mss.test, b: autre.test (tests.gateway_fixtures)

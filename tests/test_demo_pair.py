@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from core.settings import Settings
 from core.spool import mail_spool
@@ -56,6 +57,8 @@ from tests.webmail_mail_browser_support import (
     compose,
     expect,
 )
+from trust_space.models import TrustedDomain
+from trust_space.whitelist_history import WhitelistChange
 
 ARTIFACTS = Path(__file__).parent / "artifacts" / "pair"
 MARIE, PAUL = "marie.martin@mss.test", "paul.durand@autre.test"
@@ -347,8 +350,16 @@ def test_the_command_prints_both_operators_and_ctrl_c_stops_everything() -> None
         for s in settings:
             for name in ("web_port", "imaps_port", "relay_port"):
                 assert not _answers(getattr(s, name))
-        # the command reused both operators (the data of the first set-up, not new ones)
+        # the command reused both operators (the data of the first set-up, not new ones), and
+        # linking them again changed nothing: one whitelist entry, one change in its history
         assert [(s.pki_dir / "ca.pem").read_bytes() for s in settings] == cas
+        for s, peer in zip(settings, reversed(settings), strict=True):
+            app = App(s)
+            with app.db.transaction() as session:
+                domains = session.scalars(select(TrustedDomain.domain)).all()
+                changes = session.scalar(select(func.count()).select_from(WhitelistChange))
+            app.close()
+            assert (domains, changes) == ([peer.domain], 1)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
