@@ -78,7 +78,7 @@ class WebmailService:
         self._server = server
         self._thread = threading.Thread(target=server.serve, name="webmail", daemon=True)
         self._thread.start()
-        log.info("webmail à l'écoute sur %s", self.endpoints()[0])
+        log.info("webmail démarré : %s", self.endpoints()[0])
 
     def stop(self) -> None:
         if self._server is not None:
