@@ -213,3 +213,28 @@ def test_operator_login_name(web: Web) -> None:
     login_operator(web, client)
     assert OPERATOR in client.get("/compte").get_data(as_text=True)
     assert PASSWORD not in client.get("/compte").get_data(as_text=True)
+
+
+def test_scripts_post_with_the_pages_csrf_token_header(web: Web) -> None:
+    """js/http.js's contract: a logged-in page carries its CSRF token in a meta element, a POST
+    with only the X-CSRFToken header passes, without it (or with another session's) it does not;
+    a signed-out page sets no token."""
+    import re
+
+    marie = web.client()
+    assert 'name="csrf-token"' not in marie.get("/connexion").get_data(as_text=True)
+    login(web, marie, "marie")
+    page = marie.get("/compte").get_data(as_text=True)
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page)
+    assert token is not None
+    julie = web.client()
+    login(web, julie, "julie")
+    julies = re.search(r'<meta name="csrf-token" content="([^"]+)"',
+                       julie.get("/compte").get_data(as_text=True))
+    assert julies is not None
+    assert marie.post("/deconnexion").status_code == 400
+    assert marie.post("/deconnexion", headers={"X-CSRFToken": julies.group(1)}).status_code == 400
+    assert marie.get("/compte").status_code == 200  # still signed in
+    out = marie.post("/deconnexion", headers={"X-CSRFToken": token.group(1)})
+    assert out.status_code in (302, 303)
+    assert marie.get("/compte").status_code in (302, 303)

@@ -27,7 +27,7 @@ from core.settings import Settings
 from core.spool import mail_spool
 from trust_space.naming import profession_label
 from webmail import errors, nav, security
-from webmail.context import Webmail, load_user
+from webmail.context import Webmail, load_user, wants_fragment
 from webmail.mailer import FileMailer, Mailer
 from webmail.sessions import DbSessionInterface
 from webmail.sms import SmsProvider, provider_for
@@ -80,6 +80,7 @@ def create_app(settings: Settings, db: Database | None = None,
     _register_blueprints(app)
     app.add_url_rule("/", "home", _home)
     app.add_template_filter(_paris_time, "datetime")
+    app.add_template_global(wants_fragment, "wants_fragment")
     app.add_template_filter(profession_label, "profession")  # "Infirmière" for Mme
     app.config.setdefault("OPERATOR_NAME", settings.operator_name)
     return app

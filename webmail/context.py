@@ -127,3 +127,13 @@ def operator_required(view: F) -> F:
         return view(*args, **kwargs)
 
     return cast(F, wrapper)
+
+
+FRAGMENT_HEADER = "X-MSS-Fragment"
+
+
+def wants_fragment() -> bool:
+    """True when a script asks only for the part of the page it refreshes (``js/http.js``
+    ``fragment()`` sends ``X-MSS-Fragment: 1``): the view renders the same template's fragment,
+    never a second copy of the markup (DESIGN.md, "The webmail's front end")."""
+    return request.headers.get(FRAGMENT_HEADER) == "1"
