@@ -21,6 +21,7 @@ from core.errors import ConfigError
 ENV_PREFIX = "MSS_"
 WHITELIST_URL = "https://espacedeconfiance.mssante.fr/listeblanchemssante.xml"
 SECURITY_POLICIES = ("none", "sign", "encrypt", "sign+encrypt")
+UNDO_SEND_CHOICES = (0, 5, 10, 20, 30)  # seconds a sent message waits for "Annuler" (#17)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class Settings:
     sms_provider: str = "file"  # one-time codes by SMS: file (spool, tests/demo) / webhook
     sms_webhook_url: str = ""  # webhook provider: JSON {"to", "text"} POSTed here
     sms_spool_dir: str = ""  # file provider; empty: DATA_DIR/spool/sms
+    # issue #17: seconds a message sent from the webmail is held before it leaves (its
+    # "Annuler" window), for people who did not choose in Mon compte; one of UNDO_SEND_CHOICES
+    undo_send_seconds: int = 10
     # issue #14: IMAP/SMTP take application passwords; the web password only when this is on
     # (never for operator accounts)
     imap_smtp_web_password: bool = False
@@ -168,6 +172,9 @@ class Settings:
                 raise ConfigError(f"MSS_{name.upper()} : port invalide ({port})")
         if self.bad_signature not in ("refuse", "quarantine"):
             raise ConfigError("MSS_BAD_SIGNATURE doit valoir refuse ou quarantine")
+        if self.undo_send_seconds not in UNDO_SEND_CHOICES:
+            raise ConfigError("MSS_UNDO_SEND_SECONDS doit valoir l'une de "
+                              + ", ".join(map(str, UNDO_SEND_CHOICES)))
         if self.smarthost and ":" not in self.smarthost:
             raise ConfigError("MSS_SMARTHOST doit être de la forme hôte:port")
         if not self.domain or "@" in self.domain or "." not in self.domain:
