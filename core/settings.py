@@ -109,6 +109,9 @@ class Settings:
     whitelist_url: str = WHITELIST_URL
     whitelist_ca: str = ""  # PEM chain the server certificate must chain to; empty: system's
     whitelist_fetch_seconds: int = 6 * 3600  # between scheduled fetches (mss run, gateway)
+    # issue #20: probe each peer operator's relay (EHLO, STARTTLS, certificate; no mail) this
+    # often from mss run (gateway role); 0: off (``mss peers check`` by hand or from cron)
+    peer_probe_seconds: int = 3600
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ loading
@@ -226,6 +229,9 @@ class Settings:
                               "blanche non suivie)")
         if self.whitelist_fetch_seconds < 60:
             raise ConfigError("MSS_WHITELIST_FETCH_SECONDS doit valoir au moins 60")
+        if self.peer_probe_seconds != 0 and self.peer_probe_seconds < 60:
+            raise ConfigError("MSS_PEER_PROBE_SECONDS doit valoir 0 (vérification périodique "
+                              "arrêtée) ou au moins 60")
 
     # ------------------------------------------------------------------ derived paths
     @property

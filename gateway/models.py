@@ -14,6 +14,8 @@ ledger.
 - ``DeliveredKey``: one row per (Message-ID, recipient) delivered, written in the transaction
   that marks the delivery done: a second copy of the same message (a client retrying after a
   lost ``250``, a crash before the commit) is recognised and not delivered twice.
+- ``PeerProbe``: one probe of a peer operator's relay per whitelisted domain (``gateway.probe``,
+  ``gateway.peer_health``): what its TLS and certificate showed, without sending any mail.
 
 Nothing here commits (CONVENTIONS.md, 6); no subject or body is ever copied out of the raw
 message columns.
@@ -137,3 +139,34 @@ class DeliveredKey(Base):
     recipient: Mapped[str] = mapped_column(String(270))  # address, or "Sent:" + address
     queue_id: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PeerProbe(Base):
+    """What one probe of a peer's relay showed for one whitelisted domain (issue #20, the trust
+    space's health): reached or the precise failure, TLS protocol and suite, the certificate's
+    subject against the whitelist's DN, chain, revocation and end of validity. The newest
+    ``gateway.peer_health.KEEP`` rows of each domain are kept."""
+
+    __tablename__ = "peer_probe"
+    __table_args__ = (Index("ix_peer_probe_domain_id", "domain", "id"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    domain: Mapped[str] = mapped_column(String(253))
+    host: Mapped[str] = mapped_column(String(253))
+    port: Mapped[int] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    failure: Mapped[str] = mapped_column(String(32), default="")  # gateway.probe.Failure
+    detail: Mapped[str] = mapped_column(String(1000), default="")
+    tls_version: Mapped[str] = mapped_column(String(16), default="")
+    cipher: Mapped[str] = mapped_column(String(100), default="")
+    subject_dn: Mapped[str] = mapped_column(String(500), default="")
+    expected_dn: Mapped[str] = mapped_column(String(500), default="")
+    dn_match: Mapped[bool | None] = mapped_column(Boolean)  # None: no certificate seen
+    chain: Mapped[str] = mapped_column(String(16), default="")  # valid / invalid / ""
+    chain_detail: Mapped[str] = mapped_column(String(500), default="")
+    revocation: Mapped[str] = mapped_column(String(16), default="")  # good/revoked/unchecked
+    revocation_detail: Mapped[str] = mapped_column(String(500), default="")
+    not_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    requested_by: Mapped[str] = mapped_column(String(254), default="")

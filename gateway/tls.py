@@ -10,9 +10,13 @@
 - Relay (inter-operator, STARTTLS on the relay port): ``pki/operator.crt``, client certificate
   *required*, only the ECO.1.1.3 suites for TLS 1.2 (ECDHE-RSA with AES-GCM or AES-CBC-SHA2)
   plus TLS 1.3.
+- Renewal: the listeners rebuild their contexts when ``certificate_stamp`` changes (``mss cert
+  renew`` / ``install`` swap the files), so new connections present the new certificate
+  without a restart (``gateway.server.Listeners._context``).
 - Client to a peer relay: presents ``pki/operator.crt``; the peer's chain is verified against
   the same bundle, its name is not (the whitelist pins the subject DN instead, checked by
-  ``gateway.outbound``).
+  ``gateway.outbound``). The probe of peers (``gateway.probe``) uses this same context, and
+  only to read a certificate that context refused, the same one with verification off.
 """
 
 from __future__ import annotations
@@ -44,6 +48,23 @@ def trust_bundle(pki_dir: Path) -> str:
         if "BEGIN CERTIFICATE" in text:
             parts.append(text)
     return "\n".join(parts)
+
+
+OWN_FILES = ("server.crt", "server.key", "operator.crt", "operator.key")
+
+
+def certificate_stamp(pki_dir: Path) -> tuple[tuple[int, int], ...]:
+    """Changes when one of our certificates or keys is replaced on disk (a renewal writes a
+    new file and renames it over the old one): the listeners rebuild their contexts then."""
+    stamps = []
+    for name in OWN_FILES:
+        try:
+            st = (pki_dir / name).stat()
+        except OSError:
+            stamps.append((0, 0))
+            continue
+        stamps.append((st.st_mtime_ns, st.st_ino))
+    return tuple(stamps)
 
 
 def _base(purpose: ssl.Purpose, cert: Path, key: Path, pki_dir: Path) -> ssl.SSLContext:
@@ -81,6 +102,16 @@ def peer_client_context(settings: Settings) -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
     context.set_ciphers(ECO_SUITES)
+    return context
+
+
+def peer_inspection_context(settings: Settings) -> ssl.SSLContext:
+    """``peer_client_context`` with the peer's chain not verified by OpenSSL: only for the
+    probe, after that context refused a peer's certificate (expired, unknown authority), to
+    read the certificate and say which, by what date and with which DN. Never used to send
+    mail: the probe quits before MAIL FROM."""
+    context = peer_client_context(settings)
+    context.verify_mode = ssl.CERT_NONE
     return context
 
 

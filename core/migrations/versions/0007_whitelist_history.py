@@ -1,7 +1,7 @@
 """whitelist history
 
 Revision ID: 0007
-Revises: 0005 (temporarily: see below)
+Revises: 0005 (0006 was never used: see below)
 Create Date: 2026-12-12 10:00:00.000000
 
 Issue #20: the whitelist followed from its URL. ``whitelist_change`` keeps every change (who,
@@ -18,8 +18,8 @@ from alembic import op
 import core.db
 
 revision = "0007"
-# Meant to follow 0006 (peer health, another change of issue #20) once it is committed;
-# stacked on 0005 meanwhile. When 0006 lands with down_revision "0005", set this to "0006".
+# The number 0006 was kept for another change of issue #20 that never used it: it is skipped,
+# and this revision follows 0005 for good (the peer probes came later as 0008).
 down_revision = "0005"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,159 @@
+"""The peers' health as recorded (issue #20): which relays to probe, the probes' results kept
+per domain, the last one of each, failures in a row, and one checking run (probe, store,
+audit) for ``mss peers check``, the schedule of ``mss run`` and the operator's button.
+
+Several gateway processes share one database: a scheduled run probes only the domains whose
+last result is older than the period, so that replicas do not pile up probes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, aliased
+
+from core import audit
+from core.db import Database, utcnow
+from core.errors import NotFound
+from core.settings import Settings
+from gateway import probe
+from gateway.models import PeerProbe
+from trust_space.models import TrustedDomain
+
+log = logging.getLogger("mss.peers")
+KEEP = 200  # results kept per domain (a week and more at the default hourly probe)
+
+
+def targets(session: Session, own_domain: str, domains: Iterable[str] | None = None
+            ) -> list[probe.Target]:
+    """The relays of the whitelisted peer domains (all, or ``domains``), as deliveries route:
+    ``relay_host:relay_port``, else the domain on port 25. Our own domain is not a peer.
+
+    Raises:
+        NotFound: a domain asked for is not whitelisted.
+    """
+    query = select(TrustedDomain).where(TrustedDomain.domain != own_domain.lower())
+    wanted = sorted({d.strip().lower() for d in domains}) if domains is not None else None
+    if wanted is not None:
+        query = query.where(TrustedDomain.domain.in_(wanted))
+    entries = session.scalars(query.order_by(TrustedDomain.domain)).all()
+    if wanted is not None:
+        missing = set(wanted) - {e.domain for e in entries}
+        if missing:
+            raise NotFound(f"domaine {', '.join(sorted(missing))} absent de la liste blanche "
+                           "(ou notre propre domaine)")
+    relays: dict[tuple[str, int], list[tuple[str, str]]] = {}
+    for e in entries:
+        relays.setdefault((e.relay_host or e.domain, e.relay_port or 25), []).append(
+            (e.domain, e.certificate_dn))
+    return [probe.Target(host, port, tuple(found)) for (host, port), found in relays.items()]
+
+
+def save(session: Session, results: Iterable[probe.ProbeResult], requested_by: str) -> None:
+    """Store the results, keeping the ``KEEP`` newest of each domain."""
+    domains = set()
+    for r in results:
+        domains.add(r.domain)
+        session.add(PeerProbe(
+            at=r.at, domain=r.domain, host=r.host[:253], port=r.port, ok=r.ok,
+            failure=r.failure, detail=r.detail[:1000], tls_version=r.tls_version[:16],
+            cipher=r.cipher[:100], subject_dn=r.subject_dn[:500],
+            expected_dn=r.expected_dn[:500], dn_match=r.dn_match, chain=r.chain,
+            chain_detail=r.chain_detail[:500], revocation=r.revocation,
+            revocation_detail=r.revocation_detail[:500], not_after=r.not_after,
+            duration_ms=r.duration_ms, requested_by=requested_by[:254]))
+    session.flush()
+    for domain in domains:
+        edge = session.scalar(select(PeerProbe.id).where(PeerProbe.domain == domain)
+                              .order_by(PeerProbe.id.desc()).offset(KEEP).limit(1))
+        if edge is not None:
+            session.execute(delete(PeerProbe).where(PeerProbe.domain == domain,
+                                                    PeerProbe.id <= edge))
+
+
+def latest(session: Session, domains: Iterable[str] | None = None) -> dict[str, PeerProbe]:
+    """The newest result of each domain (of ``domains``, or of all)."""
+    newest = select(func.max(PeerProbe.id)).group_by(PeerProbe.domain)
+    if domains is not None:
+        newest = newest.where(PeerProbe.domain.in_(list(domains)))
+    rows = session.scalars(select(PeerProbe).where(PeerProbe.id.in_(newest)))
+    return {row.domain: row for row in rows}
+
+
+def failures_in_a_row(session: Session) -> dict[str, int]:
+    """Per domain, the failed results since its last good one (domains at 0 left out)."""
+    later = aliased(PeerProbe)
+    last_ok = (select(func.max(later.id)).where(later.domain == PeerProbe.domain, later.ok)
+               .scalar_subquery())
+    rows = session.execute(select(PeerProbe.domain, func.count()).where(
+        PeerProbe.ok.is_(False), PeerProbe.id > func.coalesce(last_ok, 0))
+        .group_by(PeerProbe.domain))
+    return {domain: int(count) for domain, count in rows}
+
+
+def due(session: Session, own_domain: str, every: timedelta,
+        now: datetime | None = None) -> list[str]:
+    """Whitelisted peer domains never probed, or whose last result is older than ``every``."""
+    peers = session.scalars(select(TrustedDomain.domain).where(
+        TrustedDomain.domain != own_domain.lower())).all()
+    last = dict(session.execute(select(PeerProbe.domain, func.max(PeerProbe.at))
+                                .group_by(PeerProbe.domain)).all())
+    edge = (now or utcnow()) - every
+    return sorted(d for d in peers if last.get(d) is None or last[d] <= edge)
+
+
+@dataclass(frozen=True)
+class PeerState:
+    """What the metrics export of a whitelisted domain's last result."""
+
+    domain: str
+    at: datetime
+    ok: bool
+    days_left: float | None
+    dn_match: bool | None
+    failures_in_a_row: int
+
+
+def states(session: Session, own_domain: str, now: datetime | None = None) -> list[PeerState]:
+    """The last result of every whitelisted peer domain probed at least once."""
+    peers = set(session.scalars(select(TrustedDomain.domain).where(
+        TrustedDomain.domain != own_domain.lower())))
+    rows = latest(session)
+    in_a_row = failures_in_a_row(session)
+    when = now or utcnow()
+    return [PeerState(d, r.at, r.ok, (r.not_after - when).total_seconds() / 86400
+                      if r.not_after else None, r.dn_match, in_a_row.get(d, 0))
+            for d, r in sorted(rows.items()) if d in peers]
+
+
+def check(db: Database, settings: Settings, *, domains: Iterable[str] | None = None,
+          requested_by: str, actor: str, details: Mapping[str, object] | None = None,
+          timeout: float = probe.TIMEOUT,
+          concurrency: int = probe.CONCURRENCY) -> list[probe.ProbeResult]:
+    """Probe the peers (all, or ``domains``), store the results and audit the run
+    (``peers.check``: who, which, which failed).
+
+    Raises:
+        NotFound: a domain asked for is not whitelisted.
+        ConfigError: our operator certificate or CA cannot be read.
+    """
+    with db.read() as session:
+        found = targets(session, settings.domain, domains)
+    contexts = probe.Contexts.of(settings)
+    results = probe.probe_all(found, contexts, timeout=timeout, concurrency=concurrency)
+    failed = [r.domain for r in results if not r.ok]
+    with db.transaction() as session:
+        save(session, results, requested_by)
+        audit.record(session, actor=actor[:254], action="peers.check",
+                     target=",".join(sorted(domains))[:254] if domains is not None else "*",
+                     outcome="failed" if failed else "ok",
+                     request={**(details or {}), "peers": len(results),
+                              "failed": failed[:50], "by": requested_by})
+    log.log(logging.WARNING if failed else logging.INFO,
+            "pairs : %d vérifié(s), %d en échec%s", len(results), len(failed),
+            f" ({', '.join(failed[:10])})" if failed else "")
+    return results
