@@ -16,6 +16,13 @@ class PkiNotInitialised(CertError):
     code = "pki_missing"
 
 
+class RenewalError(CertError):
+    """Our server or operator certificate cannot be renewed or installed as asked (file
+    missing or of the wrong kind, key mismatch, expired, no pending key…)."""
+
+    code = "renewal"
+
+
 class UntrustedCertificate(CertError):
     """The certificate does not chain to the trust-space CA (or the chain is malformed)."""
 

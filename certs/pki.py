@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TypedDict, Unpack
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -274,6 +275,27 @@ class Pki:
         """``issue_card`` with a software key (demo certificates for browsers)."""
         key = rsa.generate_private_key(65537, LEAF_KEY_SIZE)
         return Issued(self.issue_card(session, identity, key.public_key(), **validity), key)
+
+    def reissue(self, session: Session, kind: CertKind, previous: x509.Certificate,
+                **validity: Unpack[Validity]) -> Issued:
+        """Renewal of a leaf this CA issued (``mss cert renew``): a new key and certificate
+        with ``previous``'s subject, subjectAltName, keyUsage and extendedKeyUsage; a new
+        serial and validity (``LEAF_DAYS`` unless ``valid_days`` says otherwise).
+
+        Raises:
+            ValueError: ``previous`` was not issued by this CA.
+        """
+        try:
+            previous.verify_directly_issued_by(self.issuing)
+        except (ValueError, TypeError, InvalidSignature):
+            raise ValueError("ce certificat n'a pas été émis par cette autorité") from None
+        kept = (x509.KeyUsage, x509.ExtendedKeyUsage, x509.SubjectAlternativeName)
+        extensions: Extensions = [(ext.value, ext.critical) for ext in previous.extensions
+                                  if isinstance(ext.value, kept)]
+        cn = previous.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        subject_key = str(cn[0].value) if cn else previous.subject.rfc4514_string()
+        return self._issue_with_key(session, kind, previous.subject, subject_key, extensions,
+                                    validity)
 
     def _issue_with_key(self, session: Session, kind: CertKind, subject: x509.Name,
                         subject_key: str, extensions: Extensions,

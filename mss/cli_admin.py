@@ -13,8 +13,9 @@ from core.errors import MssError, NotFound
 
 
 def register(main: click.Group) -> None:
-    from mss import cli_accounts, cli_directory, cli_gateway, cli_ops
+    from mss import cli_accounts, cli_directory, cli_gateway, cli_ops, cli_renew
 
+    cli_renew.register(cert)
     main.add_command(cert)
     main.add_command(card)
     main.add_command(audit_group)
@@ -33,7 +34,8 @@ def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
 # ---------------------------------------------------------------- certificates
 @click.group()
 def cert() -> None:
-    """Certificats : émettre, révoquer, publier la liste de révocation."""
+    """Certificats : émettre, renouveler, installer, révoquer, publier la liste de
+    révocation."""
 
 
 @cert.command("issue")
