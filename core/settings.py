@@ -43,6 +43,7 @@ class Settings:
     relay_port: int = 2525
     imap_port: int = 1143
     imaps_port: int = 9930
+    managesieve_port: int = 4190  # ManageSieve (RFC 5804), STARTTLS; 0: not offered
     web_port: int = 8443
     metrics_port: int = 9100
     smarthost: str = ""  # host:port of the outbound relay for notifications
@@ -169,7 +170,8 @@ class Settings:
                 f"MSS_SECURITY_POLICY doit valoir l'une de {', '.join(SECURITY_POLICIES)}"
             )
         for name in ("submission_port", "submissions_port", "relay_port", "imap_port",
-                     "imaps_port", "web_port", "metrics_port", "oidc_standin_port"):
+                     "imaps_port", "managesieve_port", "web_port", "metrics_port",
+                     "oidc_standin_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"MSS_{name.upper()} : port invalide ({port})")
