@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from certs import expiry
+from gateway.peer_health import PeerState
 from trust_space import whitelist_history
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
@@ -50,6 +51,8 @@ class Metrics:
         self._certificates: CertificateCollector | None = None
         self.whitelist = WhitelistCollector()
         self.registry.register(self.whitelist)
+        self.peers = PeerCollector()
+        self.registry.register(self.peers)
 
     def watch_depth(self, read: Callable[[], float]) -> None:
         """Compute the queue depth at each scrape."""
@@ -69,6 +72,10 @@ class Metrics:
     def watch_whitelist(self, read: Callable[[], whitelist_history.Status]) -> None:
         """Export the followed whitelist's state, read from the database at each scrape."""
         self.whitelist.read = read
+
+    def watch_peers(self, read: Callable[[], list[PeerState]]) -> None:
+        """Export the peers' last probe results, read from the database at each scrape."""
+        self.peers.read = read
 
     def serve(self, address: str, port: int) -> object | None:
         """Start the HTTP endpoint (port 0: disabled); the server, to shut it down."""
@@ -131,3 +138,40 @@ class WhitelistCollector(Collector):
         yield warnings
         yield failures
         yield success
+
+
+class PeerCollector(Collector):
+    """The peers' health (issue #20), from the last probe of each whitelisted domain
+    (``gateway.peer_health.states``; every gateway replica says the same, the rules take
+    max/min): ``mss_peer_probe_success{peer}`` (1: reached, certificate valid and matching
+    the whitelist), ``mss_peer_probe_timestamp_seconds{peer}``,
+    ``mss_peer_probe_failures_in_a_row{peer}``, and when a certificate was seen
+    ``mss_peer_certificate_expiry_days{peer}`` and ``mss_peer_dn_match{peer}``. A domain
+    never probed has no sample."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], list[PeerState]] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        success = GaugeMetricFamily("mss_peer_probe_success", "Last probe of the peer's relay "
+                                    "succeeded (TLS, chain, revocation, whitelist DN)",
+                                    labels=["peer"])
+        when = GaugeMetricFamily("mss_peer_probe_timestamp_seconds",
+                                 "When the peer's relay was last probed", labels=["peer"])
+        in_a_row = GaugeMetricFamily("mss_peer_probe_failures_in_a_row",
+                                     "Failed probes of the peer since its last good one",
+                                     labels=["peer"])
+        days = GaugeMetricFamily("mss_peer_certificate_expiry_days", "Days before the peer "
+                                 "relay's certificate expires (negative: expired)",
+                                 labels=["peer"])
+        match = GaugeMetricFamily("mss_peer_dn_match", "The peer relay's certificate subject "
+                                  "DN equals the whitelist's (1) or not (0)", labels=["peer"])
+        for state in self.read() if self.read is not None else []:
+            success.add_metric([state.domain], 1.0 if state.ok else 0.0)
+            when.add_metric([state.domain], state.at.timestamp())
+            in_a_row.add_metric([state.domain], state.failures_in_a_row)
+            if state.days_left is not None:
+                days.add_metric([state.domain], round(state.days_left, 3))
+            if state.dn_match is not None:
+                match.add_metric([state.domain], 1.0 if state.dn_match else 0.0)
+        yield from (success, when, in_a_row, days, match)

@@ -8,7 +8,6 @@ last result is older than the period, so that replicas do not pile up probes.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,7 +23,6 @@ from gateway import probe
 from gateway.models import PeerProbe
 from trust_space.models import TrustedDomain
 
-log = logging.getLogger("mss.peers")
 KEEP = 200  # results kept per domain (a week and more at the default hourly probe)
 
 
@@ -75,13 +73,23 @@ def save(session: Session, results: Iterable[probe.ProbeResult], requested_by: s
                                                     PeerProbe.id <= edge))
 
 
-def latest(session: Session, domains: Iterable[str] | None = None) -> dict[str, PeerProbe]:
+def latest(session: Session, domains: Iterable[str] | None = None
+           ) -> dict[str, probe.ProbeResult]:
     """The newest result of each domain (of ``domains``, or of all)."""
     newest = select(func.max(PeerProbe.id)).group_by(PeerProbe.domain)
     if domains is not None:
         newest = newest.where(PeerProbe.domain.in_(list(domains)))
     rows = session.scalars(select(PeerProbe).where(PeerProbe.id.in_(newest)))
-    return {row.domain: row for row in rows}
+    return {row.domain: result_of(row) for row in rows}
+
+
+def result_of(row: PeerProbe) -> probe.ProbeResult:
+    """A stored result as the probe gave it (plain data, usable once the session ends)."""
+    return probe.ProbeResult(
+        row.domain, row.host, row.port, row.at, row.ok, row.failure, row.detail,
+        row.tls_version, row.cipher, row.subject_dn, row.expected_dn, row.dn_match, row.chain,
+        row.chain_detail, row.revocation, row.revocation_detail, row.not_after,
+        row.duration_ms)
 
 
 def failures_in_a_row(session: Session) -> dict[str, int]:
@@ -153,7 +161,4 @@ def check(db: Database, settings: Settings, *, domains: Iterable[str] | None = N
                      outcome="failed" if failed else "ok",
                      request={**(details or {}), "peers": len(results),
                               "failed": failed[:50], "by": requested_by})
-    log.log(logging.WARNING if failed else logging.INFO,
-            "pairs : %d vérifié(s), %d en échec%s", len(results), len(failed),
-            f" ({', '.join(failed[:10])})" if failed else "")
     return results

@@ -11,8 +11,8 @@ from cryptography import x509
 from core.db import Database, utcnow
 from core.errors import ConfigError
 from core.settings import Settings
+from gateway import peer_health, tls
 from gateway import queue as q
-from gateway import tls
 from gateway.accept import Gateway, Trust
 from gateway.delivery import Deliverer, MailboxProbe, Workers
 from gateway.keys import KeyRing
@@ -72,6 +72,7 @@ class GatewayService:
         self.metrics.watch_oldest(self._oldest_age)
         self.metrics.watch_certificates(s.pki_dir)
         self.metrics.watch_whitelist(self._whitelist)
+        self.metrics.watch_peers(self._peers)
         try:
             self._http = self.metrics.serve(s.listen_address, s.metrics_port)
         except OSError as exc:
@@ -98,6 +99,10 @@ class GatewayService:
     def _whitelist(self) -> whitelist_history.Status:
         with self.db.read() as session:
             return whitelist_history.status(session)
+
+    def _peers(self) -> list[peer_health.PeerState]:
+        with self.db.read() as session:
+            return peer_health.states(session, self.settings.domain)
 
     @property
     def ports(self) -> dict[str, int]:

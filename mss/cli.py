@@ -176,9 +176,10 @@ def _print_json(data: Any) -> None:
 
 
 # Sub-groups live in their own modules to keep this one short.
-from mss import cli_admin, cli_annuaire, cli_dns, cli_indicators  # noqa: E402
+from mss import cli_admin, cli_annuaire, cli_dns, cli_indicators, cli_peers  # noqa: E402
 
 cli_admin.register(main)
+cli_peers.register(main)  # after cli_admin: it adds to the peers group
 cli_annuaire.register(main)
 cli_dns.register(main)
 cli_indicators.register(main)

@@ -1,7 +1,9 @@
 """Gateway administration: the queue, peer routes and trust, peer directories.
 
 ``mss queue list|show|retry|delete``, ``mss whitelist route DOMAIN HOST:PORT``,
-``mss peer trust FILE…``, ``mss directory import-peer FILE --domain D``.
+``mss peers trust FILE…`` (``mss peer`` is the same group: its first name, kept working),
+``mss directory import-peer FILE --domain D``; ``mss peers check|status`` are in
+``mss/cli_peers.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ def register(main: click.Group) -> None:
     """Add the gateway's commands to ``main`` (and to its existing groups)."""
     main.add_command(queue_group)
     main.add_command(peer)
+    # `mss peer …`, the group's first name, still works (hidden from the help: one group).
+    main.add_command(click.Group("peer", commands=peer.commands, hidden=True, help=peer.help))
     for name, command in (("whitelist", whitelist_route), ("directory", import_peer)):
         group = main.commands.get(name)
         if isinstance(group, click.Group):
@@ -140,9 +144,10 @@ def whitelist_route(ctx: click.Context, domain: str, hostport: str) -> None:
     click.echo(f"{domain} → {host}:{port}")
 
 
-@click.group()
+@click.group("peers")
 def peer() -> None:
-    """Opérateurs pairs : autorités de certification de confiance."""
+    """Opérateurs pairs : santé de leurs relais (check, status), autorités de certification
+    de confiance (trust). « mss peer » est le même groupe."""
 
 
 @peer.command("trust")

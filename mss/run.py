@@ -66,17 +66,26 @@ def _whitelist(app: App) -> Service:
     return WhitelistFollower(app.settings, app.db)
 
 
+def _peers(app: App) -> Service:
+    # Probing the peers' relays goes with the gateway too (see mss/peer_probe.py).
+    from mss.peer_probe import PeerProber
+
+    return PeerProber(app.settings, app.db)
+
+
 def _webmail(app: App) -> Service:
     from mss.mailer import outbound_mailer
+    from mss.peer_probe import checker
     from webmail.service import WebmailService
 
-    return WebmailService(app.settings, app.db, mailer=outbound_mailer(app.settings))
+    return WebmailService(app.settings, app.db, mailer=outbound_mailer(app.settings),
+                          peer_check=checker(app.settings, app.db))
 
 
 # role → factories, in start order
 SERVICES: dict[str, list[Callable[[App], Service]]] = {
     "mailstore": [_mailstore],
-    "gateway": [_gateway, _annuaire, _whitelist],
+    "gateway": [_gateway, _annuaire, _whitelist, _peers],
     "webmail": [_webmail],
 }
 

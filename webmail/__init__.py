@@ -27,7 +27,7 @@ from core.settings import Settings
 from core.spool import mail_spool
 from trust_space.naming import profession_label
 from webmail import errors, nav, security
-from webmail.context import Webmail, load_user, wants_fragment
+from webmail.context import PeerCheck, Webmail, load_user, wants_fragment
 from webmail.mailer import FileMailer, Mailer
 from webmail.sessions import DbSessionInterface
 from webmail.sms import SmsProvider, provider_for
@@ -54,12 +54,15 @@ DEFAULT_CONFIG: dict[str, Any] = {
 def create_app(settings: Settings, db: Database | None = None,
                test_config: Mapping[str, Any] | None = None, *, mailer: Mailer | None = None,
                sms: SmsProvider | None = None,
-               acl_sync: Callable[[], None] | None = None) -> Flask:
+               acl_sync: Callable[[], None] | None = None,
+               peer_check: PeerCheck | None = None) -> Flask:
     """The webmail application for ``settings``.
 
     ``mailer``: where e-mails go (default: files under DATA_DIR/spool/mail); ``sms``: the SMS
     provider (default: ``MSS_SMS_PROVIDER``); ``acl_sync``: regenerates the mail store's ACLs
-    after a delegation change (default: ``mailstore.acl.sync`` when the store is configured).
+    after a delegation change (default: ``mailstore.acl.sync`` when the store is configured);
+    ``peer_check``: probes the peers' relays for the operator's "Vérifier maintenant" (``mss
+    run`` gives ``mss.peer_probe.checker``; without it the button says it is unavailable).
     """
     app = Flask(__name__)
     app.config.update(DEFAULT_CONFIG)
@@ -70,7 +73,8 @@ def create_app(settings: Settings, db: Database | None = None,
     db = db or Database(settings.effective_database_url)
     app.extensions["mss"] = Webmail(
         settings, db, mailer or FileMailer(mail_spool(settings.data_dir)),
-        sms or provider_for(settings), acl_sync or _mailstore_acl_sync(settings, db))
+        sms or provider_for(settings), acl_sync or _mailstore_acl_sync(settings, db),
+        peer_check)
     app.session_interface = DbSessionInterface(
         db, timedelta(minutes=settings.session_timeout_minutes))
     security.init_app(app)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from flask import current_app, request
 from flask_login import UserMixin, current_user
@@ -28,6 +28,21 @@ log = logging.getLogger("mss.webmail")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class PeerCheck(Protocol):
+    """Probes peer operators' relays now and records the results (issue #20; built by
+    ``mss.peer_probe.checker`` and handed over by ``mss run``: the webmail opens no SMTP
+    session itself). ``domain`` None: every whitelisted peer. Returns, per domain probed,
+    (domain, reached and conforming, what failed in French).
+
+    Raises:
+        core.errors.NotFound: ``domain`` is not whitelisted.
+        core.errors.ConfigError: our operator certificate or CA cannot be read.
+    """
+
+    def __call__(self, domain: str | None, login: str, details: Mapping[str, object], /
+                 ) -> list[tuple[str, bool, str]]: ...
+
+
 @dataclass
 class Webmail:
     """The webmail's collaborators, built once by ``create_app`` (``app.extensions["mss"]``)."""
@@ -37,6 +52,7 @@ class Webmail:
     mailer: Mailer
     sms: SmsProvider
     acl_sync: Callable[[], None]
+    peer_check: PeerCheck | None = None  # None: "Vérifier maintenant" says it is unavailable
     _store: tuple[tuple[float, float], TrustStore] | None = field(default=None, repr=False)
 
     @functools.cached_property

@@ -15,6 +15,7 @@ from core.db import Database
 from core.errors import ConfigError
 from core.settings import Settings
 from webmail import create_app
+from webmail.context import PeerCheck
 from webmail.mailer import Mailer
 from webmail.sms import SmsProvider
 from webmail.tls import ClientCertAdapter
@@ -44,9 +45,11 @@ class WebmailService:
 
     def __init__(self, settings: Settings, db: Database, *, mailer: Mailer | None = None,
                  sms: SmsProvider | None = None,
-                 test_config: Mapping[str, Any] | None = None) -> None:
+                 test_config: Mapping[str, Any] | None = None,
+                 peer_check: PeerCheck | None = None) -> None:
         self.settings = settings
-        self.app = create_app(settings, db, test_config, mailer=mailer, sms=sms)
+        self.app = create_app(settings, db, test_config, mailer=mailer, sms=sms,
+                              peer_check=peer_check)
         self._server: wsgi.Server | None = None
         self._thread: threading.Thread | None = None
 
