@@ -9,8 +9,9 @@ export function csrfToken() {
 }
 
 /** POST a FormData (or a plain object, sent as a form) with the CSRF token; returns the Response.
-    Redirects are followed as a browser would; the caller checks response.ok. */
-export async function post(url, data) {
+    Redirects are followed as a browser would; the caller checks response.ok. ``json``: ask for
+    a JSON answer (Accept: application/json) from a route that otherwise redirects. */
+export async function post(url, data, { json = false } = {}) {
   let body = data;
   if (!(data instanceof FormData)) {
     body = new FormData();
@@ -21,7 +22,8 @@ export async function post(url, data) {
   }
   return fetch(url, {
     method: "POST", body, credentials: "same-origin",
-    headers: { "X-CSRFToken": csrfToken() },
+    headers: json ? { "X-CSRFToken": csrfToken(), "Accept": "application/json" }
+      : { "X-CSRFToken": csrfToken() },
   });
 }
 
