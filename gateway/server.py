@@ -478,6 +478,10 @@ class RelayHandler(BaseHandler):
         return f"250 2.0.0 Ok: queued as {queue_id}"
 
 
+# The certificate and key each kind of port presents (see gateway.tls).
+_FILES = {"submission": ("server.crt", "server.key"), "relay": ("operator.crt", "operator.key")}
+
+
 class Listeners:
     """The three listeners on one asyncio loop in a thread of their own."""
 
@@ -487,7 +491,8 @@ class Listeners:
         self.loop = asyncio.new_event_loop()
         self.servers: list[asyncio.AbstractServer] = []
         self.ports: dict[str, int] = {}
-        self._contexts: tuple[object, ssl.SSLContext, ssl.SSLContext] | None = None
+        self._contexts: dict[str, tuple[object, ssl.SSLContext]] = {}
+        self._unusable: dict[str, object] = {}  # file versions that failed to load
         self._thread = threading.Thread(target=self.loop.run_forever, name="smtp", daemon=True)
 
     def start(self) -> None:
@@ -510,17 +515,44 @@ class Listeners:
                 ("relay", relay, s.relay_port, False)):
             server = await self.loop.create_server(
                 functools.partial(self._smtp, handler, name, implicit), s.listen_address, port,
-                ssl=tls.submission_context(s) if implicit else None)
+                ssl=self._implicit_context() if implicit else None)
             self.servers.append(server)
             self.ports[name] = server.sockets[0].getsockname()[1]
 
     def _context(self, name: str) -> ssl.SSLContext:
-        """The STARTTLS context, rebuilt when a trust file changed (a peer CA added)."""
-        version = self.gw.trust.version()
-        if self._contexts is None or self._contexts[0] != version:
-            s = self.gw.settings
-            self._contexts = (version, tls.submission_context(s), tls.relay_context(s))
-        return self._contexts[2] if name == "relay" else self._contexts[1]
+        """The current TLS context of a port, rebuilt when a trust file changed (a peer CA
+        added) or its certificate was replaced (``mss cert renew`` / ``install``): new
+        connections get it, open ones keep theirs. Files that do not load (a key renamed an
+        instant before its certificate, a wrong key) leave the previous context in service
+        until they change again."""
+        s = self.gw.settings
+        kind = "relay" if name == "relay" else "submission"
+        version = (self.gw.trust.version(), tls.certificate_stamp(s.pki_dir, _FILES[kind]))
+        held = self._contexts.get(kind)
+        if held is None or (held[0] != version and self._unusable.get(kind) != version):
+            build = tls.relay_context if kind == "relay" else tls.submission_context
+            try:
+                held = self._contexts[kind] = (version, build(s))
+            except OSError as exc:  # ssl.SSLError included
+                if held is None:
+                    raise
+                self._unusable[kind] = version
+                log.warning("certificat %s illisible (%s) : le précédent reste en service",
+                            _FILES[kind][0], exc)
+        return held[1]
+
+    def _implicit_context(self) -> ssl.SSLContext:
+        """The submissions port's context. asyncio keeps the one given when the port is bound,
+        so each handshake switches to the current one in the SNI callback (OpenSSL calls it
+        for every ClientHello, with or without a server name)."""
+        context = tls.submission_context(self.gw.settings)
+
+        def switch(ssl_object: ssl.SSLObject, _name: str | None,
+                   _context: ssl.SSLContext) -> None:
+            ssl_object.context = self._context("submission")
+
+        context.sni_callback = switch  # type: ignore[assignment]
+        return context
 
     def _smtp(self, handler: BaseHandler, name: str, implicit: bool) -> GatewaySmtp:
         s = self.gw.settings

@@ -53,11 +53,12 @@ def trust_bundle(pki_dir: Path) -> str:
 OWN_FILES = ("server.crt", "server.key", "operator.crt", "operator.key")
 
 
-def certificate_stamp(pki_dir: Path) -> tuple[tuple[int, int], ...]:
-    """Changes when one of our certificates or keys is replaced on disk (a renewal writes a
+def certificate_stamp(pki_dir: Path, names: tuple[str, ...] = OWN_FILES
+                      ) -> tuple[tuple[int, int], ...]:
+    """Changes when one of these certificates or keys is replaced on disk (a renewal writes a
     new file and renames it over the old one): the listeners rebuild their contexts then."""
     stamps = []
-    for name in OWN_FILES:
+    for name in names:
         try:
             st = (pki_dir / name).stat()
         except OSError:

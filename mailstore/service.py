@@ -15,8 +15,10 @@ is recognised by its pid file and command line, and stopped first.
 Dovecot re-reads everything, including the CRL. The supervisor also watches ``pki/ca.pem`` and
 ``pki/crl.pem``: when any process (``mss`` CLI, webmail) publishes a new CRL, the bundle is
 rebuilt and Dovecot reloaded within ``watch_interval`` seconds, so a revoked certificate stops
-working without anyone calling ``reload``. ``reload_running`` does the same from another
-process, for the Dovecot that ``mss run`` started on this data directory.
+working without anyone calling ``reload``; ``pki/server.crt`` and ``server.key`` likewise, so
+a renewed server certificate (``mss cert renew`` / ``install``) serves the next IMAP sessions.
+``reload_running`` does the same from another process, for the Dovecot that ``mss run``
+started on this data directory.
 """
 
 from __future__ import annotations
@@ -166,7 +168,8 @@ class DovecotService:
         acl.sync(self.db, self.paths, self.users)
 
     def _watch_pki(self) -> None:
-        """A new CRL (or CA bundle) on disk: rebuild ``client-ca.pem`` and reload."""
+        """A new CRL, CA bundle or server certificate on disk (``ssl_cert = <file`` is read
+        again at reload): rebuild ``client-ca.pem`` and reload."""
         stamp = _pki_stamp(self.settings)
         proc = self._proc
         if stamp == self._pki_stamp or proc is None or proc.poll() is not None:
@@ -174,7 +177,7 @@ class DovecotService:
         self._pki_stamp = stamp
         config.write_client_ca(self.settings, self.paths)
         proc.send_signal(signal.SIGHUP)
-        log.info("Dovecot rechargé : nouvelle liste de révocation")
+        log.info("Dovecot rechargé : autorité, liste de révocation ou certificat renouvelé")
 
     def _spawn(self, binary: str) -> None:
         self._ready.clear()
@@ -266,7 +269,7 @@ def reload_running(settings: Settings) -> bool:
 
 def _pki_stamp(settings: Settings) -> tuple[tuple[int, int], ...]:
     stamps = []
-    for name in ("ca.pem", "crl.pem"):
+    for name in ("ca.pem", "crl.pem", "server.crt", "server.key"):
         try:
             st = (settings.pki_dir / name).stat()
             stamps.append((st.st_mtime_ns, st.st_size))

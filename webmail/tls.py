@@ -9,6 +9,9 @@ validates it fully (chain to the trust-space CA, dates, CRL: ``certs.validation`
 it — a certificate is never trusted because it arrived over TLS. The CA names of ``ca.pem`` are
 sent in the CertificateRequest so that a card middleware offers the CPS certificate.
 
+The server certificate follows a renewal: ``wrap`` rebuilds the context when ``server.crt`` or
+``server.key`` is replaced, for the connections that follow.
+
 The handshake is completed in ``wrap`` (cheroot's accept path, as its builtin adapter does), with
 a deadline, and the client certificate is put in the WSGI environ as ``SSL_CLIENT_CERT`` (PEM),
 as Apache's mod_ssl and cheroot's builtin adapter name it.
@@ -16,6 +19,7 @@ as Apache's mod_ssl and cheroot's builtin adapter name it.
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import time
@@ -25,6 +29,8 @@ from typing import Any
 from cheroot.ssl.pyopenssl import pyOpenSSLAdapter
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
+
+log = logging.getLogger("mss.webmail")
 
 CLIENT_CERT_ENV = "SSL_CLIENT_CERT"
 HANDSHAKE_TIMEOUT = 10.0
@@ -83,6 +89,7 @@ class ClientCertAdapter(pyOpenSSLAdapter):  # type: ignore[misc]
     def __init__(self, certificate: Path, private_key: Path, client_ca: Path | None) -> None:
         super().__init__(str(certificate), str(private_key))
         self.client_ca = client_ca
+        self._stamp = _stamp(certificate, private_key)
 
     def get_context(self) -> SSL.Context:
         """The server context (see the module docstring)."""
@@ -108,7 +115,7 @@ class ClientCertAdapter(pyOpenSSLAdapter):  # type: ignore[misc]
 
     def wrap(self, sock: socket.socket) -> tuple[Any, dict[str, Any]]:
         """Complete the handshake; return the TLS connection and its WSGI environ entries."""
-        conn = _Connection(self.context, sock)
+        conn = _Connection(self._current_context(), sock)
         conn.set_accept_state()
         try:
             _handshake(conn, sock, time.monotonic() + HANDSHAKE_TIMEOUT)
@@ -126,9 +133,36 @@ class ClientCertAdapter(pyOpenSSLAdapter):  # type: ignore[misc]
             environ["SSL_CLIENT_VERIFY"] = "UNCHECKED"  # the application validates
         return conn, environ
 
+    def _current_context(self) -> SSL.Context:
+        """The context, rebuilt when the certificate or key file was replaced (``mss cert
+        renew`` / ``install``): new connections present the new certificate. Files that do not
+        load (a key renamed an instant before its certificate) keep the previous context until
+        they change again."""
+        stamp = _stamp(Path(self.certificate), Path(self.private_key))
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self.context = self.get_context()
+            except (SSL.Error, OSError) as exc:
+                log.warning("certificat du webmail illisible (%s) : le précédent reste en "
+                            "service", exc)
+        return self.context
+
     def get_environ(self) -> dict[str, Any]:
         """Connection-independent entries (not the server certificate's details)."""
         return {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+
+def _stamp(*paths: Path) -> tuple[tuple[int, int], ...]:
+    stamps = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            stamps.append((0, 0))
+            continue
+        stamps.append((st.st_mtime_ns, st.st_ino))
+    return tuple(stamps)
 
 
 def _handshake(conn: SSL.Connection, sock: socket.socket, deadline: float) -> None:
