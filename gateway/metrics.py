@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from certs import expiry
 from gateway.peer_health import PeerState
+from mailstore import quota_usage
 from trust_space import whitelist_history
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
@@ -53,6 +54,8 @@ class Metrics:
         self.registry.register(self.whitelist)
         self.peers = PeerCollector()
         self.registry.register(self.peers)
+        self.quota = QuotaCollector()
+        self.registry.register(self.quota)
 
     def watch_depth(self, read: Callable[[], float]) -> None:
         """Compute the queue depth at each scrape."""
@@ -76,6 +79,11 @@ class Metrics:
     def watch_peers(self, read: Callable[[], list[PeerState]]) -> None:
         """Export the peers' last probe results, read from the database at each scrape."""
         self.peers.read = read
+
+    def watch_quota(self, read: Callable[[], quota_usage.Summary | None]) -> None:
+        """Export how full the mailboxes are (``mailstore.quota_usage.QuotaWatch``: cached,
+        refreshed in the background, so a scrape never waits for doveadm)."""
+        self.quota.read = read
 
     def serve(self, address: str, port: int) -> object | None:
         """Start the HTTP endpoint (port 0: disabled); the server, to shut it down."""
@@ -175,3 +183,26 @@ class PeerCollector(Collector):
             if state.dn_match is not None:
                 match.add_metric([state.domain], 1.0 if state.dn_match else 0.0)
         yield from (success, when, in_a_row, days, match)
+
+
+class QuotaCollector(Collector):
+    """``mss_mailboxes_quota_over{threshold="80|90|100"}`` (mailboxes at or over that percentage
+    of their quota) and ``mss_mailbox_quota_max_ratio`` (the fullest one's used/limit), from
+    ``doveadm quota get -A`` at most every 5 minutes. Counts only: never an address. No sample
+    while the mail store cannot be read (doveadm missing, Dovecot not running on this host)."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], quota_usage.Summary | None] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        over = GaugeMetricFamily("mss_mailboxes_quota_over", "Mailboxes at or over this "
+                                 "percentage of their quota", labels=["threshold"])
+        ratio = GaugeMetricFamily("mss_mailbox_quota_max_ratio",
+                                  "Used/limit of the fullest mailbox (1: full)")
+        found = self.read() if self.read is not None else None
+        if found is not None:
+            for threshold, count in sorted(found.over.items()):
+                over.add_metric([str(threshold)], count)
+            ratio.add_metric([], found.max_ratio)
+        yield over
+        yield ratio

@@ -20,6 +20,7 @@ from gateway.metrics import Metrics
 from gateway.notify import notifier_for
 from gateway.outbound import Outbound
 from gateway.server import Listeners
+from mailstore import quota_usage
 from mailstore.config import DovecotPaths
 from mailstore.lmtp import LmtpClient
 from trust_space import whitelist_history
@@ -73,6 +74,9 @@ class GatewayService:
         self.metrics.watch_certificates(s.pki_dir)
         self.metrics.watch_whitelist(self._whitelist)
         self.metrics.watch_peers(self._peers)
+        paths = DovecotPaths.from_settings(s)
+        self.metrics.watch_quota(quota_usage.QuotaWatch(lambda: quota_usage.read_all(paths))
+                                 .current)
         try:
             self._http = self.metrics.serve(s.listen_address, s.metrics_port)
         except OSError as exc:

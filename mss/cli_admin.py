@@ -13,9 +13,10 @@ from core.errors import MssError, NotFound
 
 
 def register(main: click.Group) -> None:
-    from mss import cli_accounts, cli_directory, cli_gateway, cli_ops, cli_renew
+    from mss import cli_accounts, cli_directory, cli_gateway, cli_ops, cli_quota, cli_renew
 
     cli_renew.register(cert)
+    cli_quota.register(main)
     main.add_command(cert)
     main.add_command(card)
     main.add_command(audit_group)

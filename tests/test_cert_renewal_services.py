@@ -76,7 +76,8 @@ def running() -> Iterator[tuple[Running, GatewayService, WebmailService, Dovecot
     ports = {name: free_port() for name in ("web_port", "submission_port", "submissions_port",
                                             "relay_port", "imap_port", "imaps_port")}
     settings = Settings.load(data_dir=data, environ={}, listen_address="127.0.0.1",
-                             hostname="localhost", metrics_port=0, whitelist_url="", **ports)
+                             hostname="localhost", metrics_port=0, whitelist_url="",
+                             managesieve_port=0, **ports)
     db = Database(settings.effective_database_url)
     pki = Pki.load(settings.pki_dir, password=settings.secret())
     with db.transaction() as session:
