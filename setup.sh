@@ -14,6 +14,9 @@ case "$MODE $PAIR" in
 esac
 
 RUN_PACKAGES=(openssl softhsm2 dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql ca-certificates)
+# Full-text search in Dovecot (mailstore/fts.py): the Xapian backend, and what reads the text of
+# attached PDFs (pdftotext) and .odt/.docx files (unzip).
+RUN_PACKAGES+=(dovecot-fts-xapian poppler-utils unzip)
 TEST_PACKAGES=(postgresql chromium prometheus)
 # Node runs the demo's Pro Santé Connect stand-in (standins/psc: oidc-provider from npm) and
 # npm installs axe-core for the browser tests (tests/js). Debian's nodejs + npm unless an npm

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from certs.suites import MODERN_TLS12_SUITES, TLS13_SUITES
 from core.errors import ConfigError
 from core.settings import Settings
-from mailstore import credentials, sql
+from mailstore import credentials, fts, sql
 from mailstore.users import ProcessUsers
 
 if TYPE_CHECKING:
@@ -126,6 +126,7 @@ def prepare(settings: Settings, users: ProcessUsers, options: Options | None = N
     credentials.write_master_users(paths.conf_dir, users.internal if users.privileged else None)
     write_client_ca(settings, paths)
     _write(paths.conf_dir / GLOBAL_ACL_FILE, f"* owner {OWNER_RIGHTS}\n")
+    fts.write_decoder(paths.conf_dir)
     if hooks is not None:
         from mailstore.hooks import HOOKS_FILE
         _write(paths.conf_dir / HOOKS_FILE, hooks.dovecot_conf(), 0o600)  # holds the secret
@@ -354,7 +355,7 @@ def _mail(paths: DovecotPaths, options: Options) -> str:
 mail_home = {paths.mail_dir}/%d/%n
 mail_location = sdbox:~/sdbox
 mailbox_list_index = yes
-mail_plugins = acl quota
+mail_plugins = acl quota fts fts_xapian
 namespace inbox {{
   type = private
   separator = {SEPARATOR}
@@ -377,7 +378,7 @@ plugin {{
   quota = count:Quota
   quota_rule = *:storage=1G
   quota_vsizes = yes
-}}
+{fts.plugin_settings()}}}
 quota_full_tempfail = no
 lda_mailbox_autocreate = yes
 lda_mailbox_autosubscribe = yes
@@ -425,7 +426,7 @@ service auth-worker {{
 }}
 service anvil {{
 {chroot}{penalty}}}
-"""
+{fts.services(paths.conf_dir, users.mail, privileged=users.privileged)}"""
 
 
 def dovecot_binary() -> str:

@@ -43,7 +43,8 @@ def _folder_with(space: TrustSpace, pool: ImapPool, who: str, count: int) -> tup
     with pool.session(space.address(who)) as s:
         s.client.create_folder(folder)
         for i, when in enumerate(dates):
-            s.append(folder, space.message(f"Sujet {i}", date=when, sender=f"x{i}@mss.test"))
+            s.append(folder, space.message(f"Sujet {i}", date=when, sender=f"exp{i:03d}@mss.test",
+                                           body=f"Texte numéro {i:03d}.\n"))
     return folder, dates
 
 
@@ -75,7 +76,7 @@ def test_page_newest_first(pool: ImapPool, mailstore_space: TrustSpace) -> None:
     assert first.total == 5
     assert [e.subject for e in first.envelopes] == ["Sujet 4", "Sujet 3"]
     assert [e.subject for e in last.envelopes] == ["Sujet 0"]
-    assert first.envelopes[0].sender == "x4@mss.test" and not first.envelopes[0].seen
+    assert first.envelopes[0].sender == "exp004@mss.test" and not first.envelopes[0].seen
 
 
 def test_message_raw_parsed_and_seen(pool: ImapPool, mailstore_space: TrustSpace) -> None:
@@ -112,12 +113,15 @@ def test_flags_move_expunge_append(pool: ImapPool, mailstore_space: TrustSpace) 
 def test_search(pool: ImapPool, mailstore_space: TrustSpace) -> None:
     folder, _ = _folder_with(mailstore_space, pool, "emma", 4)
     with pool.session(mailstore_space.address("emma")) as s:
-        by_text = s.search(folder, text="Sujet 2")
-        by_sender = s.search(folder, sender="x3@mss.test")
+        # Full-text search (mailstore.fts): Xapian indexes words of 3 characters or more
+        by_text = s.search(folder, text="002")
+        by_sender = s.search(folder, sender="exp003@mss.test")
+        by_subject = s.search(folder, text="sujet")
         in_range = s.search(folder, since=date(2025, 11, 11), before=date(2025, 11, 13))
         s.message(folder, by_sender[0])  # now seen
         unseen = s.search(folder, unseen=True)
     assert len(by_text) == 1 and len(by_sender) == 1
+    assert len(by_subject) == 4 and by_subject[0] > by_subject[-1]  # newest first
     assert len(in_range) == 2 and len(unseen) == 3 and by_sender[0] not in unseen
 
 

@@ -1,0 +1,116 @@
+"""Full-text search in the mail store: Dovecot's ``fts`` plugin with the Xapian backend
+(Debian ``dovecot-fts-xapian``), configured by ``mailstore.config``.
+
+What is indexed, per folder (one Xapian database per folder under the owner's
+``sdbox/xapian-indexes/``):
+
+- the header fields Subject, From, To, Cc, Bcc, Message-ID, List-ID;
+- every ``text/*`` body part (``text/plain`` as is, ``text/html`` through Dovecot's HTML
+  parser), inline or attached;
+- attachments' text through ``decode2text.sh``, written beside ``dovecot.conf`` (Debian ships
+  no decoder): PDF with ``pdftotext`` (poppler-utils); OpenDocument text (``.odt``) and Word
+  (``.docx``) with ``unzip`` and Dovecot's ``xml2text`` when ``unzip`` is there; nothing else
+  (images, spreadsheets, old ``.doc``: their file name is not indexed either).
+
+How Xapian 1.5.5 matches (``fts-backend-xapian-functions.cpp``): text is lower-cased and its
+accents removed (ICU ``NFD; [:M:] Remove; NFC``) both when indexing and when searching, so
+``echographie`` finds « échographie » and the other way round; every word is indexed with its
+3- to 20-character pieces, so a word finds longer words that contain it (``cardio`` finds
+« cardiologie », as IMAP's substring SEARCH promises, RFC 3501 §6.4.4). Words of fewer than
+3 characters are dropped from a query: a query made of them only matches nothing, so the
+webmail refuses it (``webmail.mail.search``). Several words must all be found (AND).
+
+``fts_enforced = yes``: a SEARCH that the index cannot answer fails instead of silently
+reading every message (Dovecot 2.3 ``fts-storage.c``: ``yes`` also waits for the indexer to
+catch up on messages not indexed yet; ``body`` would enforce body searches only).
+``fts_autoindex = yes``: each delivery or APPEND queues the folder for the indexer, so a
+search rarely waits.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DECODER_FILE = "decode2text.sh"
+DECODER_SOCKET = "decode2text"  # in base_dir; fts_decoder names it relative to it
+XML2TEXT = "/usr/lib/dovecot/xml2text"
+
+# Dovecot's fts "script" protocol (fts-parser-script.c): run with no argument, the script
+# lists "<content-type> <extension>..." lines ended by an empty line; run with a content
+# type, it gets the attachment on stdin and writes its text (UTF-8) to stdout. The script
+# service kills it after 10 s (alarm=10). Output is capped: an attachment's text beyond
+# 2 MB adds nothing a search needs and would only grow the index.
+DECODER_SCRIPT = f"""\
+#!/bin/sh
+# Written by mss (mailstore/fts.py): attachments' text for Dovecot's full-text index.
+content_type="$1"
+formats='application/pdf pdf
+application/x-pdf pdf
+application/vnd.oasis.opendocument.text odt
+application/vnd.openxmlformats-officedocument.wordprocessingml.document docx
+'
+if [ -z "$content_type" ]; then
+  printf '%s\\n' "$formats"
+  exit 0
+fi
+LC_ALL=C.UTF-8
+export LC_ALL
+cap() {{ head -c 2097152; }}
+case "$content_type" in
+  application/pdf|application/x-pdf)
+    pdftotext -q -enc UTF-8 - - 2>/dev/null | cap ;;
+  application/vnd.oasis.opendocument.text|application/vnd.openxmlformats-officedocument.wordprocessingml.document)
+    command -v unzip >/dev/null || exit 0
+    tmp=$(mktemp) || exit 1
+    trap 'rm -f "$tmp"' 0 1 2 3 14 15
+    head -c 52428800 > "$tmp"
+    unzip -p "$tmp" content.xml word/document.xml 2>/dev/null | head -c 20971520 \\
+      | {XML2TEXT} | cap ;;
+  *) echo "type non pris en charge : $content_type" >&2; exit 1 ;;
+esac
+exit 0
+"""
+
+
+def plugin_settings() -> str:
+    """The ``plugin {{}}`` lines of full-text search (module docstring)."""
+    return f"""\
+  fts = xapian
+  fts_xapian = partial=3 full=20 verbose=0
+  fts_autoindex = yes
+  fts_enforced = yes
+  fts_decoder = {DECODER_SOCKET}
+"""
+
+
+def services(conf_dir: Path, mail_user: str, *, privileged: bool) -> str:
+    """The indexer worker's memory and the attachment decoder's service.
+
+    Xapian commits to disk whenever less than 250 MB seem free under the process's address
+    space limit (``lowmemory``), so the worker needs more than Dovecot's 256 MB default or it
+    commits after every message. The decoder runs as Dovecot's internal user (never the
+    mail user: it parses attachments from anyone); only the mail user may connect to it."""
+    user = "  user = $default_internal_user\n" if privileged else ""
+    return f"""\
+service indexer-worker {{
+  vsz_limit = 2G
+}}
+service {DECODER_SOCKET} {{
+  executable = script {conf_dir / DECODER_FILE}
+{user}  unix_listener {DECODER_SOCKET} {{
+    mode = 0600
+    user = {mail_user}
+  }}
+}}
+"""
+
+
+def write_decoder(conf_dir: Path) -> Path:
+    """Write ``decode2text.sh`` (readable and executable by Dovecot's users)."""
+    path = conf_dir / DECODER_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(DECODER_SCRIPT)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)
+    return path
