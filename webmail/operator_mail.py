@@ -14,16 +14,15 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 
-from cryptography import x509
 from flask import Blueprint, Flask, Response, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as Redirect
 
 from core.audit import AuditRecord
 from core.db import utcnow
-from trust_space.models import TrustedDomain
-from webmail import nav
+from core.errors import MssError
+from webmail import nav, operator_peers
 from webmail.context import mss, operator_required, record
 from webmail.forms import EmptyForm
 from webmail.mail import relay
@@ -116,50 +115,51 @@ def _refusal_row(rec: AuditRecord) -> dict[str, object]:
 
 @bp.get("/pairs")
 def peers() -> str:
-    """Whitelisted peer domains with what the relay last saw of them, peer CAs, imports."""
-    with mss().db.transaction() as db:
-        domains = db.scalars(select(TrustedDomain).order_by(TrustedDomain.domain)).all()
-        rows = [_peer_row(db, d) for d in domains]
+    """The trust space's health: each peer's last probe and traffic, our certificates, the
+    peer CAs we trust, the last imports."""
+    s, now = mss().settings, utcnow()
+    with mss().db.read() as db:
+        rows = operator_peers.peer_rows(db, s.domain, now)
         imports = db.scalars(select(AuditRecord).where(AuditRecord.action.in_(
             ["whitelist.import", "directory.import_peer"])).order_by(
             AuditRecord.id.desc()).limit(10)).all()
         imported = [(r.at, r.action, r.target, _json(r.request)) for r in imports]
-    return render_template("ops/peers.html", rows=rows, authorities=_peer_authorities(),
-                           imports=imported, tab="pairs")
+    return render_template(
+        "ops/peers.html", rows=rows, summary=operator_peers.summary(rows),
+        ours=operator_peers.our_certificates(s.pki_dir, now),
+        authorities=operator_peers.peer_authorities(s.pki_dir, now), imports=imported,
+        period=s.peer_probe_seconds, can_check=mss().peer_check is not None,
+        form=EmptyForm(), tab="pairs")
 
 
-def _peer_row(db: Session, entry: TrustedDomain) -> dict[str, object]:
-    last = relay.last_peer_event(db, entry.domain)
-    detail = last.detail if last else ""
-    if last is None:
-        match = "inconnu (aucune remise encore)"
-    elif "liste blanche" in detail or "does not match" in detail:
-        match = "NON CONFORME"
-    elif last.event == "delivered":
-        match = "conforme"
-    else:
-        match = "non vérifié (pas de session TLS aboutie)"
-    return {"domain": entry.domain, "operator": entry.operator.name, "dn": entry.certificate_dn,
-            "route": f"{entry.relay_host or entry.domain}:{entry.relay_port or 25}",
-            "updated": entry.updated_at, "last": last, "match": match,
-            "tls": "réussi" if last is not None and last.event == "delivered" else
-            ("échec" if last is not None else "—")}
-
-
-def _peer_authorities() -> list[dict[str, object]]:
-    """The peer CA certificates trusted (``pki/peers/*.pem``) and days until they expire."""
-    found = []
-    now = datetime.now(UTC)
-    for path in sorted((mss().settings.pki_dir / "peers").glob("*.pem")):
-        try:
-            certs = x509.load_pem_x509_certificates(path.read_bytes())
-        except ValueError:
-            continue  # a CRL file, or unreadable
-        for cert in certs:
-            days = (cert.not_valid_after_utc - now).days
-            found.append({"file": path.name, "subject": cert.subject.rfc4514_string(),
-                          "expires": cert.not_valid_after_utc, "days": days})
-    return found
+@bp.post("/pairs/verifier")
+def check_peers() -> Redirect:
+    """Probe now every peer, or the one named (``domaine``); audited by the run itself
+    (``peers.check``), refusals here."""
+    domain = request.form.get("domaine", "").strip().lower() or None
+    check = mss().peer_check
+    if check is None or (domain is not None and len(domain) > 253):
+        with mss().db.transaction() as db:
+            record(db, "peers.check", "unavailable" if check is None else "not_found",
+                   target=(domain or "*")[:254], via="operateur")
+        flash("Vérification impossible depuis ce processus (le service web n'a pas été lancé "
+              "par « mss run ») : utilisez « mss peers check »." if check is None else
+              "Domaine inconnu.", "error")
+        return redirect(url_for("ops.peers"))
+    try:
+        results = check(domain, current_user.login,
+                        {"via": "operateur", "ip": request.remote_addr or ""})
+    except MssError as exc:
+        with mss().db.transaction() as db:
+            record(db, "peers.check", exc.code, target=(domain or "*")[:254], via="operateur")
+        flash(f"Vérification impossible : {exc.message}", "error")
+        return redirect(url_for("ops.peers"))
+    failed = [f"{d} : {why}" for d, ok, why in results if not ok]
+    text = (f"Vérification faite : {len(results)} pair(s), {len(results) - len(failed)} en "
+            f"bon état, {len(failed)} en échec")
+    flash(text + (" — " + " ; ".join(failed[:5]) if failed else "") + ".",
+          "warning" if failed else "success")
+    return redirect(url_for("ops.peers") + (f"#pair-{domain}" if domain else ""))
 
 
 @bp.get("/journal")

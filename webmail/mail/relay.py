@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -245,3 +246,25 @@ def recent_events(session: Session, since: datetime) -> dict[str, int]:
     rows = session.execute(select(DeliveryEvent.event, func.count()).where(
         DeliveryEvent.at >= since).group_by(DeliveryEvent.event))
     return {event: int(count) for event, count in rows}
+
+
+def peer_health(session: Session, peers: dict[str, str], since: datetime
+                ) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
+    """For the operator's "Pairs" page (issue #20), ``peers`` being domain → whitelist DN:
+    each domain's last probe result (``gateway.probe.ProbeResult``), its failed probes in a
+    row, and its traffic since ``since`` (``gateway.peer_traffic.Traffic``)."""
+    from gateway import peer_health as health
+    from gateway import peer_traffic
+
+    return (health.latest(session, list(peers)), health.failures_in_a_row(session),
+            peer_traffic.traffic(session, peers, since))
+
+
+def peer_failure_label(failure: str) -> str:
+    """A probe's failure code in French (``gateway.probe.FAILURE_FR``)."""
+    from gateway.probe import FAILURE_FR, Failure
+
+    try:
+        return FAILURE_FR[Failure(failure)]
+    except ValueError:
+        return failure
