@@ -7,7 +7,8 @@ FROM python:3.11-slim-bookworm
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -q \
  && apt-get install -y -q --no-install-recommends \
-      dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql softhsm2 openssl ca-certificates \
+      dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql dovecot-sieve dovecot-managesieved \
+      softhsm2 openssl ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/mss --shell /usr/sbin/nologin mss \
  && install -d -o mss -g mss -m 0750 /var/lib/mss
@@ -30,6 +31,6 @@ ENV MSS_DATA_DIR=/var/lib/mss \
     PYTHONUNBUFFERED=1
 USER mss
 VOLUME ["/var/lib/mss"]
-EXPOSE 2525 5870 4650 1143 9930 8443 9100
+EXPOSE 2525 5870 4650 1143 9930 4190 8443 9100
 ENTRYPOINT ["mss"]
 CMD ["run", "--role", "all"]

@@ -13,7 +13,8 @@ case "$MODE $PAIR" in
   *) echo "usage: bash setup.sh run [--pair] | test" >&2; exit 2 ;;
 esac
 
-RUN_PACKAGES=(openssl softhsm2 dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql ca-certificates)
+RUN_PACKAGES=(openssl softhsm2 dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql dovecot-sieve
+              dovecot-managesieved ca-certificates)
 # Full-text search in Dovecot (mailstore/fts.py): the Xapian backend, and what reads the text of
 # attached PDFs (pdftotext) and .odt/.docx files (unzip).
 RUN_PACKAGES+=(dovecot-fts-xapian poppler-utils unzip)

@@ -46,7 +46,7 @@ from trust_space.accounts import card_holder, find_account, record_protocol_fail
 from trust_space.app_passwords import authenticate_protocol
 from trust_space.errors import AuthenticationFailed
 from trust_space.models import Account, AccountKind, AccountState
-from trust_space.policy import Identity, may_authorise
+from trust_space.policy import Identity, mailbox_identity, may_authorise
 
 _INVALID = "Identifiants refusés / authentication credentials invalid"
 # Shown for every PLAIN/LOGIN refusal, right password or not: a hint, never an oracle.
@@ -103,6 +103,10 @@ def _acting_as(session: object, account: Account, authzid: str,
     if account.kind is not AccountKind.SERVICE:  # only the webmail may act for someone
         return None, "authzid_not_allowed"
     target = find_account(session, authzid)  # type: ignore[arg-type]
+    if target is None:  # an organisational mailbox, for its own out-of-office reply
+        mailbox = mailbox_identity(session, authzid)  # type: ignore[arg-type]
+        if mailbox is not None:
+            return Authenticated(mailbox, account.login, f"{mechanism}+authzid"), None
     if target is None or target.state is not AccountState.ACTIVE or \
             target.kind is AccountKind.SERVICE:
         return None, "authzid_unknown"

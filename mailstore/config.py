@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from certs.suites import MODERN_TLS12_SUITES, TLS13_SUITES
 from core.errors import ConfigError
 from core.settings import Settings
-from mailstore import credentials, fts, sql
+from mailstore import credentials, fts, sieveconf, sql
 from mailstore.users import ProcessUsers
 
 if TYPE_CHECKING:
@@ -107,8 +107,10 @@ class Options:
 
 
 def prepare(settings: Settings, users: ProcessUsers, options: Options | None = None,
-            hooks: HookEndpoint | None = None) -> DovecotPaths:
+            hooks: HookEndpoint | None = None, submit_secret: str = "") -> DovecotPaths:
     """Write the whole configuration and create the directories Dovecot needs.
+    ``submit_secret``: the password of the account vacation replies are submitted with
+    (``mailstore.sieveconf.ensure_submitter``).
 
     Raises:
         ConfigError: the server certificate or CA is missing, or the database has no
@@ -127,6 +129,7 @@ def prepare(settings: Settings, users: ProcessUsers, options: Options | None = N
     write_client_ca(settings, paths)
     _write(paths.conf_dir / GLOBAL_ACL_FILE, f"* owner {OWNER_RIGHTS}\n")
     fts.write_decoder(paths.conf_dir)
+    sieveconf.write_files(settings, paths.conf_dir, users, submit_secret)
     if hooks is not None:
         from mailstore.hooks import HOOKS_FILE
         _write(paths.conf_dir / HOOKS_FILE, hooks.dovecot_conf(), 0o600)  # holds the secret
@@ -236,6 +239,7 @@ def render(settings: Settings, paths: DovecotPaths, users: ProcessUsers,
         _auth(paths, options, tokens=imap_tokens(settings) and hooks is not None),
         _mail(paths, options),
         _services(settings, paths, users, options),
+        sieveconf.dovecot_conf(settings, paths.conf_dir, users),
         _hooks(paths, hooks),
     ]) + "\n"
 
@@ -254,7 +258,7 @@ def _core(settings: Settings, paths: DovecotPaths, users: ProcessUsers,
     mail_ids = (f"mail_uid = {users.mail_uid}\nmail_gid = {users.mail_gid}\n"
                 if users.privileged else "")
     return f"""\
-protocols = imap lmtp
+protocols = imap lmtp{sieveconf.protocols(settings)}
 listen = {settings.listen_address}
 base_dir = {paths.base_dir}
 state_dir = {paths.state_dir}
@@ -390,7 +394,7 @@ protocol imap {{
   mail_max_userip_connections = 50
 }}
 protocol lmtp {{
-  mail_plugins = $mail_plugins
+  mail_plugins = $mail_plugins sieve
 }}
 """
 
@@ -439,4 +443,4 @@ def dovecot_binary() -> str:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise ConfigError("Dovecot est absent : apt-get install dovecot-imapd dovecot-lmtpd "
-                      "dovecot-sqlite dovecot-pgsql")
+                      "dovecot-sqlite dovecot-pgsql dovecot-sieve dovecot-managesieved")

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from core.db import Database
 from core.settings import Settings
-from mailstore import acl, config
+from mailstore import acl, config, sieveconf
 from mailstore.credentials import MasterCredentials, master_credentials
 from mailstore.errors import DovecotUnavailable
 from mailstore.hooks import HookServer
@@ -124,7 +124,9 @@ class DovecotService:
             f"IMAP (STARTTLS)  {s.listen_address}:{s.imap_port}",
             f"IMAPS            {s.listen_address}:{s.imaps_port}",
             f"LMTP             unix:{self.paths.lmtp_socket}",
-        ] + ([] if not s.oidc_issuer or config.imap_tokens(s) else [
+        ] + ([f"ManageSieve      {s.listen_address}:{s.managesieve_port} (STARTTLS)"]
+             if s.managesieve_port > 0 else []) + (
+            [] if not s.oidc_issuer or config.imap_tokens(s) else [
             "IMAP : jetons Pro Santé Connect indisponibles sur PostgreSQL (Dovecot 2.3.19, "
             "voir mailstore/config.py imap_tokens) ; SMTP les accepte"])
 
@@ -164,7 +166,8 @@ class DovecotService:
     def _write_all(self) -> None:
         self._pki_stamp = _pki_stamp(self.settings)
         self.paths = config.prepare(self.settings, self.users, self.options,
-                                    self.hooks.endpoint if self.hooks else None)
+                                    self.hooks.endpoint if self.hooks else None,
+                                    sieveconf.ensure_submitter(self.settings, self.db))
         acl.sync(self.db, self.paths, self.users)
 
     def _watch_pki(self) -> None:

@@ -111,7 +111,8 @@ def password_query(driver: str, *, web_password: bool = False) -> str:
     account's active prefixes, else the account password's hash where it is allowed (see the
     module's docstring), else NULL — a NULL password refuses a PLAIN/LOGIN ("no password
     returned") but still lets a master-user login (the webmail) open the mailbox, for which
-    Dovecot skips the password check and only needs the row.
+    Dovecot skips the password check and only needs the row; an organisational mailbox
+    has such a row too, so the master user can open it (never a password login).
     """
     # MSS_IMAP_SMTP_WEB_PASSWORD on: every account's own password but an operator's.
     own = "NOT a.is_operator" + ("" if web_password else " AND a.kind = 'applicative'")
@@ -124,7 +125,12 @@ def password_query(driver: str, *, web_password: bool = False) -> str:
         f"{_APP_PASSWORD} "
         f"WHERE (a.login = '%u' OR {_NATIONAL_ID}) "
         "AND a.kind IN ('professional', 'applicative') AND a.state = 'active' "
-        f"AND {_NOT_LOCKED[driver]} AND {_OWN_MAILBOX} AND {_TLS_ONLY}"
+        f"AND {_NOT_LOCKED[driver]} AND {_OWN_MAILBOX} AND {_TLS_ONLY} "
+        # An organisational mailbox has no account and no password: this row only lets the
+        # webmail's master user open it (its Sieve script, mailstore.managesieve).
+        "UNION ALL SELECT m.address AS \"user\", NULL AS password FROM mailbox m "
+        "WHERE m.address = '%u' AND m.kind = 'organisational' AND m.operator_id IS NULL "
+        f"AND m.state = 'published' AND {_TLS_ONLY}"
     )
 
 

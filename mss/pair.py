@@ -51,6 +51,7 @@ AUTRE_HOSTNAME = "127.0.0.1"  # not localhost: see the module docstring (cookies
 # The demo's fixed ports plus one, easy to tell from the first operator's.
 AUTRE_PORTS: dict[str, int] = {
     "web_port": 8444, "oidc_standin_port": 9444, "imaps_port": 9931, "imap_port": 1144,
+    "managesieve_port": 4191,
     "submission_port": 5871, "submissions_port": 4651, "relay_port": 2526,
     "metrics_port": 9101,
 }

@@ -153,6 +153,7 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
     # setting MSS_IMAP_SMTP_WEB_PASSWORD): most tests are about something else. The default
     # (off: application passwords only) is what tests/test_attacks_auth.py checks.
     values: dict[str, object] = {"imap_port": free_port(), "imaps_port": free_port(),
+                                 "managesieve_port": free_port(),
                                  "demo_password": PASSWORD, "mailbox_quota_mb": 50,
                                  "imap_smtp_web_password": True}
     values.update(overrides)

@@ -353,7 +353,7 @@ def test_the_demo_gives_marie_an_app_password_for_a_real_imap_client(demo_dir: P
     assert password not in mss(demo_dir, "demo").stdout  # shown as a path, never in clear
     assert path.read_text().strip() == password  # the rerun kept it
     settings = Settings.load(data_dir=demo_dir, environ={}, imap_port=free_port(),
-                             imaps_port=free_port())
+                             imaps_port=free_port(), managesieve_port=free_port())
     db = Database(settings.effective_database_url)
     dovecot = DovecotService(settings, db, options=TEST_OPTIONS)
     dovecot.start()
@@ -505,7 +505,8 @@ def running_demo() -> Iterator[tuple[str, Settings, object]]:
     controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
     controller.start()
     ports = {name: free_port() for name in ("web_port", "submission_port", "submissions_port",
-                                            "relay_port", "imap_port", "imaps_port")}
+                                            "relay_port", "imap_port", "imaps_port",
+                                            "managesieve_port")}
     settings = Settings.load(data_dir=root / "data", environ={}, demo_password=PASSWORD,
                              listen_address="127.0.0.1", hostname="localhost", metrics_port=0,
                              smarthost=f"127.0.0.1:{smtp_port}", whitelist_url="", **ports)

@@ -62,7 +62,7 @@ def test_generated_configuration_is_valid(dovecot: DovecotService) -> None:
     assert includes == [str(dovecot.paths.conf_dir / "hooks.conf.ext")]  # mss's own, 0600
     assert (dovecot.paths.conf_dir / "hooks.conf.ext").stat().st_mode & 0o077 == 0
     assert "auth_policy_reject_on_fail = yes" in out  # fail closed
-    assert len(dovecot.endpoints()) == 3
+    assert len(dovecot.endpoints()) == 4  # IMAP, IMAPS, LMTP, ManageSieve
 
 
 def test_killed_dovecot_is_restarted(dovecot: DovecotService,

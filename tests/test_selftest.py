@@ -24,7 +24,7 @@ from mss.setup import write_pair
 from tests.mailstore_fixtures import free_port, open_tempdir
 
 MSS = [sys.executable, "-m", "mss.cli"]
-PORTS = ("SUBMISSION", "SUBMISSIONS", "RELAY", "IMAP", "IMAPS", "WEB", "METRICS",
+PORTS = ("SUBMISSION", "SUBMISSIONS", "RELAY", "IMAP", "IMAPS", "MANAGESIEVE", "WEB", "METRICS",
          "OIDC_STANDIN")  # the demo's Pro Santé Connect stand-in too
 
 

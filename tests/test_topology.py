@@ -44,6 +44,7 @@ class Topology:
         self.base.update(MSS_DATA_DIR=str(data), MSS_DATABASE_URL=database_url,
                          MSS_DEMO_PASSWORD=PASSWORD, MSS_IMAP_PORT=str(free_port()),
                          MSS_IMAPS_PORT=str(free_port()), MSS_WEB_PORT=str(free_port()),
+                         MSS_MANAGESIEVE_PORT=str(free_port()),
                          MSS_OIDC_STANDIN_PORT=str(free_port()),  # the demo's PSC stand-in
                          MSS_RATE_LIMIT_PER_MINUTE="0", MSS_RETRY_BASE_SECONDS="1",
                          # about the topology, not the credentials: the demo password on SMTP

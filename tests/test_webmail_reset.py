@@ -307,7 +307,8 @@ def site() -> Iterator[Site]:
     root = open_tempdir("mss-webmail-reset-")  # Dovecot's users must traverse it
     data = root / "data"
     ports = {name: free_port() for name in ("web_port", "submission_port", "submissions_port",
-                                            "relay_port", "imap_port", "imaps_port")}
+                                            "relay_port", "imap_port", "imaps_port",
+                                            "managesieve_port")}
     settings = Settings.load(data_dir=data, environ={}, demo_password=PASSWORD,
                              listen_address="127.0.0.1", hostname="localhost", metrics_port=0,
                              whitelist_url="", **ports)

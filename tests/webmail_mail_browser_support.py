@@ -73,7 +73,8 @@ def running_site(prefix: str, *, psc: bool = False) -> Iterator[Site]:
     demo does."""
     root = open_tempdir(f"mss-webmail-{prefix}-browser-")
     ports = {name: free_port() for name in ("web_port", "submission_port", "submissions_port",
-                                            "relay_port", "imap_port", "imaps_port")}
+                                            "relay_port", "imap_port", "imaps_port",
+                                            "managesieve_port")}
     settings = Settings.load(data_dir=root / "data", environ={}, demo_password=PASSWORD,
                              listen_address="127.0.0.1", hostname="localhost", metrics_port=0,
                              retry_base_seconds=3600, imap_smtp_web_password=True,

@@ -57,6 +57,22 @@ class Identity:
         return cls(kind=account.kind, login=account.login,
                    professional_id=account.professional_id, mailbox_id=account.mailbox_id)
 
+    @classmethod
+    def for_mailbox(cls, address: str, mailbox_id: int) -> Identity:
+        """An organisational mailbox speaking for itself: what its own Sieve script sends
+        (out-of-office replies), submitted by mss's mail store (``mailstore.sendmail``). It
+        holds that mailbox and no other (``_is_holder``)."""
+        return cls(kind=AccountKind.SERVICE, login=address, mailbox_id=mailbox_id)
+
+
+def mailbox_identity(session: Executor, address: str) -> Identity | None:
+    """``Identity.for_mailbox`` of a local organisational mailbox (None for anything else:
+    a personal or applicative mailbox speaks through its account)."""
+    mailbox = _local_mailbox(session, address)
+    if mailbox is None or mailbox.kind is not MailboxKind.ORGANISATIONAL:
+        return None
+    return Identity.for_mailbox(address.strip().lower(), mailbox.id)
+
 
 def _ok(code: str, reason: str) -> Decision:
     return Decision(True, reason, code)
@@ -109,6 +125,11 @@ def _has_delegation(session: Executor, mailbox_id: int, professional_id: int) ->
 
 def _is_holder(session: Executor, identity: Identity, mailbox: _Held) -> Decision | None:
     """None when ``identity`` holds ``mailbox``, else the refusal."""
+    if identity.kind is AccountKind.SERVICE:  # Identity.for_mailbox: that mailbox only
+        if identity.mailbox_id is not None and identity.mailbox_id == mailbox.id:
+            return None
+        return _no("not_owner", "Vous n'êtes pas titulaire de cette boîte / you do not own "
+                                "this mailbox")
     if mailbox.kind is MailboxKind.APPLICATIVE:
         if identity.kind is AccountKind.APPLICATIVE and identity.mailbox_id == mailbox.id:
             return None
@@ -137,7 +158,7 @@ def may_send_as(session: Executor, identity: Identity, mailbox_address: str) -> 
     and the gateway asks again for that user. Holding is checked before the state, so that the
     state of someone else's mailbox is not disclosed; then only published mailboxes may send.
     """
-    if identity.kind is AccountKind.SERVICE:
+    if identity.kind is AccountKind.SERVICE and identity.mailbox_id is None:
         return _no("service_account", "Un compte de service n'émet pas en son nom / a service "
                                       "account cannot send on its own behalf")
     mailbox = _local_mailbox(session, mailbox_address)
