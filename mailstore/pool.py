@@ -77,6 +77,16 @@ class ImapPool:
             raise
         self._checkin(user, borrowed)
 
+    def connect(self, address: str) -> MailboxSession:
+        """A new session logged in as ``address``, not pooled: the caller keeps it (an IDLE
+        watch, ``mailstore.idle``) and logs it out.
+
+        Raises:
+            ImapAuthFailed: the store refuses.
+            ImapError: the store cannot be reached.
+        """
+        return self._open(address.strip().lower())
+
     def close(self) -> None:
         """Log out every idle session."""
         with self._lock:

@@ -1,0 +1,70 @@
+"""How full a mailbox is, read over IMAP for the webmail's gauge (issue #17; the operators'
+view of every mailbox, through doveadm, is ``mailstore.quota_usage``).
+
+- The user's own mailbox: ``GETQUOTAROOT "INBOX"`` (RFC 2087, RFC 9208 §4.3), resource
+  STORAGE in units of 1024 octets: what Dovecot's quota plugin (``quota = count``,
+  ``mailstore.config``) enforces at delivery (``lmtp_rcpt_check_quota``).
+- An organisational mailbox seen by a delegate: Dovecot answers ``NO Not showing other users'
+  quota`` to GETQUOTAROOT on another user's namespace (imap-quota.c, unless the user is a
+  Dovecot admin, which a delegate must not be). The usage is then the sum of the sizes of the
+  mailbox's folders, ``LIST "" "shared/<address>*" RETURN (STATUS (SIZE))`` (RFC 5819,
+  RFC 8438: virtual sizes, as ``quota_vsizes = yes`` counts them), and the limit the one the
+  userdb gives Dovecot (``Mailbox.quota_mb``, else ``MSS_MAILBOX_QUOTA_MB``:
+  ``mailstore.sql.user_query``), passed in by the caller.
+
+A gauge is a convenience: when the server does not say, the answer is None.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from imapclient import IMAPClient, imap_utf7
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+
+from mailstore.config import SHARED_PREFIX
+from mailstore.imap import Quota
+
+_SIZE = re.compile(rb"\bSIZE (\d+)")
+
+
+def own_usage(client: IMAPClient) -> Quota | None:
+    """The STORAGE quota of the logged-in user's own mailbox, None without one."""
+    try:
+        _roots, quotas = client.get_quota_root("INBOX")
+    except IMAPClientAbortError:
+        raise  # the connection is gone: the caller drops it
+    except IMAPClientError:
+        return None
+    for quota in quotas:
+        if quota.resource.upper() == "STORAGE":
+            return Quota(int(quota.usage), int(quota.limit) or None)
+    return None
+
+
+def shared_usage(client: IMAPClient, address: str, limit_kb: int | None) -> Quota | None:
+    """The size of an organisational mailbox seen through the shared namespace, against
+    ``limit_kb`` (see the module docstring); None when the server lists nothing of it."""
+    raw: Any = client._imap  # LIST-STATUS: IMAPClient has no call for it (listing.py alike)
+    root = f"{SHARED_PREFIX}{address.lower()}"
+    pattern = imap_utf7.encode(root).decode("ascii").replace('"', "") + "*"
+    try:
+        typ, _listed = raw.list('""', f'"{pattern}" RETURN (STATUS (SIZE))')
+    except raw.abort as exc:
+        raise IMAPClientAbortError(str(exc)) from exc
+    except raw.error:
+        return None
+    statuses = raw.untagged_responses.pop("STATUS", [])
+    if typ != "OK":
+        return None
+    total, seen = 0, False
+    for item in statuses:
+        line = item[0] if isinstance(item, tuple) else item
+        found = _SIZE.search(line) if isinstance(line, bytes) else None
+        if found is not None:
+            total += int(found.group(1))
+            seen = True
+    if not seen:
+        return None
+    return Quota(-(-total // 1024), limit_kb)
