@@ -3,8 +3,9 @@ limit from the userdb's ``quota_rule``: ``Mailbox.quota_mb`` or ``MSS_MAILBOX_QU
 ``mailstore.config`` and ``mailstore.sql``).
 
 One ``doveadm quota get -A`` lists every local mailbox (the userdb's iterate query) with its
-usage and limit; it opens each mailbox's index, so it costs about a millisecond per mailbox and
-is never run on a scrape's path: ``QuotaWatch`` keeps the last summary and refreshes it in a
+usage and limit. It opens each mailbox (creating the storage of one never used, as a first
+delivery would): measured on 2,011 mailboxes, 3.5 s (8.5 s the first time), so it is never
+run on a scrape's path: ``QuotaWatch`` keeps the last summary and refreshes it in a
 background thread once it is older than ``ttl`` (5 minutes). The summary holds counts and a
 ratio only: the metrics carry no address (no personal data in metrics); ``mss quota`` lists
 the addresses for the operator.
