@@ -113,6 +113,10 @@ class Settings:
     # issue #20: probe each peer operator's relay (EHLO, STARTTLS, certificate; no mail) this
     # often from mss run (gateway role); 0: off (``mss peers check`` by hand or from cron)
     peer_probe_seconds: int = 3600
+    # issue #17: new mail without reloading. Each open event stream (webmail.mail.live) holds
+    # one of the web server's worker threads, which is given this many on top of its 16 for
+    # ordinary requests; past it, pages poll every 30 s. 0: pages always poll.
+    web_event_streams: int = 50
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ loading
@@ -184,6 +188,9 @@ class Settings:
             raise ConfigError("MSS_SMARTHOST doit être de la forme hôte:port")
         if not self.domain or "@" in self.domain or "." not in self.domain:
             raise ConfigError(f"MSS_DOMAIN invalide : « {self.domain} »")
+        if not 0 <= self.web_event_streams <= 2000:
+            raise ConfigError("MSS_WEB_EVENT_STREAMS doit valoir entre 0 (pas de flux : les "
+                              "pages interrogent toutes les 30 s) et 2000")
         self._validate_oidc()
         self._validate_annuaire()
         self._validate_whitelist()
