@@ -102,6 +102,9 @@ def expected_records(settings: Settings) -> list[Record]:
         _srv(settings, "_submission", settings.submission_port, 10),
         _srv(settings, "_imaps", settings.imaps_port, 0),
         _srv(settings, "_imap", settings.imap_port, 10),
+        _srv(settings, "_sieve", settings.managesieve_port, 0,
+             "ManageSieve (RFC 5804 §1.8) : filtres et réponse automatique depuis un client",
+             "de messagerie (STARTTLS obligatoire avant toute authentification)."),
         Record(f"_pop3._tcp.{d}.", "SRV", "0 0 0 .", (
             "POP3 n'est pas proposé : la cible « . » dit que le service n'existe pas",
             "(RFC 2782), les clients n'ont pas à l'essayer (RFC 6186).")),

@@ -24,7 +24,7 @@ from mss.cli_dns import Record, ResolutionError, Status, check, expected_records
 DOMAIN, HOST = "hopital.test", "mail.hopital.test"
 ENV = {"MSS_DOMAIN": DOMAIN, "MSS_HOSTNAME": HOST, "MSS_IMAPS_PORT": "9931",
        "MSS_IMAP_PORT": "1144", "MSS_SUBMISSIONS_PORT": "4651", "MSS_SUBMISSION_PORT": "5871",
-       "MSS_WEB_PORT": "8444", "MSS_RELAY_PORT": "2525", "MSS_OPERATOR_CONTACT": ""}
+       "MSS_WEB_PORT": "8444", "MSS_RELAY_PORT": "2525", "MSS_MANAGESIEVE_PORT": "4191", "MSS_OPERATOR_CONTACT": ""}
 HOST_A = f"{HOST}. 3600 IN A 192.0.2.10\n"
 
 
@@ -83,6 +83,7 @@ def test_the_zone_has_every_record_with_the_settings(published: str) -> None:
         (f"_submission._tcp.{DOMAIN}.", "SRV", f"10 1 5871 {h}"),
         (f"_imaps._tcp.{DOMAIN}.", "SRV", f"0 1 9931 {h}"),
         (f"_imap._tcp.{DOMAIN}.", "SRV", f"10 1 1144 {h}"),
+        (f"_sieve._tcp.{DOMAIN}.", "SRV", f"0 1 4191 {h}"),
         (f"_pop3._tcp.{DOMAIN}.", "SRV", "0 0 0 ."),
         (f"_pop3s._tcp.{DOMAIN}.", "SRV", "0 0 0 ."),
         (f"autoconfig.{DOMAIN}.", "CNAME", h),
@@ -137,7 +138,7 @@ def test_check_says_present_absent_and_different(published: str, tmp_path: Path)
     assert status(f"autodiscover.{DOMAIN}.") == "différent"
     assert "trouvé : 192.0.2.99" in result.output
     assert status("CAA 0 issue") == "présent"  # the operator's CA, whichever it is
-    assert lines[-1] == ("Bilan : 9 présent(s), 1 absent(s), 2 différent(s), 0 erreur(s) de "
+    assert lines[-1] == ("Bilan : 10 présent(s), 1 absent(s), 2 différent(s), 0 erreur(s) de "
                          "résolution.")
 
 
@@ -145,7 +146,7 @@ def test_the_published_zone_checks_complete(published: str, tmp_path: Path) -> N
     with dns_server(published + HOST_A) as server:
         result = mss_dns(tmp_path, "--check", "--server", server)
     assert result.exit_code == 0, result.output
-    assert result.output.count("présent ") == 12 and "Bilan : 12 présent(s)" in result.output
+    assert result.output.count("présent ") == 13 and "Bilan : 13 présent(s)" in result.output
 
 
 def test_a_server_that_never_answers_is_a_message(tmp_path: Path) -> None:
@@ -157,7 +158,7 @@ def test_a_server_that_never_answers_is_a_message(tmp_path: Path) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
     assert f"pas de réponse de {server} en 0.2 s" in result.output
-    assert "12 erreur(s) de résolution" in result.output
+    assert "13 erreur(s) de résolution" in result.output
 
 
 @pytest.mark.parametrize("value", ["dns.example", "127.0.0.1:99999", "[::1", "1.2.3.4:53:1"])
