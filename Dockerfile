@@ -8,7 +8,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -q \
  && apt-get install -y -q --no-install-recommends \
       dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql dovecot-sieve dovecot-managesieved \
-      softhsm2 openssl ca-certificates \
+      dovecot-fts-xapian poppler-utils unzip softhsm2 openssl ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/mss --shell /usr/sbin/nologin mss \
  && install -d -o mss -g mss -m 0750 /var/lib/mss
