@@ -260,8 +260,9 @@ def check_install(current: Current, certs: Sequence[x509.Certificate],
     """
     where, when = current.slot, xu.as_utc(now)
     key = load_pending(where)
-    leaf = certs[0]
-    extra = tuple(c for c in [*certs[1:], *chain] if c != leaf)
+    # The pending key's certificate wherever it is in the file (CAs send bundles in any order).
+    leaf = next((c for c in certs if _spki(c.public_key()) == _spki(key.public_key())), certs[0])
+    extra = _order(leaf, [c for c in [*certs, *chain] if c != leaf])
     _check_leaf(where, leaf, key, when)
     anchor = _check_chain(where, leaf, extra, store, when)
     notes = []
@@ -278,7 +279,20 @@ def check_install(current: Current, certs: Sequence[x509.Certificate],
         notes.append(f"noms absents du nouveau certificat : {', '.join(lost)}")
     if anchor is None:
         notes.append("chaîne non vérifiée : l'autorité racine n'est pas connue ici")
-    return Checked(leaf, extra, anchor, tuple(notes))
+    # Written after the leaf: the intermediates, not a root (peers hold their own roots).
+    served = tuple(c for c in extra if c.subject != c.issuer)
+    return Checked(leaf, served, anchor, tuple(notes))
+
+
+def _order(leaf: x509.Certificate, others: list[x509.Certificate]) -> tuple[x509.Certificate, ...]:
+    """The other certificates from the leaf's issuer upwards, then any left over (which
+    ``_check_chain`` then finds out of line)."""
+    ordered, current, pool = [], leaf, list(dict.fromkeys(others))
+    while (parent := next((c for c in pool if issued_by(current, c)), None)) is not None:
+        ordered.append(parent)
+        pool.remove(parent)
+        current = parent
+    return tuple(ordered + pool)
 
 
 def _check_leaf(where: Slot, leaf: x509.Certificate, key: rsa.RSAPrivateKey,

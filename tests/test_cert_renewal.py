@@ -361,8 +361,9 @@ def test_install_what_the_ca_signed(data: Path) -> None:
     csr = _request(data, "operator")
     pending = (pki_dir / "operator.key.new").read_bytes()
     signed = ca.sign_request(csr, days=730)
-    (data / "signed.pem").write_bytes(ca.pem(signed))
-    (data / "chain.pem").write_bytes(ca.pem(ca.issuing))
+    # As some CAs send it: the intermediate first, the root in the chain file.
+    (data / "signed.pem").write_bytes(ca.pem(ca.issuing, signed))
+    (data / "chain.pem").write_bytes(ca.pem(ca.root))
     dry = mss(data, "cert", "install", "operator", str(data / "signed.pem"), "--chain",
               str(data / "chain.pem"), "--dry-run")
     assert dry.returncode == 0 and "Rien n'a été installé" in dry.stdout
@@ -372,7 +373,7 @@ def test_install_what_the_ca_signed(data: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "chaîne vérifiée jusqu'à « " in done.stdout and "IGC Santé test racine" in done.stdout
     installed = x509.load_pem_x509_certificates((pki_dir / "operator.crt").read_bytes())
-    assert installed == [signed, ca.issuing]  # the leaf, then its chain
+    assert installed == [signed, ca.issuing]  # the leaf, then its chain without the root
     assert (pki_dir / "operator.key").read_bytes() == pending
     assert stat.S_IMODE((pki_dir / "operator.key").stat().st_mode) == 0o600
     assert not (pki_dir / "operator.key.new").exists()
