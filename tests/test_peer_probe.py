@@ -480,3 +480,21 @@ def test_probe_cli_run_is_a_subprocess_with_no_traceback(scene: Scene) -> None:
     result = mss(scene.settings.data_dir, "peers", "check", "--domain", "ferme.test")
     assert result.returncode == 1
     assert result.stderr.strip() == "Vérification des relais des pairs …"
+
+
+def test_the_alert_rules_and_their_unit_tests_cover_the_peers() -> None:
+    """The four rules exist, read only the peer gauges, and each has a promtool unit test
+    where it fires (tests/test_monitoring.py runs promtool on both files)."""
+    import yaml
+
+    root = Path(__file__).parent.parent / "deploy" / "prometheus"
+    rules = {r["alert"]: r for g in yaml.safe_load((root / "alerts.yml").read_text("utf-8"))
+             ["groups"] for r in g["rules"]}
+    tests = yaml.safe_load((root / "alerts_test.yml").read_text("utf-8"))["tests"]
+    fired = {c["alertname"] for t in tests for c in t["alert_rule_test"] if c["exp_alerts"]}
+    for name, metric in (("MssPairEnEchec", "mss_peer_probe_failures_in_a_row"),
+                         ("MssCertificatPairExpireBientot", "mss_peer_certificate_expiry_days"),
+                         ("MssPairDnNonConforme", "mss_peer_dn_match"),
+                         ("MssPairNonVerifie", "mss_peer_probe_timestamp_seconds")):
+        assert metric in rules[name]["expr"] and name in fired
+        assert "{{ $labels.peer }}" in rules[name]["annotations"]["summary"]
