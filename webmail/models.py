@@ -115,3 +115,14 @@ class MailSignature(Base):
     mailbox_id: Mapped[int] = mapped_column(
         ForeignKey("mailbox.id", ondelete="CASCADE"), primary_key=True)
     text: Mapped[str] = mapped_column(Text, default="")
+
+
+class ReadingPreference(Base):
+    """A person's choices for reading (issue #17): whether the message lists group messages by
+    conversation (``webmail.mail.conversations``). No row: one line per message."""
+
+    __tablename__ = "reading_preference"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)
+    conversations: Mapped[bool] = mapped_column(Boolean, default=False)
