@@ -5,7 +5,7 @@ with the browser). A session not used for ``timeout`` is deleted when next prese
 page says so (MSSanté SC.SSI/IE.58). ``regenerate`` gives the session a new token, keeping
 nothing of the old row: called at login so that a token planted before login is worthless
 (session fixation). ``last_seen_at`` is written at most once a minute when nothing else
-changed, to keep reads cheap.
+changed, to keep reads cheap, and never for a ``passive`` request (the page's live updates).
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         self.expired = expired  # a session was presented but had timed out
         self.modified = False
         self.regenerate_token = False
+        # Set by a request the page makes on its own (live updates, webmail.mail.live): it is
+        # not the person's activity, so it does not push the inactivity timeout back.
+        self.passive = False
 
     @property
     def row_id(self) -> str | None:
@@ -117,7 +120,7 @@ class DbSessionInterface(SessionInterface):
     def _update(self, db_session: Session, session: ServerSession) -> None:
         now = utcnow()
         stale = session.last_seen is None or now - session.last_seen > TOUCH_EVERY
-        if not (session.modified or stale):
+        if not (session.modified or stale) or (session.passive and not session.modified):
             return
         row = db_session.get(WebSession, session.row_id)
         if row is None:  # revoked meanwhile ("déconnecter partout"): do not resurrect it
