@@ -1,6 +1,7 @@
-"""Attachments leave the webmail as downloads, never rendered by the browser: a safe file name
-(no path, no control or quoting character) in ``Content-Disposition: attachment`` (RFC 6266,
-with the UTF-8 name in ``filename*``, RFC 8187), a sandboxing CSP, ``nosniff``.
+"""Attachments leave the webmail as downloads: a safe file name (no path, no control or quoting
+character) in ``Content-Disposition: attachment`` (RFC 6266, with the UTF-8 name in
+``filename*``, RFC 8187), a sandboxing CSP, ``nosniff``. The only exception is a PDF or an
+image whose bytes prove what it claims (``preview``), shown ``inline`` in a sandbox.
 
 An ``IHE_XDM.zip`` (IHE ITI TF-1 §16, XDM "media" exchange, used by MSSanté for structured
 documents) is opened to list the documents it carries, with their titles when its
@@ -49,6 +50,28 @@ def download(data: bytes, filename: str, content_type: str) -> Response:
         f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}")
     response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+# An attachment shown in the page (``preview``): its own document is sandboxed (an opaque
+# origin that runs no script of ours), loads nothing, and only our pages may frame it.
+INLINE_CSP = ("sandbox; default-src 'none'; img-src 'self' data:; base-uri 'none'; "
+              "form-action 'none'; frame-ancestors 'self'")
+
+
+def inline(data: bytes, filename: str, content_type: str) -> Response:
+    """An attachment shown by the browser: ``content_type`` is the one its bytes proved
+    (``preview.inline_type``), never the declared one; ``Content-Disposition: inline`` with
+    the same safe name as a download; sandboxed (``INLINE_CSP``), ``nosniff``."""
+    name = safe_filename(filename)
+    ascii_name = name.encode("ascii", "replace").decode().replace("?", "_")
+    response = Response(data, mimetype=content_type)
+    response.headers["Content-Disposition"] = (
+        f"inline; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}")
+    response.headers["Content-Security-Policy"] = INLINE_CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
     return response
 
 
