@@ -49,6 +49,7 @@ def imap_uid(value: str | None) -> int | None:
 
 def init_app(app: Flask) -> None:
     """Register the mail and directory blueprints and their navigation entries."""
+    from webmail.mail import mailrules, rules  # noqa: F401  Réponse automatique, Filtres
     from webmail.mail import actions, compose, directory, folders, protection, read, search, unread  # noqa: F401
 
     # First of all: the compose POST may carry attachments beyond MAX_CONTENT_LENGTH, and
@@ -61,6 +62,8 @@ def init_app(app: Flask) -> None:
     nav.add(app, "mail.index", "Courrier", order=10, prefix="/courrier",
             professional_only=True, count=unread.total_unread)
     app.add_template_global(unread.inbox_unread, "inbox_unread")
+    app.add_template_global(mailrules.banner, "autoreply_banner")
+    app.add_template_global(mailrules.may_manage, "may_manage_rules")
     nav.add(app, "directory.index", "Annuaire", order=20, prefix="/annuaire",
             professional_only=True)
 
