@@ -16,13 +16,17 @@ from core.errors import ConfigError
 from core.settings import Settings
 from webmail import create_app
 from webmail.context import PeerCheck
+from webmail.mail import live
 from webmail.mailer import Mailer
 from webmail.sms import SmsProvider
 from webmail.tls import ClientCertAdapter
 
 log = logging.getLogger("mss.webmail")
 
-THREADS = 16  # worker threads: requests are short, IMAP work is I/O bound
+THREADS = 16  # worker threads for requests: they are short, IMAP work is I/O bound
+# cheroot's pool is fixed (it never grows by itself): the live updates' event streams
+# (webmail.mail.live), each holding a thread for up to a minute, get MSS_WEB_EVENT_STREAMS
+# threads of their own on top, so that ordinary requests always keep THREADS.
 http_log = logging.getLogger("mss.webmail.http")
 
 
@@ -71,7 +75,8 @@ class WebmailService:
         if not (crt.is_file() and key.is_file()):
             raise ConfigError(f"Certificat du serveur web absent ({crt}) : lancez « mss init ».")
         server = _Server((self.settings.listen_address, self.settings.web_port), self.app,
-                             numthreads=THREADS, server_name=self.settings.hostname)
+                             numthreads=THREADS + self.settings.web_event_streams,
+                             server_name=self.settings.hostname)
         server.ssl_adapter = ClientCertAdapter(crt, key, pki / "ca.pem")
         try:
             server.prepare()
@@ -84,6 +89,7 @@ class WebmailService:
         log.info("webmail démarré : %s", self.endpoints()[0])
 
     def stop(self) -> None:
+        live.shutdown(self.app)  # the streams end, their threads come back to the pool
         if self._server is not None:
             self._server.stop()
         if self._thread is not None:

@@ -57,8 +57,11 @@ def init_app(app: Flask) -> None:
     app.before_request_funcs.setdefault(None, []).insert(0, compose.raise_upload_limit)
     app.request_class = compose.UploadRequest  # attachments past the limit: form kept
     app.url_map.converters["uid"] = UidConverter  # before the routes that use it
+    from webmail.mail import live, notify  # noqa: F401  new mail live, desktop notifications
     app.register_blueprint(bp)
     app.register_blueprint(directory.bp)
+    live.init_app(app)  # /courrier/evenements, /courrier/<id>/etat
+    app.add_template_global(notify.notify_choices, "notify_choices")
     nav.add(app, "mail.index", "Courrier", order=10, prefix="/courrier",
             professional_only=True, count=unread.total_unread)
     app.add_template_global(unread.inbox_unread, "inbox_unread")
