@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 
+from certs._x509util import serial_hex
 from certs.errors import CertError
 from certs.validation import TrustStore, validate
 from core.errors import ConfigError
@@ -226,13 +227,12 @@ def _failure(exc: BaseException, host: str, port: int, timeout: float) -> tuple[
     if isinstance(exc, ssl.SSLEOFError):
         return Failure.TLS_CLOSED, _closed(host, port)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return Failure.TLS_VERIFY, (f"certificat du pair refusé à la négociation TLS : "
-                                    f"{exc.verify_message} (OpenSSL, code {exc.verify_code})")
+        return Failure.TLS_VERIFY, f"{exc.verify_message} (OpenSSL, code {exc.verify_code})"
     if isinstance(exc, ssl.SSLError):
         reason = (exc.reason or "").lower().replace("_", " ")
         if "alert" in reason:
-            return Failure.TLS_ALERT, f"le pair a mis fin à TLS par une alerte : {reason}"
-        return Failure.TLS, f"échec TLS avec {where} : {reason or exc.__class__.__name__}"
+            return Failure.TLS_ALERT, f"« {reason} » reçue de {where}"
+        return Failure.TLS, f"{reason or exc.__class__.__name__} avec {where}"
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return Failure.SMTP, f"{where} a fermé la connexion"
     if isinstance(exc, smtplib.SMTPResponseException):
@@ -242,13 +242,13 @@ def _failure(exc: BaseException, host: str, port: int, timeout: float) -> tuple[
     if isinstance(exc, smtplib.SMTPException):
         return Failure.SMTP, f"dialogue SMTP avec {where} impossible ({exc})"
     if isinstance(exc, TimeoutError | socket.timeout):
-        return Failure.TIMEOUT, f"pas de réponse de {where} en {timeout:g} s"
+        return Failure.TIMEOUT, f"{where} n'a pas répondu en {timeout:g} s"
     if isinstance(exc, ConnectionRefusedError):
-        return Failure.REFUSED, f"connexion refusée par {where}"
+        return Failure.REFUSED, f"{where} refuse la connexion (aucun relais à cette adresse ?)"
     if isinstance(exc, socket.gaierror):
-        return Failure.DNS, f"nom d'hôte {host} inconnu ({exc.strerror})"
+        return Failure.DNS, f"{host} ({exc.strerror})"
     if isinstance(exc, OSError):
-        return Failure.UNREACHABLE, f"{where} injoignable ({exc.strerror or exc})"
+        return Failure.UNREACHABLE, f"{where} ({exc.strerror or exc})"
     return Failure.SMTP, f"réponse illisible de {where} ({exc.__class__.__name__}: {exc})"
 
 
@@ -263,7 +263,7 @@ def examine(cert: x509.Certificate, store: TrustStore, now: datetime) -> Certifi
         chain_state, chain_detail, chain = "invalid", exc.message, [cert]
     else:
         root = chain[-1].subject.rfc4514_string()
-        chain_state, chain_detail = "valid", f"valide jusqu'à l'autorité « {root} »"
+        chain_state, chain_detail = "valid", f"jusqu'à l'autorité « {root} »"
     state, detail = revocation(chain, store, now)
     return Certificate(cert.subject.rfc4514_string(), cert.not_valid_after_utc, chain_state,
                        chain_detail, state, detail)
@@ -283,13 +283,14 @@ def revocation(chain: Sequence[x509.Certificate], store: TrustStore,
             continue
         entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
         if entry is not None:
-            return "revoked", (f"révoqué le {entry.revocation_date_utc:%d/%m/%Y} (CRL de "
-                               f"« {crl.issuer.rfc4514_string()} »)")
+            return "revoked", (f"numéro de série {serial_hex(cert.serial_number)} inscrit le "
+                               f"{entry.revocation_date_utc:%d/%m/%Y} sur la CRL de "
+                               f"« {crl.issuer.rfc4514_string()} »")
         checked.append(_crl_words(crl, now))
     if missing:
-        return "unchecked", ("non vérifiée : aucune CRL de « " + " », « ".join(missing)
+        return "unchecked", ("aucune CRL de « " + " », « ".join(missing)
                              + " » parmi les autorités des pairs (pki/peers/)")
-    return "good", "non révoqué (" + " ; ".join(checked) + ")"
+    return "good", " ; ".join(checked)
 
 
 def _crl_words(crl: x509.CertificateRevocationList, now: datetime) -> str:
@@ -346,10 +347,10 @@ def _verdict(target: Target, domain: str, expected: str, seen: Session,
         if facts.chain == "invalid":
             problems.append((Failure.CHAIN, facts.chain_detail))
         if facts.revocation == "revoked":
-            problems.append((Failure.REVOKED, f"certificat {facts.revocation_detail}"))
+            problems.append((Failure.REVOKED, facts.revocation_detail))
         if not match:
-            problems.append((Failure.DN_MISMATCH, f"DN présenté « {facts.subject_dn} », "
-                             f"attendu « {expected} »"))
+            problems.append((Failure.DN_MISMATCH, f"présenté « {facts.subject_dn} », liste "
+                             f"blanche « {expected} »"))
     elif seen.failure is None:
         problems.append((Failure.TLS, "aucun certificat présenté par le pair"))
     return ProbeResult(

@@ -98,7 +98,7 @@ def _print_table(results: Sequence[Shown], never: Sequence[str], with_time: bool
             label = FAILURE_FR.get(Failure(r.failure), r.failure) if r.failure else "échec"
             click.echo(f"    → {label} : {r.detail}")
         if r is not None and r.revocation == "unchecked":
-            click.echo(f"    révocation {r.revocation_detail}")
+            click.echo(f"    révocation non vérifiée : {r.revocation_detail}")
 
 
 def _as_json(results: Sequence[Shown], never: Sequence[str]) -> str:

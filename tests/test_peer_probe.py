@@ -68,7 +68,7 @@ def test_a_healthy_peer(scene: Scene, checked: Any) -> None:
     assert r.tls_version in ("TLSv1.3", "TLSv1.2") and r.cipher
     assert r.subject_dn == scene.relays["ok"].dn == r.expected_dn and r.dn_match is True
     assert r.chain == "valid" and "AC racine Pair Santé" in r.chain_detail
-    assert r.revocation == "good" and "CRL de « CN=AC Pair Santé" in r.revocation_detail
+    assert r.revocation == "good" and r.revocation_detail.startswith("CRL de « CN=AC Pair Santé")
     assert r.not_after == scene.relays["ok"].issued.certificate.not_valid_after_utc
     assert 1000 < (r.days_left() or 0) < 1100
     # The probe said QUIT and never MAIL FROM (no message sent), on every relay.
@@ -102,11 +102,13 @@ def test_an_expired_certificate(checked: Any) -> None:
     assert -2.1 < (r.days_left() or 0) < -1.9 and r.tls_version
 
 
-def test_a_revoked_certificate(checked: Any) -> None:
+def test_a_revoked_certificate(scene: Scene, checked: Any) -> None:
     r = by(checked, "revoked")
     assert not r.ok and r.failure == "revoked" and r.chain == "valid"
-    assert r.revocation == "revoked" and r.revocation_detail.startswith("révoqué le ")
-    assert "CRL de « CN=AC Pair Santé" in r.detail
+    serial = format(scene.relays["revoked"].issued.certificate.serial_number, "x")
+    assert r.revocation == "revoked" and r.revocation_detail == r.detail
+    assert r.detail.startswith(f"numéro de série {serial} inscrit le ")
+    assert r.detail.endswith("sur la CRL de « CN=AC Pair Santé,O=Pair Santé,C=FR »")
 
 
 def test_an_authority_we_do_not_trust(checked: Any) -> None:
@@ -127,22 +129,24 @@ def test_a_dn_other_than_the_whitelists(checked: Any) -> None:
 def test_revocation_not_checked_without_the_crl_says_whose(checked: Any) -> None:
     r = by(checked, "nocrl")
     assert r.ok and r.revocation == "unchecked"
-    assert r.revocation_detail.startswith("non vérifiée : aucune CRL de « CN=AC Pair sans CRL")
+    assert r.revocation_detail.startswith("aucune CRL de « CN=AC Pair sans CRL")
 
 
-def test_a_peer_that_does_not_trust_us(checked: Any) -> None:
+def test_a_peer_that_does_not_trust_us(scene: Scene, checked: Any) -> None:
     hung_up, alerted = by(checked, "distrust"), by(checked, "alert")
     assert not hung_up.ok and hung_up.failure == "tls_closed"
     assert "notre certificat d'opérateur" in hung_up.detail
     assert not alerted.ok and alerted.failure == "tls_alert"
-    assert alerted.detail == "le pair a mis fin à TLS par une alerte : tlsv1 alert unknown ca"
+    relay = f"127.0.0.1:{scene.relays['alert'].port}"
+    assert alerted.detail == f"« tlsv1 alert unknown ca » reçue de {relay}"
     # Its own certificate was fine: the fault is on the other side.
     assert alerted.chain == "valid" and alerted.dn_match is True
 
 
 def test_a_closed_port_and_a_silent_relay_within_the_bound(checked: Any) -> None:
     closed, silent = by(checked, "closed"), by(checked, "silent")
-    assert closed.failure == "refused" and closed.detail.startswith("connexion refusée par")
+    assert closed.failure == "refused" and closed.detail.startswith("127.0.0.1:")
+    assert "refuse la connexion" in closed.detail
     assert closed.tls_version == "" and closed.dn_match is None and closed.not_after is None
     assert silent.failure == "timeout" and silent.detail.endswith(f"en {TIMEOUT:g} s")
     assert silent.duration_ms <= TIMEOUT * 1000 + 300
@@ -270,8 +274,10 @@ def test_mss_peers_check_prints_a_french_table_and_fails_for_cron(scene: Scene) 
     assert "EXPIRÉ (2 j)" in next(line for line in lines if line.startswith("expire.test "))
     dn_row = lines.index(next(line for line in lines if line.startswith("autre-dn.test ")))
     assert "NON CONFORME" in lines[dn_row]
-    assert lines[dn_row + 1].startswith("    → DN différent de la liste blanche : DN présenté")
-    assert "→ connexion refusée : connexion refusée par 127.0.0.1:" in result.stdout
+    assert lines[dn_row + 1] == ("    → DN différent de la liste blanche : présenté « CN=relais"
+                                 ".autre-dn.test,O=Pair Santé », liste blanche « CN=relais"
+                                 ".ailleurs.test,O=Pair Santé »")
+    assert "→ connexion refusée : 127.0.0.1:" in result.stdout
     assert "RÉVOQUÉ" in result.stdout
     assert lines[-1].startswith(f"{len(DOMAINS)} pair(s) : 4 en bon état, 8 en échec (")
 

@@ -25,7 +25,9 @@ from webmail.mail import relay
 
 WARNING_DAYS = 30  # a peer's or our certificate: amber under this
 CRL_WARNING_DAYS = 2  # our CRL: mss run renews it at 2 days left
-REVOCATION_FR = {"good": "Non révoqué", "revoked": "RÉVOQUÉ", "unchecked": "Non vérifiée"}
+# revocation state → (badge, its colour)
+REVOCATION = {"good": ("Non révoqué", "green"), "revoked": ("Révoqué", "red"),
+              "unchecked": ("Non vérifiée", "amber")}
 OURS_FR = {"server": "Certificat serveur (web, IMAP, soumission)",
            "operator": "Certificat opérateur (relais entre opérateurs)",
            "issuing_ca": "Autorité émettrice", "root_ca": "Autorité racine", "ca": "Autorités",
@@ -92,8 +94,9 @@ def _row(db: Session, entry: TrustedDomain, last: Any, in_a_row: int, traffic: A
         "oldest": age(traffic.oldest_queued, now) if traffic.oldest_queued else None,
     }
     if last is not None:
-        row["why"] = relay.peer_failure_label(last.failure)
-        row["revocation"] = REVOCATION_FR.get(last.revocation, "—")
+        why = relay.peer_failure_label(last.failure)
+        row["why"] = why[:1].upper() + why[1:]
+        row["revocation"] = REVOCATION.get(last.revocation)
         row["days"] = Days.of(last.not_after, now) if last.not_after else None
     return row
 
