@@ -114,7 +114,7 @@ def test_refusals_by_reason(mail_operator: Operator,
 def test_peers_page(peer: str, as_user: Callable[[str], FlaskClient]) -> None:
     page = text(as_user("operator").get("/operateur/pairs"))
     assert peer in page and "Operateur Pair" in page and PEER_DN in page
-    assert "Autorite Pair" in page and re.search(r">\s*(19|20)\s*</span>", page)
+    assert "Autorite Pair" in page and re.search(r">\s*(19|20) jours restants\s*</span>", page)
     assert "Liste blanche" in page and "ajouts : 1" in page
     assert "Inscriptions à valider" in page  # part 1's page, linked
 
