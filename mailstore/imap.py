@@ -197,6 +197,25 @@ class MailboxSession:
             criteria.append("UNSEEN")
         return self.sorted_uids(folder, criteria or ["ALL"])
 
+    def uids_with_header(self, folder: str, name: str, value: str, *,
+                         since: date | None = None) -> list[int]:
+        """UIDs of the messages (arrived ``since`` that day, if given) whose ``name`` field is
+        exactly ``value``. Read from the fields themselves, not SEARCH HEADER: full-text search
+        (fts_enforced) would answer it, and cuts long values into terms."""
+        self.select(folder)
+        uids = self._call(self.client.search, ["SINCE", since] if since else ["ALL"])
+        if not uids:
+            return []
+        item = f"BODY.PEEK[HEADER.FIELDS ({name.upper()})]"
+        answer = self._call(self.client.fetch, uids, [item])
+        found = []
+        for uid, data in answer.items():
+            block = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"")
+            fields = _HEADERS.parsestr(bytes(block or b"").decode("utf-8", "replace"))
+            if any(str(v).strip() == value for v in fields.get_all(name, [])):
+                found.append(int(uid))
+        return sorted(found)
+
     # ------------------------------------------------------------------ changing
     def set_flags(self, folder: str, uids: Iterable[int], flags: Iterable[str]) -> None:
         self.select(folder)

@@ -54,8 +54,10 @@ def mail_operator(operator_overrides: dict[str, object]) -> Iterator[Operator]:
     """A running operator (mss.test) for one test module, with usual e-mail addresses (the
     code e-mails), Emma manager of the Pharmacie du Centre, and an operator account."""
     root = open_tempdir("mss-webmail-mail-")
+    # Messages leave at once unless a test chooses an undo delay (test_webmail_writing).
     space = build_operator(root, "mss.test", "Operateur Un",
-                           **{"max_message_size": 400_000, **operator_overrides})
+                           **{"max_message_size": 400_000, "undo_send_seconds": 0,
+                              **operator_overrides})
     with space.db.transaction() as session:
         for pro in session.scalars(select(Professional)):
             pro.usual_email = f"{pro.first_name.lower()}@exemple.fr"

@@ -41,7 +41,8 @@ bp = Blueprint("account", __name__, url_prefix="/compte")
 
 
 def init_app(app: Flask) -> None:
-    from webmail import destinations  # noqa: F401  (its routes: code channel, confirmation)
+    # Their routes: code channel and confirmation; « Rédaction » (undo delay, signatures).
+    from webmail import account_writing, destinations  # noqa: F401
 
     app.register_blueprint(bp)
 

@@ -1,10 +1,14 @@
 """Writing: new message, reply, reply to all, forward (attachments kept), drafts.
 
-The form is checked before anything leaves: readable addresses inside the trust space
+The form is checked before anything leaves: a sender (« De ») among the mailboxes the user
+may send as (``writing.sendable_boxes``), readable addresses inside the trust space
 (``trust_space.policy.may_receive``: a clear message next to the field), the attachment size
-limit, the "pièce jointe" reminder. Sending goes through the gateway (``submit``); a refusal
-is shown next to the form and nothing typed is lost — uploaded files are kept by saving the
-message as a draft (an ``<input type=file>`` cannot be filled again), with a notice.
+limit, the "pièce jointe" reminder. « Envoyer » holds the message for the person's undo delay
+(``undo``, ``outbox``) and the gateway takes it (``submit``); a refusal is shown next to the
+form and nothing typed is lost — uploaded files are kept by saving the message as a draft (an
+``<input type=file>`` cannot be filled again), with a notice. The page saves itself as a
+draft while it is typed in (``action=autosave``, ``static/js/autosave.js``): one draft per
+compose page, replaced each time.
 """
 
 from __future__ import annotations
@@ -12,18 +16,21 @@ from __future__ import annotations
 import tempfile
 from typing import IO, Any
 
-from flask import Request, flash, redirect, render_template, request, url_for
+from flask import Request, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
+from core.db import utcnow
+from core.localtime import paris
 from webmail.context import mss
-from webmail.mail import bp, imap_uid, mime, plural_fr
+from webmail.mail import bp, imap_uid, mime, size_fr, undo
 from webmail.mail.access import (
     Box,
     Right,
     accessible_boxes,
     audit,
+    authorise,
     imap,
     mailbox_route,
     own_box,
@@ -31,6 +38,7 @@ from webmail.mail.access import (
 )
 from webmail.mail.attachments import safe_filename
 from webmail.mail.drafting import (
+    COMPOSE_HEADER,
     Attachment,
     ComposeForm,
     Outgoing,
@@ -43,7 +51,11 @@ from webmail.mail.drafting import (
 from webmail.mail.folders import DRAFTS, INBOX, box_folders
 from webmail.mail.prefill import prefill
 from webmail.mail.protection import protections
-from webmail.mail.submit import SubmissionRefused, Submitter
+from webmail.mail.richtext import composed
+from webmail.mail.writing import sendable_boxes, sender_box, signature_block, signatures
+
+FORGED_FROM = ("Vous ne pouvez pas envoyer depuis l’adresse choisie dans « De » : choisissez "
+               "l’une de vos boîtes. Rien n’a été envoyé ; votre message est conservé.")
 
 FORM_MEMORY = 2 * 1024 * 1024
 # A compose POST larger than this many times the message limit (at least UPLOAD_CAP_MIN) is
@@ -144,14 +156,37 @@ def compose_new() -> Response:
 @bp.route("/<int:box_id>/ecrire", methods=["GET", "POST"])
 @mailbox_route(Right.SEND)
 def compose(box: Box, folder: str) -> Response | str | tuple[str, int]:
-    """The compose page; POST ``action=envoyer`` sends, ``action=brouillon`` saves."""
+    """The compose page; POST ``action=envoyer`` sends, ``action=brouillon`` saves,
+    ``action=autosave`` saves and answers JSON (the page's script)."""
     form = ComposeForm()
     if request.method == "GET":
-        prefill(form, box, mss().settings.security_policy)
+        _start(box, form)
         return _page(box, form, {}, keep_all=True)
-    if request.form.get("action") == "brouillon":
+    action = request.form.get("action")
+    if action == "brouillon":
         return _save_draft(box, form)
+    if action == "autosave":
+        return _autosave(box, form)
     return _send(box, form)
+
+
+def _start(box: Box, form: ComposeForm) -> None:
+    """A new compose page: what it starts with (``prefill``), its sender, its id, and the
+    sender's signature above any quoted text (not in a draft: it has it already)."""
+    kind = prefill(form, box, mss().settings.security_policy)
+    held = imap_uid(request.args.get("annule"))
+    if kind == "draft" and held is not None:
+        undo.restore(form, box, held)
+    form.compose_id.data = undo.new_compose_id()
+    sender = sender_box(form.from_box.data, box) or sender_box("", box) or \
+        next(iter(sendable_boxes()), None)
+    form.from_box.data = str(sender.id) if sender else ""
+    if kind != "draft" and sender is not None:
+        with mss().db.read() as db:
+            block = signature_block(signatures(db, current_user.id).get(sender.id, ""))
+        rest = (form.body.data or "").lstrip("\n")
+        if block:  # "-- " then the signature, a blank line, then the quoted original
+            form.body.data = "\n\n" + block + "\n" + ("\n" + rest if rest.strip() else "")
 
 
 def _source(box: Box, form: ComposeForm) -> list[mime.Part]:
@@ -192,14 +227,19 @@ def _uploads() -> list[Attachment]:
                        f.read()) for f in request.files.getlist("attachments") if f.filename]
 
 
-def _outgoing(box: Box, form: ComposeForm, attachments: list[Attachment]) -> Outgoing:
+def _outgoing(sender: Box, form: ComposeForm, attachments: list[Attachment]) -> Outgoing:
     sign_min, encrypt_min = policy_minimum(mss().settings.security_policy)
     to, _ = split_addresses(form.to.data or "")
     cc, _ = split_addresses(form.cc.data or "")
-    return Outgoing(box.address, box.name, to, cc, (form.subject.data or "").strip(),
-                    form.body.data or "", sign_min or bool(form.sign.data),
+    html, text = "", form.body.data or ""
+    if form.format.data == "html":  # set by the editor's script only (« Mise en forme »)
+        html, derived = composed(form.body_html.data or "")
+        text = derived or text
+    return Outgoing(sender.address, sender.name, to, cc, (form.subject.data or "").strip(),
+                    text, sign_min or bool(form.sign.data),
                     encrypt_min or bool(form.encrypt.data), bool(form.receipt.data),
-                    form.in_reply_to.data or "", form.references.data or "", attachments)
+                    form.in_reply_to.data or "", form.references.data or "", attachments,
+                    html=html)
 
 
 def _problems(form: ComposeForm, out: Outgoing) -> dict[str, str]:
@@ -231,55 +271,45 @@ def _problems(form: ComposeForm, out: Outgoing) -> dict[str, str]:
 
 
 def _send(box: Box, form: ComposeForm) -> Response | tuple[str, int]:
+    sender = sender_box(form.from_box.data, box)
     uploads = _uploads()
-    out = _outgoing(box, form, _kept(box, form) + uploads)
+    out = _outgoing(sender or box, form, _kept(box, form) + uploads)
     problems = _problems(form, out)
+    if sender is None:  # a value the page never offered: forged, or a right since removed
+        problems["from"] = FORGED_FROM
+        audit("mail.send", box, "sender_refused", value=(form.from_box.data or "")[:12])
     if not problems:
-        raw, _message_id = build(out, domain=mss().settings.domain)
-        try:
-            queue_id = Submitter.for_settings(mss().settings).send(
-                current_user.login, box.address, out.recipients, raw)
-        except SubmissionRefused as exc:
-            problems["gateway"] = exc.message
-            audit("mail.send", box, "refused", recipients=len(out.recipients),
-                  reply=exc.reply)
-        else:
-            _after_send(box, form, queue_id, out, len(raw))
-            return redirect(url_for("mail.folder", box_id=box.id, dossier=INBOX))
+        answer = undo.send(box, sender, form, out)  # type: ignore[arg-type]
+        if not isinstance(answer, str):
+            return answer
+        problems["gateway"] = answer
     replaced = bool(uploads) and _keep_uploads(box, form, out)
     return _page(box, form, problems, keep_all=replaced), 422
 
 
-def _after_send(box: Box, form: ComposeForm, queue_id: str, out: Outgoing, size: int) -> None:
+def _append_draft(box: Box, form: ComposeForm, out: Outgoing, *,
+                  autosave: bool = False) -> tuple[int | None, bytes]:
+    """Store the message in Brouillons (replacing the draft being edited); its UID and
+    bytes."""
+    page = undo.compose_id(form)
+    raw, _ = build(out, domain=mss().settings.domain, draft=True, compose_id=page)
+    drafts = box.imap_name(DRAFTS)
     with imap() as session:
-        draft = imap_uid(form.draft_uid.data)
-        if draft is not None and box.can(Right.DELETE):
-            session.expunge(box.imap_name(DRAFTS), [draft])
-        reply_uid, source = imap_uid(form.reply_uid.data), form.source_folder.data or ""
-        if reply_uid is not None and valid_folder(source) and box.can(Right.FLAG):
-            session.set_flags(box.imap_name(source), [reply_uid], ["\\Answered"])
-    audit("mail.send", box, queue_id=queue_id, recipients=len(out.recipients), size=size,
-          attachments=len(out.attachments), sign=out.sign, encrypt=out.encrypt)
-    flash(f"Message envoyé à {plural_fr(len(out.recipients), 'destinataire')}. Sa copie est "
-          "dans « Messages envoyés ».", "success")
-
-
-def _append_draft(box: Box, form: ComposeForm, out: Outgoing) -> int | None:
-    """Store the message in Brouillons (replacing the draft being edited); its UID."""
-    raw, _ = build(out, domain=mss().settings.domain, draft=True)
-    with imap() as session:
-        uid = session.append(box.imap_name(DRAFTS), raw, ["\\Draft", "\\Seen"])
-        old = imap_uid(form.draft_uid.data)
-        if old is not None and box.can(Right.DELETE):
-            session.expunge(box.imap_name(DRAFTS), [old])
-    audit("mail.draft", box, folder=DRAFTS, uid=uid, size=len(raw))
-    return uid
+        uid = session.append(drafts, raw, ["\\Draft", "\\Seen"])
+        if box.can(Right.DELETE):  # the draft it replaces, and any other of this page
+            older = set(session.uids_with_header(drafts, COMPOSE_HEADER, page))
+            old = imap_uid(form.draft_uid.data)
+            older |= {old} if old is not None else set()
+            if older - {uid}:
+                session.expunge(drafts, sorted(older - {uid}))
+    audit("mail.draft", box, folder=DRAFTS, uid=uid, size=len(raw), autosave=autosave)
+    return uid, raw
 
 
 def _keep_uploads(box: Box, form: ComposeForm, out: Outgoing) -> bool:
     """After a refusal: the uploaded files survive in a draft the form now points to.
     True when the form's attachments now come from that draft."""
-    uid = _append_draft(box, form, out) if box.can(Right.DRAFT) else None
+    uid = _append_draft(box, form, out)[0] if box.can(Right.DRAFT) else None
     if uid is None:
         flash("Vos pièces jointes n’ont pas pu être conservées : ajoutez-les à nouveau.",
               "warning")
@@ -292,18 +322,41 @@ def _keep_uploads(box: Box, form: ComposeForm, out: Outgoing) -> bool:
 
 
 def _save_draft(box: Box, form: ComposeForm) -> Response | tuple[str, int]:
-    from webmail.mail.access import authorise
-
     authorise(box.id, Right.DRAFT)
-    out = _outgoing(box, form, _kept(box, form) + _uploads())
+    out = _outgoing(sender_box(form.from_box.data, box) or box, form,
+                    _kept(box, form) + _uploads())
     too_large = _too_large(out)
     if too_large:
         return _page(box, form, {"attachments": too_large}), 422
-    uid = _append_draft(box, form, out)
+    uid = _append_draft(box, form, out)[0]
     flash("Brouillon enregistré dans « Brouillons ».", "success")
     if uid is None:
         return redirect(url_for("mail.folder", box_id=box.id, dossier=DRAFTS))
     return redirect(url_for("mail.compose", box_id=box.id, brouillon=uid, dossier=DRAFTS))
+
+
+def may_autosave(box: Box) -> bool:
+    """One draft per page means replacing it: the role must allow deleting too."""
+    return box.can(Right.DRAFT) and box.can(Right.DELETE)
+
+
+def _autosave(box: Box, form: ComposeForm) -> tuple[Response, int]:
+    """The page saved as its draft, replacing the previous one: JSON with the draft's UID,
+    the time (Paris) and its attachments (the page now keeps them from the draft)."""
+    if not may_autosave(box):
+        return jsonify(error="Votre rôle ne permet pas l’enregistrement automatique."), 403
+    out = _outgoing(sender_box(form.from_box.data, box) or box, form,
+                    _kept(box, form) + _uploads())
+    too_large = _too_large(out)
+    if too_large:
+        return jsonify(error=too_large), 422
+    uid, raw = _append_draft(box, form, out, autosave=True)
+    if uid is None:
+        return jsonify(error="Le brouillon n’a pas pu être enregistré."), 503
+    parts = mime.read(raw).attachments
+    return jsonify(draft_uid=uid, source_folder=DRAFTS, saved_at=f"{paris(utcnow()):%H:%M}",
+                   attachments=[{"index": p.index, "filename": p.filename, "size": p.size,
+                                 "size_text": size_fr(p.size)} for p in parts]), 200
 
 
 def _too_large(out: Outgoing) -> str:
@@ -331,9 +384,12 @@ def _page(box: Box, form: ComposeForm, errors: dict[str, str], *,
     sign_min, encrypt_min = policy_minimum(mss().settings.security_policy)
     with imap() as session:
         folders = box_folders(session, box)
+    with mss().db.read() as db:
+        signed = signatures(db, current_user.id)
     return render_template(
         "mail/compose.html", box=box, boxes=accessible_boxes(), folders=folders,
-        form=form, errors=errors,
+        form=form, errors=errors, senders=sendable_boxes(), signatures=signed,
+        autosave=may_autosave(box),
         offered=offered, keep=keep, sign_forced=sign_min, encrypt_forced=encrypt_min,
         limit=attachment_limit(), limit_text=_mb(attachment_limit()),
         reminder="reminder" in errors, folder=INBOX,

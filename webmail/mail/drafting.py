@@ -1,6 +1,8 @@
 """Composing: the form, the recipients check, and the MIME message built from it.
 
-The message is plain text (UTF-8, quoted-printable) with its attachments. The protection the
+The message is plain text (UTF-8, quoted-printable), or with « Mise en forme » the cleaned
+HTML and its plain-text derivation as multipart/alternative (``richtext``), with its
+attachments. The protection the
 user chose travels in the ``MSS-Security`` field the gateway reads (``gateway.security``); the
 domain policy is the minimum, so a box the policy imposes is ticked and cannot be unticked.
 """
@@ -53,6 +55,14 @@ class ComposeForm(FlaskForm):
     in_reply_to = HiddenField()
     references = HiddenField()
     reply_uid = HiddenField()
+    reply_folder = HiddenField()
+    # Issue #17: the mailbox sending (« De », a mailbox id checked against what the user may
+    # send as), the compose page's own id (one held message, one autosaved draft per page),
+    # and the editor's HTML, used only when a script set ``format`` to "html".
+    from_box = StringField("De", validators=[Length(max=12)])
+    compose_id = HiddenField(validators=[Length(max=40)])
+    format = HiddenField(default="text")
+    body_html = TextAreaField(validators=[Length(max=800_000)])
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,7 @@ class Outgoing:
     in_reply_to: str = ""
     references: str = ""
     attachments: list[Attachment] = field(default_factory=list)
+    html: str = ""  # cleaned HTML (``richtext.composed``); ``body`` is then its text
 
     @property
     def recipients(self) -> list[str]:
@@ -134,8 +145,12 @@ def one_line(value: str) -> str:
     return _NOT_ONE_LINE.sub(" ", value).strip()
 
 
-def build(out: Outgoing, *, domain: str, draft: bool = False) -> tuple[bytes, str]:
-    """The RFC 5322 message and its new Message-ID."""
+COMPOSE_HEADER = "X-Compose-Session"  # a draft's compose page (one draft per page)
+
+
+def build(out: Outgoing, *, domain: str, draft: bool = False,
+          compose_id: str = "") -> tuple[bytes, str]:
+    """The RFC 5322 message and its new Message-ID (a draft names its compose page)."""
     message = EmailMessage(policy=email.policy.SMTP)
     local, _, host = out.sender.rpartition("@")
     name = "" if out.sender_name.lower() == out.sender else one_line(out.sender_name)
@@ -156,7 +171,12 @@ def build(out: Outgoing, *, domain: str, draft: bool = False) -> tuple[bytes, st
         message["Disposition-Notification-To"] = out.sender  # RFC 8098 §2.1
     message["MSS-Security"] = security_field(out.sign, out.encrypt)
     message["User-Agent"] = "mss webmail" + (" (brouillon)" if draft else "")
+    if draft and compose_id:
+        message[COMPOSE_HEADER] = one_line(compose_id)
     message.set_content(out.body, charset="utf-8", cte="quoted-printable")
+    if out.html:  # RFC 2046 §5.1.4: the plain text first, the richer form last
+        message.add_alternative(out.html, subtype="html", charset="utf-8",
+                                cte="quoted-printable")
     for item in out.attachments:
         maintype, _, subtype = item.content_type.partition("/")
         if maintype == "multipart" or not subtype:

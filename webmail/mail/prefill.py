@@ -17,13 +17,17 @@ from webmail.mail.drafting import (
     split_addresses,
 )
 from webmail.mail.folders import DRAFTS
+from webmail.mail.richtext import HTML_MAX
+from webmail.mail.sanitise import clean_composed
+from webmail.mail.writing import sendable_boxes
 
 _QUOTE_MAX = 200_000  # characters of the original quoted in a reply
 
 
-def prefill(form: ComposeForm, box: Box, policy: str) -> None:
+def prefill(form: ComposeForm, box: Box, policy: str) -> str:
     """Fill ``form`` from the query string (``reponse``, ``tous``, ``transfert``,
-    ``brouillon``, ``a``, with ``dossier`` naming the source folder)."""
+    ``brouillon``, ``a``, with ``dossier`` naming the source folder); what it started from:
+    "draft", "reply", "forward" or "new"."""
     form.sign.data, form.encrypt.data = policy_minimum(policy)
     args = request.args
     folder = args.get("dossier", "INBOX")
@@ -36,9 +40,10 @@ def prefill(form: ComposeForm, box: Box, policy: str) -> None:
             source = DRAFTS if kind == "draft" else folder
             if valid_folder(source):
                 _from_message(form, box, source, uid, kind, args.get("tous") == "1")
-            return
+            return kind
     wanted = split_addresses(args.get("a", ""))[0]
     form.to.data = ", ".join(wanted)
+    return "new"
 
 
 def _from_message(form: ComposeForm, box: Box, folder: str, uid: int, kind: str,
@@ -67,6 +72,12 @@ def _draft(form: ComposeForm, reading: mime.Reading, uid: int) -> None:
     form.references.data = reading.header("References")
     form.draft_uid.data = form.source_uid.data = str(uid)
     form.source_folder.data = DRAFTS
+    sender = next(iter(reading.addresses("From")), "").lower()
+    form.from_box.data = next((str(b.id) for b in sendable_boxes() if b.address == sender), "")
+    if reading.html_index is not None:  # written with « Mise en forme »: the editor takes it
+        html = mime.text_of(mime.part_at(reading.message, reading.html_index))
+        form.body_html.data = clean_composed(html[:HTML_MAX])
+        form.format.data = "html"
 
 
 def _reply(form: ComposeForm, box: Box, reading: mime.Reading, folder: str, uid: int,
@@ -89,7 +100,7 @@ def _reply(form: ComposeForm, box: Box, reading: mime.Reading, folder: str, uid:
     form.in_reply_to.data = message_id
     form.references.data = " ".join(filter(None, [reading.header("References"), message_id]))
     form.reply_uid.data = str(uid)
-    form.source_folder.data = folder
+    form.source_folder.data = form.reply_folder.data = folder
 
 
 def _forward(form: ComposeForm, reading: mime.Reading, folder: str, uid: int) -> None:

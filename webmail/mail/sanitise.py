@@ -95,3 +95,20 @@ def frame_csp(show_images: bool) -> str:
             f"img-src {images}; font-src 'none'; connect-src 'none'; media-src 'none'; "
             "object-src 'none'; frame-src 'none'; form-action 'none'; base-uri 'none'; "
             "frame-ancestors 'self'")
+
+
+# What the compose page's editor writes (bold, italic, underline, lists, links, paragraphs,
+# the quoted original): a narrower list than what is read, with no attribute but a link's
+# address — no style, no class, no image. Whatever else a paste or a forged POST carries is
+# dropped (its text kept), scripts and styles with their content.
+COMPOSED_TAGS = {"p", "div", "br", "b", "strong", "i", "em", "u", "ul", "ol", "li", "a",
+                 "blockquote"}
+COMPOSED_SCHEMES = {"http", "https", "mailto"}
+
+
+def clean_composed(html: str) -> str:
+    """HTML written in the compose page's editor, made safe to send (see above)."""
+    return nh3.clean(
+        html, tags=COMPOSED_TAGS, clean_content_tags=DROPPED_WITH_CONTENT,
+        attributes={"a": {"href"}}, url_schemes=COMPOSED_SCHEMES, strip_comments=True,
+        link_rel="noopener noreferrer", url_relative="deny")
