@@ -78,7 +78,9 @@ def running_site(prefix: str, *, psc: bool = False) -> Iterator[Site]:
     settings = Settings.load(data_dir=root / "data", environ={}, demo_password=PASSWORD,
                              listen_address="127.0.0.1", hostname="localhost", metrics_port=0,
                              retry_base_seconds=3600, imap_smtp_web_password=True,
-                             whitelist_url="", **ports)  # no fetch from the internet
+                             whitelist_url="",  # no fetch from the internet
+                             undo_send_seconds=0,  # at once, unless a test chooses a delay
+                             **ports)
     if psc:
         settings = settings.replace(**demo_settings(settings, free_port()))
     app = App(settings)

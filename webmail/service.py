@@ -17,6 +17,7 @@ from core.settings import Settings
 from webmail import create_app
 from webmail.context import PeerCheck
 from webmail.mail import live
+from webmail.mail.undo import outbox_of
 from webmail.mailer import Mailer
 from webmail.sms import SmsProvider
 from webmail.tls import ClientCertAdapter
@@ -86,9 +87,12 @@ class WebmailService:
         self._server = server
         self._thread = threading.Thread(target=server.serve, name="webmail", daemon=True)
         self._thread.start()
+        # Messages held for « Annuler » leave from here, those due while no webmail ran first.
+        outbox_of(self.app).start()
         log.info("webmail démarré : %s", self.endpoints()[0])
 
     def stop(self) -> None:
+        outbox_of(self.app).stop()
         live.shutdown(self.app)  # the streams end, their threads come back to the pool
         if self._server is not None:
             self._server.stop()

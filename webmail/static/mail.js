@@ -33,62 +33,7 @@
     fit();
   });
 
-  // Compose: attachment sizes against the limit, and the "pièce jointe" reminder.
-  var form = document.querySelector("form.compose");
-  if (form) {
-    var limit = parseInt(form.getAttribute("data-limit"), 10) || 0;
-    var files = form.querySelector('input[type="file"]');
-    var sizeNote = document.getElementById("att-size");
-    var body = form.querySelector("textarea");
-    var reminder = document.getElementById("reminder");
-    var mention = /pi[eè]ces?[\s-]+jointes?|ci[\s-]joint|\ben\s+pj\b|\bpj\s*:/i;
-    var total = function () {
-      var sum = 0;
-      if (files && files.files) { for (var i = 0; i < files.files.length; i++) { sum += files.files[i].size; } }
-      return sum;
-    };
-    var attachedCount = function () {
-      return (files && files.files ? files.files.length : 0) +
-        form.querySelectorAll('input[name="keep"]:checked').length;
-    };
-    var checkReminder = function () {
-      if (!reminder || !body) { return; }
-      var own = body.value.split("\n").filter(function (l) { return !/^\s*>/.test(l); }).join("\n");
-      reminder.classList.toggle("hidden", !(mention.test(own) && attachedCount() === 0));
-    };
-    if (files && sizeNote) {
-      files.addEventListener("change", function () {
-        var size = total();
-        // The same units as the server's "taille" filter: 602 octets, 5,6 ko, 2,1 Mo.
-        var shown = size < 1024 ? size + " octets"
-          : size < 1048576 ? (size / 1024).toFixed(1).replace(".", ",") + " ko"
-          : (size / 1048576).toFixed(1).replace(".", ",") + " Mo";
-        sizeNote.textContent = size > limit
-          ? "Trop volumineux : " + shown + " sélectionnés, au-delà de la limite."
-          : (size ? shown + " sélectionnés." : "");
-        sizeNote.classList.toggle("error", size > limit);
-        checkReminder();
-      });
-    }
-    if (body) { body.addEventListener("input", checkReminder); }
-    // Files past the limit never leave the browser: the form stays as typed, with the reason
-    // (without this script, the server answers the same way: webmail.mail.compose).
-    if (files && sizeNote) {
-      form.addEventListener("submit", function (event) {
-        var size = total();
-        if (size <= limit) { return; }
-        event.preventDefault();
-        sizeNote.textContent = "Les fichiers choisis (" + (size / 1048576).toFixed(1).replace(".", ",") +
-          " Mo) dépassent la limite de " + (limit / 1048576).toFixed(0) + " Mo : retirez-en, ou " +
-          "envoyez-les en plusieurs messages. Rien n’a été envoyé ; votre message est conservé.";
-        sizeNote.classList.add("error");
-        sizeNote.setAttribute("role", "alert");
-        if (sizeNote.parentNode) { sizeNote.parentNode.classList.add("has-error"); }
-        files.focus();
-      });
-    }
-    form.querySelectorAll('input[name="keep"]').forEach(function (k) { k.addEventListener("change", checkReminder); });
-  }
+  // Compose: attachments and the « pièce jointe » reminder are in js/attachments.js.
 
   // Recipient autocompletion from the directory (published mailboxes only, server-side).
   document.querySelectorAll("input.recipients[data-suggest]").forEach(function (input) {
