@@ -97,7 +97,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 # Packages that declare tables. Named, not imported, so core depends on nothing above it.
 MODEL_MODULES = ("core.audit", "certs.models", "trust_space.models", "gateway.models",
                  "webmail.models", "trust_space.whitelist_history",
-                 "webmail.mail.mailrules", "webmail.mail.notify")
+                 "webmail.mail.mailrules", "webmail.mail.notify", "webmail.mail.preferences")
 
 
 def load_models() -> MetaData:
