@@ -9,39 +9,17 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
 
 import click
 
 from core.localtime import french_datetime
 from gateway import peer_health
-from gateway.probe import EXPIRY_WARNING_DAYS, FAILURE_FR, TIMEOUT, Failure
+from gateway.probe import EXPIRY_WARNING_DAYS, FAILURE_FR, TIMEOUT, Failure, ProbeResult
 
 EXIT_FAILED = 1
 _CHAIN = {"valid": "valide", "invalid": "INVALIDE", "": "—"}
 _REVOCATION = {"good": "non révoqué", "revoked": "RÉVOQUÉ", "unchecked": "non vérifiée",
                "": "—"}
-
-
-class Shown(Protocol):
-    """A probe result as stored (``PeerProbe``) or just made (``ProbeResult``)."""
-
-    domain: str
-    host: str
-    port: int
-    at: datetime
-    ok: bool
-    failure: str
-    detail: str
-    tls_version: str
-    cipher: str
-    subject_dn: str
-    expected_dn: str
-    dn_match: bool | None
-    chain: str
-    revocation: str
-    revocation_detail: str
-    not_after: datetime | None
 
 
 def register(main: click.Group) -> None:
@@ -58,7 +36,7 @@ def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
     return app_of(ctx)
 
 
-def _days(r: Shown, now: datetime) -> float | None:
+def _days(r: ProbeResult, now: datetime) -> float | None:
     return (r.not_after - now).total_seconds() / 86400 if r.not_after else None
 
 
@@ -70,11 +48,11 @@ def _expiry(days: float | None) -> str:
     return f"{days:.0f} j" + (" (ATTN)" if days < EXPIRY_WARNING_DAYS else "")
 
 
-def _dn(r: Shown) -> str:
+def _dn(r: ProbeResult) -> str:
     return {True: "conforme", False: "NON CONFORME", None: "—"}[r.dn_match]
 
 
-def _row(r: Shown, now: datetime, with_time: bool) -> list[str]:
+def _row(r: ProbeResult, now: datetime, with_time: bool) -> list[str]:
     row = [r.domain, f"{r.host}:{r.port}", "OK" if r.ok else "ÉCHEC"]
     if with_time:
         row.append(french_datetime(r.at))
@@ -82,7 +60,7 @@ def _row(r: Shown, now: datetime, with_time: bool) -> list[str]:
                   _REVOCATION[r.revocation], _expiry(_days(r, now))]
 
 
-def _print_table(results: Sequence[Shown], never: Sequence[str], with_time: bool) -> None:
+def _print_table(results: Sequence[ProbeResult], never: Sequence[str], with_time: bool) -> None:
     now = datetime.now(UTC)
     head = ["Domaine", "Relais", "État"] + (["Vérifié le"] if with_time else []) + [
         "TLS", "DN", "Chaîne", "Révocation", "Expire dans"]
@@ -101,7 +79,7 @@ def _print_table(results: Sequence[Shown], never: Sequence[str], with_time: bool
             click.echo(f"    révocation non vérifiée : {r.revocation_detail}")
 
 
-def _as_json(results: Sequence[Shown], never: Sequence[str]) -> str:
+def _as_json(results: Sequence[ProbeResult], never: Sequence[str]) -> str:
     now = datetime.now(UTC)
     found = [{"domain": r.domain, "relay": f"{r.host}:{r.port}", "at": r.at.isoformat(),
               "ok": r.ok, "failure": r.failure, "detail": r.detail,
@@ -115,7 +93,7 @@ def _as_json(results: Sequence[Shown], never: Sequence[str]) -> str:
     return json.dumps(found, ensure_ascii=False, indent=2)
 
 
-def _summary(results: Sequence[Shown], never: Sequence[str]) -> str:
+def _summary(results: Sequence[ProbeResult], never: Sequence[str]) -> str:
     failed = [r.domain for r in results if not r.ok]
     text = (f"{len(results)} pair(s) : {len(results) - len(failed)} en bon état, "
             f"{len(failed)} en échec")
