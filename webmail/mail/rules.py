@@ -75,12 +75,15 @@ def _autoreply_page(box: Box, settings: Settings, errors: dict[str, str],
     other, reachable = _foreign_name(box)
     form = values if values is not None else {
         "actif": "1" if settings.vacation_on else "",
-        "debut": settings.start.isoformat() if settings.start else "",
-        "fin": settings.end.isoformat() if settings.end else "",
+        "debut": f"{settings.start:%d/%m/%Y}" if settings.start else "",
+        "fin": f"{settings.end:%d/%m/%Y}" if settings.end else "",
         "objet": settings.subject or "Absence", "message": settings.body,
         "jours": str(settings.days)}
+    with imap() as session:
+        folders = box_folders(session, box)
     page = render_template("mail/autoreply.html", box=box, boxes=accessible_boxes(),
-                           folder="INBOX", form=form, errors=errors, foreign=other,
+                           folders=folders, folder="", folder_label="Réponse automatique",
+                           form=form, errors=errors, foreign=other,
                            reachable=reachable, max_days=MAX_DAYS, subject_max=SUBJECT_MAX,
                            body_max=BODY_MAX)
     return (page, status) if status != 200 else page
@@ -140,11 +143,11 @@ def _vacation_from(values: dict[str, str], current: Settings) -> tuple[Settings,
 
 
 def _date(value: str, key: str, errors: dict[str, str]) -> date | None:
-    """A date typed as 2026-12-12 (the date picker) or 12/12/2026 (by hand)."""
+    """A date as French readers write it, 12/12/2026 (or 2026-12-12, ISO 8601)."""
     text = value.strip()
     if not text:
         return None
-    for pattern in ("%Y-%m-%d", "%d/%m/%Y"):
+    for pattern in ("%d/%m/%Y", "%Y-%m-%d"):
         try:
             found = datetime.strptime(text, pattern).date()
         except ValueError:
@@ -187,15 +190,18 @@ def _filters_page(box: Box, settings: Settings, editing: Filter | None,
                   status: int = 200) -> Any:
     other, reachable = _foreign_name(box)
     with imap() as session:
-        folders = [f for f in box_folders(session, box) if f.name not in ("Drafts", "Trash")]
+        folders = box_folders(session, box)
     form = values if values is not None else (
         {"champ": editing.field, "texte": editing.text, "action": editing.action,
          "dossier_cible": editing.folder, "id": editing.id} if editing else
         {"champ": "from", "texte": "", "action": "move", "dossier_cible": "", "id": ""})
     page = render_template("mail/filters.html", box=box, boxes=accessible_boxes(),
-                           folder="INBOX", settings=settings, form=form, errors=errors,
+                           folder="", folder_label="Filtres", settings=settings, form=form,
+                           errors=errors,
                            editing=bool(form.get("id")), foreign=other, reachable=reachable,
-                           folders=folders, fields=FIELD_FR, actions=ACTION_FR, label=label,
+                           folders=folders,
+                           targets=[f for f in folders if f.name not in ("Drafts", "Trash")],
+                           fields=FIELD_FR, actions=ACTION_FR, label=label,
                            text_max=TEXT_MAX, max_filters=MAX_FILTERS)
     return (page, status) if status != 200 else page
 
