@@ -60,7 +60,7 @@ def test_send_read_badge_download_and_reply(
     assert sent.status_code == 302, text(sent)
     wait_until(lambda: _inbox_has(paul, boxes["paul"], "Bilan de M. X"))
     listing = text(paul.get(f"/courrier/{boxes['paul']}"))
-    assert '<tr class="unread">' in listing and "✔ signé" in listing and ">PJ<" in listing
+    assert '<tr class="unread"' in listing and "✔ signé" in listing and ">PJ<" in listing
     uid = _uid_of(paul, boxes["paul"], "Bilan de M. X")
     page = text(paul.get(f"/courrier/{boxes['paul']}/message/{uid}?dossier=INBOX"))
     assert "Signé par marie.martin@mss.test" in page and "badge-ok" in page

@@ -49,8 +49,20 @@ def imap_uid(value: str | None) -> int | None:
 
 def init_app(app: Flask) -> None:
     """Register the mail and directory blueprints and their navigation entries."""
-    from webmail.mail import mailrules, rules  # noqa: F401  Réponse automatique, Filtres
-    from webmail.mail import actions, compose, directory, folders, protection, read, search, unread  # noqa: F401
+    from webmail.mail import (  # noqa: F401
+        actions,
+        bulk,
+        compose,
+        directory,
+        folders,
+        mailrules,  # Réponse automatique, Filtres
+        preferences,
+        protection,
+        read,
+        rules,
+        search,
+        unread,
+    )
 
     # First of all: the compose POST may carry attachments beyond MAX_CONTENT_LENGTH, and
     # the CSRF check (an earlier before_request) reads the form.
@@ -67,6 +79,7 @@ def init_app(app: Flask) -> None:
     app.add_template_global(unread.inbox_unread, "inbox_unread")
     app.add_template_global(mailrules.banner, "autoreply_banner")
     app.add_template_global(mailrules.may_manage, "may_manage_rules")
+    app.add_template_global(preferences.choices, "list_choices")
     nav.add(app, "directory.index", "Annuaire", order=20, prefix="/annuaire",
             professional_only=True)
 

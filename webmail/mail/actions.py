@@ -10,85 +10,102 @@ from werkzeug.wrappers import Response
 
 from mailstore.errors import ImapError
 from webmail.forms import EmptyForm
-from webmail.mail import bp, imap_uid, plural_fr
+from webmail.mail import bp, plural_fr
 from webmail.mail.access import Box, Right, accessible_boxes, audit, imap, mailbox_route
 from webmail.mail.access import valid_folder as _valid
 from webmail.mail.badge import voucher
+from webmail.mail.bulk import Selection, answer, in_batches
 from webmail.mail.folders import DRAFTS, INBOX, SENT, TRASH, box_folders, label
+from webmail.mail.listview import batches
 
-MAX_SELECTED = 1000
-
-
-def selected() -> list[int]:
-    """The UIDs ticked in the list (``uid`` fields), positive integers only."""
-    uids = [uid for uid in map(imap_uid, request.form.getlist("uid")) if uid is not None]
-    return list(dict.fromkeys(uids))[:MAX_SELECTED]
-
-
-def _back(box: Box, folder: str) -> Response:
-    target = request.form.get("retour", "")
-    if target.startswith("/courrier/") and "//" not in target and "\\" not in target:
-        return redirect(target)
-    return redirect(url_for("mail.folder", box_id=box.id, dossier=folder))
+# etat= -> (flag, set it?, what the message says: participle and its complement, both agreeing
+# with "message(s)" when the complement ends with an adjective).
+_MARKS = {"lu": ("\\Seen", True, "marqué", "comme lu"),
+          "non-lu": ("\\Seen", False, "marqué", "comme non lu"),
+          "suivi": ("\\Flagged", True, "marqué", "comme suivi"),
+          "non-suivi": ("\\Flagged", False, "retiré", "des suivis")}
 
 
-def _nothing(box: Box, folder: str) -> Response:
-    flash("Sélectionnez d’abord un ou plusieurs messages.", "info")
-    return _back(box, folder)
+def _nothing(box: Box, folder: str, selection: Selection | None = None,
+             action: str = "") -> Response:
+    """Nothing to do: nothing ticked, a "tout" from a page too old to say what it showed, or
+    messages already gone (a second click): said, and the last two audited."""
+    if selection is not None and selection.everything and selection.until is None:
+        audit(action, box, "stale", folder=folder, **selection.details())
+        return answer(box, folder, "La sélection de tous les messages n’est plus valable : "
+                      "affichez la liste de nouveau, puis recommencez.", "error", status=400)
+    if selection is not None and not selection.empty:
+        audit(action, box, "gone", folder=folder, count=0, **selection.details())
+        return answer(box, folder, "Ces messages ne sont plus dans ce dossier : rien n’a "
+                      "été fait.", "info")
+    return answer(box, folder, "Sélectionnez d’abord un ou plusieurs messages.", "info")
 
 
-def _count(count: int, participle: str) -> str:
-    """``"1 message déplacé"``, ``"3 messages déplacés"`` (the participle agrees)."""
-    return plural_fr(count, f"message {participle}", f"messages {participle}s")
+def _count(count: int, participle: str, complement: str = "") -> str:
+    """``"1 message déplacé"``, ``"3 messages marqués comme lus"`` (the participle and a
+    "comme …" complement agree)."""
+    many = "s" if count > 1 else ""
+    text = f"{plural_fr(count, 'message')} {participle}{many}"
+    if complement:
+        text += f" {complement}{many if complement.startswith('comme ') else ''}"
+    return text
 
 
 @bp.post("/<int:box_id>/marquer")
 @mailbox_route(Right.FLAG)
 def mark(box: Box, folder: str) -> Response:
-    """Mark the selected messages read (``etat=lu``) or unread."""
-    uids = selected()
-    if not uids:
+    """Mark the chosen messages read (``etat=lu``), unread (``non-lu``), followed
+    (``suivi``) or not (``non-suivi``)."""
+    flag, on, participle, complement = _MARKS.get(request.form.get("etat", ""),
+                                                  _MARKS["non-lu"])
+    selection = Selection()
+    if selection.empty:
         return _nothing(box, folder)
-    read = request.form.get("etat") == "lu"
     with imap() as session:
-        change = session.set_flags if read else session.clear_flags
-        change(box.imap_name(folder), uids, ["\\Seen"])
-    audit("mail.flag", box, folder=folder, count=len(uids), seen=read)
-    flash(f"{_count(len(uids), 'marqué')} comme {'lu' if read else 'non lu'}"
-          f"{'s' if len(uids) > 1 else ''}.", "success")
-    return _back(box, folder)
+        uids = selection.resolve(session, box, folder)
+        change = session.set_flags if on else session.clear_flags
+        in_batches(uids, lambda chunk: change(box.imap_name(folder), chunk, [flag]))
+    if not uids:
+        return _nothing(box, folder, selection, "mail.flag")
+    audit("mail.flag", box, folder=folder, count=len(uids),
+          **({"seen": on} if flag == "\\Seen" else {"flagged": on}), **selection.details())
+    return answer(box, folder, f"{_count(len(uids), participle, complement)}.",
+                  count=len(uids))
 
 
 @bp.post("/<int:box_id>/deplacer")
 @mailbox_route(Right.DELETE)
 def move(box: Box, folder: str) -> Response:
-    """Move the selected messages to the folder ``cible`` of the same mailbox."""
+    """Move the chosen messages to the folder ``cible`` of the same mailbox."""
     target = request.form.get("cible", "")
-    uids = selected()
-    if not uids:
+    selection = Selection()
+    if selection.empty:
         return _nothing(box, folder)
     if not _valid(target) or target == folder:
-        flash("Choisissez un dossier de destination différent.", "error")
-        return _back(box, folder)
-    return _move(box, folder, uids, target, "mail.move",
-                 f"{_count(len(uids), 'déplacé')} vers « {label(target)} ».")
+        return answer(box, folder, "Choisissez un dossier de destination différent.",
+                      "error", status=400)
+    return _move(box, folder, selection, target, "mail.move",
+                 lambda n: f"{_count(n, 'déplacé')} vers « {label(target)} ».")
 
 
 @bp.post("/<int:box_id>/supprimer")
 @mailbox_route(Right.DELETE)
 def delete(box: Box, folder: str) -> Response:
     """Delete: to the Corbeille; from the Corbeille, for good."""
-    uids = selected()
-    if not uids:
+    selection = Selection()
+    if selection.empty:
         return _nothing(box, folder)
     if folder != TRASH:
-        return _move(box, folder, uids, TRASH, "mail.delete",
-                     f"{_count(len(uids), 'placé')} dans la Corbeille.")
+        return _move(box, folder, selection, TRASH, "mail.delete",
+                     lambda n: f"{_count(n, 'placé')} dans la Corbeille.")
     with imap() as session:
-        session.expunge(box.imap_name(TRASH), uids)
-    audit("mail.expunge", box, folder=TRASH, count=len(uids))
-    flash(f"{_count(len(uids), 'supprimé')} définitivement.", "success")
-    return _back(box, folder)
+        uids = selection.resolve(session, box, folder)
+        in_batches(uids, lambda chunk: session.expunge(box.imap_name(TRASH), chunk))
+    if not uids:
+        return _nothing(box, folder, selection, "mail.expunge")
+    audit("mail.expunge", box, folder=TRASH, count=len(uids), **selection.details())
+    return answer(box, folder, f"{_count(len(uids), 'supprimé')} définitivement.",
+                  count=len(uids))
 
 
 @bp.post("/<int:box_id>/restaurer")
@@ -97,38 +114,48 @@ def restore(box: Box, folder: str) -> Response:
     """From the Corbeille back where such a message lives: Brouillons for a draft, Messages
     envoyés for what the mailbox sent, else the Boîte de réception (IMAP does not remember
     where a message came from)."""
-    uids = selected()
-    if not uids or folder != TRASH:
+    selection = Selection()
+    if selection.empty or folder != TRASH:
         return _nothing(box, TRASH)
+    groups: dict[str, list[int]] = {}
     with imap() as session:
         from webmail.mail.listing import rows
 
-        found = rows(session, box.imap_name(TRASH), uids, voucher())
-        groups: dict[str, list[int]] = {}
-        for row in found:
-            target = (DRAFTS if "\\Draft" in row.flags else
-                      SENT if box.address in row.sender.lower() else INBOX)
-            groups.setdefault(target, []).append(row.uid)
+        uids = selection.resolve(session, box, TRASH)
+        for chunk in batches(uids):
+            for row in rows(session, box.imap_name(TRASH), chunk, voucher()):
+                target = (DRAFTS if "\\Draft" in row.flags else
+                          SENT if box.address in row.sender.lower() else INBOX)
+                groups.setdefault(target, []).append(row.uid)
         for target, group in groups.items():
-            session.move(box.imap_name(TRASH), group, box.imap_name(target))
-    audit("mail.restore", box, folder=TRASH, count=len(found))
+            in_batches(group, lambda chunk, t=target: session.move(
+                box.imap_name(TRASH), chunk, box.imap_name(t)))
+    count = sum(len(g) for g in groups.values())
+    if not count:
+        return _nothing(box, TRASH, selection, "mail.restore")
+    audit("mail.restore", box, folder=TRASH, count=count, **selection.details())
     names = ", ".join(f"« {label(t)} »" for t in groups)
-    flash(f"{_count(len(found), 'restauré')} vers {names}.", "success")
-    return _back(box, TRASH)
+    return answer(box, TRASH, f"{_count(count, 'restauré')} vers {names}.", count=count)
 
 
-def _move(box: Box, folder: str, uids: list[int], target: str, action: str,
-          done: str) -> Response:
+def _move(box: Box, folder: str, selection: Selection, target: str, action: str,
+          done) -> Response:  # type: ignore[no-untyped-def]
+    uids: list[int] = []
     try:
         with imap() as session:
-            session.move(box.imap_name(folder), uids, box.imap_name(target))
+            uids = selection.resolve(session, box, folder)
+            in_batches(uids, lambda chunk: session.move(box.imap_name(folder), chunk,
+                                                        box.imap_name(target)))
     except ImapError:
-        audit(action, box, "refused", folder=folder, to_folder=target, count=len(uids))
-        flash("Le serveur de messagerie a refusé le déplacement.", "error")
-        return _back(box, folder)
-    audit(action, box, folder=folder, to_folder=target, count=len(uids))
-    flash(done, "success")
-    return _back(box, folder)
+        audit(action, box, "refused", folder=folder, to_folder=target, count=len(uids),
+              **selection.details())
+        return answer(box, folder, "Le serveur de messagerie a refusé le déplacement.",
+                      "error", status=409)
+    if not uids:
+        return _nothing(box, folder, selection, action)
+    audit(action, box, folder=folder, to_folder=target, count=len(uids),
+          **selection.details())
+    return answer(box, folder, done(len(uids)), count=len(uids))
 
 
 @bp.get("/<int:box_id>/corbeille/vider")

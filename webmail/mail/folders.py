@@ -15,7 +15,7 @@ from mailstore.imap import MailboxSession
 from trust_space.directory import display_names
 from webmail.context import mss
 from webmail.forms import EmptyForm
-from webmail.mail import PER_PAGE, bp, listing
+from webmail.mail import bp, listing, listview
 from webmail.mail.access import (
     INBOX,
     Box,
@@ -29,6 +29,7 @@ from webmail.mail.access import (
     valid_folder,
 )
 from webmail.mail.badge import voucher
+from webmail.mail.preferences import choices
 
 SENT, DRAFTS, TRASH = "Sent", "Drafts", "Trash"
 LABELS = {INBOX: "Boîte de réception", DRAFTS: "Brouillons", SENT: "Messages envoyés",
@@ -67,11 +68,6 @@ def box_folders(session: MailboxSession, box: Box) -> list[FolderView]:
                                         f.name.lower()))
 
 
-def page_number() -> int:
-    raw = request.args.get("page", "1")
-    return int(raw) if raw.isdigit() and 0 < int(raw) < 100_000 else 1
-
-
 @bp.get("")
 @bp.get("/")  # /courrier/ as typed or bookmarked: the same page, not a 404
 def index() -> Response:
@@ -90,19 +86,33 @@ def directory_names(addresses: set[str]) -> dict[str, str]:
 @bp.get("/<int:box_id>")
 @mailbox_route(Right.READ)
 def folder(box: Box, folder: str) -> str:
-    """A page of a folder's messages, newest first."""
+    """A page of a folder's messages in the view the URL asks for (``listview.View``: sort,
+    direction, filter, page), as many as the person's page size. Asked with
+    ``X-MSS-Fragment: 1``, only the list itself (``#liste``) is rendered."""
+    view = listview.View.parse(request.args)
+    size = choices().page_size
+    sent = folder in (SENT, DRAFTS)
     with imap() as session:
         folders = box_folders(session, box)
         if folder not in {f.name for f in folders}:
             from mailstore.errors import MailboxNotFound
 
             raise MailboxNotFound("Dossier introuvable")
-        page = listing.page(session, box.imap_name(folder), page_number(), PER_PAGE,
-                            voucher())
-    page = replace(page, rows=listing.with_directory_names(page.rows, directory_names))
+        name = box.imap_name(folder)
+        state = listview.snapshot(session, name)
+        uids = listview.view_uids(session, name, view, sent=sent, state=state)
+        pages = max(1, -(-len(uids) // size))
+        view = replace(view, page=min(view.page, pages))
+        chunk = uids[(view.page - 1) * size:view.page * size]
+        rows = listing.rows(session, name, chunk, voucher())
+    page = listing.Listing(listing.with_directory_names(rows, directory_names), len(uids),
+                           view.page, size)
     return render_template("mail/list.html", box=box, boxes=accessible_boxes(),
                            folders=folders, folder=folder, folder_label=label(folder),
-                           listing=page, form=EmptyForm(), specials=(SENT, DRAFTS, TRASH))
+                           listing=page, view=view, sent=sent, form=EmptyForm(),
+                           until=state.uidnext - 1 if state else None,
+                           specials=(SENT, DRAFTS, TRASH), sorts=listview.SORTS,
+                           filters=listview.FILTERS, page_sizes=listview.PAGE_SIZES)
 
 
 @bp.get("/<int:box_id>/dossiers")

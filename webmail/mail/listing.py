@@ -1,4 +1,5 @@
-"""Message lists: a page of a folder, newest first, with what the list shows of each message.
+"""Message lists: what the list shows of each message (the order and the page are
+``listview``'s).
 
 Besides what ``MailboxSession.page`` gives (date, sender, recipients, subject, flags, size),
 the list marks attachments and the security verdict, so one FETCH asks for the body structure
@@ -13,9 +14,7 @@ import base64
 import binascii
 import email.utils
 import re
-import threading
 import unicodedata
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -38,12 +37,6 @@ _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 # A body part's disposition in BODYSTRUCTURE (RFC 3501 §7.4.2): ("attachment" (params)).
 _ATTACHMENT = re.compile(rb'\("attachment"\s*(\([^)]*\)|NIL)?', re.IGNORECASE)
-_STATUS_VALUES = re.compile(rb"(UIDVALIDITY|UIDNEXT|MESSAGES) (\d+)")
-# Sort orders per pooled session (sessions are used by one request at a time).
-_SORTED: weakref.WeakKeyDictionary[MailboxSession, dict[str, tuple[tuple[int, int, int],
-                                                                   list[int]]]] = \
-    weakref.WeakKeyDictionary()
-_SORTED_LOCK = threading.Lock()  # the mapping is shared by the server's threads
 _LIST = re.compile(rb'^\(([^)]*)\) (?:"[^"]*"|NIL) (.+)$')
 _WORD = re.compile(r"=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)\s+(=\?)")
@@ -79,6 +72,11 @@ class Row:
     def answered(self) -> bool:
         return "\\Answered" in self.flags
 
+    @property
+    def flagged(self) -> bool:
+        """Followed ("suivi"): IMAP \\Flagged (RFC 9051 §2.3.2)."""
+        return "\\Flagged" in self.flags
+
 
 @dataclass(frozen=True)
 class Listing:
@@ -90,61 +88,6 @@ class Listing:
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.per_page))
-
-
-def page(session: MailboxSession, folder: str, number: int, per_page: int,
-         voucher: Voucher) -> Listing:
-    """Page ``number`` (from 1) of ``folder`` (IMAP name), newest first."""
-    uids = newest_first(session, folder)
-    pages = max(1, -(-len(uids) // per_page))
-    number = min(max(number, 1), pages)
-    chunk = uids[(number - 1) * per_page:number * per_page]
-    return Listing(rows(session, folder, chunk, voucher), len(uids), number, per_page)
-
-
-def newest_first(session: MailboxSession, folder: str) -> list[int]:
-    """Every UID of ``folder``, newest (``Date``) first: UID SORT (RFC 5256), read by imaplib
-    (IMAPClient's parser of a 10,000-number answer costs more than Dovecot's sort).
-
-    The order is kept per session and folder while the folder holds the same messages —
-    same UIDVALIDITY, UIDNEXT and message count (RFC 3501 §2.3.1.1: a new message raises
-    UIDNEXT, an expunge lowers the count) — so paging a large folder sorts it once."""
-    if not session.client.has_capability("SORT"):
-        return session.sorted_uids(folder)
-    raw = session.client._imap
-    session.select(folder)
-    session.noop()  # sync the selected view first: STATUS alone may describe a stale one
-    key = _identity(raw, folder)
-    with _SORTED_LOCK:
-        cached = _SORTED.setdefault(session, {}).get(folder)
-    if key is not None and cached is not None and cached[0] == key:
-        return cached[1]
-    try:
-        # Ascending, then reversed here: RFC 5256 §3 breaks ties by increasing sequence
-        # number even under REVERSE DATE, which listed mail of the same second oldest first.
-        typ, data = raw.uid("SORT", "(DATE)", "UTF-8", "ALL")
-    except raw.error as exc:
-        raise ImapError(f"Erreur IMAP : {exc}") from exc
-    if typ != "OK":
-        raise ImapError("Erreur IMAP : tri refusé")
-    uids = [int(n) for n in b" ".join(d for d in data if d).split()][::-1]
-    if key is not None:
-        with _SORTED_LOCK:
-            _SORTED.setdefault(session, {})[folder] = (key, uids)
-    return uids
-
-
-def _identity(raw: Any, folder: str) -> tuple[int, int, int] | None:
-    """(UIDVALIDITY, UIDNEXT, MESSAGES) of a folder, None if the server does not say."""
-    try:
-        typ, data = raw.status(_quoted(folder), "(UIDVALIDITY UIDNEXT MESSAGES)")
-    except raw.error:
-        return None
-    found = _STATUS_VALUES.findall(b" ".join(d for d in data if isinstance(d, bytes)))
-    values = {name: int(value) for name, value in found}
-    if typ != "OK" or len(values) != 3:
-        return None
-    return values[b"UIDVALIDITY"], values[b"UIDNEXT"], values[b"MESSAGES"]
 
 
 def _quoted(folder: str) -> str:
@@ -254,9 +197,15 @@ def _parse(data: Iterable[Any], voucher: Voucher) -> Iterable[Row]:
             continue
         structure = text + b"".join(lit for prefix, lit in pieces
                                     if b"HEADER.FIELDS" not in prefix.upper())
-        attached = any(b"smime.p7" not in (params or b"").lower()  # not the S/MIME signature
-                       for params in _ATTACHMENT.findall(structure))
-        yield _row(int(uid.group(1)), text, blocks[0], attached, voucher)
+        yield _row(int(uid.group(1)), text, blocks[0], has_attachment(structure), voucher)
+
+
+def has_attachment(structure: bytes) -> bool:
+    """Whether a FETCH answer's BODYSTRUCTURE shows a part with disposition "attachment"
+    other than an S/MIME signature: the list's "PJ" marker and its "Avec pièces jointes"
+    filter (``listview``) both ask this."""
+    return any(b"smime.p7" not in (params or b"").lower()
+               for params in _ATTACHMENT.findall(structure))
 
 
 def _row(uid: int, text: bytes, header_block: bytes, attachment: bool,

@@ -4,19 +4,22 @@ the sandboxed frame, its attachments as downloads (XDM packages opened), the rea
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
-from mailstore.imap import Message
+from mailstore.imap import MailboxSession, Message
 from webmail.context import mss
 from webmail.forms import EmptyForm
-from webmail.mail import bp, mime, relay
+from webmail.mail import bp, listview, mime, relay
 from webmail.mail.access import Box, Right, accessible_boxes, audit, imap, mailbox_route
 from webmail.mail.attachments import download, xdm_documents, xdm_member
 from webmail.mail.badge import Badge, StoreCache, badge_for, voucher
 from webmail.mail.folders import DRAFTS, SENT, TRASH, box_folders, label
+from webmail.mail.preferences import choices
 from webmail.mail.receipts import MDN_SENT, build_mdn
 from webmail.mail.sanitise import frame_csp, sanitise
 from webmail.mail.submit import SubmissionRefused, Submitter
@@ -50,6 +53,7 @@ def _cid_url(box: Box, folder: str, uid: int, reading: mime.Reading):  # type: i
 def message(box: Box, folder: str, uid: int) -> str:
     """The read view."""
     with imap() as session:
+        around = _around(session, box, folder, uid)  # before reading marks it seen
         found = session.message(box.imap_name(folder), uid, mark_seen=box.can(Right.FLAG))
         folders = box_folders(session, box)
     reading = mime.read(found.raw)
@@ -69,7 +73,27 @@ def message(box: Box, folder: str, uid: int) -> str:
         xdm={p.index: xdm_documents(mime.part_bytes(mime.part_at(reading.message, p.index)))
              for p in reading.attachments if p.is_xdm},
         ask_receipt=_ask_receipt(box, folder, reading, found.flags),
-        specials=(SENT, DRAFTS, TRASH))
+        specials=(SENT, DRAFTS, TRASH), around=around)
+
+
+@dataclass(frozen=True)
+class Around:
+    """The read view's place in its list: the list's view (sort, filter), that view at the
+    page showing the message, and the previous and next messages in that order."""
+
+    view: listview.View
+    back: listview.View
+    previous: int | None
+    next: int | None
+
+
+def _around(session: MailboxSession, box: Box, folder: str, uid: int) -> Around:
+    view = listview.View.parse(request.args)
+    uids = listview.view_uids(session, box.imap_name(folder), view,
+                              sent=folder in (SENT, DRAFTS))
+    previous, following, index = listview.neighbours(uids, uid)
+    back = replace(view, page=index // choices().page_size + 1) if index >= 0 else view
+    return Around(view, back, previous, following)
 
 
 def _ask_receipt(box: Box, folder: str, reading: mime.Reading, flags: tuple[str, ...]) -> bool:

@@ -3,14 +3,7 @@
 (function () {
   "use strict";
 
-  // "Tout sélectionner" in message lists.
-  document.querySelectorAll("input.select-all").forEach(function (all) {
-    all.addEventListener("change", function () {
-      document.querySelectorAll('input[name="uid"][form="bulk"]').forEach(function (box) {
-        box.checked = all.checked;
-      });
-    });
-  });
+  // Choosing messages in lists: js/list-select.js.
 
   // Buttons asking for a confirmation (data-confirm): the server never depends on it.
   document.querySelectorAll("[data-confirm]").forEach(function (button) {

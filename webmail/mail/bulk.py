@@ -1,0 +1,118 @@
+"""Which messages an action of the list applies to, and the "suivi" flag (IMAP \\Flagged).
+
+An action names its messages one of two ways:
+- ticked ones: ``uid`` fields (at most ``MAX_SELECTED``), of which only those still in the
+  folder are acted on — a second click on "Supprimer" finds them gone and says so;
+- "Sélectionner les N messages" (``tout=1``): every message of the view the page showed —
+  the folder and its ``filtre``, or a search's criteria (``recherche=1``) — found by the
+  server (UID SORT/SEARCH), never posted by the browser, and only up to ``jusqua``, the
+  highest UID the page knew of: mail that arrived since is left alone. The work goes in
+  batches of ``listview.BATCH`` UIDs per command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+from flask import flash, jsonify, redirect, request, url_for
+from werkzeug.wrappers import Response
+
+from mailstore.imap import MailboxSession
+from webmail.mail import bp, imap_uid, listview
+from webmail.mail.access import Box, Right, audit, imap, mailbox_route
+
+MAX_SELECTED = 1000
+
+
+class Selection:
+    """What the form asked for: ``everything`` (the view) or ``uids``."""
+
+    def __init__(self) -> None:
+        form = request.form
+        self.everything = form.get("tout") == "1"
+        uids = [u for u in map(imap_uid, form.getlist("uid")) if u is not None]
+        self.uids = list(dict.fromkeys(uids))[:MAX_SELECTED]
+        self.until = imap_uid(form.get("jusqua"))
+        self.view = listview.View.parse(form)
+
+    @property
+    def empty(self) -> bool:
+        return not self.everything and not self.uids
+
+    def details(self) -> dict[str, object]:
+        """For the audit record: how the messages were chosen (never what they say)."""
+        if not self.everything:
+            return {}
+        return {"all": True, "filter": self.view.filter,
+                "search": request.form.get("recherche") == "1"}
+
+    def resolve(self, session: MailboxSession, box: Box, folder: str) -> list[int]:
+        """The UIDs of ``folder`` (a name inside ``box``) the action applies to."""
+        name = box.imap_name(folder)
+        if not self.everything:
+            return listview.present(session, name, self.uids)
+        if self.until is None:
+            return []
+        if request.form.get("recherche") == "1":
+            from webmail.mail.search import Query, matching
+
+            uids = matching(session, box, folder, Query.from_values(request.form))
+        else:
+            state = listview.snapshot(session, name)
+            uids = listview.view_uids(session, name, self.view, state=state)
+        return sorted(uid for uid in uids if uid <= self.until)
+
+
+def in_batches(uids: list[int], apply: Callable[[list[int]], None]) -> None:
+    """``apply`` to ``uids`` a bounded slice at a time."""
+    for chunk in listview.batches(uids):
+        apply(chunk)
+
+
+def wants_json() -> bool:
+    """A script asked (``Accept: application/json``): answer data, not a page."""
+    return request.accept_mimetypes.best == "application/json"
+
+
+def answer(box: Box, folder: str, text: str, category: str = "success", *,
+           count: int = 0, status: int = 200) -> Response:
+    """The reply of a list action: JSON for a script, else a message and back to the page."""
+    if wants_json():
+        return cast(Response, (jsonify(message=text, count=count,
+                                       ok=category != "error"), status))
+    flash(text, category)
+    return back(box, folder)
+
+
+def back(box: Box, folder: str) -> Response:
+    """To ``retour`` (a page of the mail), else the folder."""
+    target = request.form.get("retour", "")
+    if target.startswith("/courrier/") and "//" not in target and "\\" not in target \
+            and not any(c in target for c in "\r\n"):
+        return redirect(target)
+    return redirect(url_for("mail.folder", box_id=box.id, dossier=folder))
+
+
+@bp.post("/<int:box_id>/suivi")
+@mailbox_route(Right.FLAG)
+def follow(box: Box, folder: str) -> Response:
+    """Set (``suivre=<uid>``) or clear (``retirer=<uid>``) the "suivi" flag of a message."""
+    wanted = imap_uid(request.form.get("suivre"))
+    dropped = imap_uid(request.form.get("retirer"))
+    uid = wanted or dropped
+    if uid is None or (wanted and dropped):
+        return answer(box, folder, "Choisissez un message à suivre.", "error", status=400)
+    with imap() as session:
+        name = box.imap_name(folder)
+        if not listview.present(session, name, [uid]):
+            return answer(box, folder, "Ce message n’est plus dans ce dossier.", "error",
+                          status=404)
+        (session.set_flags if wanted else session.clear_flags)(name, [uid], ["\\Flagged"])
+    audit("mail.flag", box, folder=folder, count=1, flagged=bool(wanted))
+    if wants_json():
+        return jsonify(message="Message suivi." if wanted else "Message non suivi.",
+                       flagged=bool(wanted), uid=uid, ok=True)
+    flash("Message marqué comme suivi." if wanted else "Le message n’est plus suivi.",
+          "success")
+    return back(box, folder)
