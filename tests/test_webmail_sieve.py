@@ -343,6 +343,7 @@ def test_hostile_strings_end_up_literal(mail_operator: Operator, mail_web: Web,
     ({"debut": "2026-12-10", "fin": "2026-12-01"}, "La date de fin précède"),
     ({"jours": "0"}, "entre 1 et 90"),
     ({"jours": "9999999999"}, "entre 1 et 90"),
+    ({"jours": "²"}, "entre 1 et 90"),  # a digit for str.isdigit, not for int()
     ({"objet": ""}, "Indiquez l’objet"),
 ])
 def test_the_form_refuses_what_cannot_go_into_a_script(
@@ -433,3 +434,24 @@ def test_managesieve_requires_tls_before_login(mail_operator: Operator) -> None:
         import base64
         sock.sendall(b'AUTHENTICATE "PLAIN" "' + base64.b64encode(login) + b'"\r\n')
         assert sock.recv(4096).startswith(b"NO")
+
+
+def test_an_organisational_mailbox_never_logs_in_with_a_password(
+        mail_operator: Operator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its passdb row (for the webmail's master user, mailstore.sql) has no password: IMAP and
+    ManageSieve refuse it whatever is tried, while the master user opens it."""
+    import imaplib
+
+    org = address("org")
+    for password in (PASSWORD, "", "x"):
+        conn = mail_operator.space.imaps()
+        with pytest.raises(imaplib.IMAP4.error):
+            conn.login(org, password)
+        conn.logout()
+    monkeypatch.setenv("SSL_CERT_FILE", str(mail_operator.space.ca_file))
+    sieve = SieveClient("127.0.0.1", mail_operator.settings.managesieve_port)
+    assert not sieve.connect(org, PASSWORD, starttls=True, authmech="PLAIN")
+    from mailstore.managesieve import SieveService
+
+    with SieveService.for_settings(mail_operator.settings).session(org) as conn:
+        assert conn.list_scripts() is not None

@@ -117,8 +117,8 @@ def _vacation_from(values: dict[str, str], current: Settings) -> tuple[Settings,
     start, end = _date(values["debut"], "debut", errors), _date(values["fin"], "fin", errors)
     subject = " ".join(values["objet"].split())
     body = values["message"].replace("\r\n", "\n").strip("\n")
-    days = int(values["jours"]) if values["jours"].strip().isdigit() and \
-        len(values["jours"].strip()) < 4 else 0
+    typed = values["jours"].strip()
+    days = int(typed) if typed.isascii() and typed.isdigit() and len(typed) < 4 else 0
     if not 1 <= days <= MAX_DAYS:
         errors["jours"] = f"Indiquez un nombre de jours entre 1 et {MAX_DAYS}."
     if start and end and end < start:
