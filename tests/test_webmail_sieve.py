@@ -455,3 +455,14 @@ def test_an_organisational_mailbox_never_logs_in_with_a_password(
 
     with SieveService.for_settings(mail_operator.settings).session(org) as conn:
         assert conn.list_scripts() is not None
+
+
+@pytest.mark.parametrize("target", ["shared/paul.durand@mss.test/INBOX", "../Sent", "Trash",
+                                    "Inexistant", "INBOX\r\nx"])
+def test_a_filter_moves_only_into_a_folder_of_the_mailbox(
+        mail_web: Web, as_user: Callable[[str], FlaskClient], target: str) -> None:
+    client, box = as_user("leo"), box_id(mail_web, address("leo"))
+    answer = post_form(client, f"/courrier/{box}/filtres",
+                       {"operation": "add", "champ": "from", "texte": "x", "action": "move",
+                        "dossier_cible": target})
+    assert answer.status_code == 400 and "Choisissez un dossier existant" in text(answer)
