@@ -96,8 +96,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 # Packages that declare tables. Named, not imported, so core depends on nothing above it.
 MODEL_MODULES = ("core.audit", "certs.models", "trust_space.models", "gateway.models",
-                 "webmail.models", "trust_space.whitelist_history",
-                 "webmail.mail.mailrules", "webmail.mail.notify", "webmail.mail.preferences")
+                 "webmail.models", "trust_space.whitelist_history", "webmail.mail.mailrules",
+                 "webmail.mail.preferences", "webmail.mail.notify", "webmail.contacts.models")
 
 
 def load_models() -> MetaData:

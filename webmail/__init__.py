@@ -107,9 +107,10 @@ def _register_blueprints(app: Flask) -> None:
         psc,
         register,
     )
+    from webmail.contacts import views as contacts
 
     for module in (auth, psc, register, account, orgs, operator, mail, operator_mail,
-                   autoconfig):
+                   autoconfig, contacts):
         module.init_app(app)
 
 

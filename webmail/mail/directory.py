@@ -6,12 +6,13 @@ autocompletion calls (``static/mail.js``)."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, render_template, request
-from flask_login import login_required
+from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from trust_space import directory as trust_directory
 from trust_space.directory import DirectoryEntry
 from trust_space.models import MailboxKind
+from webmail.contacts import book as contacts_book
 from webmail.context import mss
 
 bp = Blueprint("directory", __name__, url_prefix="/annuaire")
@@ -50,13 +51,18 @@ def index() -> str:
 
 @bp.get("/suggestions")
 def suggestions() -> Response:
-    """Up to eight published mailboxes matching ``q`` (2 characters at least), as JSON:
-    ``[{"address", "name", "detail"}]``."""
+    """Up to eight suggestions for ``q`` (2 characters at least), as JSON
+    ``[{"address", "name", "detail", "label"?}]``: the person's own groups and contacts first
+    (``webmail.contacts.book.suggest``; a group's address is its members' list), then the
+    published mailboxes of the directory."""
     text = request.args.get("q", "").strip()[:100]
     if len(text) < 2:
         return jsonify([])
     with mss().db.transaction() as db:
+        own = contacts_book.suggest(db, current_user.id, text)
         found = trust_directory.search(db, text=text, limit=SUGGESTIONS)
-    return jsonify([{"address": e.address, "name": e.display_name,
-                     "detail": ", ".join(filter(None, [e.profession, e.specialty, e.city]))}
-                    for e in found])
+    known = {s["address"] for s in own}
+    return jsonify((own + [{"address": e.address, "name": e.display_name,
+                            "detail": ", ".join(filter(None, [e.profession, e.specialty,
+                                                              e.city]))}
+                           for e in found if e.address not in known])[:SUGGESTIONS])

@@ -73,7 +73,7 @@
         var li = document.createElement("li");
         li.id = list.id + "-" + i;
         li.setAttribute("role", "option");
-        li.textContent = item.name + " <" + item.address + ">";
+        li.textContent = item.label || (item.name + " <" + item.address + ">");
         var detail = document.createElement("span");
         detail.className = "s-detail";
         detail.textContent = item.detail;
