@@ -151,6 +151,23 @@ def test_outbound_refuses_a_peer_that_does_not_match(pair: tuple[Operator, Opera
     b.wait_for(PAUL_B, lambda r: message_from_bytes(r)["Subject"] == "Detour")
 
 
+def test_the_probe_finds_the_other_operator_healthy(pair: tuple[Operator, Operator, Path]
+                                                    ) -> None:
+    """The peers' probe (issue #20) from mss.test to autre.test's real relay: what a delivery
+    needs holds (mutual TLS, chain, CRL, whitelist DN), and nothing was sent."""
+    from gateway import peer_health
+
+    a, b, _ = pair
+    [found] = peer_health.check(a.space.db, a.settings, domains=["autre.test"],
+                                requested_by="test", actor="test")
+    assert found.ok, found.detail
+    assert found.port == b.port("relay") and found.tls_version in ("TLSv1.3", "TLSv1.2")
+    theirs = x509.load_pem_x509_certificate((b.settings.pki_dir / "operator.crt").read_bytes())
+    assert found.subject_dn == theirs.subject.rfc4514_string() and found.dn_match is True
+    assert found.chain == "valid" and found.revocation == "good"
+    assert found.not_after == theirs.not_valid_after_utc
+
+
 def test_tampered_signature_is_refused(pair: tuple[Operator, Operator, Path]) -> None:
     a, b, tmp = pair
     crt, key = mailbox_pair(a, MARIE_A, tmp)

@@ -429,9 +429,9 @@ def test_the_page_shows_each_peers_health(scene: Scene, operator_client: Any) ->
     assert "1 envoyé(s)" in html and "2 reçu(s)" in html and "1 différé(s)" in html
     assert "1 refusé(s) par le pair" in html and "2 refusé(s) par nous" in html
     assert "message en attente depuis 3 h" in html
-    assert "Nos certificats" in html and "<code>mss cert renew operator</code>" in html
-    assert "<code>mss cert renew server</code>" in html
-    assert "<code>mss cert renew crl</code>" in html
+    assert "Nos certificats" in html and '<code class="cmd">mss cert renew operator</code>' in html
+    assert '<code class="cmd">mss cert renew server</code>' in html
+    assert '<code class="cmd">mss cert renew crl</code>' in html
     assert html.index("expire.test") < html.index("id=\"pair-sain.test\"")  # failures first
 
 
