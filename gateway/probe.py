@@ -201,13 +201,17 @@ def _ehlo_again(smtp: smtplib.SMTP) -> int:
     try:
         sock.sendall(f"EHLO {smtp.local_hostname}\r\n".encode("ascii", "replace"))
     except OSError:
-        if not sock.recv(64):  # the peer's alert, when it sent one, is raised here
+        try:
+            if not sock.recv(64):  # the peer's alert, when it sent one, is raised here
+                raise _Closed from None
+        except ConnectionResetError:
             raise _Closed from None
         raise
     try:
         return smtp.getreply()[0]
     except smtplib.SMTPServerDisconnected as exc:
-        if isinstance(exc.__context__, OSError):
+        cause = exc.__context__
+        if isinstance(cause, OSError) and not isinstance(cause, ConnectionResetError):
             raise
         raise _Closed from None
 
