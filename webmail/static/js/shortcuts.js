@@ -58,6 +58,12 @@ document.addEventListener("click", (event) => {
   if (row) { remember(row.closest("tr")); }
 });
 
+// The cursor follows the focus (Tab, a click): j/k go on from the row one is on.
+document.addEventListener("focusin", (event) => {
+  const row = event.target instanceof Element && event.target.closest(".msg-table tbody tr[data-uid]");
+  if (row && !row.classList.contains("cursor")) { place(row, false); }
+});
+
 function composeFor(row, kind) {
   const table = row.closest(".msg-table");
   const params = new URLSearchParams({ dossier: table.dataset.folder });
