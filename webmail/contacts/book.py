@@ -99,9 +99,8 @@ def checked_address(db: Session, text: str, local_domains: Collection[str]) -> s
         raise ContactError("Cette adresse est trop longue.")
     refused = refused_recipients(db, [address], set(local_domains))
     if refused:
-        raise ContactError(f"{address} : {refused[address]}. Seules les adresses de l’espace "
-                           "de confiance MSSanté peuvent être enregistrées (vous ne pourriez "
-                           "pas leur écrire).")
+        raise ContactError(f"{address} : {refused[address]}. Seules les adresses auxquelles "
+                           "vous pouvez écrire sont enregistrées.")
     return address
 
 

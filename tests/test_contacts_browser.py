@@ -1,0 +1,98 @@
+"""Mes contacts (issue #17) in Debian's Chromium against the whole service: Marie adds Paul
+from the directory (twice: one contact), makes a group, puts him in it, and the group comes up
+first in the recipient field's suggestions; on a phone the pages fit the screen. Screenshots
+tests/artifacts/webmail/contacts-*.png and docs/screenshots/contacts.png, axe-core on each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.webmail_mail_browser_support import (
+    MARIE,
+    PAUL,
+    PHONE,
+    SKIP_WITHOUT_CHROMIUM,
+    Site,
+    chromium,
+    expect,
+    page_for,
+    running_site,
+    screen,
+    shot,
+)
+from webmail.contacts.models import Contact
+
+pytestmark = SKIP_WITHOUT_CHROMIUM
+DOCS = Path(__file__).parent.parent / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    yield from running_site("contacts")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from chromium()
+
+
+def test_from_the_directory_to_a_group_in_the_recipient_field(site: Site, browser: Any) -> None:
+    page = page_for(browser, site, MARIE, width=1366)
+    page.goto(site.url + "/annuaire?nom=durand")
+    add = page.get_by_role("button", name="Ajouter Paul Durand à mes contacts")
+    add.dblclick()  # a hurried double click
+    expect(page.locator(".flash")).to_contain_text("ajouté à vos contacts")
+    page.get_by_role("button", name="Ajouter Paul Durand à mes contacts").click()
+    expect(page.locator(".flash")).to_contain_text("déjà dans vos contacts")
+    with site.app.db.transaction() as db:
+        assert list(db.scalars(select(Contact.address))) == [PAUL]
+    page.get_by_role("link", name="Contacts").first.click()
+    page.fill("#g-new", "Pharmacie du quartier")
+    page.get_by_role("button", name="Créer").click()
+    expect(page.locator("h2#list-title")).to_contain_text("Pharmacie du quartier")
+    page.get_by_role("link", name="Tous mes contacts").click()
+    page.get_by_role("link", name="Modifier Paul Durand").click()
+    page.get_by_label("Pharmacie du quartier").check()
+    page.fill("#c-note", "Garde le samedi matin")
+    page.get_by_role("button", name="Enregistrer").click()
+    expect(page.locator(".contact-row")).to_contain_text("Pharmacie du quartier")
+    expect(page.locator(".contact-row")).to_contain_text("Garde le samedi matin")
+    page.fill("#c-address", "quelquun@gmail.com")
+    page.get_by_role("button", name="Ajouter", exact=True).click()
+    expect(page.locator("#c-address-err")).to_contain_text("hors de l'espace de confiance")
+    expect(page.locator("#c-address")).to_have_value("quelquun@gmail.com")
+    shot(site, page, "carnet")
+    DOCS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(DOCS / "contacts.png"), full_page=False)
+    page.goto(site.url + "/courrier/ecrire")
+    page.locator("#to").press_sequentially("pharm", delay=40)
+    option = page.locator("#to-suggestions li").first
+    expect(option).to_contain_text("Groupe « Pharmacie du quartier »")
+    option.dispatch_event("mousedown")
+    expect(page.locator("#to")).to_have_value(f"{PAUL}, ")
+    shot(site, page, "suggestion-groupe")
+    page.context.close()
+
+
+def test_the_address_book_on_a_phone(site: Site, browser: Any) -> None:
+    page = screen(browser, site, MARIE, PHONE)
+    page.goto(site.url + "/connexion")
+    page.click("#card-login")
+    page.wait_for_url("**/courrier/*")
+    page.goto(site.url + "/contacts")
+    page.fill("#c-name", "Julie Bernard")
+    page.fill("#c-address", "julie.bernard@mss.test")
+    page.get_by_role("button", name="Ajouter", exact=True).click()
+    expect(page.locator(".flash")).to_contain_text("julie.bernard@mss.test ajouté")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    shot(site, page, "telephone")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Exporter (.vcf)").click()
+    text = Path(download.value.path()).read_text()
+    assert "EMAIL;TYPE=INTERNET:julie.bernard@mss.test" in text
+    page.context.close()
