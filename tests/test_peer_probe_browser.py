@@ -34,27 +34,28 @@ DESKTOP, PHONE = {"width": 1366, "height": 850}, {"width": 390, "height": 844}
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Scene, str]]:
-    for scene in scene_fixture(tmp_path_factory.mktemp("pairs-navigateur"),
-                               web_port=free_port(), listen_address="127.0.0.1"):
-        db = scene.app.db
-        with db.transaction() as session:
-            session.add(Account(login=OPERATOR, kind=AccountKind.PROFESSIONAL, is_operator=True,
-                                password_hash=hash_password(PASSWORD), failed_attempts=0,
-                                otp_channel=OtpChannel.TOTP,
-                                totp_secret=otp.seal_seed(OPERATOR_SEED,
-                                                          scene.settings.secret())))
-        seed_traffic(db, "sain.test", scene.relays["ok"].dn, utcnow())
-        peer_health.check(db, scene.settings, requested_by="test", actor="test", timeout=2)
-        stop, ready = threading.Event(), threading.Event()
-        thread = threading.Thread(target=run, args=(scene.app, "webmail"),
-                                  kwargs={"ready": lambda _s: ready.set(), "stop_event": stop})
-        thread.start()
+    scenes = scene_fixture(tmp_path_factory.mktemp("pairs-navigateur"), web_port=free_port(),
+                           listen_address="127.0.0.1")
+    scene = next(scenes)
+    db = scene.app.db
+    with db.transaction() as session:
+        session.add(Account(login=OPERATOR, kind=AccountKind.PROFESSIONAL, is_operator=True,
+                            password_hash=hash_password(PASSWORD), failed_attempts=0,
+                            otp_channel=OtpChannel.TOTP,
+                            totp_secret=otp.seal_seed(OPERATOR_SEED, scene.settings.secret())))
+    seed_traffic(db, "sain.test", scene.relays["ok"].dn, utcnow())
+    peer_health.check(db, scene.settings, requested_by="test", actor="test", timeout=2)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=run, args=(scene.app, "webmail"),
+                              kwargs={"ready": lambda _s: ready.set(), "stop_event": stop})
+    thread.start()
+    try:
         assert ready.wait(30), "webmail did not start"
-        try:
-            yield scene, f"https://localhost:{scene.settings.web_port}"
-        finally:
-            stop.set()
-            thread.join(20)
+        yield scene, f"https://localhost:{scene.settings.web_port}"
+    finally:
+        stop.set()
+        thread.join(20)
+        scenes.close()  # the relays stop, the operator's database closes
 
 
 @pytest.fixture(scope="module")
