@@ -198,11 +198,12 @@ def _busy(scope: str, config: Mapping[str, float]) -> Response:
 
 def _stream(found: Live, ticket: Ticket, subs: dict[int, Subscription], box: Box,
             boxes: list[Box], since: int | None, alive: Callable[[], bool],
-            config: Mapping[str, float]) -> Iterator[str]:
-    """The events of one stream; runs in the worker thread that serves it, outside the
-    request (everything it needs is given)."""
+            config: Mapping[str, float]) -> Iterator[bytes]:
+    """The events of one stream (bytes: WSGI, and ``direct_passthrough`` encodes nothing);
+    runs in the worker thread that serves it, outside the request (everything it needs is
+    given)."""
     try:
-        yield f"retry: {int(config['LIVE_RETRY_MS'])}\n\n"
+        yield f"retry: {int(config['LIVE_RETRY_MS'])}\n\n".encode()
         heartbeat = config["LIVE_HEARTBEAT_SECONDS"]
         deadline = time.monotonic() + config["LIVE_STREAM_SECONDS"]
         next_check, last = time.monotonic() + heartbeat, None
@@ -226,7 +227,7 @@ def _stream(found: Live, ticket: Ticket, subs: dict[int, Subscription], box: Box
                 if not alive():
                     ticket.end("expiree")
                     continue
-                yield ": ok\n\n"  # heartbeat: a comment, ignored by EventSource
+                yield b": ok\n\n"  # heartbeat: a comment, ignored by EventSource
                 next_check = time.monotonic() + heartbeat
     finally:
         _release(found, subs, ticket)
@@ -243,8 +244,8 @@ def _release(found: Live, subs: dict[int, Subscription], ticket: Ticket) -> None
     found.slots.close(ticket)
 
 
-def _event(name: str, data: Mapping[str, Any]) -> str:
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+def _event(name: str, data: Mapping[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 def _session_check(db: Database, row_id: str | None, account_id: int,

@@ -53,6 +53,14 @@ class Live {
   start() {
     statusRegion();
     if (this.el.dataset.liveEvents && window.EventSource) { this.connect(); } else { this.poll(); }
+    document.addEventListener("mss:list-updated", () => {
+      // Another module asked the list again (a move, a star): it holds what the banner offered.
+      if (this.pending && !this.refreshing) {
+        const shown = this.pending;
+        this.hideBanner();
+        this.baseline = { uidnext: shown.uidnext, messages: shown.messages, unseen: shown.unseen };
+      }
+    });
     document.addEventListener("visibilitychange", () => {
       // The tab the person looks at takes the stream back (one per session: the other polls).
       if (!document.hidden && !this.source && this.el.dataset.liveEvents && window.EventSource) {
@@ -65,6 +73,8 @@ class Live {
     this.stopPolling();
     const source = new EventSource(this.el.dataset.liveEvents);
     this.source = source;
+    // How the page is kept up to date, said on the element (tests, and whoever debugs).
+    source.addEventListener("open", () => { this.el.dataset.liveMode = "stream"; });
     source.addEventListener("etat", (event) => this.apply(JSON.parse(event.data)));
     source.addEventListener("fin", (event) => {
       const reason = JSON.parse(event.data).reason;
@@ -90,6 +100,7 @@ class Live {
   /** Poll the cheap state endpoint (STATUS) every 30 s: the fallback when there is no stream. */
   poll() {
     this.stopPolling();
+    this.el.dataset.liveMode = "poll";
     this.timer = setTimeout(async () => {
       this.timer = null;
       let response;
@@ -107,6 +118,7 @@ class Live {
   expired() {
     this.closeSource();
     this.stopPolling();
+    this.el.dataset.liveMode = "expired";
     if (document.getElementById("live-expired")) { return; }
     const note = document.createElement("div");
     note.id = "live-expired";
@@ -133,8 +145,10 @@ class Live {
     const nav = this.el.dataset.liveNav;
     const navLink = document.querySelector('.mainnav a[href="' + nav + '"]');
     setCount(navLink, state.total, "nav-count");
-    const menu = document.querySelector("#menu > summary");
-    setCount(menu, state.total, "nav-count");
+    // "Menu" (phones) shows the sum of the bar's counts, as base.html draws it.
+    const sum = Array.from(document.querySelectorAll(".mainnav .nav-count"))
+      .reduce((n, badge) => n + (num(badge.textContent) || 0), 0);
+    setCount(document.querySelector("#menu > summary"), sum, "nav-count");
     for (const box of state.boxes) {
       setCount(document.querySelector('.box-switch a[data-box="' + box.id + '"]'), box.unseen, "count",
         box.unseen + " non " + (box.unseen === 1 ? "lu" : "lus") + " dans la boîte de réception");
@@ -219,8 +233,13 @@ class Live {
         if (wanted) { this.refresh(wanted, true); }
       });
       banner.append(button);
+    }
+    if (!banner.isConnected) {
+      // Above the rows, under the list's toolbar: where the new ones will appear.
       const list = document.getElementById("liste");
-      list.parentNode.insertBefore(banner, list);
+      const table = list.querySelector(".msg-table");
+      const anchor = (table && table.closest("section")) || list;
+      anchor.parentNode.insertBefore(banner, anchor);
     }
     banner.querySelector("button").textContent = text;
   }

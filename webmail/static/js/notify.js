@@ -92,7 +92,9 @@ document.addEventListener("mss:mail-arrived", async (event) => {
   const title = count > 1 ? count + " nouveaux messages" : "Nouveau message";
   let body = box.name;
   if (root.dataset.notifyDetails === "1" && count === 1) {
-    const found = await rowsSince(box.url, from);
+    // A slow list does not hold the notification back: after 1.5 s it goes without details.
+    const late = new Promise((done) => { setTimeout(() => done([]), 1500); });
+    const found = await Promise.race([rowsSince(box.url, from), late]);
     if (found.length === 1) {
       body = "De : " + found[0].sender + "\nObjet : " + found[0].subject + "\n" + box.name;
     }
