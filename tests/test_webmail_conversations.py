@@ -46,6 +46,14 @@ def folder(mail_operator: Operator) -> Iterator[dict[str, list[int]]]:
         "cr2": [append(conn, message(paul, marie, "Compte rendu", "Second.\n",
                                      when=START + timedelta(days=6)), "Fils", seen=True)],
     }
+    # Marie's answer to the third message of "avc", in her Sent folder only; and another.
+    third = f"<avc-2-{START.timestamp():.0f}@mss.test>"
+    found["sent"] = [append(conn, message(marie, paul, "RE: Suivi AVC de M. Blanc",
+                                          "Ma réponse envoyée.\n", reply_to=[third],
+                                          when=START + timedelta(days=2, hours=3)),
+                            "Sent", seen=True),
+                     append(conn, message(marie, paul, "Autre sujet", "Rien à voir.\n"),
+                            "Sent", seen=True)]
     conn.logout()
     yield found
 
@@ -71,8 +79,9 @@ def test_the_list_by_conversation(folder: dict[str, list[int]], mail_web: Web,
                         "RE: Suivi AVC de M. Blanc", "RE: Bilan sanguin"]
     avc = lines[3]
     assert 'class="unread"' in avc and "2 non lus" in avc  # two of its four unread
-    assert ">4<" in avc and "Paul Durand" in avc or "paul" in avc
-    assert "moi" in avc  # Marie's own messages
+    # Who wrote, first first, by their directory names; Marie's own messages are « moi ».
+    assert ">4<" in avc and ">Paul Durand, moi</a>" in avc
+    assert ">Julie Bernard, moi</a>" in lines[4]
     assert f"/conversation/{folder['avc'][-1]}?dossier=Fils" in avc
     bilan = lines[4]
     assert 'class=""' in bilan and ">2<" in bilan  # read, two messages
@@ -111,13 +120,17 @@ def test_reading_a_conversation(folder: dict[str, list[int]], mail_web: Web,
     avc = folder["avc"]
     page = text(marie.get(f"/courrier/{box}/conversation/{avc[1]}?dossier=Fils"))
     items = re.findall(r'<details class="conv-msg[^"]*" id="message-(\d+)"( open)?>', page)
-    assert [int(uid) for uid, _ in items] == avc  # oldest first, from any of its UIDs
+    # Oldest first, from any of its UIDs; Marie's answer from her Sent folder in its place.
+    assert [int(uid) for uid, _ in items] == [*avc[:3], folder["sent"][0], avc[3]]
     # Read ones folded, the unread and the latest open.
-    assert [bool(opened) for _, opened in items] == [False, False, True, True]
+    assert [bool(opened) for _, opened in items] == [False, False, True, False, True]
     for index in range(4):
         assert f"Message {index + 1} de la conversation avc." in page
-    assert page.count('class="badge-box') == 4 and page.count(">Répondre à tous</a>") == 4
-    assert "4 messages dans cette conversation" in page
+    assert "Ma réponse envoyée." in page and "Rien à voir" not in page
+    assert page.count(">Envoyé</span>") == 1
+    assert f"/message/{folder['sent'][0]}?dossier=Sent" in page  # its actions: in Sent
+    assert page.count('class="badge-box') == 5 and page.count(">Répondre à tous</a>") == 5
+    assert "5 messages dans cette conversation" in page
     conn = mail_operator.imap(address("marie"))
     conn.select("Fils", readonly=True)
     _, data = conn.uid("SEARCH", "UNSEEN")
@@ -127,6 +140,7 @@ def test_reading_a_conversation(folder: dict[str, list[int]], mail_web: Web,
         event = session.scalars(select(AuditRecord).where(
             AuditRecord.action == "mail.read").order_by(AuditRecord.id.desc())).first()
         assert event is not None and json.loads(event.request)["uids"] == avc
+        assert json.loads(event.request)["sent_uids"] == folder["sent"][:1]
         assert json.loads(event.request)["view"] == "conversation"
         assert event.target == address("marie")
 

@@ -123,6 +123,10 @@ def test_the_read_view_offers_previews_only_for_proven_files(
     assert page.count('class="pdf-frame"') == 3 and "sandbox=" not in page.split(
         'class="pdf-frame"')[1].split(">")[0]
     assert "Tout télécharger (.zip)" in page
+    # Why a would-be image or PDF is not shown, in French, beside it.
+    assert "le contenu du fichier n’est pas celui qu’il annonce" in page  # photo.pdf
+    assert "Image SVG : jamais affichée dans la page" in page
+    assert "ce PDF contient du JavaScript ou des actions automatiques" in page
     assert "&lt;script&gt;" in page and '<script>alert("sujet")' not in page
 
 

@@ -53,7 +53,9 @@ def init_app(app: Flask) -> None:
         actions,
         bulk,
         compose,
+        conversations,
         directory,
+        exports,
         folders,
         mailrules,  # Réponse automatique, Filtres
         preferences,

@@ -8,27 +8,31 @@ list whatever the choice, so a link keeps meaning what it meant.
 
 A conversation's page shows its messages oldest first, each as the read view shows one
 (security badge, fields, body, attachments, actions); the unread ones and the latest are open,
-the others folded (``<details>``). Opening it marks its messages read (they are all shown) and
-audits one ``mail.read`` with every UID shown.
+the others folded (``<details>``). The person's own messages of the conversation, kept in
+« Messages envoyés », are shown among them (found by their Message-ID and References, as
+Gmail and Thunderbird's conversation view do). Opening it marks its messages read (they are
+all shown) and audits one ``mail.read`` with every UID shown.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from flask import flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
+from core import headers
 from mailstore.errors import MailboxNotFound
-from mailstore.imap import Message
+from mailstore.imap import MailboxSession, Message
 from webmail.context import mss, record
 from webmail.forms import EmptyForm
 from webmail.mail import PER_PAGE, bp, listing, threads
 from webmail.mail.access import Box, Right, accessible_boxes, audit, imap, mailbox_route
 from webmail.mail.badge import voucher
 from webmail.mail.folders import DRAFTS, SENT, TRASH, box_folders, directory_names, label
-from webmail.mail.read import shown
+from webmail.mail.read import Shown, shown
 from webmail.models import ReadingPreference
 
 VIEWS = ("messages", "conversations")
@@ -65,14 +69,25 @@ def folder_page(box: Box, folder: str) -> str:
         if folder not in {f.name for f in folders}:
             raise MailboxNotFound("Dossier introuvable")
         found = threads.page(session, box.imap_name(folder), _page_number(), PER_PAGE,
-                             voucher(), box.address)
+                             voucher())
     named = listing.with_directory_names([c.latest for c in found.conversations],
                                          directory_names)
-    lines = [replace(c, latest=row) for c, row in zip(found.conversations, named, strict=True)]
+    known = directory_names({a for c in found.conversations for _, a in c.participants if a})
+    lines = [(replace(c, latest=row), [_who(name, address, box, known)
+                                       for name, address in c.participants])
+             for c, row in zip(found.conversations, named, strict=True)]
     return render_template("mail/conversations.html", box=box, boxes=accessible_boxes(),
                            folders=folders, folder=folder, folder_label=label(folder),
                            found=found, lines=lines, form=EmptyForm(),
                            sent=folder in (SENT, DRAFTS), specials=(SENT, DRAFTS, TRASH))
+
+
+def _who(name: str, address: str, box: Box, known: dict[str, str]) -> str:
+    """A participant as the list names them: « moi » for the mailbox itself, else the
+    directory's name, the name the message gives (unless it holds an address), the address."""
+    if address == box.address.lower():
+        return "moi"
+    return known.get(address) or (name if name and "@" not in name else "") or address
 
 
 @bp.get("/<int:box_id>/conversation/<uid:uid>")
@@ -82,24 +97,59 @@ def conversation(box: Box, folder: str, uid: int) -> str:
     name = box.imap_name(folder)
     with imap() as session:
         uids = threads.conversation_of(session, name, uid)
-        shown_uids = list(uids[-threads.MAX_SHOWN:])
-        data = session._call(session.client.fetch, shown_uids, [b"BODY.PEEK[]", b"FLAGS"])
-        found = [Message(u, data[u][b"BODY[]"], _flags(data[u].get(b"FLAGS", ())))
-                 for u in shown_uids if u in data and b"BODY[]" in data[u]]
+        found = _fetch(session, name, list(uids[-threads.MAX_SHOWN:]))
         unseen = [m.uid for m in found if "\\Seen" not in m.flags]
         if unseen and box.can(Right.FLAG):
             session.set_flags(name, unseen, ["\\Seen"])
         folders = box_folders(session, box)
+        sent = _sent_replies(session, box, folder, found, {f.name for f in folders})
     if not found:
         raise MailboxNotFound(f"Message introuvable (UID {uid})")
-    items = [shown(box, folder, m) for m in found]
+    items = sorted([shown(box, folder, m) for m in found] + [shown(box, SENT, m) for m in sent],
+                   key=_when)[-threads.MAX_SHOWN:]
     audit("mail.read", box, folder=folder, uid=uid, uids=[m.uid for m in found],
-          view="conversation")
+          view="conversation", **({"sent_uids": [m.uid for m in sent]} if sent else {}))
     return render_template(
         "mail/conversation.html", box=box, boxes=accessible_boxes(), folders=folders,
         folder=folder, folder_label=label(folder), items=items, uid=uid,
         older=len(uids) - len(found), show_images=request.args.get("images") == "1",
         form=EmptyForm(), specials=(SENT, DRAFTS, TRASH))
+
+
+def _fetch(session: MailboxSession, name: str, uids: list[int]) -> list[Message]:
+    """The messages ``uids`` of the folder ``name``, without marking them read, in order."""
+    if not uids:
+        return []
+    session.select(name)
+    data = session._call(session.client.fetch, uids, [b"BODY.PEEK[]", b"FLAGS"])
+    return [Message(u, data[u][b"BODY[]"], _flags(data[u].get(b"FLAGS", ())))
+            for u in uids if u in data and b"BODY[]" in data[u]]
+
+
+def _sent_replies(session: MailboxSession, box: Box, folder: str, found: list[Message],
+                  folders: set[str]) -> list[Message]:
+    """The person's own messages of the conversation kept in « Messages envoyés » (they are
+    part of it, as a reader sees it), unless the conversation is there already."""
+    if folder in (SENT, DRAFTS, TRASH) or SENT not in folders or not found:
+        return []
+    own: set[str] = set()
+    answered: set[str] = set()
+    for message in found:
+        ids, refs = threads.message_ids(message.raw)
+        own |= ids
+        answered |= refs
+    dates = headers.parse(headers.split_head(found[0].raw)[0]).values("date")
+    first = listing.parse_date(dates[0] if dates else None)
+    since = first.astimezone(UTC).date() if first and first.tzinfo else \
+        datetime.now(UTC).date() - timedelta(days=365)
+    sent_name = box.imap_name(SENT)
+    uids = threads.replies_in(session, sent_name, own, answered, since)
+    copies = _fetch(session, sent_name, uids[-threads.MAX_SHOWN:])
+    return [m for m in copies if not threads.message_ids(m.raw)[0] & own]
+
+
+def _when(item: Shown) -> datetime:
+    return item.reading.date or datetime.min.replace(tzinfo=UTC)
 
 
 def _flags(raw: object) -> tuple[str, ...]:

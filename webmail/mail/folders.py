@@ -89,6 +89,10 @@ def folder(box: Box, folder: str) -> str:
     """A page of a folder's messages in the view the URL asks for (``listview.View``: sort,
     direction, filter, page), as many as the person's page size. Asked with
     ``X-MSS-Fragment: 1``, only the list itself (``#liste``) is rendered."""
+    from webmail.mail import conversations  # issue #17, reading: the list by conversation
+
+    if conversations.wanted():
+        return conversations.folder_page(box, folder)
     view = listview.View.parse(request.args)
     size = choices().page_size
     sent = folder in (SENT, DRAFTS)

@@ -70,12 +70,29 @@ def declared(content_type: str, filename: str) -> str | None:
 def inline_type(content_type: str, filename: str, data: bytes) -> str | None:
     """The ``Content-Type`` to show ``data`` inline with, None when it must be a download
     (module docstring)."""
+    return judge(content_type, filename, data)[0]
+
+
+def judge(content_type: str, filename: str, data: bytes) -> tuple[str | None, str | None]:
+    """(type shown inline, None) or (None, why a file that claims to be an image, a PDF or
+    an SVG is not shown — a French sentence for its reader; None for other files)."""
+    ctype = content_type.strip().lower()
+    if ctype == "image/svg+xml" or filename.lower().endswith((".svg", ".svgz")):
+        return None, ("Image SVG : jamais affichée dans la page (elle peut contenir un "
+                      "programme), seulement à télécharger.")
     claimed = declared(content_type, filename)
-    if claimed is None or sniff(data) != claimed:
-        return None
+    if claimed is None:
+        named = _EXTENSIONS.get(filename.rpartition(".")[2].lower()) if "." in filename \
+            else None
+        if named or _ALIASES.get(ctype, ctype) in (PDF, *IMAGES):
+            return None, "Pas d’aperçu : le nom et le type annoncé du fichier ne concordent pas."
+        return None, None
+    if sniff(data) != claimed:
+        return None, "Pas d’aperçu : le contenu du fichier n’est pas celui qu’il annonce."
     if claimed == PDF and pdf_active(data):
-        return None
-    return claimed
+        return None, ("Pas d’aperçu : ce PDF contient du JavaScript ou des actions "
+                      "automatiques. Téléchargez-le pour l’ouvrir avec un lecteur de confiance.")
+    return claimed, None
 
 
 def _names(data: bytes) -> set[bytes]:

@@ -14,9 +14,9 @@ from werkzeug.wrappers import Response
 from mailstore.imap import MailboxSession, Message
 from webmail.context import mss
 from webmail.forms import EmptyForm
-from webmail.mail import bp, listview, mime, relay
+from webmail.mail import bp, listview, mime, preview, relay
 from webmail.mail.access import Box, Right, accessible_boxes, audit, imap, mailbox_route
-from webmail.mail.attachments import download, xdm_documents, xdm_member
+from webmail.mail.attachments import XdmDocument, download, xdm_documents, xdm_member
 from webmail.mail.badge import Badge, StoreCache, badge_for, voucher
 from webmail.mail.folders import DRAFTS, SENT, TRASH, box_folders, label
 from webmail.mail.preferences import choices
@@ -48,6 +48,48 @@ def _cid_url(box: Box, folder: str, uid: int, reading: mime.Reading):  # type: i
     return url
 
 
+@dataclass(frozen=True)
+class Shown:
+    """One message as a page shows it: the read view, or one message of a conversation."""
+
+    uid: int
+    folder: str
+    reading: mime.Reading
+    flags: tuple[str, ...]
+    badge: Badge
+    blocked: int  # remote images not loaded
+    xdm: dict[int, list[XdmDocument]]  # part index -> documents of an IHE XDM package
+    inline: dict[int, str]  # part index -> the type it is previewed as (``preview``)
+    refused: dict[int, str]  # part index -> why a would-be image or PDF is not previewed
+    ask_receipt: bool
+
+    @property
+    def seen(self) -> bool:
+        return "\\Seen" in self.flags
+
+
+def shown(box: Box, folder: str, found: Message) -> Shown:
+    """What the page shows of ``found`` (a message of ``folder`` in ``box``)."""
+    reading = mime.read(found.raw)
+    blocked = 0
+    if reading.html_index is not None:
+        html = mime.text_of(mime.part_at(reading.message, reading.html_index))
+        blocked = sanitise(html, show_images=False,
+                           cid_url=_cid_url(box, folder, found.uid, reading)).blocked_images
+    xdm, inline, refused = {}, {}, {}
+    for p in reading.attachments:
+        data = mime.part_bytes(mime.part_at(reading.message, p.index))
+        if p.is_xdm:
+            xdm[p.index] = xdm_documents(data)
+        kind, why = preview.judge(p.content_type, p.filename, data)
+        if kind is not None:
+            inline[p.index] = kind
+        elif why is not None:
+            refused[p.index] = why
+    return Shown(found.uid, folder, reading, found.flags, _badge(found.raw, reading, folder),
+                 blocked, xdm, inline, refused, _ask_receipt(box, folder, reading, found.flags))
+
+
 @bp.get("/<int:box_id>/message/<uid:uid>")
 @mailbox_route(Right.READ)
 def message(box: Box, folder: str, uid: int) -> str:
@@ -56,24 +98,17 @@ def message(box: Box, folder: str, uid: int) -> str:
         around = _around(session, box, folder, uid)  # before reading marks it seen
         found = session.message(box.imap_name(folder), uid, mark_seen=box.can(Right.FLAG))
         folders = box_folders(session, box)
-    reading = mime.read(found.raw)
-    blocked = 0
-    if reading.html_index is not None:
-        html = mime.text_of(mime.part_at(reading.message, reading.html_index))
-        blocked = sanitise(html, show_images=False,
-                           cid_url=_cid_url(box, folder, uid, reading)).blocked_images
+    item = shown(box, folder, found)
+    reading = item.reading
     with mss().db.transaction() as db:
         steps = relay.timeline(db, reading.message_id, box.address) if folder == SENT else []
     audit("mail.read", box, folder=folder, uid=uid)
     return render_template(
         "mail/read.html", box=box, boxes=accessible_boxes(), folders=folders, folder=folder,
-        folder_label=label(folder), uid=uid, reading=reading, flags=found.flags,
-        badge=_badge(found.raw, reading, folder), blocked=blocked, timeline=steps,
-        show_images=request.args.get("images") == "1", form=EmptyForm(),
-        xdm={p.index: xdm_documents(mime.part_bytes(mime.part_at(reading.message, p.index)))
-             for p in reading.attachments if p.is_xdm},
-        ask_receipt=_ask_receipt(box, folder, reading, found.flags),
-        specials=(SENT, DRAFTS, TRASH), around=around)
+        folder_label=label(folder), uid=uid, m=item, reading=reading, flags=found.flags,
+        badge=item.badge, blocked=item.blocked, timeline=steps,
+        show_images=request.args.get("images") == "1", form=EmptyForm(), xdm=item.xdm,
+        ask_receipt=item.ask_receipt, specials=(SENT, DRAFTS, TRASH), around=around)
 
 
 @dataclass(frozen=True)

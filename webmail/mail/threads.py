@@ -19,6 +19,7 @@ import email.utils
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 from core import headers
 from mailstore.errors import ImapError, MailboxNotFound
@@ -28,6 +29,9 @@ from webmail.mail.badge import Voucher
 
 ALGORITHMS = ("REFS", "REFERENCES")  # preferred first (module docstring)
 MAX_SHOWN = 50  # messages of one conversation shown on its page (the newest)
+MAX_CANDIDATES = 2000  # Sent messages looked at for the person's own replies, at most
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MSGID = re.compile(r"<[^<>\s\"]{1,250}>")
 _TOKEN = re.compile(rb"[()]|\d+")
 
 
@@ -37,7 +41,7 @@ class Conversation:
 
     uids: tuple[int, ...]  # oldest first
     latest: listing.Row  # the list line of the newest message
-    participants: tuple[str, ...]  # senders' names, first to write first
+    participants: tuple[tuple[str, str], ...]  # senders (name, address), first to write first
     unread: int
 
     @property
@@ -136,10 +140,9 @@ def ordered(found: list[list[int]], newest: Sequence[int]) -> list[tuple[int, ..
     return [tuple(t) for t in kept]
 
 
-def page(session: MailboxSession, folder: str, number: int, per_page: int, voucher: Voucher,
-         me: str) -> ConversationPage:
-    """Page ``number`` (from 1) of the conversations of ``folder`` (IMAP name). ``me``: the
-    mailbox's address, shown as « moi » among the participants."""
+def page(session: MailboxSession, folder: str, number: int, per_page: int,
+         voucher: Voucher) -> ConversationPage:
+    """Page ``number`` (from 1) of the conversations of ``folder`` (IMAP name)."""
     using = algorithm(session)
     newest = newest_first(session, folder)
     conversations = ordered(threads(session, folder, using), newest)
@@ -148,7 +151,7 @@ def page(session: MailboxSession, folder: str, number: int, per_page: int, vouch
     chunk = conversations[(number - 1) * per_page:number * per_page]
     latest = {r.uid: r for r in listing.rows(session, folder, [c[-1] for c in chunk], voucher)}
     senders = _senders(session, [u for c in chunk for u in c])
-    lines = [_line(c, latest[c[-1]], senders, me) for c in chunk if c[-1] in latest]
+    lines = [_line(c, latest[c[-1]], senders) for c in chunk if c[-1] in latest]
     return ConversationPage(lines, len(conversations), len(newest), number, per_page, using)
 
 
@@ -163,6 +166,42 @@ def conversation_of(session: MailboxSession, folder: str, uid: int) -> tuple[int
         if uid in found:
             return found
     raise MailboxNotFound(f"Message introuvable (UID {uid})")
+
+
+def message_ids(raw: bytes) -> tuple[set[str], set[str]]:
+    """(its own Message-ID, those it answers: In-Reply-To and References) of a message, as
+    ``<id>`` strings, read by the gateway's header parser."""
+    header = headers.parse(headers.split_head(raw)[0])
+    own = {m for v in header.values("message-id") for m in _MSGID.findall(v)}
+    answered = {m for name in ("in-reply-to", "references") for v in header.values(name)
+                for m in _MSGID.findall(v)}
+    return own, answered
+
+
+def replies_in(session: MailboxSession, folder: str, own: set[str], answered: set[str],
+               since: date) -> list[int]:
+    """UIDs of ``folder`` (IMAP name, the Sent folder) that belong to a conversation: those
+    answering one of its messages (``own`` in their In-Reply-To or References) or answered
+    by one (``answered`` holds their Message-ID). The candidates are the messages stored since
+    the day before ``since`` (the conversation's first date; SEARCH SINCE, an index lookup),
+    the newest ``MAX_CANDIDATES`` of them, whose three fields are read in one FETCH and
+    compared here: SEARCH HEADER goes through the full-text index, which does not index
+    In-Reply-To and References (``mailstore.fts``)."""
+    day = since - timedelta(days=1)
+    criteria = f"SINCE {day.day}-{_MONTHS[day.month - 1]}-{day.year}"  # RFC 3501 date
+    uids = [int(n) for n in _command(session, folder, "SEARCH", criteria).split()]
+    uids = uids[-MAX_CANDIDATES:]
+    if not uids:
+        return []
+    data = session._call(session.client.fetch, uids, [
+        b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO REFERENCES)]"])
+    found = []
+    for uid in uids:
+        block = next((v for k, v in data.get(uid, {}).items() if k.startswith(b"BODY[")), b"")
+        ids, refs = message_ids(block if isinstance(block, bytes) else b"")
+        if refs & own or ids & answered:
+            found.append(uid)
+    return found
 
 
 def _senders(session: MailboxSession, uids: list[int]) -> dict[int, tuple[str, str, bool]]:
@@ -182,12 +221,11 @@ def _senders(session: MailboxSession, uids: list[int]) -> dict[int, tuple[str, s
 
 
 def _line(uids: tuple[int, ...], latest: listing.Row,
-          senders: dict[int, tuple[str, str, bool]], me: str) -> Conversation:
-    names: dict[str, str] = {}
+          senders: dict[int, tuple[str, str, bool]]) -> Conversation:
+    people: dict[str, tuple[str, str]] = {}
     for uid in uids:
         name, address, _seen = senders.get(uid, ("", "", True))
-        key = address or name
-        if key and key not in names:
-            names[key] = "moi" if address == me.lower() else (name or address.split("@")[0])
+        if (address or name) and (address or name) not in people:
+            people[address or name] = (name, address)
     unread = sum(1 for uid in uids if not senders.get(uid, ("", "", True))[2])
-    return Conversation(uids, latest, tuple(names.values()), unread)
+    return Conversation(uids, latest, tuple(people.values()), unread)
