@@ -177,7 +177,9 @@ def test_marie_and_paul_exchange_encrypted_mail_in_the_browser(
     expect(peer).to_contain_text("chiffré de bout en bout (S/MIME)")
     shots.take(marie, "mss-ecrire-chiffrer", phone=True, at="#protection")
     marie.click("#send")
-    expect(marie.locator(".flash")).to_contain_text("Message envoyé")
+    # The demo keeps the product's « Annuler » delay (10 s): the banner then says it left.
+    expect(marie.locator(".held")).to_contain_text("Message en cours d’envoi")
+    expect(marie.locator(".flash", has_text="Message envoyé")).to_be_visible(timeout=45_000)
 
     paul = log_in(browser, b, PAUL)
     open_message(paul, subject)
@@ -192,7 +194,9 @@ def test_marie_and_paul_exchange_encrypted_mail_in_the_browser(
         "chiffré de bout en bout (S/MIME)")
     shots.take(paul, "autre-repondre-chiffrer")
     paul.click("#send")
-    expect(paul.locator(".flash")).to_contain_text("Message envoyé")
+    # The demo keeps the product's « Annuler » delay (10 s): the banner then says it left.
+    expect(paul.locator(".held")).to_contain_text("Message en cours d’envoi")
+    expect(paul.locator(".flash", has_text="Message envoyé")).to_be_visible(timeout=45_000)
 
     marie.goto(webmail(a) + "/courrier")
     open_message(marie, f"RE : {subject}")  # the webmail's French reply prefix
