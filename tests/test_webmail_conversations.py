@@ -145,6 +145,32 @@ def test_reading_a_conversation(folder: dict[str, list[int]], mail_web: Web,
         assert event.target == address("marie")
 
 
+def test_acting_on_ticked_conversations(folder: dict[str, list[int]], mail_web: Web,
+                                        mail_operator: Operator, marie: FlaskClient) -> None:
+    box = box_id(mail_web, address("marie"))
+    page = text(marie.get(f"/courrier/{box}?dossier=Fils&vue=conversations"))
+    bilan = ",".join(map(str, folder["bilan"]))
+    assert f'name="uid" value="{bilan}" form="bulk"' in page and 'id="bulk"' in page
+    answer = post_form(marie, f"/courrier/{box}/marquer",
+                       {"dossier": "Fils", "etat": "non-lu", "uid": bilan,
+                        "retour": f"/courrier/{box}?dossier=Fils&vue=conversations"})
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("vue=conversations")
+    conn = mail_operator.imap(address("marie"))
+    conn.select("Fils", readonly=True)
+    unseen = {int(u) for u in conn.uid("SEARCH", "UNSEEN")[1][0].split()}
+    conn.logout()
+    assert set(folder["bilan"]) <= unseen  # both messages of the conversation
+    # Anything that is not a UID in the list is ignored, never an error.
+    junk = post_form(marie, f"/courrier/{box}/marquer",
+                     {"dossier": "Fils", "etat": "lu", "uid": f"{bilan},abc,,0,99999999999"})
+    assert junk.status_code == 302
+    conn = mail_operator.imap(address("marie"))
+    conn.select("Fils", readonly=True)
+    unseen = {int(u) for u in conn.uid("SEARCH", "UNSEEN")[1][0].split()}
+    conn.logout()
+    assert not set(folder["bilan"]) & unseen
+
+
 def test_another_users_box_or_uid(folder: dict[str, list[int]], mail_web: Web,
                                   as_user: Callable[[str], FlaskClient]) -> None:
     marie_box = box_id(mail_web, address("marie"))

@@ -104,6 +104,8 @@ def stored(site: Site, browser: Any) -> dict[str, Any]:
                    html="<p>Cicatrisation <b>satisfaisante</b>.</p><p>Contrôle dans un mois."
                         "</p>")
     found["conversation"].append(append(conn, last))
+    found["ordonnance"] = thread(conn, [PAUL, MARIE], MARIE, "Ordonnance de M. Roux", 2,
+                                 start=start - timedelta(days=20), seen_until=2, tag="roux")
     found["attachments"] = append(conn, message(
         PAUL, MARIE, "Examens de M. Petit", "Voici les examens.\n",
         when=start + timedelta(days=6), attachments=[
@@ -180,6 +182,13 @@ def test_the_list_by_conversation_and_a_conversation(site: Site, browser: Any,
     shot(site, page, "liste-conversations")
     page.reload()  # the choice is kept
     expect(page.locator("table.conv-table")).to_have_count(1)
+    # A ticked conversation: the list's actions act on all its messages.
+    roux = page.locator("table.conv-table tbody tr", has_text="Ordonnance de M. Roux")
+    roux.locator("input[name=uid]").check()
+    page.click("#bulk button:has-text('Supprimer')")
+    expect(page.locator(".flash-success")).to_contain_text("2 messages")
+    expect(page.locator("table.conv-table tbody tr", has_text="Ordonnance")).to_have_count(0)
+    expect(page.locator("table.conv-table")).to_have_count(1)  # back to the same view
     row.locator(".col-subject a").click()
     page.wait_for_url("**/conversation/**")
     items = page.locator("details.conv-msg")

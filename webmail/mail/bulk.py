@@ -1,8 +1,9 @@
 """Which messages an action of the list applies to, and the "suivi" flag (IMAP \\Flagged).
 
 An action names its messages one of two ways:
-- ticked ones: ``uid`` fields (at most ``MAX_SELECTED``), of which only those still in the
-  folder are acted on — a second click on "Supprimer" finds them gone and says so;
+- ticked ones: ``uid`` fields (at most ``MAX_SELECTED``; a conversation's box holds its UIDs
+  separated by commas), of which only those still in the folder are acted on — a second
+  click on "Supprimer" finds them gone and says so;
 - "Sélectionner les N messages" (``tout=1``): every message of the view the page showed —
   the folder and its ``filtre``, or a search's criteria (``recherche=1``) — found by the
   server (UID SORT/SEARCH), never posted by the browser, and only up to ``jusqua``, the
@@ -31,7 +32,9 @@ class Selection:
     def __init__(self) -> None:
         form = request.form
         self.everything = form.get("tout") == "1"
-        uids = [u for u in map(imap_uid, form.getlist("uid")) if u is not None]
+        # A conversation's box (mail/conversations.html) ticks all its UIDs: "12,15,19".
+        values = [v for field in form.getlist("uid") for v in field.split(",", MAX_SELECTED)]
+        uids = [u for u in map(imap_uid, values[:4 * MAX_SELECTED]) if u is not None]
         self.uids = list(dict.fromkeys(uids))[:MAX_SELECTED]
         self.until = imap_uid(form.get("jusqua"))
         self.view = listview.View.parse(form)
