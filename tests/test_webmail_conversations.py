@@ -112,6 +112,14 @@ def test_the_choice_is_saved_and_vue_overrides_it(folder: dict[str, list[int]], 
     assert no_csrf.status_code == 400
     post_form(marie, f"/courrier/{box}/vue", {"dossier": "Fils", "vue": "messages"})
     assert "conv-table" not in text(marie.get(f"/courrier/{box}?dossier=Fils"))
+    # The same choice in Mon compte › Préférences.
+    prefs = text(marie.get("/compte/preferences"))
+    assert "Affichage des listes" in prefs and 'value="messages" checked' in prefs
+    saved = post_form(marie, "/courrier/affichage", {"vue": "conversations"})
+    assert saved.headers["Location"].endswith("/compte/preferences")
+    assert 'value="conversations" checked' in text(marie.get("/compte/preferences"))
+    assert "conv-table" in text(marie.get(f"/courrier/{box}?dossier=Fils"))
+    post_form(marie, "/courrier/affichage", {"vue": "messages"})
 
 
 def test_reading_a_conversation(folder: dict[str, list[int]], mail_web: Web,

@@ -162,10 +162,23 @@ def _flags(raw: object) -> tuple[str, ...]:
 def choose_view(box: Box, folder: str) -> Response:
     """Save the list's view (``vue``: ``messages`` or ``conversations``) as the person's
     choice, then back to the folder."""
+    _save_choice()
+    return redirect(url_for("mail.folder", box_id=box.id, dossier=folder))
+
+
+@bp.post("/affichage")
+def choose_view_in_preferences() -> Response:
+    """The same choice from Mon compte › Préférences, then back there."""
+    _save_choice()
+    return redirect(url_for("account.preferences"))
+
+
+def _save_choice() -> None:
+    """Save ``vue`` (audited when it changes) and say so; a French error for anything else."""
     asked = request.form.get("vue", "")
     if asked not in VIEWS:
         flash("Choix d’affichage invalide : « messages » ou « conversations ».", "error")
-        return redirect(url_for("mail.folder", box_id=box.id, dossier=folder))
+        return
     grouped = asked == "conversations"
     with mss().db.transaction() as session:
         row = session.get(ReadingPreference, current_user.id)
@@ -177,6 +190,5 @@ def choose_view(box: Box, folder: str) -> Response:
             record(session, "mail.preferences", "ok", target=current_user.login,
                    conversations=grouped)
     g.pop("conversations_chosen", None)
-    flash("Liste affichée par conversation." if grouped else "Liste affichée message par "
+    flash("Listes affichées par conversation." if grouped else "Listes affichées message par "
           "message.", "success")
-    return redirect(url_for("mail.folder", box_id=box.id, dossier=folder))
