@@ -24,7 +24,8 @@ from mss.cli_dns import Record, ResolutionError, Status, check, expected_records
 DOMAIN, HOST = "hopital.test", "mail.hopital.test"
 ENV = {"MSS_DOMAIN": DOMAIN, "MSS_HOSTNAME": HOST, "MSS_IMAPS_PORT": "9931",
        "MSS_IMAP_PORT": "1144", "MSS_SUBMISSIONS_PORT": "4651", "MSS_SUBMISSION_PORT": "5871",
-       "MSS_WEB_PORT": "8444", "MSS_RELAY_PORT": "2525", "MSS_MANAGESIEVE_PORT": "4191", "MSS_OPERATOR_CONTACT": ""}
+       "MSS_WEB_PORT": "8444", "MSS_RELAY_PORT": "2525", "MSS_MANAGESIEVE_PORT": "4191",
+       "MSS_OPERATOR_CONTACT": ""}
 HOST_A = f"{HOST}. 3600 IN A 192.0.2.10\n"
 
 
