@@ -1,6 +1,7 @@
 """Mes contacts (issue #17) in Debian's Chromium against the whole service: Marie adds Paul
 from the directory (twice: one contact), makes a group, puts him in it, and the group comes up
-first in the recipient field's suggestions; on a phone the pages fit the screen. Screenshots
+first in the recipient field's suggestions; a message's sender is added from the read view;
+on a phone the pages fit the screen. Screenshots
 tests/artifacts/webmail/contacts-*.png and docs/screenshots/contacts.png, axe-core on each."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from tests.webmail_mail_browser_support import (
     MARIE,
@@ -18,12 +19,15 @@ from tests.webmail_mail_browser_support import (
     PHONE,
     SKIP_WITHOUT_CHROMIUM,
     Site,
+    box_of,
     chromium,
     expect,
     page_for,
     running_site,
     screen,
     shot,
+    submit,
+    wait_row,
 )
 from webmail.contacts.models import Contact
 
@@ -95,4 +99,23 @@ def test_the_address_book_on_a_phone(site: Site, browser: Any) -> None:
         page.get_by_role("link", name="Exporter (.vcf)").click()
     text = Path(download.value.path()).read_text()
     assert "EMAIL;TYPE=INTERNET:julie.bernard@mss.test" in text
+    page.context.close()
+
+
+def test_the_sender_of_a_message_is_added_from_the_read_view(site: Site, browser: Any) -> None:
+    submit(site, "julie.bernard@mss.test", [MARIE], "Planning de garde", "<p>Bonjour</p>")
+    page = page_for(browser, site, MARIE, width=1366)
+    wait_row(page, site, f"/courrier/{box_of(site, MARIE)}", "Planning de garde")
+    page.locator("td.col-subject a", has_text="Planning de garde").click()
+    with site.app.db.transaction() as db:  # the phone test may have added Julie already
+        db.execute(delete(Contact).where(Contact.address == "julie.bernard@mss.test"))
+    page.reload()
+    add = page.locator(".msg-fields .add-contact button")
+    expect(add).to_have_accessible_name("Ajouter julie.bernard@mss.test à mes contacts")
+    url = page.url
+    add.click()
+    expect(page.locator(".flash")).to_contain_text("julie.bernard@mss.test ajouté")
+    assert page.url == url  # back on the message
+    expect(add).to_have_count(0)
+    shot(site, page, "depuis-un-message")
     page.context.close()

@@ -397,6 +397,11 @@ def _import_card(db: Session, account_id: int, card: object, report: ImportRepor
                 db.flush()
 
 
+def known(db: Session, account_id: int, address: str) -> bool:
+    """True when ``address`` is already in the account's book."""
+    return _find(db, account_id, address) is not None
+
+
 def _find(db: Session, account_id: int, address: str) -> Contact | None:
     return db.scalar(select(Contact).where(Contact.account_id == account_id,
                                            Contact.address == address.lower()))

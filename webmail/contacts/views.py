@@ -7,6 +7,7 @@ groups answer 404, like an id that does not exist.
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -285,9 +286,28 @@ def _summary(report: book.ImportReport) -> str:
     return text
 
 
+def contact_offer(from_header: str) -> dict[str, str] | None:
+    """The sender of a message read, offered as « Ajouter aux contacts » (a template global):
+    None when the field holds no single readable address, or it is the reader's own, or
+    already in their book. Whether it can be written to is checked when it is added."""
+    if not current_user.is_authenticated or current_user.professional_id is None:
+        return None
+    found = email.utils.getaddresses([from_header or ""])
+    if len(found) != 1 or not found[0][1] or "@" not in found[0][1]:
+        return None
+    name, address = book.clean_text(found[0][0], book.MAX_NAME), found[0][1].strip().lower()
+    if address == current_user.login.lower():
+        return None
+    with mss().db.transaction() as db:
+        if book.known(db, current_user.id, address):
+            return None
+    return {"name": name, "address": address}
+
+
 def init_app(app: Any) -> None:
     from webmail import nav
 
+    app.add_template_global(contact_offer, "contact_offer")
     app.register_blueprint(bp)
     nav.add(app, "contacts.index", "Contacts", order=25, prefix="/contacts",
             professional_only=True)
