@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
@@ -27,6 +28,7 @@ from mailstore import lmtp
 from mailstore.errors import ImapError
 from mailstore.idle import Target, WatchHub
 from mailstore.imap import Quota
+from tests.mailstore_fixtures import free_port
 from tests.webmail_helpers import Web, login
 from tests.webmail_mail_helpers import address, box_id, clinical_message, post_form, text
 from webmail import create_app
@@ -34,6 +36,7 @@ from webmail.mail.gauge import Gauge, gauge, size_kb_fr
 from webmail.mail.live import Live, live
 from webmail.mail.streams import Busy, StreamSlots
 from webmail.models import WebSession
+from webmail.service import THREADS, WebmailService
 from webmail.sessions import token_id
 
 pytest_plugins = ["tests.webmail_mail_fixtures"]
@@ -349,6 +352,47 @@ def test_no_streams_configured_means_polling(web: Web) -> None:
     page = text(marie.get(f"/courrier/{box}"))
     assert 'data-live-events=""' in page and f'data-live-poll="/courrier/{box}/etat' in page
     app.extensions["mss.imap"].close()
+
+
+def test_real_server_gives_streams_threads_of_their_own(
+        web: Web, signed_in: Callable[[str], FlaskClient]) -> None:
+    """The webmail as ``mss run`` serves it (cheroot, TLS) with MSS_WEB_EVENT_STREAMS=2: its
+    pool has 16 + 2 threads; two streams read with ``requests``; a third is refused (503, the
+    page polls); ordinary requests are still answered at once while both streams are open."""
+    settings = web.space.settings.replace(web_port=free_port(), web_event_streams=2)
+    service = WebmailService(settings, web.space.db, mailer=web.mailer,
+                             test_config={**LIVE_CONFIG, "LIVE_STREAM_SECONDS": 30.0})
+    service.start()
+    streams: list[requests.Response] = []
+    try:
+        assert service._server.numthreads == THREADS + 2
+        base = f"https://localhost:{service.port}"
+        ca = str(settings.pki_dir / "ca.pem")
+        cookies = {who: {"mss_session": signed_in(who).get_cookie("mss_session").value}
+                   for who in ("marie", "paul", "julie")}  # type: ignore[union-attr]
+        for who in ("marie", "paul"):
+            box = box_id(web, address(who))
+            answer = requests.get(f"{base}/courrier/evenements?boite={box}", cookies=cookies[who],
+                                  verify=ca, stream=True, timeout=10)
+            assert answer.status_code == 200
+            assert answer.headers["Content-Type"].startswith("text/event-stream")
+            lines = answer.iter_lines(decode_unicode=True)
+            assert next(lines) == "retry: 700"
+            assert next(line for line in lines if line) == "event: etat"  # sent at once
+            streams.append(answer)
+        julie = box_id(web, address("julie"))
+        refused = requests.get(f"{base}/courrier/evenements?boite={julie}", verify=ca,
+                               cookies=cookies["julie"], timeout=10)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "30"
+        started = time.monotonic()
+        polled = requests.get(f"{base}/courrier/{julie}/etat", cookies=cookies["julie"],
+                              verify=ca, timeout=10)
+        assert polled.status_code == 200 and polled.json()["box"]["id"] == julie
+        assert time.monotonic() - started < 2
+    finally:
+        for answer in streams:
+            answer.close()
+        service.stop()
 
 
 def _app(web: Web, **settings: Any) -> Flask:
