@@ -25,14 +25,21 @@ function modified(event) {
 const rows = () => Array.from(document.querySelectorAll(".msg-table tbody tr[data-uid]"));
 const current = () => document.querySelector(".msg-table tbody tr.cursor");
 
+let cursorUid = null;  // kept when the list is refreshed in place (js/live.js)
+
 function place(row, focus = true) {
   rows().forEach((r) => r.classList.remove("cursor"));
+  cursorUid = row ? row.dataset.uid : null;
   if (!row) { return; }
   row.classList.add("cursor");
   const link = row.querySelector(".col-subject a");
-  if (focus && link) { link.focus(); }
-  row.scrollIntoView({ block: "nearest" });
+  if (focus && link) { link.focus(); row.scrollIntoView({ block: "nearest" }); }
 }
+
+document.addEventListener("mss:list-updated", () => {
+  const row = cursorUid && rows().find((r) => r.dataset.uid === cursorUid);
+  if (row) { place(row, false); }
+});
 
 function step(delta) {
   const all = rows();
@@ -163,6 +170,9 @@ document.addEventListener("keydown", (event) => {
   if (event.defaultPrevented || event.repeat && event.key !== "j" && event.key !== "k") { return; }
   if (modified(event) || typing(event.target) || typing(document.activeElement)) { return; }
   if (help && help.open) { return; }  // the dialog has its own keys (Tab, Escape)
+  // Writing a message: no letter may take the person away from it (a click outside the
+  // fields leaves the focus on the page).
+  if (document.querySelector("form.compose")) { return; }
   let done = true;
   if (event.key === "?") { showHelp(); }
   else if (event.key === "/") {
