@@ -33,7 +33,7 @@ from tests.webmail_helpers import Web, login
 from tests.webmail_mail_helpers import address, box_id, clinical_message, post_form, text
 from webmail import create_app
 from webmail.mail.gauge import Gauge, gauge, size_kb_fr
-from webmail.mail.live import Live, live
+from webmail.mail.live import Live, live, shutdown
 from webmail.mail.streams import Busy, StreamSlots
 from webmail.models import WebSession
 from webmail.service import THREADS, WebmailService
@@ -46,10 +46,12 @@ LIVE_CONFIG = {"LIVE_STREAM_SECONDS": 4.0, "LIVE_HEARTBEAT_SECONDS": 0.5,
 
 
 @pytest.fixture(scope="module")
-def web(mail_web: Web) -> Web:
-    """The module's webmail, with short stream bounds so that the tests do not wait 50 s."""
+def web(mail_web: Web) -> Iterator[Web]:
+    """The module's webmail, with short stream bounds so that the tests do not wait 50 s; its
+    IDLE watches closed at the end (before the module's Dovecot stops)."""
     mail_web.app.config.update(LIVE_CONFIG)
-    return mail_web
+    yield mail_web
+    shutdown(mail_web.app)
 
 
 @pytest.fixture
