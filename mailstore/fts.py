@@ -35,6 +35,7 @@ from pathlib import Path
 DECODER_FILE = "decode2text.sh"
 DECODER_SOCKET = "decode2text"  # in base_dir; fts_decoder names it relative to it
 XML2TEXT = "/usr/lib/dovecot/xml2text"
+SCAN_METRIC = "search_read_mail"
 
 # Dovecot's fts "script" protocol (fts-parser-script.c): run with no argument, the script
 # lists "<content-type> <extension>..." lines ended by an empty line; run with a content
@@ -95,6 +96,11 @@ def services(conf_dir: Path, mail_user: str, *, privileged: bool) -> str:
     return f"""\
 service indexer-worker {{
   vsz_limit = 2G
+}}
+# Messages a SEARCH had to open and read (reason "search", lib-storage's mail_opened event):
+# with the index answering, none. ``doveadm stats dump`` shows the count (bench/search.py).
+metric {SCAN_METRIC} {{
+  filter = event=mail_opened AND reason=search
 }}
 service {DECODER_SOCKET} {{
   executable = script {conf_dir / DECODER_FILE}
