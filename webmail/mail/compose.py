@@ -373,7 +373,9 @@ def _too_large(out: Outgoing) -> str:
 
 
 def _mb(size: int) -> str:
-    return f"{size / (1024 * 1024):.0f} Mo"
+    """``18 Mo``, ``1,4 Mo``: the limit as the page's script writes it too."""
+    value = f"{size / (1024 * 1024):.1f}".replace(".", ",").removesuffix(",0")
+    return f"{value} Mo"
 
 
 def _page(box: Box, form: ComposeForm, errors: dict[str, str], *,

@@ -13,6 +13,9 @@ export function sizeText(size) {
   return (size / 1048576).toFixed(1).replace(".", ",") + " Mo";
 }
 
+/** The limit as the page states it (compose.py ``_mb``): "18 Mo", "1,4 Mo". */
+const limitText = (limit) => (limit / 1048576).toFixed(1).replace(".", ",").replace(/,0$/, "") + " Mo";
+
 if (form) {
   const limit = parseInt(form.dataset.limit, 10) || 0;
   const input = form.querySelector('input[type="file"][name="attachments"]');
@@ -43,33 +46,40 @@ if (form) {
     input.files = transfer.files;
   }
 
+  /** One list for what goes with the message: the attachments kept (from the draft or the
+      message forwarded: their checkboxes, hidden, still post them) and the files added. */
   function render() {
     list.replaceChildren();
-    files.forEach((file, i) => {
+    const entries = keptBoxes().filter((k) => k.checked).map((k) => ({
+      name: k.dataset.name || k.value, size: parseInt(k.dataset.size, 10) || 0,
+      remove: () => { k.checked = false; } }))
+      .concat(files.map((file) => ({ name: file.name, size: file.size,
+        remove: () => { files = files.filter((f) => f !== file); } })));
+    for (const entry of entries) {
       const li = document.createElement("li");
       const name = document.createElement("span");
       name.className = "att-name";
-      name.textContent = file.name;
+      name.textContent = entry.name;
       const size = document.createElement("span");
       size.className = "muted small";
-      size.textContent = " (" + sizeText(file.size) + ")";
+      size.textContent = " (" + sizeText(entry.size) + ")";
       const remove = document.createElement("button");
       remove.type = "button";
       remove.className = "btn btn-small btn-ghost att-remove";
       remove.textContent = "Retirer";
-      remove.setAttribute("aria-label", "Retirer " + file.name);
+      remove.setAttribute("aria-label", "Retirer " + entry.name);
       remove.addEventListener("click", () => {
-        files.splice(i, 1);
+        entry.remove();
         changed();
-        say(file.name + " retiré.", false);
-        input.focus();
+        say("« " + entry.name + " » retiré.", false);
+        choose.focus();
       });
       li.append(name, size, " ", remove);
       list.append(li);
-    });
+    }
     const sum = total();
-    if (!note.classList.contains("error") && sum) {
-      note.textContent = "Total : " + sizeText(sum) + " sur " + sizeText(limit) + ".";
+    if (!note.classList.contains("error")) {
+      note.textContent = sum ? "Total : " + sizeText(sum) + " sur " + limitText(limit) + " permis." : "";
     }
   }
 
@@ -90,7 +100,7 @@ if (form) {
     if (refused.length) {
       const names = refused.map((f) => "« " + f.name + " » (" + sizeText(f.size) + ")").join(", ");
       say(names + (refused.length > 1 ? " n’ont pas été ajoutés" : " n’a pas été ajouté") +
-        " : l’ensemble des pièces jointes dépasserait la limite de " + sizeText(limit) +
+        " : l’ensemble des pièces jointes dépasserait la limite de " + limitText(limit) +
         ". Réduisez le fichier, ou envoyez-le dans un autre message.", true);
     } else {
       say("", false);
@@ -113,6 +123,17 @@ if (form) {
   });
 
   field.querySelector(".drop-hint").classList.remove("hidden");
+  // The browser's own file button speaks its language: ours says it in French and opens it.
+  const choose = document.createElement("button");
+  choose.type = "button";
+  choose.className = "btn btn-small att-choose";
+  choose.textContent = "Joindre des fichiers";
+  choose.addEventListener("click", () => input.click());
+  input.classList.add("att-input-hidden");
+  input.tabIndex = -1;
+  input.after(choose);
+  const hideKept = () => { const kept = field.querySelector("ul.kept"); if (kept) { kept.classList.add("hidden"); } };
+  hideKept();
   for (const type of ["dragenter", "dragover"]) {
     field.addEventListener(type, (event) => {
       if (!event.dataTransfer || !Array.from(event.dataTransfer.types).includes("Files")) { return; }
@@ -148,23 +169,30 @@ if (form) {
   if (body) { body.addEventListener("input", checkReminder); }
 
   // After an autosave the files sent live in the draft: they come back as kept attachments.
+  // The draft holds the kept parts posted, then the files posted, in that order; one removed
+  // while the save was under way stays removed (unticked), one added meanwhile stays to send.
   form.addEventListener("mss:autosaved", (event) => {
-    const { answer, sent } = event.detail;
+    const { answer, sent, keep } = event.detail;
+    const ticked = new Set(keptBoxes().filter((k) => k.checked).map((k) => k.value));
+    const wanted = answer.attachments.map((part, i) =>
+      (i < keep.length ? ticked.has(keep[i]) : files.includes(sent[i - keep.length])));
     files = files.filter((f) => !sent.includes(f));
+    event.detail.stale = wanted.some((w) => !w);
     let kept = field.querySelector("ul.kept");
     if (!kept) {
       kept = document.createElement("ul");
-      kept.className = "kept";
+      kept.className = "kept hidden";
       field.querySelector("legend").after(kept);
     }
     kept.replaceChildren();
-    for (const part of answer.attachments) {
+    answer.attachments.forEach((part, i) => {
       const li = document.createElement("li");
       const label = document.createElement("label");
       label.className = "check";
       const box = document.createElement("input");
-      Object.assign(box, { type: "checkbox", name: "keep", value: String(part.index), checked: true });
+      Object.assign(box, { type: "checkbox", name: "keep", value: String(part.index), checked: wanted[i] });
       box.dataset.size = String(part.size);
+      box.dataset.name = part.filename;
       const text = document.createElement("span");
       const size = document.createElement("span");
       size.className = "muted small";
@@ -173,7 +201,7 @@ if (form) {
       label.append(box, " ", text);
       li.append(label);
       kept.append(li);
-    }
+    });
     sync();
     render();
   });
@@ -182,10 +210,11 @@ if (form) {
   form.addEventListener("submit", (event) => {
     if (total() <= limit) { return; }
     event.preventDefault();
-    say("Les pièces jointes (" + sizeText(total()) + ") dépassent la limite de " + sizeText(limit) +
+    say("Les pièces jointes (" + sizeText(total()) + ") dépassent la limite de " + limitText(limit) +
       " : retirez-en, ou envoyez-les en plusieurs messages. Rien n’a été envoyé ; votre message est conservé.", true);
-    input.focus();
+    choose.focus();
   });
 
+  render();
   checkReminder();
 }

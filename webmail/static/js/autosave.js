@@ -48,9 +48,10 @@ if (form) {
     const data = new FormData(form);
     data.set("action", "autosave");
     const sent = input ? Array.from(input.files) : [];
+    const keep = data.getAll("keep");  // the kept parts the draft will hold first, in order
     running = (async () => {
       try {
-        const response = await post(form.action, data);
+        const response = await post(form.getAttribute("action"), data);
         const answer = await response.json().catch(() => ({}));
         if (!response.ok) {
           status.textContent = answer.error || "Brouillon non enregistré (erreur " + response.status + ").";
@@ -62,8 +63,12 @@ if (form) {
         saved = state;
         status.textContent = "Brouillon enregistré à " + answer.saved_at;
         status.classList.remove("error");
-        form.dispatchEvent(new CustomEvent("mss:autosaved", { detail: { answer, sent } }));
-        saved = snapshot();  // the kept attachments now stand for the files sent
+        const detail = { answer, sent, keep, stale: false };
+        form.dispatchEvent(new CustomEvent("mss:autosaved", { detail }));
+        // The kept attachments now stand for the files sent; one removed meanwhile (stale)
+        // is still in the draft: save again.
+        saved = detail.stale ? "" : snapshot();
+        if (detail.stale) { again = true; }
       } catch (e) {
         status.textContent = "Brouillon non enregistré : connexion perdue. Nouvel essai au prochain changement.";
         status.classList.add("error");
@@ -104,7 +109,7 @@ if (form) {
     const data = new FormData(form);
     data.set("action", "autosave");
     if (input) { data.delete("attachments"); }  // a beacon carries little; files were saved when added
-    navigator.sendBeacon(form.action, data);
+    navigator.sendBeacon(form.getAttribute("action"), data);
     saved = snapshot();
   };
   window.addEventListener("pagehide", flush);

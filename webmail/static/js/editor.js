@@ -32,12 +32,10 @@ export function clean(html) {
     for (const child of Array.from(node.childNodes)) {
       if (child.nodeType === Node.TEXT_NODE) { into.append(child.textContent); continue; }
       if (child.nodeType !== Node.ELEMENT_NODE || DROP.has(child.tagName)) { continue; }
-      if (!KEEP.has(child.tagName)) { copy(child, into); continue; }
+      const href = child.tagName === "A" ? safeHref(child.getAttribute("href")) : null;
+      if (!KEEP.has(child.tagName) || (child.tagName === "A" && !href)) { copy(child, into); continue; }
       const kept = document.createElement(child.tagName.toLowerCase());
-      if (child.tagName === "A") {
-        const href = safeHref(child.getAttribute("href"));
-        if (href) { kept.setAttribute("href", href); }
-      }
+      if (href) { kept.setAttribute("href", href); }
       copy(child, kept);
       into.append(kept);
     }
@@ -145,9 +143,11 @@ if (form) {
   bar.setAttribute("role", "toolbar");
   bar.setAttribute("aria-label", "Mise en forme du message");
   bar.setAttribute("aria-controls", "rich-editor");
+  // Visible text inside each accessible name (WCAG 2.5.3): "G" in « Gras », "I" in « Italique ».
   const tools = [button("<b>G</b>", "Gras", "bold"), button("<i>I</i>", "Italique", "italic"),
-    button("• Liste", "Liste à puces", "insertUnorderedList"),
-    button("1. Liste", "Liste numérotée", "insertOrderedList"), button("Lien", "Ajouter un lien", "link")];
+    button("Liste à puces", "Liste à puces", "insertUnorderedList"),
+    button("Liste numérotée", "Liste numérotée", "insertOrderedList"),
+    button("Lien", "Ajouter un lien", "link")];
   bar.append(...tools);
 
   const linkBox = document.createElement("div");
