@@ -15,7 +15,6 @@ message (``listing.rows``) plus, for every message of the page's conversations, 
 
 from __future__ import annotations
 
-import email.utils
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,9 @@ MAX_CANDIDATES = 2000  # Sent messages looked at for the person's own replies, a
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MSGID = re.compile(r"<[^<>\s\"]{1,250}>")
 _TOKEN = re.compile(rb"[()]|\d+")
+_UID = re.compile(rb"\bUID (\d+)")
+_FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
+_NAME_ADDR = re.compile(r"^\s*(.*?)\s*<([^<>]*)>\s*$")
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def page(session: MailboxSession, folder: str, number: int, per_page: int,
     number = min(max(number, 1), pages)
     chunk = conversations[(number - 1) * per_page:number * per_page]
     latest = {r.uid: r for r in listing.rows(session, folder, [c[-1] for c in chunk], voucher)}
-    senders = _senders(session, [u for c in chunk for u in c])
+    senders = _senders(session, folder, [u for c in chunk for u in c])
     lines = [_line(c, latest[c[-1]], senders) for c in chunk if c[-1] in latest]
     return ConversationPage(lines, len(conversations), len(newest), number, per_page, using)
 
@@ -204,20 +206,45 @@ def replies_in(session: MailboxSession, folder: str, own: set[str], answered: se
     return found
 
 
-def _senders(session: MailboxSession, uids: list[int]) -> dict[int, tuple[str, str, bool]]:
-    """UID → (name, address, seen) of ``uids``, in one FETCH."""
+def _senders(session: MailboxSession, folder: str, uids: list[int]
+             ) -> dict[int, tuple[str, str, bool]]:
+    """UID → (name, address, seen) of ``uids`` in ``folder``, one FETCH read by imaplib, the From
+    field cut by regular expressions: IMAPClient's parser and ``email.utils.getaddresses``
+    took two thirds of the list's time on 250 messages."""
     if not uids:
         return {}
-    data = session._call(session.client.fetch, uids,
-                         [b"FLAGS", b"BODY.PEEK[HEADER.FIELDS (FROM)]"])
-    found = {}
-    for uid, item in data.items():
-        block = next((v for k, v in item.items() if k.startswith(b"BODY[")), b"")
-        header = headers.parse(block if isinstance(block, bytes) else b"")
-        name, address = (email.utils.getaddresses(header.values("from")) or [("", "")])[0]
-        found[uid] = (listing.display(name), address.lower(),
-                      b"\\Seen" in item.get(b"FLAGS", ()))
+    session.select(folder)
+    raw = session.client._imap
+    try:
+        typ, data = raw.uid("FETCH", ",".join(map(str, uids)),
+                            "(UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM)])")
+    except raw.error as exc:
+        raise ImapError(f"Erreur IMAP : {exc}") from exc
+    if typ != "OK":
+        raise ImapError("Erreur IMAP : lecture des expéditeurs refusée")
+    found: dict[int, tuple[str, str, bool]] = {}
+    text, block = b"", b""
+    for item in [*data, None]:
+        if item is None or (isinstance(item, tuple) and text):
+            _sender(found, text, block)
+            text, block = b"", b""
+        if isinstance(item, tuple):
+            text, block = item[0], item[1]
+        elif isinstance(item, bytes):
+            text += item
     return found
+
+
+def _sender(found: dict[int, tuple[str, str, bool]], text: bytes, block: bytes) -> None:
+    uid, flags = _UID.search(text), _FLAGS.search(text)
+    if uid is None:
+        return
+    value = " ".join(" ".join(headers.parse(block).values("from")[:1]).split())
+    named = _NAME_ADDR.match(value)
+    name, address = (named.group(1).strip().strip('"'), named.group(2)) if named else \
+        ("", value.strip())
+    found[int(uid.group(1))] = (listing.display(name), address.strip().lower(),
+                                bool(flags and b"\\Seen" in flags.group(1)))
 
 
 def _line(uids: tuple[int, ...], latest: listing.Row,
