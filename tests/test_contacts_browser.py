@@ -48,10 +48,10 @@ def browser() -> Iterator[Any]:
 def test_from_the_directory_to_a_group_in_the_recipient_field(site: Site, browser: Any) -> None:
     page = page_for(browser, site, MARIE, width=1366)
     page.goto(site.url + "/annuaire?nom=durand")
-    add = page.get_by_role("button", name="Ajouter Paul Durand à mes contacts")
+    add = page.get_by_role("button", name="Ajouter aux contacts : Paul Durand")
     add.dblclick()  # a hurried double click
     expect(page.locator(".flash")).to_contain_text("ajouté à vos contacts")
-    page.get_by_role("button", name="Ajouter Paul Durand à mes contacts").click()
+    page.get_by_role("button", name="Ajouter aux contacts : Paul Durand").click()
     expect(page.locator(".flash")).to_contain_text("déjà dans vos contacts")
     with site.app.db.transaction() as db:
         assert list(db.scalars(select(Contact.address))) == [PAUL]
@@ -111,7 +111,7 @@ def test_the_sender_of_a_message_is_added_from_the_read_view(site: Site, browser
         db.execute(delete(Contact).where(Contact.address == "julie.bernard@mss.test"))
     page.reload()
     add = page.locator(".msg-fields .add-contact button")
-    expect(add).to_have_accessible_name("Ajouter julie.bernard@mss.test à mes contacts")
+    expect(add).to_have_accessible_name("Ajouter aux contacts : julie.bernard@mss.test")
     url = page.url
     add.click()
     expect(page.locator(".flash")).to_contain_text("julie.bernard@mss.test ajouté")

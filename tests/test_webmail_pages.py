@@ -227,10 +227,10 @@ def test_scripts_post_with_the_pages_csrf_token_header(web: Web) -> None:
     page = marie.get("/compte").get_data(as_text=True)
     token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page)
     assert token is not None
-    julie = web.client()
-    login(web, julie, "julie")
+    other = web.client()  # another session (of the same person: earlier tests of this
+    login(web, other, "marie")  # module move Julie and Paul to other code channels)
     julies = re.search(r'<meta name="csrf-token" content="([^"]+)"',
-                       julie.get("/compte").get_data(as_text=True))
+                       other.get("/compte").get_data(as_text=True))
     assert julies is not None
     assert marie.post("/deconnexion").status_code == 400
     assert marie.post("/deconnexion", headers={"X-CSRFToken": julies.group(1)}).status_code == 400
