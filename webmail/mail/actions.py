@@ -5,6 +5,8 @@ ids and counts only."""
 
 from __future__ import annotations
 
+import time
+
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
@@ -64,13 +66,14 @@ def mark(box: Box, folder: str) -> Response:
     with imap() as session:
         uids = selection.resolve(session, box, folder)
         change = session.set_flags if on else session.clear_flags
-        in_batches(uids, lambda chunk: change(box.imap_name(folder), chunk, [flag]))
+        done = in_batches(uids, lambda chunk: change(box.imap_name(folder), chunk, [flag]),
+                          budget=selection.budget)
     if not uids:
         return _nothing(box, folder, selection, "mail.flag")
-    audit("mail.flag", box, folder=folder, count=len(uids),
+    audit("mail.flag", box, folder=folder, count=done, remaining=len(uids) - done,
           **({"seen": on} if flag == "\\Seen" else {"flagged": on}), **selection.details())
-    return answer(box, folder, f"{_count(len(uids), participle, complement)}.",
-                  count=len(uids))
+    return answer(box, folder, f"{_count(done, participle, complement)}.", count=done,
+                  remaining=len(uids) - done)
 
 
 @bp.post("/<int:box_id>/deplacer")
@@ -100,12 +103,14 @@ def delete(box: Box, folder: str) -> Response:
                      lambda n: f"{_count(n, 'placé')} dans la Corbeille.")
     with imap() as session:
         uids = selection.resolve(session, box, folder)
-        in_batches(uids, lambda chunk: session.expunge(box.imap_name(TRASH), chunk))
+        done = in_batches(uids, lambda chunk: session.expunge(box.imap_name(TRASH), chunk),
+                          budget=selection.budget)
     if not uids:
         return _nothing(box, folder, selection, "mail.expunge")
-    audit("mail.expunge", box, folder=TRASH, count=len(uids), **selection.details())
-    return answer(box, folder, f"{_count(len(uids), 'supprimé')} définitivement.",
-                  count=len(uids))
+    audit("mail.expunge", box, folder=TRASH, count=done, remaining=len(uids) - done,
+          **selection.details())
+    return answer(box, folder, f"{_count(done, 'supprimé')} définitivement.", count=done,
+                  remaining=len(uids) - done)
 
 
 @bp.post("/<int:box_id>/restaurer")
@@ -127,15 +132,19 @@ def restore(box: Box, folder: str) -> Response:
                 target = (DRAFTS if "\\Draft" in row.flags else
                           SENT if box.address in row.sender.lower() else INBOX)
                 groups.setdefault(target, []).append(row.uid)
+        count, ends = 0, time.monotonic() + (selection.budget or 0)
         for target, group in groups.items():
-            in_batches(group, lambda chunk, t=target: session.move(
-                box.imap_name(TRASH), chunk, box.imap_name(t)))
-    count = sum(len(g) for g in groups.values())
+            budget = max(0.0, ends - time.monotonic()) if selection.budget else None
+            count += in_batches(group, lambda chunk, t=target: session.move(
+                box.imap_name(TRASH), chunk, box.imap_name(t)), budget=budget)
+    left = sum(len(g) for g in groups.values()) - count
     if not count:
         return _nothing(box, TRASH, selection, "mail.restore")
-    audit("mail.restore", box, folder=TRASH, count=count, **selection.details())
+    audit("mail.restore", box, folder=TRASH, count=count, remaining=left,
+          **selection.details())
     names = ", ".join(f"« {label(t)} »" for t in groups)
-    return answer(box, TRASH, f"{_count(count, 'restauré')} vers {names}.", count=count)
+    return answer(box, TRASH, f"{_count(count, 'restauré')} vers {names}.", count=count,
+                  remaining=left)
 
 
 def _move(box: Box, folder: str, selection: Selection, target: str, action: str,
@@ -144,8 +153,8 @@ def _move(box: Box, folder: str, selection: Selection, target: str, action: str,
     try:
         with imap() as session:
             uids = selection.resolve(session, box, folder)
-            in_batches(uids, lambda chunk: session.move(box.imap_name(folder), chunk,
-                                                        box.imap_name(target)))
+            moved = in_batches(uids, lambda chunk: session.move(
+                box.imap_name(folder), chunk, box.imap_name(target)), budget=selection.budget)
     except ImapError:
         audit(action, box, "refused", folder=folder, to_folder=target, count=len(uids),
               **selection.details())
@@ -153,9 +162,9 @@ def _move(box: Box, folder: str, selection: Selection, target: str, action: str,
                       "error", status=409)
     if not uids:
         return _nothing(box, folder, selection, action)
-    audit(action, box, folder=folder, to_folder=target, count=len(uids),
-          **selection.details())
-    return answer(box, folder, done(len(uids)), count=len(uids))
+    audit(action, box, folder=folder, to_folder=target, count=moved,
+          remaining=len(uids) - moved, **selection.details())
+    return answer(box, folder, done(moved), count=moved, remaining=len(uids) - moved)
 
 
 @bp.get("/<int:box_id>/corbeille/vider")

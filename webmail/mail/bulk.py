@@ -13,6 +13,7 @@ An action names its messages one of two ways:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -24,6 +25,11 @@ from webmail.mail import bp, imap_uid, listview
 from webmail.mail.access import Box, Right, audit, imap, mailbox_route
 
 MAX_SELECTED = 1000
+# A "tout" request takes no new batch after this long. Moving or deleting expunges, and with
+# the full-text index (mailstore.fts) Dovecot expunges some 60 messages a second: 10,000 take
+# minutes, longer than a page should wait. What is left stays selected and the next click
+# (found again by the server) goes on with it.
+TIME_BUDGET = 15.0
 
 
 class Selection:
@@ -42,6 +48,11 @@ class Selection:
     @property
     def empty(self) -> bool:
         return not self.everything and not self.uids
+
+    @property
+    def budget(self) -> float | None:
+        """The time a request may spend: bounded for "tout" (ticked ones are a page at most)."""
+        return TIME_BUDGET if self.everything else None
 
     def details(self) -> dict[str, object]:
         """For the audit record: how the messages were chosen (never what they say)."""
@@ -67,10 +78,17 @@ class Selection:
         return sorted(uid for uid in uids if uid <= self.until)
 
 
-def in_batches(uids: list[int], apply: Callable[[list[int]], None]) -> None:
-    """``apply`` to ``uids`` a bounded slice at a time."""
+def in_batches(uids: list[int], apply: Callable[[list[int]], None], *,
+               budget: float | None = None) -> int:
+    """``apply`` to ``uids`` a bounded slice at a time; with a ``budget`` (seconds), no new
+    slice once it is spent. How many were done."""
+    start, done = time.monotonic(), 0
     for chunk in listview.batches(uids):
+        if budget is not None and done and time.monotonic() - start >= budget:
+            break
         apply(chunk)
+        done += len(chunk)
+    return done
 
 
 def wants_json() -> bool:
@@ -79,22 +97,29 @@ def wants_json() -> bool:
 
 
 def answer(box: Box, folder: str, text: str, category: str = "success", *,
-           count: int = 0, status: int = 200) -> Response:
-    """The reply of a list action: JSON for a script, else a message and back to the page."""
+           count: int = 0, status: int = 200, remaining: int = 0) -> Response:
+    """The reply of a list action: JSON for a script, else a message and back to the page.
+    ``remaining``: messages of a "tout" left for the next click (``TIME_BUDGET``)."""
+    if remaining:
+        text += (f" Il en reste {remaining} : ils restent sélectionnés, recommencez pour "
+                 "les traiter.")
     if wants_json():
-        return cast(Response, (jsonify(message=text, count=count,
+        return cast(Response, (jsonify(message=text, count=count, remaining=remaining,
                                        ok=category != "error"), status))
     flash(text, category)
-    return back(box, folder)
+    return back(box, folder, everything=bool(remaining))
 
 
-def back(box: Box, folder: str) -> Response:
-    """To ``retour`` (a page of the mail), else the folder."""
+def back(box: Box, folder: str, *, everything: bool = False) -> Response:
+    """To ``retour`` (a page of the mail), else the folder; ``everything``: with "tout" still
+    chosen."""
     target = request.form.get("retour", "")
-    if target.startswith("/courrier/") and "//" not in target and "\\" not in target \
-            and not any(c in target for c in "\r\n"):
-        return redirect(target)
-    return redirect(url_for("mail.folder", box_id=box.id, dossier=folder))
+    if not (target.startswith("/courrier/") and "//" not in target and "\\" not in target
+            and not any(c in target for c in "\r\n")):
+        target = url_for("mail.folder", box_id=box.id, dossier=folder)
+    if everything:
+        target += ("&" if "?" in target else "?") + "tout=1"
+    return redirect(target)
 
 
 @bp.post("/<int:box_id>/suivi")

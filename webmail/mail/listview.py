@@ -237,8 +237,9 @@ def _judge(session: MailboxSession, uids: Sequence[int]) -> set[int]:
     return found
 
 
-def batches(uids: Sequence[int], size: int = BATCH) -> Iterable[list[int]]:
-    """``uids`` in slices of at most ``size``."""
+def batches(uids: Sequence[int], size: int | None = None) -> Iterable[list[int]]:
+    """``uids`` in slices of at most ``size`` (``BATCH``)."""
+    size = size or BATCH
     for start in range(0, len(uids), size):
         yield list(uids[start:start + size])
 

@@ -81,12 +81,28 @@ document.addEventListener("drop", async (event) => {
   }
   data.set("cible", link.dataset.folder);
   dragged = null;
+  const list = document.getElementById("liste");
+  if (list) { list.setAttribute("aria-busy", "true"); }  // js/live.js waits
   try {
-    const response = await post(moveButton().getAttribute("formaction"), data, { json: true });
-    const answer = await response.json();
-    say(answer.message, response.ok && answer.ok);
-    if (response.ok) { await refreshList(); }
+    // All the messages of a view ("tout") may take several requests: each one moves what it
+    // can in its time and says how many are left; the server finds them again.
+    let moved = 0;
+    for (let round = 0; round < 200; round += 1) {
+      const response = await post(moveButton().getAttribute("formaction"), data, { json: true });
+      const answer = await response.json();
+      moved += answer.count || 0;
+      if (!response.ok || !answer.ok || !answer.remaining) {
+        const name = (link.querySelector("span") || link).textContent.trim();
+        say(round ? `${moved} messages déplacés vers « ${name} ».` : answer.message,
+          response.ok && answer.ok);
+        break;
+      }
+      say(`${moved} messages déplacés, ${answer.remaining} restent : déplacement en cours…`, true);
+    }
+    if (list) { list.removeAttribute("aria-busy"); }
+    await refreshList();
   } catch (error) {
+    if (list) { list.removeAttribute("aria-busy"); }
     say("Le déplacement n’a pas pu être fait : rechargez la page et réessayez.", false);
   }
 });
