@@ -81,7 +81,8 @@ class Query:
                     or self.unread or self.attachment)
 
     def criteria(self) -> list[Any]:
-        """IMAP SEARCH criteria: UNDELETED, one TEXT per word, FROM, TO, dates, UNSEEN."""
+        """IMAP SEARCH criteria: UNDELETED, each word in the subject or the body, FROM, TO,
+        dates, UNSEEN."""
         found: list[Any] = ["UNDELETED", *fulltext.text_criteria(self.words)]
         for key, value in (("FROM", self.sender), ("TO", self.recipient)):
             if value:
