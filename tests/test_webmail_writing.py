@@ -144,7 +144,8 @@ def test_writing_preferences_page(mail_web: Web, boxes: dict[str, int],
     record = _audits(mail_web, "account.writing", before)[-1]
     assert "Dr Paul" not in record.request and "signature:pharma.ducentre" in record.request
     assert paul.post("/compte/redaction", data={"undo": "5"}).status_code == 400  # no CSRF
-    assert _delay(paul, 7).status_code == 400  # not a choice
+    odd = _delay(paul, 7)  # not a choice
+    assert odd.status_code == 400 and "Choisissez l’un des délais proposés." in text(odd)
 
 
 # ---------------------------------------------------------------------- undo send
@@ -473,6 +474,12 @@ def test_what_a_hostile_client_posts(mail_web: Web, boxes: dict[str, int],
     odd = _row(mail_web, state=ob.HELD)
     assert odd.id != row.id and re.fullmatch(r"[A-Za-z0-9_-]{16,40}", odd.compose_id)
     post_form(marie, f"/courrier/envoi/{odd.id}/annuler", {})
+    for field, value in (("body", "x" * 400_001),
+                         ("body_html", "<p>" + "x" * 800_001 + "</p>")):
+        huge = compose(marie, boxes["marie"], to=PAUL, subject="Trop long", format="html",
+                       **{"body": "b", field: value})
+        assert huge.status_code == 422
+        assert "Le message dépasse 400 000 caractères" in text(huge)
     assert json.loads(marie.get(f"/courrier/envoi/{row.id}").data)["state"] == "held"
     post_form(marie, f"/courrier/envoi/{row.id}/annuler", {})
     assert _row(mail_web, id=row.id).state == ob.CANCELLED

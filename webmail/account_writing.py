@@ -49,6 +49,8 @@ def writing() -> Response | str | tuple[str, int]:
     errors: dict[int, str] = {}
     if request.method == "POST":
         if not form.validate_on_submit():
+            if form.undo.errors:  # WTForms says it in English
+                form.undo.errors = ["Choisissez l’un des délais proposés."]
             return _page(form, boxes, texts, errors), 400
         cleaned = {}
         for box in boxes:

@@ -51,9 +51,10 @@ from webmail.mail.drafting import (
 from webmail.mail.folders import DRAFTS, INBOX, box_folders
 from webmail.mail.prefill import prefill
 from webmail.mail.protection import protections
-from webmail.mail.richtext import composed
+from webmail.mail.richtext import HTML_MAX, composed
 from webmail.mail.writing import sendable_boxes, sender_box, signature_block, signatures
 
+BODY_MAX = 400_000  # characters of text (ComposeForm.body)
 FORGED_FROM = ("Vous ne pouvez pas envoyer depuis l’adresse choisie dans « De » : choisissez "
                "l’une de vos boîtes. Rien n’a été envoyé ; votre message est conservé.")
 
@@ -155,7 +156,7 @@ def compose_new() -> Response:
 
 @bp.route("/<int:box_id>/ecrire", methods=["GET", "POST"])
 @mailbox_route(Right.SEND)
-def compose(box: Box, folder: str) -> Response | str | tuple[str, int]:
+def compose(box: Box, folder: str) -> Response | str | tuple[str | Response, int]:
     """The compose page; POST ``action=envoyer`` sends, ``action=brouillon`` saves,
     ``action=autosave`` saves and answers JSON (the page's script)."""
     form = ComposeForm()
@@ -263,6 +264,10 @@ def _problems(form: ComposeForm, out: Outgoing) -> dict[str, str]:
     too_large = _too_large(out)
     if too_large:
         errors["attachments"] = too_large
+    if len(form.body.data or "") > BODY_MAX or (form.format.data == "html" and len(
+            form.body_html.data or "") > HTML_MAX):
+        errors["body"] = (f"Le message dépasse {BODY_MAX // 1000} 000 caractères : "
+                          "raccourcissez-le, ou joignez le texte en pièce jointe.")
     if not out.attachments and mentions_attachment(out.body) and \
             not form.confirm_no_attachment.data:
         errors["reminder"] = ("Votre message mentionne une pièce jointe, mais aucune n’est "

@@ -54,6 +54,11 @@ KEEP_FINISHED = timedelta(days=1)  # then the row (already without its message) 
 ImapOpener = Callable[[str], AbstractContextManager[MailboxSession]]
 
 
+def _changed(result: Any) -> int:
+    """Rows an UPDATE or DELETE changed (a CursorResult's rowcount)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def new_owner() -> str:
     """A name for this process's leases (host, pid, random: unique across restarts)."""
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -144,11 +149,11 @@ def cancel(db: Database, held_id: int, account_id: int, restored_uid: int | None
     """Stop the held message from leaving (held → cancelled), its bytes forgotten once they
     are back in Brouillons (``restored_uid``). False: too late (taken or sent meanwhile)."""
     with db.transaction() as session:
-        done = session.execute(update(HeldMessage).where(
+        done = _changed(session.execute(update(HeldMessage).where(
             HeldMessage.id == held_id, HeldMessage.account_id == account_id,
             HeldMessage.state == HELD).values(
             state=CANCELLED, raw=b"", finished_at=utcnow(), notified=True,
-            draft_uid=restored_uid)).rowcount
+            draft_uid=restored_uid)))
         if done == 1:
             row = session.get(HeldMessage, held_id)
             assert row is not None
@@ -266,11 +271,11 @@ class Outbox:
         condition = (HeldMessage.lease_until < now) if was_sending else \
             (HeldMessage.due_at <= now)
         with self.db.transaction() as session:
-            return session.execute(update(HeldMessage).where(
+            return _changed(session.execute(update(HeldMessage).where(
                 HeldMessage.id == held_id,
                 HeldMessage.state == (SENDING if was_sending else HELD), condition).values(
                 state=SENDING, lease_owner=self.owner, lease_until=now + LEASE,
-                attempts=HeldMessage.attempts + 1)).rowcount == 1
+                attempts=HeldMessage.attempts + 1))) == 1
 
     def submit(self, held_id: int, *, recovering: bool = False,
                retry: bool = True) -> Outcome:
@@ -308,11 +313,11 @@ class Outbox:
         text = (f"Message envoyé à {count} destinataire{'s' if count > 1 else ''}. Sa copie "
                 "est dans « Messages envoyés ».")
         with self.db.transaction() as session:
-            done = session.execute(update(HeldMessage).where(
+            done = _changed(session.execute(update(HeldMessage).where(
                 HeldMessage.id == row.id, HeldMessage.lease_owner == self.owner,
                 HeldMessage.state == SENDING).values(
                 state=SENT, raw=b"", queue_id=queue_id[:64], finished_at=utcnow(),
-                lease_until=None, outcome=text)).rowcount
+                lease_until=None, outcome=text)))
             if done:
                 _audit(session, row, "mail.send", "duplicate" if duplicate else "ok",
                        queue_id=queue_id, size=len(row.raw))
@@ -383,6 +388,6 @@ class Outbox:
         gone); how many."""
         limit = (now or utcnow()) - KEEP_FINISHED
         with self.db.transaction() as session:
-            return int(session.execute(delete(HeldMessage).where(
+            return _changed(session.execute(delete(HeldMessage).where(
                 HeldMessage.state.in_((SENT, CANCELLED, FAILED)),
-                HeldMessage.finished_at < limit)).rowcount)
+                HeldMessage.finished_at < limit)))

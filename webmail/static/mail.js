@@ -33,8 +33,12 @@
     var url = input.getAttribute("data-suggest");
     var wrap = document.createElement("div");
     wrap.className = "suggest";
+    // Moving a field takes its focus away: someone already typing in it (a slow page) keeps it.
+    var typing = document.activeElement === input;
+    var caret = typing ? input.selectionStart : null;
     input.parentNode.insertBefore(wrap, input);
     wrap.appendChild(input);
+    if (typing) { input.focus(); input.setSelectionRange(caret, caret); }
     var list = document.createElement("ul");
     list.className = "suggestions hidden";
     list.id = input.id + "-suggestions";
