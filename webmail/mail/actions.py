@@ -5,7 +5,9 @@ ids and counts only."""
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
@@ -70,8 +72,9 @@ def mark(box: Box, folder: str) -> Response:
                           budget=selection.budget)
     if not uids:
         return _nothing(box, folder, selection, "mail.flag")
-    audit("mail.flag", box, folder=folder, count=done, remaining=len(uids) - done,
-          **({"seen": on} if flag == "\\Seen" else {"flagged": on}), **selection.details())
+    which: dict[str, Any] = {"seen" if flag == "\\Seen" else "flagged": on}
+    audit("mail.flag", box, folder=folder, count=done, remaining=len(uids) - done, **which,
+          **selection.details())
     return answer(box, folder, f"{_count(done, participle, complement)}.", count=done,
                   remaining=len(uids) - done)
 
@@ -135,8 +138,9 @@ def restore(box: Box, folder: str) -> Response:
         count, ends = 0, time.monotonic() + (selection.budget or 0)
         for target, group in groups.items():
             budget = max(0.0, ends - time.monotonic()) if selection.budget else None
-            count += in_batches(group, lambda chunk, t=target: session.move(
-                box.imap_name(TRASH), chunk, box.imap_name(t)), budget=budget)
+            count += in_batches(group, functools.partial(
+                session.move, box.imap_name(TRASH), destination=box.imap_name(target)),
+                budget=budget)
     left = sum(len(g) for g in groups.values()) - count
     if not count:
         return _nothing(box, TRASH, selection, "mail.restore")

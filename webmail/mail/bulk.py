@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from flask import flash, jsonify, redirect, request, url_for
 from werkzeug.wrappers import Response
@@ -54,7 +54,7 @@ class Selection:
         """The time a request may spend: bounded for "tout" (ticked ones are a page at most)."""
         return TIME_BUDGET if self.everything else None
 
-    def details(self) -> dict[str, object]:
+    def details(self) -> dict[str, Any]:
         """For the audit record: how the messages were chosen (never what they say)."""
         if not self.everything:
             return {}

@@ -7,7 +7,7 @@ the shortcuts' help and Mon compte › Préférences; each change is audited."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from flask import flash, g, jsonify, redirect, request, url_for
 from flask_login import current_user
@@ -84,7 +84,7 @@ def save_preferences() -> Response:
             row = ListPreference(account_id=current_user.id, page_size=PER_PAGE,
                                  shortcuts=True)
             session.add(row)
-        changed = {}
+        changed: dict[str, Any] = {}
         if size is not None and row.page_size != size:
             row.page_size = changed["page_size"] = size
         if shortcuts is not None and row.shortcuts != shortcuts:
