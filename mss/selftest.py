@@ -307,12 +307,16 @@ def _read_back(probe: Probe, user: str, token: str, wait: float) -> Message | No
 def _fetch_and_delete(imap: imaplib.IMAP4, folder: str, token: str) -> Message | None:
     if imap.select(folder)[0] != "OK":
         return None
-    _, data = imap.search(None, "HEADER", "X-MSS-Test", token)
+    # By Message-ID, which the full-text index holds (mailstore.fts: header fields it does
+    # not index, X-MSS-Test among them, match nothing); the field is then read from the copy.
+    _, data = imap.search(None, "HEADER", "Message-ID", f"<{token}@selftest.invalid>")
     nums = data[0].split() if data and data[0] else []
     if not nums:
         return None
     _, parts = imap.fetch(nums[0], "(BODY.PEEK[HEADER])")
     message = email.message_from_bytes(parts[0][1])  # type: ignore[index,arg-type]
+    if message.get("X-MSS-Test") != token:
+        return None
     for num in nums:
         imap.store(num, "+FLAGS", "\\Deleted")
     imap.expunge()
