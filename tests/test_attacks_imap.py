@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import imaplib
 import json
+import re
 import shutil
 import smtplib
 import time
@@ -309,11 +310,13 @@ def test_imap_actions_are_audited_without_content(operator: Operator,
         client.rename_folder("Dossiers", "Archives-2026")
         client.create_folder("A-effacer")
         client.delete_folder("A-effacer")
-        client.append("INBOX", space.message(subject, body="Patient Dupont, résultats.\n"))
-        client.append("INBOX", space.message(subject + "-2"))
+        appended = [client.append("INBOX", space.message(subject,
+                                                         body="Patient Dupont, résultats.\n")),
+                    client.append("INBOX", space.message(subject + "-2"))]
         client.select_folder("INBOX")
-        uids = client.search(["SUBJECT", subject])
-        assert len(uids) == 2
+        # The UIDs from APPENDUID (RFC 4315), not from SEARCH SUBJECT: see
+        # test_subject_search_is_a_substring_search for what the full-text index answers.
+        uids = [int(re.search(rb"APPENDUID \d+ (\d+)", a).group(1)) for a in appended]
         client.move([uids[0]], "Archives-2026")
         client.copy([uids[1]], "Archives-2026")
         client.delete_messages([uids[1]])
@@ -377,3 +380,18 @@ def test_ordinary_flags_and_reads_are_not_audited(operator: Operator, space: Tru
     rows = _wait_actions(operator, space, start, {"imap.folder_delete"})
     assert "imap.flag_deleted" not in {r.action for r in rows}
 
+
+
+@pytest.mark.xfail(strict=True, reason="known regression of the full-text index (fts-xapian "
+                   "1.5.5, issue #17): a SUBJECT search is not a substring search any more for "
+                   "a long hyphenated subject; RFC 3501 §6.4.4 says it must be")
+def test_subject_search_is_a_substring_search(space: TrustSpace) -> None:
+    subject = "Compte-rendu-confidentiel-Dupont-9d2e"
+    client = _client(space, "marie")
+    try:
+        client.append("INBOX", space.message(subject))
+        client.append("INBOX", space.message(subject + "-2"))
+        client.select_folder("INBOX")
+        assert len(client.search(["SUBJECT", subject])) == 2
+    finally:
+        client.logout()
