@@ -295,6 +295,39 @@ def test_a_refusal_after_the_delay_goes_back_to_drafts(
     assert "Un message n’est pas parti" not in text(marie.get(f"/courrier/{box}"))
 
 
+def test_a_gateway_away_is_tried_again(
+        mail_operator: Operator, mail_web: Web, boxes: dict[str, int],
+        as_user: Callable[[str], FlaskClient]) -> None:
+    """Nobody answers on the submission port when it falls due: held again, said on the
+    banner, and sent once the gateway answers."""
+    from tests.mailstore_fixtures import free_port
+    from webmail.mail.submit import Submitter
+
+    marie, box = as_user("marie"), boxes["marie"]
+    _delay(marie, 5)
+    assert compose(marie, box, to=PAUL, subject="Passerelle absente",
+                   body="Texte.").status_code == 302
+    row = _row(mail_web, state=ob.HELD)
+    _due_now(mail_web, row.id)
+    real = outbox_of(mail_web.app)
+    away = ob.Outbox(mail_web.space.db,
+                     lambda: Submitter(**{**real.submitter().__dict__, "port": free_port(),
+                                          "timeout": 5.0}), real.imap)
+    before = _last_audit(mail_web)
+    assert away.run_due() == 1
+    again = _row(mail_web, id=row.id)
+    assert again.state == ob.HELD and again.attempts == 1 and again.raw
+    assert 4 <= (again.due_at - utcnow()).total_seconds() <= 5
+    assert [a.outcome for a in _audits(mail_web, "mail.send", before)] == ["deferred"]
+    status = json.loads(marie.get(f"/courrier/envoi/{row.id}").data)
+    assert status["state"] == "held" and status["retry"] is True
+    assert "nouvel essai dans" in text(marie.get(f"/courrier/{box}"))
+    _due_now(mail_web, row.id)
+    assert real.run_due() == 1
+    _arrived(mail_operator, "paul", "Passerelle absente")
+    assert _row(mail_web, id=row.id).attempts == 2
+
+
 # ---------------------------------------------------------------------- autosave
 def test_autosave_keeps_one_draft_per_page_and_the_send_removes_it(
         mail_operator: Operator, mail_web: Web, boxes: dict[str, int],

@@ -14,6 +14,7 @@ compose page, replaced each time.
 from __future__ import annotations
 
 import tempfile
+from datetime import timedelta
 from typing import IO, Any
 
 from flask import Request, flash, jsonify, redirect, render_template, request, url_for
@@ -302,7 +303,8 @@ def _append_draft(box: Box, form: ComposeForm, out: Outgoing, *,
     with imap() as session:
         uid = session.append(drafts, raw, ["\\Draft", "\\Seen"])
         if box.can(Right.DELETE):  # the draft it replaces, and any other of this page
-            older = set(session.uids_with_header(drafts, COMPOSE_HEADER, page))
+            older = set(session.uids_with_header(  # a page lives a day at most
+                drafts, COMPOSE_HEADER, page, since=(utcnow() - timedelta(days=1)).date()))
             old = imap_uid(form.draft_uid.data)
             older |= {old} if old is not None else set()
             if older - {uid}:

@@ -45,6 +45,7 @@ from webmail.models import HeldMessage
 log = logging.getLogger("mss.webmail.outbox")
 
 HELD, SENDING, SENT, CANCELLED, FAILED = "held", "sending", "sent", "cancelled", "failed"
+DRAFTS = "Drafts"  # the person's own Brouillons, in their session (mailbox of last resort)
 LEASE = timedelta(seconds=180)  # longer than a submission can take (Submitter.timeout)
 POLL_SECONDS = 1.0
 RETRY_DELAYS = (5, 15, 30, 60, 120, 300, 600, 900)  # seconds, after temporary refusals
@@ -330,7 +331,8 @@ class Outbox:
             with self.imap(row.login) as session:
                 if row.drafts_folder and (row.draft_uid is not None or row.compose_id):
                     drafts = set(session.uids_with_header(
-                        row.drafts_folder, COMPOSE_HEADER, row.compose_id))
+                        row.drafts_folder, COMPOSE_HEADER, row.compose_id,
+                        since=(row.created_at - timedelta(days=1)).date()))
                     drafts |= {row.draft_uid} if row.draft_uid is not None else set()
                     if drafts:
                         session.expunge(row.drafts_folder, sorted(drafts))
@@ -361,19 +363,14 @@ class Outbox:
         restored = None
         text = exc.message
         if to_drafts:
-            try:
-                with self.imap(row.login) as session:
-                    restored = session.append(row.drafts_folder, row.raw,
-                                              ["\\Draft", "\\Seen"])
-                    if row.draft_uid is not None:
-                        session.expunge(row.drafts_folder, [row.draft_uid])
-            except MailstoreError as exc_store:
-                # Not lost: the row keeps the message; the lease ends and it is tried again.
-                log.warning("envoi différé %s refusé, et Brouillons injoignable (%s)",
-                            row.id, exc_store.code)
+            back = self._back_to_drafts(row)
+            if back is None:  # not lost: the row keeps it; the lease ends, tried again
                 return Outcome("", message=text)
+            restored, where = back
             text = (f"Un message n’est pas parti : {exc.message} Il a été remis dans "
-                    "« Brouillons ».")
+                    f"« Brouillons »{where}.")
+            if where:
+                restored = None  # not in the mailbox the banner's link opens
         with self.db.transaction() as session:
             session.execute(update(HeldMessage).where(
                 HeldMessage.id == row.id, HeldMessage.lease_owner == self.owner).values(
@@ -382,6 +379,25 @@ class Outbox:
             _audit(session, row, "mail.send", "refused", reply=exc.reply,
                    restored_uid=restored)
         return Outcome(FAILED, message=text)
+
+    def _back_to_drafts(self, row: HeldMessage) -> tuple[int | None, str] | None:
+        """Append the message to the Brouillons of the mailbox it was written in, else (a
+        delegation ended meanwhile) to the person's own: its UID and where, for the notice;
+        None when neither could be reached."""
+        for folder, where in ((row.drafts_folder, ""), (DRAFTS, " de votre boîte personnelle")):
+            try:
+                with self.imap(row.login) as session:
+                    uid = session.append(folder, row.raw, ["\\Draft", "\\Seen"])
+                    if row.draft_uid is not None and folder == row.drafts_folder:
+                        try:
+                            session.expunge(folder, [row.draft_uid])
+                        except MailstoreError:
+                            pass  # the page's draft stays beside it: nothing is lost
+                    return uid, where
+            except MailstoreError as exc:
+                log.warning("envoi différé %s refusé, et %s injoignable (%s)", row.id, folder,
+                            exc.code)
+        return None
 
     def forget_finished(self, now: datetime | None = None) -> int:
         """Remove rows that ended more than ``KEEP_FINISHED`` ago (their bytes already

@@ -199,7 +199,8 @@ def held_status(held_id: int) -> Response:
     if row is None:
         abort(404)
     answer: dict[str, object] = {"state": row.state, "message": row.outcome,
-                                 "remaining": max(0.0, (row.due_at - utcnow()).total_seconds())}
+                                 "remaining": max(0.0, (row.due_at - utcnow()).total_seconds()),
+                                 "retry": row.state == ob.HELD and row.attempts > 0}
     if row.state == ob.FAILED and row.draft_uid is not None:
         answer["draft_url"] = url_for("mail.compose", box_id=row.box_id, brouillon=row.draft_uid,
                                       dossier=DRAFTS)

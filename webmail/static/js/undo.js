@@ -8,6 +8,9 @@ function watch(banner) {
   const url = banner.dataset.status;
   const count = banner.querySelector(".held-count");
   let left = parseInt(banner.dataset.remaining, 10) || 0;
+  let retry = banner.dataset.retry === "1";
+  const says = (n) => (retry ? "La passerelle ne l’a pas encore pris : nouvel essai dans " + n + " s."
+    : "Il part dans " + n + " s.");
 
   const done = (answer) => {
     const ok = answer.state === "sent";
@@ -32,7 +35,8 @@ function watch(banner) {
       if (answer.state === "cancelled") { banner.remove(); return; }
       if (answer.state === "held") {
         left = Math.ceil(answer.remaining);
-        count.textContent = left > 0 ? "Il part dans " + left + " s." : "Départ…";
+        retry = Boolean(answer.retry);
+        count.textContent = left > 0 ? says(left) : "Départ…";
       } else {
         count.textContent = "Remise à la passerelle.";
         const cancel = banner.querySelector("form.held-cancel");
@@ -44,7 +48,7 @@ function watch(banner) {
 
   const tick = () => {
     if (left <= 0) { ask(); return; }
-    count.textContent = "Il part dans " + left + " s.";
+    count.textContent = says(left);
     left -= 1;
     setTimeout(tick, TICK);
   };
