@@ -370,6 +370,8 @@ def test_autosave_then_the_page_crashes(service: Service, browser: Any,
     time.sleep(4)  # an untouched form is never saved
     assert _subjects(service, MARIE, "Drafts") == before
     marie.fill("#to", PAUL)
+    marie.wait_for_timeout(400)  # the directory's suggestions, then closed
+    marie.press("#to", "Escape")
     marie.fill("#subject", subject)
     marie.locator("#body").press("Control+Home")
     marie.locator("#body").type("Premier paragraphe du courrier", delay=15)

@@ -85,7 +85,7 @@
         li.addEventListener("mousedown", function (e) { e.preventDefault(); choose(i); });
         list.appendChild(li);
       });
-      var open = items.length > 0;
+      var open = items.length > 0 && document.activeElement === input;  // an answer after leaving the field stays shut
       list.classList.toggle("hidden", !open);
       input.setAttribute("aria-expanded", open ? "true" : "false");
     };
