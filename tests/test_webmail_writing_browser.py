@@ -410,6 +410,24 @@ def test_autosave_then_the_page_crashes(service: Service, browser: Any,
     marie.context.close()
 
 
+def test_leaving_the_page_saves_what_was_just_typed(service: Service, browser: Any) -> None:
+    """Typed, then straight to another page (before the pause that saves): the page leaves its
+    draft on the way out."""
+    site, subject = service.site, "Parti trop vite"
+    marie = _open(browser, service, MARIE, PHONE)
+    marie.click("#write")
+    marie.wait_for_selector("#to")
+    marie.wait_for_load_state("load")
+    marie.fill("#subject", subject)
+    marie.locator("#body").press("Control+Home")
+    marie.locator("#body").type("Une phrase tapée juste avant de partir.", delay=5)
+    marie.goto(site.url + "/annuaire")  # less than the pause after typing: no save yet
+    until(lambda: subject in _subjects(service, MARIE, "Drafts"))
+    assert "juste avant de partir" in _part(_message(service, MARIE, subject, "Drafts"),
+                                            "text/plain")
+    marie.context.close()
+
+
 # ---------------------------------------------------------------------- De and signatures
 @pytest.mark.parametrize("size_name", list(SIZES))
 def test_signature_follows_the_sender(service: Service, browser: Any, size_name: str) -> None:
