@@ -244,6 +244,35 @@ def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
     return (time.perf_counter() - start) * 1000, result
 
 
+class Cpu:
+    """CPU time spent on a search, which a loaded shared machine does not inflate as it does
+    wall time: Dovecot's imap processes (children of its master named ``imap``), the webmail's
+    process and this one (the HTTP or IMAP client), from /proc (10 ms ticks)."""
+
+    def __init__(self, master: int, webmail: int) -> None:
+        self.master, self.webmail = master, webmail
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _ticks(self, pid: int) -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime (proc(5) fields 14, 15)
+
+    def sample(self) -> float:
+        """Seconds of CPU so far: Dovecot's imap processes + the webmail + this process."""
+        ticks = self._ticks(self.webmail)
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+                head, rest = stat.rsplit(")", 1)
+                if rest.split()[1] == str(self.master) and head.endswith("(imap"):
+                    ticks += self._ticks(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+        return ticks / self.tick + time.process_time()
+
+
 class Web:
     """The browser's keep-alive connection, opened again (untimed) before a request when it
     has been idle long enough for the server to have closed it (cheroot: 10 s), as a browser
@@ -264,12 +293,13 @@ class Web:
             self.last = time.monotonic()
 
 
-def measure(space: TrustSpace, browser: Browser, imap: Imap, rounds: int,
+def measure(space: TrustSpace, browser: Browser, imap: Imap, cpu: Cpu, rounds: int,
             warm_up: int) -> dict[str, Any]:
     web = Web(browser)
     box = _own_box(browser)
     queries = corpus.queries()
     timings: dict[str, list[float]] = {"webmail": [], "imap": [], "work": []}
+    cpu_ms: dict[str, list[float]] = {"webmail": [], "imap": [], "work": []}
     by_kind: dict[str, list[float]] = {}
     scans: list[tuple[str, int]] = []
     mismatches = []
@@ -288,9 +318,12 @@ def measure(space: TrustSpace, browser: Browser, imap: Imap, rounds: int,
         for side, call in sides:
             if side == "webmail":
                 web.reconnect_if_idle()
+            spent = cpu.sample()
             elapsed, results[side] = _timed(call)
+            spent = (cpu.sample() - spent) * 1000
             if number >= warm_up:
                 timings[side].append(elapsed)
+                cpu_ms[side].append(spent)
                 if side == "webmail":
                     by_kind.setdefault(kind, []).append(elapsed)
         read = search_reads(space) - before
@@ -301,7 +334,8 @@ def measure(space: TrustSpace, browser: Browser, imap: Imap, rounds: int,
         expected = sum(len(uids) for uids in results["imap"].values())
         if status != 200 or shown is None or int(shown.group(1)) != expected:
             mismatches.append((text, status, shown.group(1) if shown else None, expected))
-    return {"timings": timings, "by_kind": by_kind, "scans": scans, "mismatches": mismatches}
+    return {"timings": timings, "cpu": cpu_ms, "by_kind": by_kind, "scans": scans,
+            "mismatches": mismatches}
 
 
 def _own_box(browser: Browser) -> int:
@@ -335,6 +369,16 @@ def report(measured: dict[str, Any], built: dict[str, Any], enforced: bool,
           f"p95 {ratio[1]:5.2f}x")
     print(f"ratio webmail / IMAP same work                 p50 {ratio_work[0]:5.2f}x   "
           f"p95 {ratio_work[1]:5.2f}x")
+    c = measured["cpu"]
+    cpu = {k: percentiles(c[k]) for k in ("webmail", "imap", "work")}
+    for key, label in (("webmail", "webmail"), ("imap", "IMAP, same search"),
+                       ("work", "IMAP, same work")):
+        print(f"{'CPU per search, ' + label:<46} p50 {cpu[key][0]:7.1f} ms   "
+              f"p95 {cpu[key][1]:7.1f} ms")
+    cpu_ratio = (cpu["webmail"][0] / max(cpu["imap"][0], 1e-3),
+                 cpu["webmail"][1] / max(cpu["imap"][1], 1e-3))
+    print(f"ratio of CPU webmail / IMAP same search        p50 {cpu_ratio[0]:5.2f}x   "
+          f"p95 {cpu_ratio[1]:5.2f}x")
     read = sum(count for _text, count in measured["scans"])
     scan = bool(read) or not enforced
     print(f"no full scan: fts_enforced={'yes' if enforced else 'NO'}, {read} message(s) "
@@ -353,7 +397,8 @@ def report(measured: dict[str, Any], built: dict[str, Any], enforced: bool,
     result = {"messages": built["messages"], "fill_seconds": built.get("fill_seconds"),
               "index_seconds": built.get("index_seconds"),
               "webmail_ms": web, "imap_ms": imap, "imap_work_ms": work,
-              "ratio": ratio, "ratio_work": ratio_work, "scan": scan, "search_reads": read,
+              "ratio": ratio, "ratio_work": ratio_work, "cpu_ms": cpu, "cpu_ratio": cpu_ratio,
+              "scan": scan, "search_reads": read,
               "mismatches": len(measured["mismatches"]), "targets": targets,
               "load": load, "cpus": os.cpu_count()}
     print("RESULT " + json.dumps(result))
@@ -379,7 +424,8 @@ def run(args: argparse.Namespace) -> int:
         browser = Browser(space, port)
         browser.login()
         warm_up = len(corpus.queries()) if args.warm_up is None else args.warm_up
-        measured = measure(space, browser, imap, args.rounds, warm_up)
+        cpu = Cpu(service._proc.pid if service._proc else 0, child.pid)
+        measured = measure(space, browser, imap, cpu, args.rounds, warm_up)
         result = report(measured, built, enforced)
         imap.client.logout()
     finally:

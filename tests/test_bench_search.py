@@ -48,7 +48,8 @@ def test_the_search_benchmark_runs_and_reports_its_ratios() -> None:
         assert code == 0, out[-3000:]
         for label in ("webmail, tous les dossiers", "IMAP, same search", "IMAP, same work",
                       "ratio webmail / IMAP same search", "ratio webmail / IMAP same work",
-                      "webmail, pièce jointe PDF"):
+                      "webmail, pièce jointe PDF", "CPU per search, webmail",
+                      "CPU per search, IMAP, same search", "ratio of CPU webmail / IMAP"):
             assert re.search(rf"^\s*{re.escape(label)}.*p50 +[\d.]+.*p95 +[\d.]+", out, re.M), \
                 label
         assert re.search(r"^no full scan: fts_enforced=yes, 0 message\(s\) opened by a SEARCH "
@@ -58,6 +59,7 @@ def test_the_search_benchmark_runs_and_reports_its_ratios() -> None:
         assert result["search_reads"] == 0
         assert all(v > 0 for v in (*result["webmail_ms"], *result["imap_ms"], *result["ratio"]))
         assert set(result["targets"]) == {"p95_le_100ms", "ratio_p95_le_2"}
+        assert result["cpu_ms"]["webmail"][1] > 0  # the webmail's process at least
         code, again = _bench(data, "--rounds", "3", "--warm-up", "0")
         assert code == 0, again[-3000:]
         assert "300 messages: filled in" in again and "RESULT " in again
