@@ -13,8 +13,11 @@ de-duplication below makes that safe):
 **De-duplication after a crash.** A row a dead worker left DELIVERING is taken over once its
 lease expires, flagged ``in_doubt``: the mail store may hold it already. Dovecot's LMTP does not
 de-duplicate, so before delivering such a row again the worker asks the mail store whether the
-mailbox folder holds that Message-ID (``doveadm search``, only on this rare path). Peer rows in
-doubt are sent again: the peer de-duplicates by (Message-ID, recipient) on its side.
+mailbox folder holds that Message-ID (``doveadm search``, only on this rare path, without the
+full-text plugins: an exact header match). The same holds for a row deferred because Dovecot
+went silent after taking the data (``Result.uncertain``: an LMTP process that died between two
+recipients of one transaction, seen when first deliveries create the mailboxes concurrently).
+Peer rows in doubt are sent again: the peer de-duplicates by (Message-ID, recipient) on its side.
 
 Temporary failures retry with exponential backoff (``retry_base_seconds`` doubling, capped at
 one hour) until ``delivery_expiry_hours``; then, or on a permanent failure, the recipient is
@@ -45,7 +48,7 @@ from gateway.models import Origin, RecipientKind, RecipientState
 from gateway.notify import Notifier, build_notice
 from gateway.outbound import Outbound, PeerNotTrusted, PeerTlsFailure, PeerUnavailable
 from gateway.queue import Claimed, Row
-from mailstore.config import DovecotPaths
+from mailstore.config import BASE_PLUGINS, DovecotPaths
 from mailstore.lmtp import LmtpClient, Result
 
 log = logging.getLogger("mss.gateway")
@@ -61,6 +64,7 @@ class Outcome:
     code: str  # reply code, e.g. "250", "550"
     enhanced: str = ""  # RFC 3463, for the DSN
     reason: str = ""  # the remote reply or our reason, one line, no content
+    in_doubt: bool = False  # deferred, but the store may hold it (no reply after the data)
 
 
 def _result(claimed: Claimed, row: Row, result: Result) -> Outcome:
@@ -70,7 +74,8 @@ def _result(claimed: Claimed, row: Row, result: Result) -> Outcome:
     permanent = bool(error is not None and error.permanent)
     enhanced = getattr(error, "enhanced", "") or ("5.0.0" if permanent else "4.0.0")
     return Outcome(claimed, row, "bounced" if permanent else "deferred", str(result.code),
-                   enhanced, " ".join(result.text.split())[:300])
+                   enhanced, " ".join(result.text.split())[:300],
+                   in_doubt=result.uncertain and not permanent)
 
 
 class MailboxProbe:
@@ -81,12 +86,18 @@ class MailboxProbe:
         self.binary = shutil.which("doveadm") or "/usr/bin/doveadm"
 
     def holds(self, address: str, folder: str, message_key: str) -> bool:
-        command = [self.binary, "-c", str(self.paths.conf), "search", "-u", address,
+        # Without the full-text plugins: an exact header match, never Xapian's pieces of
+        # words (a long Message-ID is not in its index whole; found nothing = delivered twice).
+        command = [self.binary, "-c", str(self.paths.conf), "-o",
+                   f"mail_plugins={BASE_PLUGINS}", "search", "-u", address,
                    "mailbox", folder, "header", "Message-ID", message_key]
         try:
             done = subprocess.run(command, capture_output=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired):
             return False  # at-least-once: deliver rather than risk losing it
+        if done.returncode != 0:
+            log.warning("doveadm search (dédoublonnage) en échec, code %s : %s",
+                        done.returncode, done.stderr.decode(errors="replace").strip()[:300])
         return done.returncode == 0 and bool(done.stdout.strip())
 
 
@@ -135,9 +146,13 @@ class Deliverer:
         out, targets = [], {}
         for row in rows:
             folder = "Sent" if row.kind is RecipientKind.SENT else "INBOX"
-            if row.in_doubt and self.probe(row.address, folder, claimed.message_key):
-                out.append(Outcome(claimed, row, "delivered", "250", reason="déjà livré"))
-                continue
+            if row.in_doubt:
+                held = self.probe(row.address, folder, claimed.message_key)
+                log.info("livraison incertaine de %s (%s) : %s", claimed.message_key, folder,
+                         "déjà dans la boîte" if held else "absente, livrée à nouveau")
+                if held:
+                    out.append(Outcome(claimed, row, "delivered", "250", reason="déjà livré"))
+                    continue
             local, _, domain = row.address.rpartition("@")
             targets[f"{local}+Sent@{domain}" if folder == "Sent" else row.address] = row
         if targets:
@@ -230,7 +245,8 @@ class Deliverer:
             return q.Done(c, row, RecipientState.DELIVERED, o.code, o.reason)
         if o.status == "deferred":
             delay = q.backoff(row.attempts, self.gw.settings.retry_base_seconds)
-            return q.Done(c, row, RecipientState.QUEUED, o.code, o.reason, delay)
+            return q.Done(c, row, RecipientState.QUEUED, o.code, o.reason, delay,
+                          in_doubt=o.in_doubt)
         if o.status == "released":  # not attempted: due again at once
             return q.Done(c, row, RecipientState.QUEUED, "", "non tenté (lot trop long)")
         # A DSN for real recipients only: not for the Sent copy, a notice, or a report.

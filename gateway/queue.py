@@ -20,7 +20,8 @@ the same moment by two processes, since the unique index makes the second insert
 first. A final failure releases the key. The one window left is a crash after the mail store
 took the message and before the delivery was recorded: the row comes back with ``in_doubt``
 set, and the worker looks for the Message-ID in the mailbox before delivering again
-(``gateway.delivery``).
+(``gateway.delivery``). The same flag marks a row deferred because the mail store went silent
+after taking the data (``mailstore.lmtp``: a Dovecot process that died between two recipients).
 """
 
 from __future__ import annotations
@@ -234,6 +235,7 @@ class Done:
     code: str
     reason: str = ""
     retry_in: float = 0.0  # seconds, for QUEUED (deferred)
+    in_doubt: bool = False  # QUEUED with no reply after the data: look before delivering again
 
 
 def record(session: Session, items: Sequence[Done]) -> None:
@@ -245,7 +247,7 @@ def record(session: Session, items: Sequence[Done]) -> None:
     session.execute(update(QueueRecipient), [{
         "id": d.row.id, "state": d.state, "lease_owner": None, "lease_until": None,
         "last_code": d.code[:16], "last_reason": d.reason[:1000], "updated_at": now,
-        "in_doubt": False, "next_attempt_at": now + timedelta(seconds=d.retry_in),
+        "in_doubt": d.in_doubt, "next_attempt_at": now + timedelta(seconds=d.retry_in),
     } for d in items])
     keys = {(d.claimed.message_key, dedup_key(d.row.kind, d.row.address)): d.claimed.queue_id
             for d in items if d.state is RecipientState.DELIVERED

@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mss.mailstore")
 
+# The mail plugins without full-text search: ``doveadm -o mail_plugins=…`` for a search that
+# must be exact (the gateway's in-doubt Message-ID check: Xapian keeps 3-20 character pieces
+# of words, so a 32-character Message-ID is not found whole).
+BASE_PLUGINS = "acl quota"
 SPECIAL_FOLDERS = (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"))
 SHARED_PREFIX = "shared/"  # organisational mailboxes: shared/<address>/INBOX, …/Sent
 SEPARATOR = "/"
@@ -359,7 +363,7 @@ def _mail(paths: DovecotPaths, options: Options) -> str:
 mail_home = {paths.mail_dir}/%d/%n
 mail_location = sdbox:~/sdbox
 mailbox_list_index = yes
-mail_plugins = acl quota fts fts_xapian
+mail_plugins = {BASE_PLUGINS} fts fts_xapian
 namespace inbox {{
   type = private
   separator = {SEPARATOR}

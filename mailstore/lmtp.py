@@ -7,6 +7,12 @@ only one reply there, so ``deliver`` reads the others itself. Each recipient get
 at all), but it can be delivered to some recipients and refused for others, and the caller
 must act per recipient (retry the temporary failures, bounce the permanent ones).
 
+**A reply that never came.** Once the final dot is sent, the store may save the message and
+then die (a Dovecot process that panics on a later recipient, a timeout while it commits)
+before it answers: the recipients still waiting for their reply get a ``TemporaryFailure``
+marked ``uncertain``, and the caller must check the mailbox before delivering again (the
+gateway's in-doubt path) — retrying blindly would deliver twice.
+
 Delivery into a named folder (the sender's copy into ``Sent``) uses the recipient's detail:
 ``marie.martin+Sent@mss.test`` with Dovecot's ``lmtp_save_to_detail_mailbox``. Folder names are
 restricted to a safe set so that a caller cannot aim anywhere else. LMTP cannot set flags: the
@@ -44,6 +50,7 @@ class Result:
     code: int
     text: str
     error: DeliveryError | None = None
+    uncertain: bool = False  # the data went out, no reply came: the store may hold it
 
     @property
     def delivered(self) -> bool:
@@ -78,18 +85,21 @@ class LmtpClient:
             raise ValueError("aucun destinataire")
         targets = {rcpt: _with_folder(rcpt, folder) for rcpt in recipients}
         results: dict[str, Result] = {}
+        waiting: list[str] = []  # after the final dot: the recipients whose reply is due
         try:
             with smtplib.LMTP(self.socket_path, local_hostname=self.local_hostname,
                               timeout=self.timeout) as conn:
-                self._transaction(conn, raw, sender, targets, results)
+                self._transaction(conn, raw, sender, targets, results, waiting)
         except (OSError, smtplib.SMTPException) as exc:
             failure = _unreachable(exc)
             for rcpt in recipients:
-                results.setdefault(rcpt, Result(rcpt, failure.smtp_code, failure.reply, failure))
+                results.setdefault(rcpt, Result(rcpt, failure.smtp_code, failure.reply, failure,
+                                                uncertain=rcpt in waiting))
         return {rcpt: results[rcpt] for rcpt in recipients}
 
     def _transaction(self, conn: smtplib.LMTP, raw: bytes, sender: str,
-                     targets: dict[str, str], results: dict[str, Result]) -> None:
+                     targets: dict[str, str], results: dict[str, Result],
+                     waiting: list[str]) -> None:
         conn.ehlo_or_helo_if_needed()
         data = _dot_stuffed(raw)
         options = ["BODY=8BITMIME"] if conn.has_extn("8bitmime") and not data.isascii() else []
@@ -108,16 +118,17 @@ class LmtpClient:
         if not accepted:
             conn.rset()
             return
-        self._data(conn, data, accepted, results)
+        self._data(conn, data, accepted, results, waiting)
 
     @staticmethod
     def _data(conn: smtplib.LMTP, data: bytes, accepted: list[str],
-              results: dict[str, Result]) -> None:
+              results: dict[str, Result], waiting: list[str]) -> None:
         code, reply = conn.docmd("DATA")
         if code != 354:
             for rcpt in accepted:
                 results[rcpt] = _result(rcpt, code, reply)
             return
+        waiting += accepted  # from the first byte on: the store may save it without the dot
         conn.send(data + b".\r\n")
         for rcpt in accepted:  # RFC 2033 §4.2: one reply per accepted RCPT, in order
             code, reply = conn.getreply()

@@ -10,11 +10,13 @@ import sys
 import threading
 
 from core.db import Database
+from core.logs import configure
 from core.settings import Settings
 from gateway.service import GatewayService
 
 
 def main(argv: list[str]) -> None:
+    configure()  # to stderr: the crash test keeps it in DATA_DIR/gateway-runner.log
     overrides = dict(arg.split("=", 1) for arg in argv[2:])
     settings = Settings.load(data_dir=argv[1], environ={}, **overrides)
     db = Database(settings.effective_database_url)

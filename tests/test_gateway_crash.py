@@ -45,11 +45,12 @@ class Gateway:
     def __init__(self, data_dir: Path, **overrides: object) -> None:
         self.args = [sys.executable, "-m", "tests.gateway_runner", str(data_dir),
                      *(f"{k}={v}" for k, v in overrides.items())]
+        self.log = Path(data_dir) / "gateway-runner.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> dict[str, int]:
-        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
+        with open(self.log, "ab") as log:  # the runner's log, kept for a failure's post-mortem
+            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=subprocess.PIPE, stderr=log)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert line, "la passerelle n'a pas démarré"
@@ -228,7 +229,14 @@ def test_kill_9_during_a_burst_loses_nothing_and_duplicates_nothing(
     finally:
         gateway.stop()
     assert kills == KILLS and len(acked) == BURST
-    assert_exactly_once(op, acked)
+    try:
+        assert_exactly_once(op, acked)
+    except AssertionError:  # the post-mortem: what the gateway and Dovecot said of it
+        print(gateway.log.read_text(errors="replace")[-20000:])
+        for log in (op.settings.data_dir / "log").glob("*.log"):
+            print("\n".join(line for line in log.read_text(errors="replace").splitlines()
+                            if "Panic" in line or "Fatal" in line or "Error" in line))
+        raise
 
 
 @pytest.mark.postgres

@@ -60,6 +60,20 @@ def test_deferred_waits_for_its_backoff(db: Database) -> None:
     assert [q.backoff(n, 60) for n in (1, 2, 3, 10)] == [60, 120, 240, 3600]
 
 
+def test_a_deferral_without_reply_stays_in_doubt(db: Database) -> None:
+    """A row deferred because the store went silent after the data comes back in doubt (the
+    worker will search the mailbox first); a plain deferral clears the flag."""
+    put(db, "<doubt@x>", "b@x.test", "c@x.test")
+    claimed = q.claim(db, "w", limit=10, lease_seconds=60)[0]
+    silent, refused = claimed.rows
+    with db.transaction() as session:
+        q.record(session, [q.Done(claimed, silent, RecipientState.QUEUED, "451", "muet",
+                                  in_doubt=True),
+                           q.Done(claimed, refused, RecipientState.QUEUED, "451", "plus tard")])
+    again = q.claim(db, "w", limit=10, lease_seconds=60)[0]
+    assert {r.address: r.in_doubt for r in again.rows} == {"b@x.test": True, "c@x.test": False}
+
+
 def test_a_second_copy_of_the_same_message_is_not_delivered_again(db: Database) -> None:
     first = put(db, "<3@x>", "b@x.test")
     claimed = q.claim(db, "w", limit=10, lease_seconds=60)[0]
