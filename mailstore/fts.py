@@ -15,10 +15,18 @@ What is indexed, per folder (one Xapian database per folder under the owner's
 How Xapian 1.5.5 matches (``fts-backend-xapian-functions.cpp``): text is lower-cased and its
 accents removed (ICU ``NFD; [:M:] Remove; NFC``) both when indexing and when searching, so
 ``echographie`` finds « échographie » and the other way round; every word is indexed with its
-3- to 20-character pieces, so a word finds longer words that contain it (``cardio`` finds
-« cardiologie », as IMAP's substring SEARCH promises, RFC 3501 §6.4.4). Words of fewer than
+3- to 40-character pieces (``partial``, ``full``), so a word finds longer words that contain
+it (``cardio`` finds « cardiologie », as IMAP's substring SEARCH promises, RFC 3501 §6.4.4).
+A header keeps its hyphens inside words (« Compte-rendu-Dupont-9d2e » is one word, found by
+any piece of it), hence ``full=40``, the most 1.5.5 accepts (above, it logs an error and
+keeps 20): with 20, a piece of more than 20 characters of such a subject found only the
+whole word (issue #17). Measured on 300 messages of bench/search_corpus: index size +0.3 %,
+indexing time unchanged; subjects made only of 40-character hyphenated words: +77 % size,
++50 % time. Messages indexed before the change keep their 20-character pieces until
+``doveadm fts rescan`` (Dovecot does not notice the setting changed). Words of fewer than
 3 characters are dropped from a query: a query made of them only matches nothing, so the
-webmail refuses it (``webmail.mail.search``). Several words must all be found (AND).
+webmail refuses it (``webmail.mail.search``). Several words must all be found (AND), in any
+order and place.
 
 ``fts_enforced = yes``: a SEARCH that the index cannot answer fails instead of silently
 reading every message (Dovecot 2.3 ``fts-storage.c``: ``yes`` also waits for the indexer to
@@ -35,9 +43,25 @@ Limits of fts-xapian 1.5.5 (Debian 12), measured at 100,000 messages (bench/sear
 indexing takes some 20-60 messages a second per process (a bulk import is indexed in the
 background for a while); a lookup costs in proportion to the documents it finds (it reads its
 matches 100 at a time, each page from the start), so a name found in 20,000 messages takes
-seconds where a rare word takes tens of milliseconds; header searches on fields it does not
-index (Content-Type, X-…) match nothing — only Subject, From, To, Cc, Bcc, Message-ID and
-List-ID are indexed.
+seconds where a rare word takes tens of milliseconds.
+
+Where IMAP SEARCH departs from RFC 3501 §6.4.4 (tests/test_mailstore_search.py; the
+webmail's queries are built around it, webmail.mail.fulltext): fts-xapian marks every HEADER,
+BODY and TEXT criterion answered (``fts_backend_xapian_build_qs`` sets ``match_always``) even
+when it could not turn it into a query, and Dovecot 2.3.19 takes that answer as final
+(``fts-storage.c``); no setting changes this (``fts_header_excludes``/``fts_header_includes``
+only choose what is indexed, ``fts-build-mail.c``). So: a header field it does not index
+(only Subject, From, To, Cc, Bcc, Message-ID and List-ID are; not Content-Type, In-Reply-To,
+X-…) matches nothing, and ANDed with another criterion it is silently dropped; an empty value
+or words under 3 characters match nothing; a search with such a criterion under ``NOT``
+matches nothing; a hyphen in a BODY query matches nothing (the body's words are split at
+hyphens, the query's are not); a piece of more than 40 characters of a longer word matches
+nothing, nor does a piece of a Message-ID (only its whole parts between ``<@.>`` are
+indexed). mss's own searches on such fields go without the plugins (``doveadm -o
+mail_plugins=…``, ``mailstore.config.BASE_PLUGINS``) or read the fields
+(webmail.mail.threads). A new message is found by the next SEARCH of a session that knows of
+it (``fts_enforced`` brings the index up to date first); a session selected before the
+delivery learns of it with NOOP, as without the index (RFC 3501 §7.4.1).
 """
 
 from __future__ import annotations
@@ -49,6 +73,8 @@ DECODER_FILE = "decode2text.sh"
 DECODER_SOCKET = "decode2text"  # in base_dir; fts_decoder names it relative to it
 XML2TEXT = "/usr/lib/dovecot/xml2text"
 SCAN_METRIC = "search_read_mail"
+PARTIAL = 3  # shortest piece of a word indexed, shortest query word (webmail.mail.fulltext)
+FULL = 40  # longest piece of a word indexed: the most fts-xapian 1.5.5 accepts
 
 # Dovecot's fts "script" protocol (fts-parser-script.c): run with no argument, the script
 # lists "<content-type> <extension>..." lines ended by an empty line; run with a content
@@ -91,7 +117,7 @@ def plugin_settings() -> str:
     """The ``plugin {{}}`` lines of full-text search (module docstring)."""
     return f"""\
   fts = xapian
-  fts_xapian = partial=3 full=20 verbose=0
+  fts_xapian = partial={PARTIAL} full={FULL} verbose=0
   fts_autoindex = yes
   fts_enforced = yes
   fts_decoder = {DECODER_SOCKET}

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from mailstore import fts
 from mailstore.errors import ImapError, MailboxNotFound
 from mailstore.imap import MailboxSession
 from webmail.mail import listing
@@ -35,7 +36,7 @@ from webmail.mail.badge import Voucher
 
 log = logging.getLogger("mss.webmail.mail")
 
-MIN_WORD = 3  # Xapian's "partial" setting (mailstore.fts): shorter words match nothing
+MIN_WORD = fts.PARTIAL  # Xapian's "partial" setting (mailstore.fts): shorter words match nothing
 MAX_WORDS = 8
 MAX_LENGTH = 200  # characters of a text field
 REACHABLE = 1000  # results of a several-folder search that paging reaches
