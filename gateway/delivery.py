@@ -78,6 +78,9 @@ def _result(claimed: Claimed, row: Row, result: Result) -> Outcome:
                    in_doubt=result.uncertain and not permanent)
 
 
+DOVEADM_NOT_FOUND = 68  # doveadm's exit code for a mailbox that does not exist (EX_NOHOST)
+
+
 class MailboxProbe:
     """Does a mailbox folder hold a Message-ID? (``doveadm search``; the in-doubt path)."""
 
@@ -85,7 +88,10 @@ class MailboxProbe:
         self.paths = paths
         self.binary = shutil.which("doveadm") or "/usr/bin/doveadm"
 
-    def holds(self, address: str, folder: str, message_key: str) -> bool:
+    def holds(self, address: str, folder: str, message_key: str) -> bool | None:
+        """True: the folder holds it; False: it does not (or the folder does not exist yet);
+        None: the search failed (the store busy or down) — not known, so not delivered again
+        now: the row stays in doubt and is looked at on its next attempt."""
         # Without the full-text plugins: an exact header match, never Xapian's pieces of
         # words (a long Message-ID is not in its index whole; found nothing = delivered twice).
         command = [self.binary, "-c", str(self.paths.conf), "-o",
@@ -93,19 +99,24 @@ class MailboxProbe:
                    "mailbox", folder, "header", "Message-ID", message_key]
         try:
             done = subprocess.run(command, capture_output=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return False  # at-least-once: deliver rather than risk losing it
-        if done.returncode != 0:
-            log.warning("doveadm search (dédoublonnage) en échec, code %s : %s",
-                        done.returncode, done.stderr.decode(errors="replace").strip()[:300])
-        return done.returncode == 0 and bool(done.stdout.strip())
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("doveadm search (dédoublonnage) impossible : %s", type(exc).__name__)
+            return None
+        if done.returncode == 0:
+            return bool(done.stdout.strip())
+        if done.returncode == DOVEADM_NOT_FOUND:
+            return False
+        log.warning("doveadm search (dédoublonnage) en échec, code %s : %s",
+                    done.returncode, done.stderr.decode(errors="replace").strip()[:300])
+        return None
 
 
 class Deliverer:
     """One batch at a time; thread-safe (each call has its own claim)."""
 
     def __init__(self, gw: Gateway, metrics: Metrics, *, lmtp: LmtpClient, outbound: Outbound,
-                 notifier: Notifier | None, probe: Callable[[str, str, str], bool]) -> None:
+                 notifier: Notifier | None,
+                 probe: Callable[[str, str, str], bool | None]) -> None:
         self.gw, self.metrics, self.lmtp = gw, metrics, lmtp
         self.outbound, self.notifier, self.probe = outbound, notifier, probe
 
@@ -149,9 +160,14 @@ class Deliverer:
             if row.in_doubt:
                 held = self.probe(row.address, folder, claimed.message_key)
                 log.info("livraison incertaine de %s (%s) : %s", claimed.message_key, folder,
-                         "déjà dans la boîte" if held else "absente, livrée à nouveau")
+                         {True: "déjà dans la boîte", False: "absente, livrée à nouveau",
+                          None: "boîte illisible, nouvel essai plus tard"}[held])
                 if held:
                     out.append(Outcome(claimed, row, "delivered", "250", reason="déjà livré"))
+                    continue
+                if held is None:
+                    out.append(Outcome(claimed, row, "deferred", "451", "4.3.0",
+                                       "vérification de la boîte impossible", in_doubt=True))
                     continue
             local, _, domain = row.address.rpartition("@")
             targets[f"{local}+Sent@{domain}" if folder == "Sent" else row.address] = row

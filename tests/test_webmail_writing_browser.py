@@ -441,6 +441,7 @@ def test_signature_follows_the_sender(service: Service, browser: Any, size_name:
     paul.click("#write")
     options = paul.locator("#from_box option")
     expect(options).to_have_count(2)
+    paul.wait_for_load_state("load")  # signature.js listens to « De » (seen late under load)
     assert PAUL in options.nth(0).inner_text() and ORG in options.nth(1).inner_text()
     body = paul.locator("#body")
     assert body.input_value().endswith("-- \nDr Paul Durand\nCardiologue\n")

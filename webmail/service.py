@@ -43,6 +43,29 @@ class _Server(wsgi.Server):  # type: ignore[misc]
         http_log.log(level, "%s", text, exc_info=traceback)
 
 
+def closing_responses(app: Any) -> Any:
+    """The WSGI ``app`` whose responses are always closed (PEP 3333), even by cheroot: its
+    ``respond`` sends the headers in a ``finally`` *before* calling ``close()``, so when a
+    browser has gone away (a page left while a script loads) the send raises and the response,
+    a static file's open handle among them, is dropped unclosed (a ResourceWarning, a file
+    descriptor until the garbage collector). Here the response is read through a generator
+    whose ``finally`` closes it; CPython runs it as soon as cheroot drops the generator."""
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        response = app(environ, start_response)
+
+        def chunks() -> Any:
+            try:
+                yield from response
+            finally:
+                close = getattr(response, "close", None)
+                if close is not None:
+                    close()
+        return chunks()
+
+    return wrapped
+
+
 class WebmailService:
     """HTTPS server of the webmail (see the module docstring)."""
 
@@ -75,9 +98,10 @@ class WebmailService:
         crt, key = pki / "server.crt", pki / "server.key"
         if not (crt.is_file() and key.is_file()):
             raise ConfigError(f"Certificat du serveur web absent ({crt}) : lancez « mss init ».")
-        server = _Server((self.settings.listen_address, self.settings.web_port), self.app,
-                             numthreads=THREADS + self.settings.web_event_streams,
-                             server_name=self.settings.hostname)
+        server = _Server((self.settings.listen_address, self.settings.web_port),
+                         closing_responses(self.app),
+                         numthreads=THREADS + self.settings.web_event_streams,
+                         server_name=self.settings.hostname)
         server.ssl_adapter = ClientCertAdapter(crt, key, pki / "ca.pem")
         try:
             server.prepare()
