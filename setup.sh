@@ -9,9 +9,10 @@ cd "$(dirname "$0")"
 MODE="${1:-}"
 PAIR="${2:-}"
 case "$MODE $PAIR" in
-  "run "|"run --pair"|"test ") ;;
-  *) echo "usage: bash setup.sh run [--pair] | test" >&2; exit 2 ;;
+  "run "|"run --pair"|test\ *) ;;  # test: further arguments go to pytest
+  *) echo "usage: bash setup.sh run [--pair] | test [pytest arguments]" >&2; exit 2 ;;
 esac
+[ "$MODE" = run ] && [ $# -gt 2 ] && { echo "usage: bash setup.sh run [--pair]" >&2; exit 2; }
 
 RUN_PACKAGES=(openssl softhsm2 dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql dovecot-sieve
               dovecot-managesieved ca-certificates)

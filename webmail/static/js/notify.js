@@ -92,8 +92,10 @@ document.addEventListener("mss:mail-arrived", async (event) => {
   const title = count > 1 ? count + " nouveaux messages" : "Nouveau message";
   let body = box.name;
   if (root.dataset.notifyDetails === "1" && count === 1) {
-    // A slow list does not hold the notification back: after 1.5 s it goes without details.
-    const late = new Promise((done) => { setTimeout(() => done([]), 1500); });
+    // A slow list does not hold the notification back: after 1.5 s it goes without details
+    // (data-notify-wait, in ms, lets a test on a loaded machine wait longer).
+    const wait = Number(root.dataset.notifyWait) || 1500;
+    const late = new Promise((done) => { setTimeout(() => done([]), wait); });
     const found = await Promise.race([rowsSince(box.url, from), late]);
     if (found.length === 1) {
       body = "De : " + found[0].sender + "\nObjet : " + found[0].subject + "\n" + box.name;
