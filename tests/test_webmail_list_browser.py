@@ -191,6 +191,9 @@ def test_sort_filter_star_and_page_size_on_a_desktop(site: Site, browser: Any) -
     expect(page.locator(".pager")).to_contain_text("Page 1 sur 2 — 30 messages")
     page.select_option("#par-page", "50")
     page.click(".page-size button")
+    # Wait for the answer: closing the context with the POST in flight hung Chromium (CI, loaded).
+    expect(page.locator(".flash-success")).to_contain_text("50 messages par page")
+    expect(page.locator(ROWS)).to_have_count(30)
     page.context.close()
 
 
