@@ -53,6 +53,7 @@ from certs.pki import Pki  # noqa: E402
 from core.db import Database  # noqa: E402
 from mailstore import fts  # noqa: E402
 from mailstore.config import Options  # noqa: E402
+from mailstore.credentials import master_credentials  # noqa: E402
 from mailstore.service import DovecotService  # noqa: E402
 from tests.mailstore_fixtures import (  # noqa: E402
     PASSWORD,
@@ -191,12 +192,16 @@ def search_reads(space: TrustSpace) -> int:
 
 # ---------------------------------------------------------------------- the two sides
 class Imap:
-    """The baseline: one imapclient connection, as an IMAP client would search."""
+    """The baseline: one imapclient connection sending the same search over IMAP, logged in
+    as the webmail logs in (so through the same index)."""
 
     def __init__(self, space: TrustSpace) -> None:
         self.client = IMAPClient("127.0.0.1", space.settings.imaps_port,
                                  ssl_context=space.tls_context(), timeout=120)
-        self.client.login(space.address(USER), PASSWORD)
+        # The webmail's login (mailstore.credentials): only its sessions search through the
+        # index (mailstore.fts); a client logging in as itself gets Dovecot's exact scan.
+        master = master_credentials(space.settings)
+        self.client.login(master.login_for(space.address(USER)), master.secret)
         self.folders = [name for flags, _sep, name in self.client.list_folders()
                         if b"\\Noselect" not in flags]
 

@@ -49,6 +49,12 @@ log = logging.getLogger("mss.mailstore")
 # must be exact (the gateway's in-doubt Message-ID check: Xapian keeps 3-20 character pieces
 # of words, so a 32-character Message-ID is not found whole).
 BASE_PLUGINS = "acl quota"
+IMAP_PLUGINS = "imap_acl imap_quota"
+# The webmail's IMAP sessions, and only they, search through the full-text index: fts-xapian
+# answers some IMAP SEARCH criteria wrongly (mailstore.fts), which the webmail's queries avoid
+# and a practice software's or a mail client's would not. The userdb gives them these plugins
+# (mailstore.sql.user_query); LMTP, the indexer and doveadm load fts to keep the index.
+WEBMAIL_IMAP_PLUGINS = f"{BASE_PLUGINS} {fts.PLUGINS} {IMAP_PLUGINS}"
 SPECIAL_FOLDERS = (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"))
 SHARED_PREFIX = "shared/"  # organisational mailboxes: shared/<address>/INBOX, …/Sent
 SEPARATOR = "/"
@@ -206,7 +212,9 @@ def _write_sql_files(paths: DovecotPaths, source: sql.SqlSource, quota_mb: int, 
         "sql-password.conf.ext": sql.passdb_file(
             source, sql.password_query(source.driver, web_password=web_password)),
         "sql-external.conf.ext": sql.passdb_file(source, sql.external_query()),
-        "sql-userdb.conf.ext": sql.userdb_file(source, quota_mb),
+        "sql-userdb.conf.ext": sql.userdb_file(source, quota_mb,
+                                               master_plugins=WEBMAIL_IMAP_PLUGINS,
+                                               master_user=credentials.MASTER_USER),
     }
     for name, text in files.items():
         _write(paths.conf_dir / name, text, 0o600)  # may hold a PostgreSQL password
@@ -363,7 +371,7 @@ def _mail(paths: DovecotPaths, options: Options) -> str:
 mail_home = {paths.mail_dir}/%d/%n
 mail_location = sdbox:~/sdbox
 mailbox_list_index = yes
-mail_plugins = {BASE_PLUGINS} fts fts_xapian
+mail_plugins = {BASE_PLUGINS}
 namespace inbox {{
   type = private
   separator = {SEPARATOR}
@@ -394,11 +402,17 @@ recipient_delimiter = +
 lmtp_save_to_detail_mailbox = yes
 lmtp_rcpt_check_quota = yes
 protocol imap {{
-  mail_plugins = $mail_plugins imap_acl imap_quota
+  mail_plugins = $mail_plugins {IMAP_PLUGINS}
   mail_max_userip_connections = 50
 }}
 protocol lmtp {{
-  mail_plugins = $mail_plugins sieve
+  mail_plugins = $mail_plugins {fts.PLUGINS} sieve
+}}
+protocol indexer-worker {{
+  mail_plugins = $mail_plugins {fts.PLUGINS}
+}}
+protocol doveadm {{
+  mail_plugins = $mail_plugins {fts.PLUGINS}
 }}
 """
 

@@ -45,8 +45,16 @@ background for a while); a lookup costs in proportion to the documents it finds 
 matches 100 at a time, each page from the start), so a name found in 20,000 messages takes
 seconds where a rare word takes tens of milliseconds.
 
-Where IMAP SEARCH departs from RFC 3501 §6.4.4 (tests/test_mailstore_search.py; the
-webmail's queries are built around it, webmail.mail.fulltext): fts-xapian marks every HEADER,
+Who searches through the index: the webmail's IMAP sessions only. The configuration loads
+the plugins (``PLUGINS``) in LMTP, the indexer and doveadm, which keep the index; the userdb
+gives them to an IMAP session opened by the webmail's master login
+(``mailstore.sql.user_query``, ``mailstore.config.WEBMAIL_IMAP_PLUGINS``). A client logging in
+as itself (password, card, token: a practice software, Thunderbird) searches without it and
+gets RFC 3501's answers, reading the messages (Dovecot's cache helps for headers), because of
+what follows.
+
+Where SEARCH through the index departs from RFC 3501 §6.4.4 (tests/test_mailstore_search.py;
+the webmail's queries are built around it, webmail.mail.fulltext): fts-xapian marks every HEADER,
 BODY and TEXT criterion answered (``fts_backend_xapian_build_qs`` sets ``match_always``) even
 when it could not turn it into a query, and Dovecot 2.3.19 takes that answer as final
 (``fts-storage.c``); no setting changes this (``fts_header_excludes``/``fts_header_includes``
@@ -69,6 +77,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+PLUGINS = "fts fts_xapian"  # Dovecot's mail_plugins of the sessions that keep or use the index
 DECODER_FILE = "decode2text.sh"
 DECODER_SOCKET = "decode2text"  # in base_dir; fts_decoder names it relative to it
 XML2TEXT = "/usr/lib/dovecot/xml2text"

@@ -146,11 +146,23 @@ def external_query() -> str:
     )
 
 
-def user_query(default_quota_mb: int) -> str:
-    """The userdb query: a local mailbox that is not closed, with its storage quota."""
+def user_query(default_quota_mb: int, *, master_plugins: str = "",
+               master_user: str = "") -> str:
+    """The userdb query: a local mailbox that is not closed, with its storage quota.
+
+    ``master_plugins``: the ``mail_plugins`` of an IMAP session opened by ``master_user`` (the
+    webmail, ``mailstore.credentials``): only its sessions search through the full-text index
+    (``mailstore.fts``). For any other lookup (a client's own login, the webmail's ManageSieve,
+    LMTP, the indexer, doveadm) the column is NULL, which Dovecot skips, so the
+    configuration's plugins apply."""
+    plugins = ""
+    if master_plugins:
+        plugins = (f", CASE WHEN '%{{master_user}}' = '{master_user}' "
+                   f"AND '%{{service}}' = 'imap' THEN '{master_plugins}' END AS mail_plugins")
     return (
         "SELECT m.address AS \"user\", "
-        f"'*:storage=' || COALESCE(m.quota_mb, {int(default_quota_mb)}) || 'M' AS quota_rule "
+        f"'*:storage=' || COALESCE(m.quota_mb, {int(default_quota_mb)}) || 'M' AS quota_rule"
+        f"{plugins} "
         "FROM mailbox m WHERE m.address = '%u' AND m.operator_id IS NULL "
         "AND m.state <> 'closed'"
     )
@@ -168,8 +180,10 @@ def passdb_file(source: SqlSource, query: str) -> str:
             f"password_query = {query}\n")
 
 
-def userdb_file(source: SqlSource, default_quota_mb: int) -> str:
+def userdb_file(source: SqlSource, default_quota_mb: int, *, master_plugins: str = "",
+                master_user: str = "") -> str:
     """The text of the userdb's ``dovecot-sql.conf.ext`` file."""
+    query = user_query(default_quota_mb, master_plugins=master_plugins, master_user=master_user)
     return (f"driver = {source.driver}\nconnect = {source.connect}\n"
-            f"user_query = {user_query(default_quota_mb)}\n"
+            f"user_query = {query}\n"
             f"iterate_query = {iterate_query()}\n")
