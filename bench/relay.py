@@ -40,9 +40,9 @@ import aiosmtplib  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from core.db import Database  # noqa: E402
-from gateway import queue as q  # noqa: E402
 from gateway import security  # noqa: E402
 from mailstore.lmtp import LmtpClient  # noqa: E402
+from spool import queue as q  # noqa: E402
 from tests.gateway_fixtures import build_operator  # noqa: E402
 from tests.mailstore_fixtures import PASSWORD, TEST_OPTIONS, free_port, open_tempdir  # noqa: E402
 

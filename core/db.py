@@ -95,9 +95,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 # Packages that declare tables. Named, not imported, so core depends on nothing above it.
-MODEL_MODULES = ("core.audit", "certs.models", "trust_space.models", "gateway.models",
-                 "webmail.models", "trust_space.whitelist_history", "webmail.mail.mailrules",
-                 "webmail.mail.preferences", "webmail.mail.notify", "webmail.contacts.models")
+MODEL_MODULES = ("core.audit", "certs.models", "trust_space.models", "spool.models",
+                 "gateway.peer_health", "webmail.models", "trust_space.whitelist_history",
+                 "webmail.mail.mailrules", "webmail.mail.preferences", "webmail.mail.notify",
+                 "webmail.contacts.models")
 
 
 def load_models() -> MetaData:

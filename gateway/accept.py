@@ -24,11 +24,12 @@ from core.db import Database
 from core.oidc import Provider
 from core.settings import Settings
 from gateway import inbound, pipeline
-from gateway import queue as q
 from gateway.errors import MalformedHeader, SenderRefused, SignatureRefused
 from gateway.keys import KeyRing
-from gateway.models import Origin, RecipientKind, RecipientState
 from gateway.pipeline import Forms, Route, SecurityContext
+from spool import queue as q
+from spool.events import SmtpAction
+from spool.models import Origin, RecipientKind, RecipientState
 from trust_space.naming import normalise_dn
 from trust_space.policy import Identity
 
@@ -200,7 +201,7 @@ def submit(gw: Gateway, login: str, identity: Identity, env: Envelope) -> str:
                   envelope_from=env.mail_from, message_key=key, submitter=login,
                   size=len(env.raw), local=local, peer=peer, clear=clear, recipients=rcpts,
                   protection=forms.protection)
-        audit.record(conn, actor=login, action="smtp.submit", target=queue_id,
+        audit.record(conn, actor=login, action=SmtpAction.SUBMIT, target=queue_id,
                      outcome="queued", request={**_summary(env, key, forms.protection),
                                                 "as": identity.login})
     gw.wake()
@@ -273,7 +274,7 @@ def relay(gw: Gateway, peer_dn: str, env: Envelope) -> str:
                   message_key=key, submitter=peer_dn, size=len(env.raw), local=local,
                   recipients=[(r.address, RecipientKind.LOCAL) for r in env.routes],
                   state=state)
-        audit.record(conn, actor=peer_dn[:254], action="smtp.relay.receive",
+        audit.record(conn, actor=peer_dn[:254], action=SmtpAction.RECEIVE,
                      target=queue_id, outcome=state.value,
                      request={**_summary(env, key, verdict.result),
                               "encrypted": verdict.encrypted})

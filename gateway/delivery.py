@@ -1,6 +1,6 @@
 """Queue workers (DESIGN.md step 5): claim, deliver, record.
 
-A worker claims a batch of due recipients (``gateway.queue.claim``), delivers each message's
+A worker claims a batch of due recipients (``spool.queue.claim``), delivers each message's
 recipients together, then records every outcome in **one** transaction (fewer commits; the
 de-duplication below makes that safe):
 
@@ -38,18 +38,18 @@ from datetime import timedelta
 
 from core import audit
 from core.db import utcnow
-from gateway import queue as q
 from gateway import reports
 from gateway.accept import Gateway
 from gateway.dsn import Failure
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.models import Origin, RecipientKind, RecipientState
 from gateway.notify import Notifier, build_notice
 from gateway.outbound import Outbound, PeerNotTrusted, PeerTlsFailure, PeerUnavailable
-from gateway.queue import Claimed, Row
 from mailstore.config import BASE_PLUGINS, DovecotPaths
 from mailstore.lmtp import LmtpClient, Result
+from spool import queue as q
+from spool.models import Origin, RecipientKind, RecipientState
+from spool.queue import Claimed, Row
 
 log = logging.getLogger("mss.gateway")
 BATCH = 48

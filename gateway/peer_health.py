@@ -3,7 +3,9 @@ per domain, the last one of each, failures in a row, and one checking run (probe
 audit) for ``mss peers check``, the schedule of ``mss run`` and the operator's button.
 
 Several gateway processes share one database: a scheduled run probes only the domains whose
-last result is older than the period, so that replicas do not pile up probes.
+last result is older than the period, so that replicas do not pile up probes. The results'
+table (``PeerProbe``) lives here, beside the only code that writes it; it is not part of the
+queue (``spool``).
 """
 
 from __future__ import annotations
@@ -12,18 +14,49 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, delete, func, select
+from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from core import audit
-from core.db import Database, utcnow
+from core.db import Base, Database, UTCDateTime, utcnow
 from core.errors import NotFound
 from core.settings import Settings
 from gateway import probe
-from gateway.models import PeerProbe
 from trust_space.models import TrustedDomain
 
 KEEP = 200  # results kept per domain (a week and more at the default hourly probe)
+_ID = BigInteger().with_variant(Integer(), "sqlite")  # rowid alias on SQLite
+
+
+class PeerProbe(Base):
+    """What one probe of a peer's relay showed for one whitelisted domain (issue #20, the trust
+    space's health): reached or the precise failure, TLS protocol and suite, the certificate's
+    subject against the whitelist's DN, chain, revocation and end of validity. The newest
+    ``KEEP`` rows of each domain are kept."""
+
+    __tablename__ = "peer_probe"
+    __table_args__ = (Index("ix_peer_probe_domain_id", "domain", "id"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    domain: Mapped[str] = mapped_column(String(253))
+    host: Mapped[str] = mapped_column(String(253))
+    port: Mapped[int] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    failure: Mapped[str] = mapped_column(String(32), default="")  # gateway.probe.Failure
+    detail: Mapped[str] = mapped_column(String(1000), default="")
+    tls_version: Mapped[str] = mapped_column(String(16), default="")
+    cipher: Mapped[str] = mapped_column(String(100), default="")
+    subject_dn: Mapped[str] = mapped_column(String(500), default="")
+    expected_dn: Mapped[str] = mapped_column(String(500), default="")
+    dn_match: Mapped[bool | None] = mapped_column(Boolean)  # None: no certificate seen
+    chain: Mapped[str] = mapped_column(String(16), default="")  # valid / invalid / ""
+    chain_detail: Mapped[str] = mapped_column(String(500), default="")
+    revocation: Mapped[str] = mapped_column(String(16), default="")  # good/revoked/unchecked
+    revocation_detail: Mapped[str] = mapped_column(String(500), default="")
+    not_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    requested_by: Mapped[str] = mapped_column(String(254), default="")
 
 
 def targets(session: Session, own_domain: str, domains: Iterable[str] | None = None

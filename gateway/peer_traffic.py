@@ -21,13 +21,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.audit import AuditRecord
-from gateway.models import DeliveryEvent, QueuedMessage, QueueRecipient, RecipientKind
-from gateway.queue import PENDING
+from spool.events import ATTEMPTS, Event, SmtpAction, of_kinds
+from spool.models import DeliveryEvent, QueuedMessage, QueueRecipient, RecipientKind
+from spool.queue import PENDING
 from trust_space.errors import NamingError
 from trust_space.naming import normalise_dn
 
 ROWS = 100_000  # at most this many rows read per source (a very busy day is cut short)
-_KINDS = ("peer ", "clear ")
 
 
 @dataclass
@@ -71,20 +71,21 @@ def _timeline(session: Session, found: dict[str, Traffic], since: datetime) -> N
     rows = session.execute(select(DeliveryEvent.queue_id, DeliveryEvent.recipient,
                                   DeliveryEvent.event).where(
         DeliveryEvent.at >= since,
-        DeliveryEvent.event.in_(["delivered", "deferred", "bounced"]),
-        DeliveryEvent.detail.like("peer %") | DeliveryEvent.detail.like("clear %"))
-        .limit(ROWS))
+        DeliveryEvent.event.in_(ATTEMPTS),
+        of_kinds(RecipientKind.PEER, RecipientKind.CLEAR)).limit(ROWS))
     for queue_id, recipient, event in rows:
         t = found.get(_domain(recipient))
         if t is not None:
-            {"delivered": t._sent, "deferred": t._deferred,
-             "bounced": t._bounced}[event].add(queue_id)
+            by_event: dict[str, set[str]] = {Event.DELIVERED: t._sent,
+                                             Event.DEFERRED: t._deferred,
+                                             Event.BOUNCED: t._bounced}
+            by_event[event].add(queue_id)
 
 
 def _received(session: Session, found: dict[str, Traffic], by_dn: dict[str, list[str]],
               since: datetime) -> None:
     rows = session.execute(select(AuditRecord.actor, func.count()).where(
-        AuditRecord.action == "smtp.relay.receive", AuditRecord.at >= since,
+        AuditRecord.action == SmtpAction.RECEIVE, AuditRecord.at >= since,
         AuditRecord.actor.in_(list(by_dn))).group_by(AuditRecord.actor))
     for actor, count in rows:
         for domain in by_dn.get(actor, []):
@@ -94,7 +95,7 @@ def _received(session: Session, found: dict[str, Traffic], by_dn: dict[str, list
 def _refused(session: Session, found: dict[str, Traffic], by_dn: dict[str, list[str]],
              since: datetime) -> None:
     rows = session.execute(select(AuditRecord.actor, AuditRecord.request).where(
-        AuditRecord.action == "smtp.relay.refuse", AuditRecord.at >= since).limit(ROWS))
+        AuditRecord.action == SmtpAction.RELAY_REFUSE, AuditRecord.at >= since).limit(ROWS))
     for actor, request in rows:
         domains = set(by_dn.get(actor, []))
         try:

@@ -66,8 +66,8 @@ from gateway.errors import (
     TooManyRecipients,
 )
 from gateway.keys import Pair
-from gateway.models import RecipientKind
 from gateway.security import Protection, field_name, field_value, header_fields, split_head
+from spool.models import RecipientKind
 from trust_space.models import Operator, TrustedDomain
 from trust_space.naming import normalise_dn
 from trust_space.policy import Identity, mailbox_certificate, may_receive, may_send_as

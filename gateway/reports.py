@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session
 from core import authresults
 from core.settings import Settings
 from gateway import inbound, mdn, pipeline
-from gateway import queue as q
 from gateway.dsn import Failure, build_dsn
-from gateway.models import Origin, RecipientKind
-from gateway.queue import Claimed, Row
+from spool import queue as q
+from spool.events import Event
+from spool.models import Origin, RecipientKind
+from spool.queue import Claimed, Row
 from trust_space.models import Mailbox, Professional
 from trust_space.policy import may_receive
 
@@ -79,7 +80,7 @@ def send_dsn(session: Session, settings: Settings, claimed: Claimed,
         return
     if queue_report(session, settings, Origin.DSN, body, claimed.envelope_from):
         for failure in failures:
-            q.event(session, claimed.queue_id, claimed.message_key, failure.recipient, "dsn",
+            q.event(session, claimed.queue_id, claimed.message_key, failure.recipient, Event.DSN,
                     failure.status)
 
 
@@ -116,5 +117,5 @@ def _mdn(session: Session, settings: Settings, claimed: Claimed, row: Row, to: s
         except ValueError:  # malformed request: ignored safely
             return
         if queue_report(session, settings, Origin.MDN, body, to):
-            q.event(session, claimed.queue_id, claimed.message_key, row.address, "mdn",
+            q.event(session, claimed.queue_id, claimed.message_key, row.address, Event.MDN,
                     disposition.rpartition(" ")[2])

@@ -42,11 +42,13 @@ from aiosmtpd.smtp import (
 )
 
 from core import audit
-from gateway import accept, auth, pipeline, queue, tls
+from gateway import accept, auth, pipeline, tls
 from gateway.accept import Gateway
 from gateway.data import Outcome, read_body
 from gateway.errors import GatewayError, LocalFailure, TokenAuthRefused
 from gateway.metrics import Metrics
+from spool import queue
+from spool.events import refusal
 
 log = logging.getLogger("mss.gateway")
 T = TypeVar("T")
@@ -247,7 +249,7 @@ class BaseHandler:
                        error: BaseException) -> None:
         with queue.writing(self.gw.db) as db_session:
             audit.record(db_session, actor=self.actor(session)[:254],
-                         action=f"smtp.{self.channel}.refuse", target=step,
+                         action=refusal(self.channel), target=step,
                          outcome=getattr(error, "code", "internal"),
                          request={"from": envelope.mail_from or "", "ip": _ip(session),
                                   "rcpt": len(envelope.rcpt_tos),

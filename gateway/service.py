@@ -12,7 +12,6 @@ from core.db import Database, utcnow
 from core.errors import ConfigError
 from core.settings import Settings
 from gateway import peer_health, tls
-from gateway import queue as q
 from gateway.accept import Gateway, Trust
 from gateway.delivery import Deliverer, MailboxProbe, Workers
 from gateway.keys import KeyRing
@@ -23,6 +22,7 @@ from gateway.server import Listeners
 from mailstore import quota_usage
 from mailstore.config import DovecotPaths
 from mailstore.lmtp import LmtpClient
+from spool import queue as q
 from trust_space import whitelist_history
 
 log = logging.getLogger("mss.gateway")

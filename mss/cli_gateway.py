@@ -48,7 +48,7 @@ def queue_group() -> None:
 @click.pass_context
 def queue_list(ctx: click.Context, limit: int) -> None:
     """Messages en attente (plus anciens d'abord), sans contenu."""
-    from gateway import queue as q
+    from spool import queue as q
 
     app = _app(ctx)
     with app.db.transaction() as session:
@@ -66,8 +66,8 @@ def queue_list(ctx: click.Context, limit: int) -> None:
 @click.pass_context
 def queue_show(ctx: click.Context, queue_id: str) -> None:
     """Enveloppe, destinataires et chronologie d'un message (jamais son contenu)."""
-    from gateway import queue as q
-    from gateway.models import QueuedMessage
+    from spool import queue as q
+    from spool.models import QueuedMessage
 
     app = _app(ctx)
     with app.db.transaction() as session:
@@ -92,8 +92,8 @@ def queue_show(ctx: click.Context, queue_id: str) -> None:
 @click.pass_context
 def queue_retry(ctx: click.Context, queue_id: str) -> None:
     """Relance maintenant les remises en attente (ou en quarantaine) d'un message."""
-    from gateway import queue as q
-    from gateway.models import QueuedMessage
+    from spool import queue as q
+    from spool.models import QueuedMessage
 
     app = _app(ctx)
     with app.db.transaction() as session:
@@ -110,7 +110,7 @@ def queue_retry(ctx: click.Context, queue_id: str) -> None:
 @click.pass_context
 def queue_delete(ctx: click.Context, queue_id: str) -> None:
     """Supprime un message de la file (sa chronologie est conservée)."""
-    from gateway import queue as q
+    from spool import queue as q
 
     app = _app(ctx)
     with app.db.transaction() as session:

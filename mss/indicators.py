@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session
 from core.audit import AuditRecord
 from core.errors import MssError
 from core.localtime import PARIS
-from gateway.models import DeliveryEvent
+from spool.models import DeliveryEvent
 from trust_space.models import Account, AccountKind, Mailbox, MailboxKind, MailboxState
 
 MONTHS_FR = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",

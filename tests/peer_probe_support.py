@@ -23,11 +23,12 @@ from certs.pki import Issued, Pki
 from core import audit
 from core.db import Database
 from core.settings import Settings
-from gateway import queue as q
-from gateway.models import DeliveryEvent, Origin, PeerProbe, QueuedMessage, RecipientKind
+from gateway.peer_health import PeerProbe
 from gateway.tls import relay_context
 from mss.app import App
 from mss.setup import init, write_pair
+from spool import queue as q
+from spool.models import DeliveryEvent, Origin, QueuedMessage, RecipientKind
 from tests.mailstore_fixtures import free_port
 from trust_space.models import Operator, TrustedDomain
 from trust_space.naming import normalise_dn

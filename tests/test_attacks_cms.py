@@ -30,8 +30,8 @@ from sqlalchemy import select
 
 from certs import smime
 from certs.smime import PrivateKey
-from gateway.models import QueuedMessage
 from gateway.security import load_mailbox_key
+from spool.models import QueuedMessage
 from trust_space.models import Mailbox
 
 if TYPE_CHECKING:

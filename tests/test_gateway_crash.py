@@ -25,7 +25,7 @@ import aiosmtplib
 import pytest
 from sqlalchemy import create_engine, text
 
-from gateway import queue as q
+from spool import queue as q
 
 if TYPE_CHECKING:
     from tests.gateway_fixtures import Operator

@@ -14,8 +14,8 @@ from gateway.errors import (
     SenderRefused,
     TooManyRecipients,
 )
-from gateway.models import RecipientKind
 from gateway.server import reply_for
+from spool.models import RecipientKind
 from trust_space.models import Mailbox, MailboxKind, MailboxState, Operator, TrustedDomain
 
 PEER_DN = "CN=autre.test,O=Pair"

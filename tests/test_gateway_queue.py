@@ -8,8 +8,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from core.db import Database, utcnow
-from gateway import queue as q
-from gateway.models import (
+from spool import queue as q
+from spool.models import (
     DeliveredKey,
     DeliveryEvent,
     Origin,

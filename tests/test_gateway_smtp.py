@@ -19,8 +19,8 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from gateway.delivery import Workers
-from gateway.models import DeliveryEvent
 from gateway.notify import SmtpNotifier
+from spool.models import DeliveryEvent
 from trust_space.models import Account, Mailbox, MailboxState
 
 if TYPE_CHECKING:
@@ -355,8 +355,8 @@ def test_a_delivery_in_doubt_after_a_crash_is_not_repeated(operator: Operator) -
     from datetime import timedelta
 
     from core.db import utcnow
-    from gateway.models import QueuedMessage, QueueRecipient, RecipientState
     from mailstore.lmtp import LmtpClient
+    from spool.models import QueuedMessage, QueueRecipient, RecipientState
 
     gateway = operator.gateway
     assert gateway.workers is not None and gateway.deliverer is not None

@@ -19,10 +19,10 @@ from core import audit
 from core.db import Database
 from core.settings import Settings
 from gateway import auth as gateway_auth
-from gateway import queue as q
-from gateway.models import Origin, RecipientKind, RecipientState
 from mailstore import authpolicy
 from mss.indicators import IndicatorError, Indicators, Month, compute, summary, tables
+from spool import queue as q
+from spool.models import Origin, RecipientKind, RecipientState
 from tests.test_cli import assert_clean_error, mss
 from trust_space import accounts, app_passwords, directory
 from trust_space.models import AccountKind, Mailbox, MailboxKind, MailboxState, Operator
@@ -50,7 +50,7 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     found = Clock()
     monkeypatch.setattr("core.audit.utcnow", found)
-    monkeypatch.setattr("gateway.queue.utcnow", found)
+    monkeypatch.setattr("spool.queue.utcnow", found)
     return found
 
 
@@ -315,7 +315,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     database.create_all()
     clock = Clock()
     monkeypatch.setattr("core.audit.utcnow", clock)
-    monkeypatch.setattr("gateway.queue.utcnow", clock)
+    monkeypatch.setattr("spool.queue.utcnow", clock)
     space = Space(database, clock, _directory(database), "")
     _web(space, space.addr("marie"), "card", "2026-11-03T08:00")
     _web(space, space.addr("paul"), "sms", "2026-11-30T23:30")  # December in Paris

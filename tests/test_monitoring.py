@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from core.db import Database
-from gateway import queue as q
 from gateway.metrics import Metrics
-from gateway.models import Origin, RecipientKind, RecipientState
+from spool import queue as q
+from spool.models import Origin, RecipientKind, RecipientState
 from tests.test_cli import mss
 
 ROOT = Path(__file__).parent.parent

@@ -28,7 +28,7 @@ from core.errors import ConfigError
 from core.settings import Settings
 from gateway import peer_health, peer_traffic
 from gateway.metrics import Metrics
-from gateway.models import PeerProbe
+from gateway.peer_health import PeerProbe
 from gateway.probe import ProbeResult
 from mss.peer_probe import PeerProber, checker
 from tests.peer_probe_support import DOMAINS, Scene, scene_fixture, seed_traffic

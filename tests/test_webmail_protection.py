@@ -129,7 +129,7 @@ def test_mon_compte_tells_when_notices_keep_failing(
     a notice that goes out again clears it."""
     from sqlalchemy import select
 
-    from gateway import queue as q
+    from spool import queue as q
     from trust_space.models import Professional
 
     usual = "marie.notices@exemple.fr"

@@ -22,9 +22,9 @@ from sievelib.managesieve import Client as SieveClient
 from sqlalchemy import select
 
 from core.audit import AuditRecord
-from gateway.models import QueueRecipient
 from mailstore.lmtp import LmtpClient
 from mailstore.sievescript import Rule, Vacation, render
+from spool.models import QueueRecipient
 from tests.gateway_fixtures import Operator
 from tests.mailstore_fixtures import PASSWORD, free_port
 from tests.webmail_helpers import Web

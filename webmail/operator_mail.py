@@ -22,6 +22,7 @@ from werkzeug.wrappers import Response as Redirect
 from core.audit import AuditRecord
 from core.db import utcnow
 from core.errors import MssError
+from spool.events import REFUSALS
 from webmail import nav, operator_peers
 from webmail.context import mss, operator_required, record
 from webmail.forms import EmptyForm
@@ -31,7 +32,6 @@ from webmail.operator import require_operator
 bp = Blueprint("ops", __name__, url_prefix="/operateur")
 PER_PAGE = 50
 CSV_MAX = 10_000
-REFUSALS = ("smtp.submission.refuse", "smtp.relay.refuse")
 _ID = "0123456789abcdefABCDEF-_"
 
 

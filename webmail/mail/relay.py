@@ -1,11 +1,13 @@
-"""What the webmail reads of the gateway's records: the delivery timeline of a sent message.
+"""What the webmail reads of the relay's records: the delivery timeline of a sent message,
+the queue for operators, the peers' health.
 
-The gateway keeps one ``DeliveryEvent`` row per step and recipient (queued, delivered,
-deferred, bounced, dsn, mdn…), keyed by queue id and Message-ID; the queue row of a message
-lists its recipients by kind, among them the sender's own ``Sent`` copy. This module is the
-only place in the webmail that imports ``gateway`` (its models and queue functions, plain
-database code with no socket): DESIGN.md wants gateway and webmail side by side, and the
-lead may prefer to move these reads behind a protocol injected by ``mss/``.
+The gateway keeps one ``DeliveryEvent`` row per step and recipient (``spool.events.Event``:
+queued, delivered, deferred, bounced, dsn, mdn…), keyed by queue id and Message-ID; the queue
+row of a message lists its recipients by kind, among them the sender's own ``Sent`` copy. The
+timeline and the queue are read through ``spool``, below both the gateway and the webmail.
+The peers' probe results and traffic are still read from ``gateway`` (``peer_health``,
+``peer_traffic``, ``probe``: database reads and plain data, no socket): the one import of
+``gateway`` left in the webmail, allow-listed in tests/test_layers.py.
 
 A timeline is shown only for a queue entry whose ``Sent`` copy went to the mailbox being
 read: a Message-ID alone is not proof (anyone can put any Message-ID in a draft).
@@ -23,21 +25,28 @@ from sqlalchemy.orm import Session
 
 from core.localtime import short_datetime
 from core.replies import parse_reply
-from gateway.models import DeliveryEvent
+from spool import queue as q
+from spool.events import ATTEMPTS, Event, of_kinds
+from spool.models import DeliveryEvent, RecipientKind
 from trust_space.directory import display_names
 
-EVENT_FR = {
-    "queued": "Pris en charge par la passerelle",
-    "delivered": "Remis",
-    "deferred": "Remise différée",
-    "bounced": "Échec définitif",
-    "failed": "Abandonné",
-    "dsn": "Avis de non-remise envoyé",
-    "mdn": "Accusé de réception reçu",
-    "duplicate": "Doublon ignoré",
-    "quarantined": "En quarantaine",
+EVENT_FR: dict[str, str] = {
+    Event.QUEUED: "Pris en charge par la passerelle",
+    Event.DELIVERED: "Remis",
+    Event.DEFERRED: "Remise différée",
+    Event.BOUNCED: "Échec définitif",
+    Event.FAILED: "Abandonné",
+    Event.DSN: "Avis de non-remise envoyé",
+    Event.MDN: "Accusé de réception reçu",
+    Event.DUPLICATE: "Doublon ignoré",
+    Event.QUARANTINED: "En quarantaine",
 }
-_HIDDEN_KINDS = ("sent", "notify")  # the sender's own copy and notices are not recipients
+# The sender's own copy and notices are not recipients.
+_HIDDEN_KINDS = (RecipientKind.SENT, RecipientKind.NOTIFY)
+_FAILURES = (Event.DEFERRED, Event.BOUNCED, Event.FAILED)  # steps whose detail says why
+_LEVELS: dict[str, str] = {  # a step's colour; any other: "info"
+    Event.DELIVERED: "ok", Event.MDN: "ok", Event.DEFERRED: "warn", Event.BOUNCED: "bad",
+    Event.FAILED: "bad", Event.DSN: "bad"}
 
 
 @dataclass
@@ -52,22 +61,21 @@ class Step:
 
     @property
     def level(self) -> str:
-        return {"delivered": "ok", "mdn": "ok", "deferred": "warn", "bounced": "bad",
-                "failed": "bad", "dsn": "bad"}.get(self.event, "info")
+        return _LEVELS.get(self.event, "info")
 
 
 # What each step says, as a sentence a person reads ({who}: the recipient's name, {when}:
 # "03/12 à 21:09" in Paris time).
-SENTENCES = {
-    "queued": "Pris en charge par la passerelle le {when}",
-    "delivered": "Remis à {who} le {when}",
-    "deferred": "Remise à {who} différée le {when} ; la passerelle réessaiera",
-    "bounced": "Échec définitif de la remise à {who} le {when}",
-    "failed": "Remise à {who} abandonnée le {when}",
-    "dsn": "Avis de non-remise envoyé le {when}",
-    "mdn": "Accusé de réception reçu de {who} le {when}",
-    "duplicate": "Doublon ignoré le {when}",
-    "quarantined": "Mis en quarantaine le {when} (signature invalide)",
+SENTENCES: dict[str, str] = {
+    Event.QUEUED: "Pris en charge par la passerelle le {when}",
+    Event.DELIVERED: "Remis à {who} le {when}",
+    Event.DEFERRED: "Remise à {who} différée le {when} ; la passerelle réessaiera",
+    Event.BOUNCED: "Échec définitif de la remise à {who} le {when}",
+    Event.FAILED: "Remise à {who} abandonnée le {when}",
+    Event.DSN: "Avis de non-remise envoyé le {when}",
+    Event.MDN: "Accusé de réception reçu de {who} le {when}",
+    Event.DUPLICATE: "Doublon ignoré le {when}",
+    Event.QUARANTINED: "Mis en quarantaine le {when} (signature invalide)",
 }
 
 
@@ -102,19 +110,18 @@ class RecipientTimeline:
         words (never its bare code) when it said why."""
         template = SENTENCES.get(step.event, step.label + " le {when}")
         text = template.format(who=self.name or self.address, when=short_datetime(step.at))
-        reason = parse_reply(step.detail).text if step.event in ("deferred", "bounced",
-                                                                  "failed") else ""
+        reason = parse_reply(step.detail).text if step.event in _FAILURES else ""
         return f"{text} : {reason}." if reason else f"{text}."
 
     @property
     def state(self) -> Step | None:
         """The last step that says where the delivery stands."""
-        meaningful = [s for s in self.steps if s.event != "mdn"]
+        meaningful = [s for s in self.steps if s.event != Event.MDN]
         return meaningful[-1] if meaningful else None
 
     @property
     def receipt(self) -> bool:
-        return any(s.event == "mdn" for s in self.steps)
+        return any(s.event == Event.MDN for s in self.steps)
 
 
 def timeline(session: Session, message_id: str, mailbox: str) -> list[RecipientTimeline]:
@@ -122,9 +129,9 @@ def timeline(session: Session, message_id: str, mailbox: str) -> list[RecipientT
     if not message_id:
         return []
     queue_ids = set(session.scalars(select(DeliveryEvent.queue_id).where(
-        DeliveryEvent.message_key == message_id[:250], DeliveryEvent.event == "queued",
+        DeliveryEvent.message_key == message_id[:250], DeliveryEvent.event == Event.QUEUED,
         DeliveryEvent.recipient == mailbox.lower(),
-        (DeliveryEvent.detail == "sent") | DeliveryEvent.detail.like("sent %"))))
+        (DeliveryEvent.detail == RecipientKind.SENT.value) | of_kinds(RecipientKind.SENT))))
     if not queue_ids:
         return []
     rows = session.scalars(select(DeliveryEvent).where(
@@ -134,7 +141,7 @@ def timeline(session: Session, message_id: str, mailbox: str) -> list[RecipientT
         if row.detail.split(" ", 1)[0] in _HIDDEN_KINDS:
             continue
         entry = found.setdefault(row.recipient, RecipientTimeline(row.recipient))
-        if row.event == "queued":
+        if row.event == Event.QUEUED:
             entry.kind, _, entry.protection = row.detail.partition(" ")
         entry.steps.append(Step(row.at, row.event, _detail(row.event, row.detail)))
     names = display_names(session, list(found))
@@ -146,9 +153,9 @@ def timeline(session: Session, message_id: str, mailbox: str) -> list[RecipientT
 def _detail(event: str, detail: str) -> str:
     """The recorded detail without the recipient kind the gateway prefixes to it."""
     kind, _, rest = detail.partition(" ")
-    if kind in ("local", "peer", "clear"):
+    if kind in (RecipientKind.LOCAL, RecipientKind.PEER, RecipientKind.CLEAR):
         detail = rest
-    if event == "queued":
+    if event == Event.QUEUED:
         return ""
     return detail.strip()
 
@@ -173,12 +180,11 @@ def notice_trouble(session: Session, usual_email: str, since: datetime) -> Notic
         return None
     rows = session.scalars(select(DeliveryEvent).where(
         DeliveryEvent.recipient == usual_email.lower(), DeliveryEvent.at >= since,
-        DeliveryEvent.detail.like("notify %"),
-        DeliveryEvent.event.in_(["delivered", "deferred", "bounced", "failed"]))
+        of_kinds(RecipientKind.NOTIFY), DeliveryEvent.event.in_([*ATTEMPTS, Event.FAILED]))
         .order_by(DeliveryEvent.id.desc()).limit(50)).all()
     failed: list[DeliveryEvent] = []
     for row in rows:  # newest first, until the last success
-        if row.event == "delivered":
+        if row.event == Event.DELIVERED:
             break
         failed.append(row)
     if len(failed) < NOTICE_TROUBLE:
@@ -201,9 +207,7 @@ class QueueEntry:
 
 
 def queue(session: Session, limit: int = 200) -> list[QueueEntry]:
-    """The queue, oldest first (``gateway.queue.pending``)."""
-    from gateway import queue as q
-
+    """The queue, oldest first (``spool.queue.pending``)."""
     return [QueueEntry(m.id, m.created_at, m.origin.value, m.envelope_from or "<>", m.size,
                        [(r.address, r.kind.value, r.state.value, r.attempts,
                          f"{r.last_code} {r.last_reason}".strip()[:200])
@@ -212,21 +216,15 @@ def queue(session: Session, limit: int = 200) -> list[QueueEntry]:
 
 
 def depth(session: Session) -> int:
-    from gateway import queue as q
-
     return q.depth(session)
 
 
 def retry(session: Session, queue_id: str) -> int:
     """Make the message's waiting deliveries due now; how many."""
-    from gateway import queue as q
-
     return q.retry_now(session, queue_id)
 
 
 def remove(session: Session, queue_id: str) -> bool:
-    from gateway import queue as q
-
     return q.remove(session, queue_id)
 
 
@@ -234,8 +232,7 @@ def last_peer_event(session: Session, domain: str) -> DeliveryEvent | None:
     """The newest delivery attempt towards a peer domain (what its TLS gave last)."""
     return session.scalars(select(DeliveryEvent).where(
         DeliveryEvent.recipient.like(f"%@{domain}"),
-        DeliveryEvent.event.in_(["delivered", "deferred", "bounced"]),
-        DeliveryEvent.detail.like("peer %") | DeliveryEvent.detail.like("clear %"),
+        DeliveryEvent.event.in_(ATTEMPTS), of_kinds(RecipientKind.PEER, RecipientKind.CLEAR),
     ).order_by(DeliveryEvent.id.desc()).limit(1)).first()
 
 

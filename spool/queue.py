@@ -42,7 +42,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from core.db import Database, Executor, utcnow
-from gateway.models import (
+from spool.events import Event, detail
+from spool.models import (
     DeliveredKey,
     DeliveryEvent,
     Origin,
@@ -122,7 +123,7 @@ def enqueue(session: Executor, *, queue_id: str, origin: Origin, envelope_from: 
         "last_reason": "", "updated_at": now} for address, kind in recipients])
     session.execute(_INSERT_EVENT, [{
         "at": now, "queue_id": queue_id, "message_key": key, "recipient": address,
-        "event": "queued", "detail": f"{kind.value} {protection}".strip()}
+        "event": Event.QUEUED, "detail": detail(kind, protection)}
         for address, kind in recipients])
 
 
@@ -221,7 +222,7 @@ def _close_duplicate(session: Session, key: str, rcpt: QueueRecipient, owner: st
     """(Message-ID, recipient) belongs to another queue entry (a client that sent again after
     a lost 250): close this one without delivering."""
     rcpt.state, rcpt.lease_owner, rcpt.last_reason = RecipientState.DELIVERED, None, "doublon"
-    event(session, rcpt.queue_id, key, rcpt.address, "duplicate", f"déjà pris par {owner}")
+    event(session, rcpt.queue_id, key, rcpt.address, Event.DUPLICATE, f"déjà pris par {owner}")
 
 
 # ---------------------------------------------------------------------- finishing
@@ -264,12 +265,12 @@ def record(session: Session, items: Sequence[Done]) -> None:
     session.execute(insert(DeliveryEvent), [{
         "at": now, "queue_id": d.claimed.queue_id, "message_key": d.claimed.message_key[:250],
         "recipient": d.row.address, "event": _EVENTS[d.state],
-        "detail": f"{d.row.kind.value} {d.code} {d.reason}".strip()[:500],
+        "detail": detail(d.row.kind, d.code, d.reason),
     } for d in items])
 
 
-_EVENTS = {RecipientState.DELIVERED: "delivered", RecipientState.QUEUED: "deferred",
-           RecipientState.BOUNCED: "bounced", RecipientState.FAILED: "failed"}
+_EVENTS = {RecipientState.DELIVERED: Event.DELIVERED, RecipientState.QUEUED: Event.DEFERRED,
+           RecipientState.BOUNCED: Event.BOUNCED, RecipientState.FAILED: Event.FAILED}
 
 
 def _insert_keys(session: Session, keys: dict[tuple[str, str], str], now: datetime) -> None:
@@ -283,11 +284,11 @@ def _insert_keys(session: Session, keys: dict[tuple[str, str], str], now: dateti
                                  "at": now} for k, qid in sorted(keys.items())])
 
 
-def event(session: Session, queue_id: str, message_key: str, recipient: str, what: str,
-          detail: str = "") -> None:
-    """One timeline row (queued, delivered, deferred, bounced, mdn, notified, …)."""
+def event(session: Session, queue_id: str, message_key: str, recipient: str, what: Event,
+          words: str = "") -> None:
+    """One timeline row of its own (a duplicate closed, a DSN or an MDN sent)."""
     session.add(DeliveryEvent(queue_id=queue_id, message_key=message_key[:250],
-                              recipient=recipient, event=what, detail=detail[:500]))
+                              recipient=recipient, event=what, detail=words[:500]))
 
 
 def add_recipients(session: Session, claimed: Claimed,
@@ -297,7 +298,8 @@ def add_recipients(session: Session, claimed: Claimed,
         session.add(QueueRecipient(queue_id=claimed.queue_id, address=address, kind=kind,
                                    state=RecipientState.QUEUED, next_attempt_at=utcnow(),
                                    attempts=0, in_doubt=False))
-        event(session, claimed.queue_id, claimed.message_key, address, "queued", kind.value)
+        event(session, claimed.queue_id, claimed.message_key, address, Event.QUEUED,
+              detail(kind))
 
 
 def purge_done(session: Session, queue_ids: Iterable[str]) -> list[str]:

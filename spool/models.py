@@ -1,21 +1,19 @@
-"""The gateway's durable state: the queue, the per-recipient delivery timeline, the de-duplication
-ledger.
+"""The durable state of the queue: the messages, the per-recipient delivery timeline, the
+de-duplication ledger. The gateway writes it; the webmail and the ``mss`` commands read it.
 
 - ``QueuedMessage``: one accepted message and its envelope sender, in the forms each kind of
-  recipient receives (see ``gateway.pipeline``): ``raw_local`` for local mailboxes and the
+  recipient receives (built by ``gateway.pipeline``): ``raw_local`` for local mailboxes and the
   sender's ``Sent`` copy (signed, verified and stamped), ``raw_peer`` for peer operators
   (signed and/or encrypted as the policy asks), ``raw_clear`` for a peer recipient without
   certificate in MSSanté mode (signed only, over the mutually authenticated TLS hop).
 - ``QueueRecipient``: one delivery to do, with its state, attempts, next attempt and lease.
   The sender's copy into ``Sent`` and the notification to a usual address are recipients of
   their own kinds, so that they are retried like any delivery and never block the others.
-- ``DeliveryEvent``: the timeline (queued, delivered, deferred, bounced, mdn, notified…) per
-  recipient, for the webmail and operators; it outlives the queue rows.
+- ``DeliveryEvent``: the timeline (``spool.events.Event``: queued, delivered, deferred,
+  bounced, dsn, mdn…) per recipient, for the webmail and operators; it outlives the queue rows.
 - ``DeliveredKey``: one row per (Message-ID, recipient) delivered, written in the transaction
   that marks the delivery done: a second copy of the same message (a client retrying after a
   lost ``250``, a crash before the commit) is recognised and not delivered twice.
-- ``PeerProbe``: one probe of a peer operator's relay per whitelisted domain (``gateway.probe``,
-  ``gateway.peer_health``): what its TLS and certificate showed, without sending any mail.
 
 Nothing here commits (CONVENTIONS.md, 6); no subject or body is ever copied out of the raw
 message columns.
@@ -126,8 +124,8 @@ class DeliveryEvent(Base):
     queue_id: Mapped[str] = mapped_column(String(32), index=True)
     message_key: Mapped[str] = mapped_column(String(250), index=True)
     recipient: Mapped[str] = mapped_column(String(254), index=True)
-    event: Mapped[str] = mapped_column(String(16))  # queued delivered deferred bounced mdn …
-    detail: Mapped[str] = mapped_column(String(500), default="")  # codes and reasons only
+    event: Mapped[str] = mapped_column(String(16))  # a spool.events.Event
+    detail: Mapped[str] = mapped_column(String(500), default="")  # spool.events.detail: no content
 
 
 class DeliveredKey(Base):
@@ -139,34 +137,3 @@ class DeliveredKey(Base):
     recipient: Mapped[str] = mapped_column(String(270))  # address, or "Sent:" + address
     queue_id: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
-class PeerProbe(Base):
-    """What one probe of a peer's relay showed for one whitelisted domain (issue #20, the trust
-    space's health): reached or the precise failure, TLS protocol and suite, the certificate's
-    subject against the whitelist's DN, chain, revocation and end of validity. The newest
-    ``gateway.peer_health.KEEP`` rows of each domain are kept."""
-
-    __tablename__ = "peer_probe"
-    __table_args__ = (Index("ix_peer_probe_domain_id", "domain", "id"),)
-
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
-    domain: Mapped[str] = mapped_column(String(253))
-    host: Mapped[str] = mapped_column(String(253))
-    port: Mapped[int] = mapped_column(Integer)
-    ok: Mapped[bool] = mapped_column(Boolean)
-    failure: Mapped[str] = mapped_column(String(32), default="")  # gateway.probe.Failure
-    detail: Mapped[str] = mapped_column(String(1000), default="")
-    tls_version: Mapped[str] = mapped_column(String(16), default="")
-    cipher: Mapped[str] = mapped_column(String(100), default="")
-    subject_dn: Mapped[str] = mapped_column(String(500), default="")
-    expected_dn: Mapped[str] = mapped_column(String(500), default="")
-    dn_match: Mapped[bool | None] = mapped_column(Boolean)  # None: no certificate seen
-    chain: Mapped[str] = mapped_column(String(16), default="")  # valid / invalid / ""
-    chain_detail: Mapped[str] = mapped_column(String(500), default="")
-    revocation: Mapped[str] = mapped_column(String(16), default="")  # good/revoked/unchecked
-    revocation_detail: Mapped[str] = mapped_column(String(500), default="")
-    not_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
-    requested_by: Mapped[str] = mapped_column(String(254), default="")
