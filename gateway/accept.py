@@ -19,7 +19,7 @@ from cryptography import x509
 
 from certs.errors import CertError
 from certs.validation import TrustStore, ValidationCache, validate
-from core import audit, authresults, headers
+from core import audit
 from core.db import Database
 from core.oidc import Provider
 from core.settings import Settings
@@ -29,6 +29,7 @@ from gateway.errors import MalformedHeader, SenderRefused, SignatureRefused
 from gateway.keys import KeyRing
 from gateway.models import Origin, RecipientKind, RecipientState
 from gateway.pipeline import Forms, Route, SecurityContext
+from mailformat import authresults, headers
 from trust_space.naming import normalise_dn
 from trust_space.policy import Identity
 
@@ -144,7 +145,7 @@ class Envelope:
 
 
 def check_header(raw: bytes) -> None:
-    """The header section must read the same for every reader (``core.headers.check``): the
+    """The header section must read the same for every reader (``mailformat.headers.check``): the
     first content step, before anything is cut, signed or stamped (issue #14 item 1)."""
     try:
         headers.check(raw)

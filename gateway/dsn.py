@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from core.headers import field_name, field_value, header_fields, split_head
 from core.localtime import french_datetime
 from gateway.errors import ascii_text
 from gateway.security import is_address
+from mailformat.headers import field_name, field_value, header_fields, split_head
 
 ACTIONS = {"failed": "5", "delayed": "4", "delivered": "2", "relayed": "2", "expanded": "2"}
 MAX_DIAGNOSTIC = 300

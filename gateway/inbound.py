@@ -42,10 +42,10 @@ from certs._x509util import email_addresses
 from certs.errors import CertError, DecryptionFailed
 from certs.smime import PrivateKey
 from certs.validation import TrustStore, ValidationCache, validate
-from core.authresults import authserv_id_of, normal_id
-from core.headers import drop_fields, field_name, field_value, header_fields, split_head
 from gateway.errors import ascii_text
 from gateway.security import SIGNATURE_TYPES, SMIME_TYPES, content_type, is_address
+from mailformat.authresults import authserv_id_of, normal_id
+from mailformat.headers import drop_fields, field_name, field_value, header_fields, split_head
 
 AUTH_RESULTS = "Authentication-Results"
 RESULTS = ("pass", "fail", "none", "temperror")

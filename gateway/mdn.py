@@ -19,7 +19,6 @@ import email.utils
 import re
 from datetime import datetime
 
-from core.headers import field_name, field_value, header_fields, split_head
 from core.localtime import french_datetime
 from gateway.dsn import (
     address_field,
@@ -32,6 +31,7 @@ from gateway.dsn import (
 )
 from gateway.errors import ascii_text
 from gateway.security import content_type, is_address
+from mailformat.headers import field_name, field_value, header_fields, split_head
 
 DIRECT_FINAL_DELIVERY = "X-DIRECT-FINAL-DESTINATION-DELIVERY"
 PROCESSED = "automatic-action/MDN-sent-automatically; processed"

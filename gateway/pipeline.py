@@ -67,7 +67,8 @@ from gateway.errors import (
 )
 from gateway.keys import Pair
 from gateway.models import RecipientKind
-from gateway.security import Protection, field_name, field_value, header_fields, split_head
+from gateway.security import Protection
+from mailformat.headers import field_name, field_value, header_fields, split_head
 from trust_space.models import Operator, TrustedDomain
 from trust_space.naming import normalise_dn
 from trust_space.policy import Identity, mailbox_certificate, may_receive, may_send_as

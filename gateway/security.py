@@ -15,8 +15,7 @@ Protection follows RFC 8551: sign with the sender mailbox's key, then encrypt th
 message to every recipient's certificate (§3.7, sign then encrypt). A message the client already
 signed or encrypted end to end (``end_to_end``) passes untouched.
 
-The byte-exact header helpers are ``core.headers``' (the one header parser, CONVENTIONS.md 13);
-they are imported here under their old names for the gateway modules that use them.
+Header fields are read with ``mailformat.headers`` (the one header parser, CONVENTIONS.md 13).
 """
 
 from __future__ import annotations
@@ -36,13 +35,13 @@ from certs.errors import MalformedSmime, WrongPurpose
 from certs.smime import PrivateKey
 from certs.validation import check_purpose
 from core.errors import ConfigError
-from core.headers import drop_fields, field_name, field_value, header_fields, split_head
 from gateway.errors import (
     MailboxKeyUnreadable,
     ProtectionUnavailable,
     SecurityRequestInvalid,
     UnsignableMessage,
 )
+from mailformat.headers import drop_fields, field_name, field_value, header_fields, split_head
 
 REQUEST_HEADER = "MSS-Security"
 _REQUEST_NAME = REQUEST_HEADER.lower()

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.replies import parse_reply
 from core.settings import Settings
+from mailformat.replies import parse_reply
 from mailstore.config import DovecotPaths
 from mailstore.errors import (
     DeliveryError,

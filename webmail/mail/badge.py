@@ -7,12 +7,12 @@ the **first** field with our authserv-id (RFC 8601 §5); fields of other service
 
 A message can still be placed in a folder without the gateway (IMAP APPEND by a client or a
 delegate), with a forged or copied field. So a verdict counts only when the gateway's seal over
-it verifies (``core.authresults``: an HMAC under the operator's secret, binding the verdict to
+it verifies (``mailformat.authresults``: an HMAC under the operator's secret, binding the verdict to
 the fields a list shows); the list shows nothing else. In the read view a ``pass`` is
 confirmed once more by verifying the signature against the trust space (our CA and the peer
 operators' CAs, their CRLs) *at the time the gateway received it* and checking that the signer
 is the ``From`` address; if that fails the badge is a warning, never trusted. Headers are cut
-by ``core.headers`` (the gateway's parser): a header section the gateway would have refused
+by ``mailformat.headers`` (the gateway's parser): a header section the gateway would have refused
 cannot carry a verdict.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from certs import smime
 from certs.errors import CertError
 from certs.validation import TrustStore
-from core import authresults, headers
+from mailformat import authresults, headers
 from webmail.context import mss
 
 _SMIME = re.compile(r"\bsmime\s*=\s*([A-Za-z]+)\s*(?:\(([^)]*)\))?", re.IGNORECASE)

@@ -22,8 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.localtime import short_datetime
-from core.replies import parse_reply
 from gateway.models import DeliveryEvent
+from mailformat.replies import parse_reply
 from trust_space.directory import display_names
 
 EVENT_FR = {

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from core.headers import field_name, field_value_bytes, header_fields, split_head
 from core.settings import Settings
+from mailformat.headers import field_name, field_value_bytes, header_fields, split_head
 
 FIELD = "Authentication-Results"
 # What a message list shows of a message: the seal covers exactly these (all occurrences).
@@ -144,7 +144,7 @@ class Sealed:
 
 def sealed(fields: Sequence[bytes], authserv_id: str, key: bytes) -> Sealed | None:
     """Our first ``Authentication-Results`` field among ``fields`` (a header section cut by
-    ``core.headers``) if its seal verifies, else None. Fields of other services are skipped;
+    ``mailformat.headers``) if its seal verifies, else None. Fields of other services are skipped;
     the first field with our id decides (RFC 8601 §5)."""
     ours = normal_id(authserv_id)
     for field in fields:
