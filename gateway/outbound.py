@@ -11,7 +11,6 @@ to an impostor.
 
 from __future__ import annotations
 
-import re
 import smtplib
 import ssl
 from collections.abc import Callable, Sequence
@@ -24,10 +23,9 @@ from certs.validation import TrustStore, validate
 from core.db import Database
 from gateway.errors import GatewayError
 from gateway.tls import peer_certificate
+from mailformat.lineends import to_crlf
 from trust_space.models import TrustedDomain
 from trust_space.naming import normalise_dn
-
-_EOL = re.compile(rb"\r\n|\r(?!\n)|(?<!\r)\n")
 
 
 class PeerUnavailable(GatewayError):
@@ -143,7 +141,7 @@ class Outbound:
             smtp.rset()
             return replies
         try:
-            code, text = smtp.data(_EOL.sub(b"\r\n", raw))
+            code, text = smtp.data(to_crlf(raw))
         except smtplib.SMTPDataError as exc:  # refused at DATA (354 not given)
             error = exc.smtp_error
             code, text = exc.smtp_code, error if isinstance(error, bytes) else error.encode()

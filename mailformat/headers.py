@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from core.errors import MssError
+from mailformat.lineends import ANY_EOL
 
 # RFC 5322 §3.6: the fields a message has at most once ("Max number" 1 in the table); and
 # the MIME fields of RFC 2045 §3, which readers resolve differently when repeated (the
@@ -39,7 +40,6 @@ SINGLE = ("date", "from", "sender", "reply-to", "to", "cc", "bcc", "message-id",
 
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")  # ftext (RFC 5322 §3.6.8), then the colon
-_ANY_EOL = re.compile(rb"\r\n|\r|\n")  # where the most lenient reader ends a line
 _MIXED = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
@@ -174,7 +174,7 @@ def parse(block: bytes) -> Header:
     shows these fields and must not trust anything the gateway vouched for when
     ``defects`` is not empty."""
     section = block.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    lines = [line for line in _ANY_EOL.split(section) if line]
+    lines = [line for line in ANY_EOL.split(section) if line]
     fields: list[bytes] = []
     for line in lines:
         if line[:1] in (b" ", b"\t") and fields:
