@@ -24,6 +24,7 @@ from core.db import Database
 from gateway.errors import GatewayError
 from gateway.tls import peer_certificate
 from mailformat.lineends import to_crlf
+from mailformat.replies import enhanced_or_default
 from trust_space.models import TrustedDomain
 from trust_space.naming import normalise_dn
 
@@ -60,9 +61,8 @@ class Reply:
 
     @property
     def enhanced(self) -> str:
-        first = self.text.split(" ", 1)[0]
-        return first if first[:1] in "245" and first.count(".") == 2 else (
-            f"{str(self.code)[0]}.0.0")
+        """The peer's enhanced status code, or the undefined one of the reply's class."""
+        return enhanced_or_default(self.code, self.text)
 
 
 class Outbound:
