@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from core.localtime import french_datetime
 from gateway.errors import ascii_text
 from gateway.security import is_address
-from mailformat.headers import field_name, field_value, header_fields, split_head
+from mailformat.headers import Head, split_head
 from mailformat.replies import is_enhanced
 
 ACTIONS = {"failed": "5", "delayed": "4", "delivered": "2", "relayed": "2", "expanded": "2"}
@@ -165,8 +165,7 @@ def encode_header(text: str) -> str:
 
 def message_id_of(original: bytes) -> str | None:
     """The original's Message-ID if there is exactly one and it is well formed."""
-    ids = [field_value(f) for f in header_fields(split_head(original)[0])
-           if field_name(f) == "message-id"]
+    ids = Head.of(original).values("message-id")
     return ids[0] if len(ids) == 1 and _MESSAGE_ID.fullmatch(ids[0]) else None
 
 

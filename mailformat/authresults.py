@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 
 from core.errors import MssError
 from core.settings import Settings
-from mailformat.headers import field_name, field_value_bytes, header_fields, split_head
+from mailformat.headers import Head, Message, field_name, field_value_bytes, same_form
 
 FIELD = "Authentication-Results"
 # What a message list shows of a message: the seal covers exactly these (all occurrences).
@@ -281,15 +281,15 @@ def _mac(key: bytes, value: bytes, fields: Sequence[bytes]) -> str:
     return base64.urlsafe_b64encode(mac.digest()[:16]).rstrip(b"=").decode("ascii")
 
 
-def seal(raw: bytes, key: bytes, at: datetime, *, report: str | None = None) -> bytes:
-    """``raw``, whose first field is our freshly written ``Authentication-Results``, with that
-    field sealed (module docstring). Every other byte is unchanged.
+def seal(message: Message, key: bytes, at: datetime, *, report: str | None = None) -> Message:
+    """``message``, whose first field is our freshly written ``Authentication-Results``, with
+    that field sealed (module docstring). Every other byte is unchanged.
 
     Raises:
         ValueError: the first field is not an ``Authentication-Results`` field.
     """
-    head, rest = split_head(raw)
-    fields = header_fields(head)
+    head = Head.of(message)
+    fields: tuple[bytes, ...] = head.fields
     if not fields or field_name(fields[0]) != FIELD.lower():
         raise ValueError("le premier champ n'est pas Authentication-Results")
     first = fields[0]
@@ -300,8 +300,8 @@ def seal(raw: bytes, key: bytes, at: datetime, *, report: str | None = None) -> 
     stamped = first[: len(first) - len(eol)] + eol + \
         f" policy.mss-time={at.astimezone(UTC):%Y%m%dT%H%M%SZ}{origin}".encode("ascii")
     token = _mac(key, field_value_bytes(stamped), fields[1:])
-    return stamped + f" policy.mss-seal={token}".encode("ascii") + eol + \
-        b"".join(fields[1:]) + rest
+    sealed = stamped + f" policy.mss-seal={token}".encode("ascii") + eol
+    return same_form(message, Head(sealed + head.raw[len(first):], (sealed, *fields[1:])))
 
 
 @dataclass(frozen=True)
