@@ -181,6 +181,24 @@ def test_a_report_is_read_from_its_property() -> None:
     assert found is not None and found.report == "mdn"
 
 
+# ---------------------------------------------------------------------- the cut header
+@pytest.mark.parametrize("raw", [
+    MESSAGE, MESSAGE.replace(b"\r\n", b"\n"), b"Subject: only a header\r\n",
+    b"Subject: no line end", b"\r\nbody without header\r\n",
+    b"Subject: folded\r\n\tline\r\nX-A: 1\r\n\r\nbody\r\n\r\nmore\r\n",
+])
+def test_a_head_keeps_every_byte(raw: bytes) -> None:
+    """What the gateway's steps change through a Head is byte-exact, as when they re-cut."""
+    head = headers.Head.of(raw)
+    assert b"".join(head.fields) + head.body == raw and headers.Head.of(head) is head
+    kept = head.without(lambda name: name == "x-a")
+    assert kept.raw == raw.replace(b"X-A: 1\r\n", b"")
+    assert kept.fields == headers.Head.of(kept.raw).fields
+    added = kept.prepended(b"Received: a\r\n\tb\r\nX-B: 2\r\n")
+    assert added.fields == headers.Head.of(added.raw).fields and added.count("x-b") == 1
+    assert headers.same_form(raw, head.without(lambda _name: False)) is raw
+
+
 # ---------------------------------------------------------------------- status codes
 @pytest.mark.parametrize(("status", "valid"), [
     ("5.1.1", True), ("4.4.1", True), ("2.0.0", True), ("5.123.456", True),
