@@ -19,7 +19,7 @@ from cryptography import x509
 
 from certs.errors import CertError
 from certs.validation import TrustStore, ValidationCache, validate
-from core import audit, authresults, headers
+from core import audit
 from core.db import Database
 from core.oidc import Provider
 from core.settings import Settings
@@ -27,6 +27,8 @@ from gateway import inbound, pipeline
 from gateway.errors import MalformedHeader, SenderRefused, SignatureRefused
 from gateway.keys import KeyRing
 from gateway.pipeline import Forms, Route, SecurityContext
+from mailformat import authresults, headers
+from mailformat.headers import Head
 from spool import queue as q
 from spool.events import SmtpAction
 from spool.models import Origin, RecipientKind, RecipientState
@@ -115,11 +117,11 @@ class Gateway:
         self.seal_key = authresults.key_for(self.settings)
         self.provider = Provider(self.settings) if self.settings.oidc_issuer else None
 
-    def sealed(self, stamped: bytes | None) -> bytes | None:
+    def sealed(self, stamped: Head | None) -> bytes | None:
         """A local form (our stamp first) with its verdict sealed for the readers."""
         if stamped is None:
             return None
-        return authresults.seal(stamped, self.seal_key, datetime.now(UTC))
+        return authresults.seal(stamped, self.seal_key, datetime.now(UTC)).raw
 
     @property
     def authserv_id(self) -> str:
@@ -144,11 +146,12 @@ class Envelope:
     tls: str
 
 
-def check_header(raw: bytes) -> None:
-    """The header section must read the same for every reader (``core.headers.check``): the
-    first content step, before anything is cut, signed or stamped (issue #14 item 1)."""
+def check_header(raw: bytes | Head) -> Head:
+    """The message cut once, its header section one that every reader reads the same way
+    (``mailformat.headers.checked``): the first content step, before anything is signed or
+    stamped (issue #14 item 1). The next steps read and change this cut."""
     try:
-        headers.check(raw)
+        return headers.checked(raw)
     except headers.HeaderError as exc:
         raise MalformedHeader(exc.message) from None
 
@@ -184,18 +187,17 @@ def recipient(gw: Gateway, address: str, *, local_only: bool = False) -> Route:
 def submit(gw: Gateway, login: str, identity: Identity, env: Envelope) -> str:
     """DATA on the submission ports: the queue id once the message is durably queued."""
     s = gw.settings
-    check_header(env.raw)
-    raw = inbound.strip_forged(env.raw, gw.authserv_id)
-    pipeline.check_loop(raw, s.max_received)
+    head = inbound.strip_forged(check_header(env.raw), gw.authserv_id)
+    pipeline.check_loop(head, s.max_received)
     queue_id = q.new_queue_id()
-    raw, key = pipeline.message_key(raw, queue_id, s.domain)
+    head, key = pipeline.message_key(head, queue_id, s.domain)
     with gw.db.reading() as conn:
-        pipeline.check_from(conn, identity, env.mail_from, raw)
+        pipeline.check_from(conn, identity, env.mail_from, head)
         signer = gw.keys.signer(conn, env.mail_from)  # cached after a mailbox's first use
-    forms = pipeline.secure(gw.security(), raw, signer, env.routes)  # crypto: no transaction
+    forms = pipeline.secure(gw.security(), head, signer, env.routes)  # crypto: no transaction
     rcpts = _rows(env.routes, forms) + [(env.mail_from.lower(), RecipientKind.SENT)]
     local, peer, clear = (_traced(gw, form, env, queue_id, True)
-                          for form in (gw.sealed(forms.local), forms.peer, forms.clear))
+                          for form in (gw.sealed(forms.local_head), forms.peer, forms.clear))
     with q.appending(gw.db) as conn:
         q.enqueue(conn, queue_id=queue_id, origin=Origin.SUBMISSION,
                   envelope_from=env.mail_from, message_key=key, submitter=login,
@@ -252,14 +254,13 @@ def peer_sender(gw: Gateway, cert: x509.Certificate | None, address: str) -> str
 
 def relay(gw: Gateway, peer_dn: str, env: Envelope) -> str:
     """DATA on the relay port: open (decrypt, verify), stamp, queue for local delivery."""
-    check_header(env.raw)
-    raw = inbound.strip_forged(env.raw, gw.authserv_id)
-    pipeline.check_loop(raw, gw.settings.max_received)
+    head = inbound.strip_forged(check_header(env.raw), gw.authserv_id)
+    pipeline.check_loop(head, gw.settings.max_received)
     queue_id = q.new_queue_id()
-    raw, key = pipeline.message_key(raw, queue_id, env.mail_from.rpartition("@")[2] or "peer")
-    opened, verdict = _open(gw, raw, env.routes)
-    if opened is not raw:
-        check_header(opened)  # the decrypted content's fields become the reader's too
+    head, key = pipeline.message_key(head, queue_id, env.mail_from.rpartition("@")[2] or "peer")
+    opened, verdict = _open(gw, head, env.routes)
+    if opened is not head:
+        opened = check_header(opened)  # the decrypted content's fields: the reader's too
     state = RecipientState.QUEUED
     if verdict.result == "fail":
         if gw.settings.bad_signature == "refuse":
@@ -282,10 +283,10 @@ def relay(gw: Gateway, peer_dn: str, env: Envelope) -> str:
     return queue_id
 
 
-def _open(gw: Gateway, raw: bytes, routes: Sequence[Route]) -> tuple[bytes, inbound.Verdict]:
+def _open(gw: Gateway, raw: Head, routes: Sequence[Route]) -> tuple[Head, inbound.Verdict]:
     """Open with the first local recipient key that can (one envelope serves them all)."""
     store = gw.trust.store()
-    result: tuple[bytes, inbound.Verdict] | None = None
+    result: tuple[Head, inbound.Verdict] | None = None
     for route in routes:
         with gw.db.reading() as conn:
             pair = gw.keys.signer(conn, route.address)

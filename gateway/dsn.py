@@ -25,15 +25,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from core.headers import field_name, field_value, header_fields, split_head
 from core.localtime import french_datetime
 from gateway.errors import ascii_text
 from gateway.security import is_address
+from mailformat.headers import Head, split_head
+from mailformat.replies import is_enhanced
 
 ACTIONS = {"failed": "5", "delayed": "4", "delivered": "2", "relayed": "2", "expanded": "2"}
 MAX_DIAGNOSTIC = 300
 
-_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")  # RFC 3463 §2
 _MESSAGE_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>")
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
@@ -88,7 +88,7 @@ def build_dsn(*, original: bytes, envelope_from: str, failures: Sequence[Failure
 
 def _check(failure: Failure) -> None:
     expected = ACTIONS.get(failure.action)
-    if expected is None or not _STATUS.fullmatch(failure.status) or failure.status[0] != expected:
+    if expected is None or not is_enhanced(failure.status) or failure.status[0] != expected:
         raise ValueError(f"DSN : action « {failure.action} » et statut « {failure.status} » "
                          "incompatibles (RFC 3464 §2.3.3)")
 
@@ -165,8 +165,7 @@ def encode_header(text: str) -> str:
 
 def message_id_of(original: bytes) -> str | None:
     """The original's Message-ID if there is exactly one and it is well formed."""
-    ids = [field_value(f) for f in header_fields(split_head(original)[0])
-           if field_name(f) == "message-id"]
+    ids = Head.of(original).values("message-id")
     return ids[0] if len(ids) == 1 and _MESSAGE_ID.fullmatch(ids[0]) else None
 
 

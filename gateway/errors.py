@@ -87,7 +87,7 @@ class UnsignableMessage(GatewayError):
 
 
 class MalformedHeader(GatewayError):
-    """The header section is one readers could read differently (``core.headers.check``):
+    """The header section is one readers could read differently (``mailformat.headers.check``):
     a bare CR or LF, a line that is not a field, a field RFC 5322 §3.6 allows once, twice."""
 
     code = "malformed_header"

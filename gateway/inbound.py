@@ -42,10 +42,10 @@ from certs._x509util import email_addresses
 from certs.errors import CertError, DecryptionFailed
 from certs.smime import PrivateKey
 from certs.validation import TrustStore, ValidationCache, validate
-from core.authresults import authserv_id_of, normal_id
-from core.headers import drop_fields, field_name, field_value, header_fields, split_head
 from gateway.errors import ascii_text
 from gateway.security import SIGNATURE_TYPES, SMIME_TYPES, content_type, is_address
+from mailformat.authresults import authserv_id_of, normal_id
+from mailformat.headers import Head, Message, field_value, raw_of, same_form
 
 AUTH_RESULTS = "Authentication-Results"
 RESULTS = ("pass", "fail", "none", "temperror")
@@ -80,18 +80,20 @@ class Verdict:
     error_code: str | None  # certs error code when fail; "no_key" for an unopened envelope
 
 
-def strip_forged(raw: bytes, authserv_id: str) -> bytes:
-    """``raw`` without any ``Authentication-Results`` field whose authserv-id is ours
+def strip_forged(message: Message, authserv_id: str) -> Message:
+    """``message`` without any ``Authentication-Results`` field whose authserv-id is ours
     (case-insensitive, a trailing dot ignored): RFC 8601 §5 says we MUST remove them. Fields
     of other services stay; every other byte is unchanged."""
     ours = normal_id(authserv_id)
-    return drop_fields(raw, lambda name: name == "authentication-results",
-                       keep_field=lambda f: normal_id(authserv_id_of(field_value(f))) != ours)
+    kept = Head.of(message).without(
+        lambda name: name == "authentication-results",
+        keep_field=lambda f: normal_id(authserv_id_of(field_value(f))) != ours)
+    return same_form(message, kept)
 
 
 # ---------------------------------------------------------------------- opening
-def open_message(raw: bytes, *, key: tuple[x509.Certificate, PrivateKey] | None,
-                 store: TrustStore, at: datetime | None = None) -> tuple[bytes, Verdict]:
+def open_message(raw: Message, *, key: tuple[x509.Certificate, PrivateKey] | None,
+                 store: TrustStore, at: datetime | None = None) -> tuple[Message, Verdict]:
     """Decrypt (if enveloped) and verify (if signed) ``raw`` for delivery.
 
     Returns the message to deliver and the verdict. Decrypted, the message is the outer
@@ -99,6 +101,7 @@ def open_message(raw: bytes, *, key: tuple[x509.Certificate, PrivateKey] | None,
     returned as it came. Without ``key`` an envelope is left closed for the recipient's own
     client: result ``none``, ``error_code="no_key"``. A failure is a verdict ``fail``, never
     an exception: the caller refuses or quarantines, and never delivers it as verified.
+    The message comes back in the form it was given (bytes, or a Head).
     """
     encrypted = _smime_type(raw) in ("enveloped-data", "")
     message = raw
@@ -107,19 +110,19 @@ def open_message(raw: bytes, *, key: tuple[x509.Certificate, PrivateKey] | None,
             return raw, Verdict("none", None, True, "message chiffré pour le destinataire, "
                                 "non déchiffré par l'opérateur", "no_key")
         try:
-            message = _decrypt(raw, key)
+            message = same_form(raw, _decrypt(raw_of(raw), key))
         except CertError as exc:
             return raw, _failed(exc.code, encrypted)
     if not _is_signed(message):
         return message, Verdict("none", None, encrypted, "message non signé", None)
     try:
-        verified = smime.verify(message, store, at=at)
+        verified = smime.verify(raw_of(message), store, at=at)
     except CertError as exc:
         return message, _failed(exc.code, encrypted)
     return message, _bind_to_sender(message, verified.addresses, verified.subject, encrypted)
 
 
-def own_signature(message: bytes, signer: x509.Certificate, store: TrustStore, *,
+def own_signature(message: bytes | Head, signer: x509.Certificate, store: TrustStore, *,
                   chain: Sequence[x509.Certificate] = (),
                   checks: ValidationCache | None = None) -> Verdict:
     """The verdict for a message this operator has just signed with ``signer``'s key, without
@@ -137,7 +140,7 @@ def own_signature(message: bytes, signer: x509.Certificate, store: TrustStore, *
                            False)
 
 
-def _smime_type(raw: bytes) -> str | None:
+def _smime_type(raw: bytes | Head) -> str | None:
     """``smime-type`` of an application/pkcs7-mime message ("" if absent: most often an
     envelope, RFC 8551 §3.2.2, as ``certs.smime`` reads it), None for anything else."""
     ctype = content_type(raw)
@@ -146,7 +149,7 @@ def _smime_type(raw: bytes) -> str | None:
     return str(ctype.get_param("smime-type", "")).lower()
 
 
-def _is_signed(message: bytes) -> bool:
+def _is_signed(message: bytes | Head) -> bool:
     """``smime.is_signed`` from the header section only."""
     ctype = content_type(message)
     if ctype.get_content_type() == "multipart/signed":
@@ -166,7 +169,7 @@ def _failed(code: str, encrypted: bool, signer: str | None = None) -> Verdict:
     return Verdict("fail", signer, encrypted, reason, code)
 
 
-def _bind_to_sender(message: bytes, addresses: list[str], subject: str,
+def _bind_to_sender(message: bytes | Head, addresses: list[str], subject: str,
                     encrypted: bool) -> Verdict:
     """``pass`` only if every ``From`` address is one of the signer's (RFC 8550 §3)."""
     signer_addresses = {a.lower() for a in addresses}
@@ -179,11 +182,10 @@ def _bind_to_sender(message: bytes, addresses: list[str], subject: str,
     return Verdict("pass", senders[0], encrypted, "signature vérifiée", None)
 
 
-def _from_addresses(message: bytes) -> list[str]:
+def _from_addresses(message: bytes | Head) -> list[str]:
     """The addresses of the one ``From`` field, lower case; empty if absent, repeated or
     unreadable (RFC 5322 §3.6: exactly one From)."""
-    values = [field_value(f) for f in header_fields(split_head(message)[0])
-              if field_name(f) == "from"]
+    values = Head.of(message).values("from")
     if len(values) != 1:
         return []
     # Every parsed address must be the signer's: an ambiguous value that parses into more
@@ -194,7 +196,7 @@ def _from_addresses(message: bytes) -> list[str]:
 
 
 # ---------------------------------------------------------------------- stamping
-def stamp(raw: bytes, verdict: Verdict, authserv_id: str) -> bytes:
+def stamp(raw: Message, verdict: Verdict, authserv_id: str) -> Message:
     """``raw`` with forged results removed (``strip_forged``) and our
     ``Authentication-Results`` field prepended (format in the module docstring).
 
@@ -203,15 +205,16 @@ def stamp(raw: bytes, verdict: Verdict, authserv_id: str) -> bytes:
     """
     if not _DOMAIN.fullmatch(authserv_id) or verdict.result not in RESULTS:
         raise ValueError("authserv-id ou résultat invalide")
-    first = raw.find(b"\n")  # the field takes the message's line ends
-    eol = b"\n" if first > 0 and raw[first - 1:first] != b"\r" else b"\r\n"
+    data = raw_of(raw)
+    first = data.find(b"\n")  # the field takes the message's line ends
+    eol = b"\n" if first > 0 and data[first - 1:first] != b"\r" else b"\r\n"
     lines = [f"{AUTH_RESULTS}: {authserv_id};",
              f" smime={verdict.result} ({'encrypted' if verdict.encrypted else 'not encrypted'})"
              f" reason={_quoted(verdict.reason)}"]
     if verdict.signer:
         lines.append(f" body.smime-identity={_identity(verdict.signer)}")
     field = eol.join(line.encode("ascii") for line in lines) + eol
-    return field + strip_forged(raw, authserv_id)
+    return same_form(raw, strip_forged(Head.of(raw), authserv_id).prepended(field))
 
 
 def _identity(signer: str) -> str:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import email.utils
 import re
+from collections.abc import Sequence
 from datetime import datetime
 
-from core.headers import field_name, field_value, header_fields, split_head
 from core.localtime import french_datetime
 from gateway.dsn import (
     address_field,
@@ -32,6 +32,7 @@ from gateway.dsn import (
 )
 from gateway.errors import ascii_text
 from gateway.security import content_type, is_address
+from mailformat.headers import Head, field_name, field_value
 
 DIRECT_FINAL_DELIVERY = "X-DIRECT-FINAL-DESTINATION-DELIVERY"
 PROCESSED = "automatic-action/MDN-sent-automatically; processed"
@@ -101,11 +102,11 @@ def wants_final_delivery(raw: bytes) -> bool:
                for name, _, values in _options(_fields(raw)))
 
 
-def _fields(raw: bytes) -> list[bytes]:
-    return header_fields(split_head(raw)[0])
+def _fields(raw: bytes) -> tuple[bytes, ...]:
+    return Head.of(raw).fields
 
 
-def _options(fields: list[bytes]) -> list[tuple[str, str, list[str]]]:
+def _options(fields: Sequence[bytes]) -> list[tuple[str, str, list[str]]]:
     """``Disposition-Notification-Options`` parameters (RFC 8098 §2.2) as (attribute,
     importance, values), lower case; malformed parameters left out."""
     found = []
@@ -120,7 +121,7 @@ def _options(fields: list[bytes]) -> list[tuple[str, str, list[str]]]:
     return found
 
 
-def _options_acceptable(fields: list[bytes]) -> bool:
+def _options_acceptable(fields: Sequence[bytes]) -> bool:
     # RFC 8098 §2.2: a "required" parameter we do not understand forbids a normal MDN.
     return all(importance != "required" or name in _UNDERSTOOD
                for name, importance, _ in _options(fields))
@@ -165,7 +166,7 @@ def build_mdn(*, original: bytes, final_recipient: str, reporting_ua: str,
 def _human_text(original: bytes, final_recipient: str, kind: str) -> str:
     """French, with the original's date in Paris time when it reads, then one English line
     for foreign software."""
-    dates = [field_value(f) for f in _fields(original) if field_name(f) == "date"]
+    dates = Head.of(original).values("date")
     when = ""
     if len(dates) == 1:
         try:

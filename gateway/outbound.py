@@ -11,7 +11,6 @@ to an impostor.
 
 from __future__ import annotations
 
-import re
 import smtplib
 import ssl
 from collections.abc import Callable, Sequence
@@ -24,10 +23,10 @@ from certs.validation import TrustStore, validate
 from core.db import Database
 from gateway.errors import GatewayError
 from gateway.tls import peer_certificate
+from mailformat.lineends import to_crlf
+from mailformat.replies import enhanced_or_default
 from trust_space.models import TrustedDomain
 from trust_space.naming import normalise_dn
-
-_EOL = re.compile(rb"\r\n|\r(?!\n)|(?<!\r)\n")
 
 
 class PeerUnavailable(GatewayError):
@@ -62,9 +61,8 @@ class Reply:
 
     @property
     def enhanced(self) -> str:
-        first = self.text.split(" ", 1)[0]
-        return first if first[:1] in "245" and first.count(".") == 2 else (
-            f"{str(self.code)[0]}.0.0")
+        """The peer's enhanced status code, or the undefined one of the reply's class."""
+        return enhanced_or_default(self.code, self.text)
 
 
 class Outbound:
@@ -143,7 +141,7 @@ class Outbound:
             smtp.rset()
             return replies
         try:
-            code, text = smtp.data(_EOL.sub(b"\r\n", raw))
+            code, text = smtp.data(to_crlf(raw))
         except smtplib.SMTPDataError as exc:  # refused at DATA (354 not given)
             error = exc.smtp_error
             code, text = exc.smtp_code, error if isinstance(error, bytes) else error.encode()

@@ -66,7 +66,8 @@ from gateway.errors import (
     TooManyRecipients,
 )
 from gateway.keys import Pair
-from gateway.security import Protection, field_name, field_value, header_fields, split_head
+from gateway.security import Protection
+from mailformat.headers import Head, Message, same_form
 from spool.models import RecipientKind
 from trust_space.models import Operator, TrustedDomain
 from trust_space.naming import normalise_dn
@@ -87,13 +88,19 @@ class Route:
 
 @dataclass
 class Forms:
-    """The message as each kind of recipient receives it (see the module docstring)."""
+    """The message as each kind of recipient receives it (see the module docstring); the
+    local form keeps its cut header (``local_head``) for the seal that follows."""
 
-    local: bytes | None = None
+    local_head: Head | None = None
     peer: bytes | None = None
     clear: bytes | None = None
     clear_recipients: set[str] = field(default_factory=set)
     protection: str = "none"
+
+    @property
+    def local(self) -> bytes | None:
+        """The form local readers get, stamped (``stamp_local``)."""
+        return None if self.local_head is None else self.local_head.raw
 
 
 # ---------------------------------------------------------------------- envelope steps
@@ -178,37 +185,36 @@ class RateLimit:
 
 
 # ---------------------------------------------------------------------- content steps
-def check_loop(raw: bytes, maximum: int) -> None:
+def check_loop(message: bytes | Head, maximum: int) -> None:
     """RFC 5321 §6.3: a message with too many Received fields is looping."""
-    count = sum(1 for f in header_fields(split_head(raw)[0]) if field_name(f) == "received")
+    count = Head.of(message).count("received")
     if count > maximum:
         raise LoopDetected(f"Boucle de routage détectée ({count} relais) / routing loop "
                            "detected")
 
 
-def check_from(session: Executor, identity: Identity, mail_from: str, raw: bytes) -> None:
+def check_from(session: Executor, identity: Identity, mail_from: str,
+               message: bytes | Head) -> None:
     """The From: mailboxes must be ones the identity may use too (no displayed-sender
     spoofing behind an allowed envelope)."""
-    values = [field_value(f) for f in header_fields(split_head(raw)[0])
-              if field_name(f) == "from"]
-    for _name, address in getaddresses(values):
+    for _name, address in getaddresses(Head.of(message).values("from")):
         if address and address.lower() != mail_from.lower():
             check_sender(session, identity, address)
 
 
-def message_key(raw: bytes, queue_id: str, domain: str) -> tuple[bytes, str]:
+def message_key(message: Message, queue_id: str, domain: str) -> tuple[Message, str]:
     """The message and its Message-ID (the de-duplication key); one is added when missing
     (RFC 6409 §8.3: the submission server may add Message-ID and Date)."""
-    fields = header_fields(split_head(raw)[0])
-    found = [field_value(f) for f in fields if field_name(f) == "message-id"]
+    head = Head.of(message)
+    found = head.values("message-id")
     match = _ANGLE.search(found[0]) if found else None
     if match:
-        return raw, f"<{match.group(1)}>"
+        return message, f"<{match.group(1)}>"
     key = f"<{queue_id}@{domain}>"
     extra = f"Message-ID: {key}\r\n"
-    if not any(field_name(f) == "date" for f in fields):
+    if not head.count("date"):
         extra += f"Date: {formatdate(localtime=True)}\r\n"
-    return extra.encode() + raw, key
+    return same_form(message, head.prepended(extra.encode())), key
 
 
 @dataclass(frozen=True)
@@ -223,29 +229,33 @@ class SecurityContext:
     checks: ValidationCache | None = None  # recent validations of our signers
 
 
-def secure(ctx: SecurityContext, raw: bytes, signer: Pair | None,
+def secure(ctx: SecurityContext, message: bytes | Head, signer: Pair | None,
            routes: Sequence[Route]) -> Forms:
     """The security step of a submission (module docstring): choose, sign, encrypt, stamp.
-    ``signer``: the sender mailbox's certificate and key (``KeyRing``), None if it has none."""
-    protection = security.effective(security.requested(raw), ctx.policy)
-    raw = security.strip_request(raw)
+    ``signer``: the sender mailbox's certificate and key (``KeyRing``), None if it has none.
+    The header is read from ``message``'s cut, and the signed message is cut once."""
+    head = Head.of(message)
+    protection = security.effective(security.requested(head), ctx.policy)
+    head = security.strip_request(head)
     peers = [r for r in routes if r.kind is RecipientKind.PEER]
-    if security.end_to_end(raw):
-        check_end_to_end(raw, routes)
-        local = stamp_local(raw, ctx)
-        return Forms(local=local, peer=raw if peers else None, protection="end-to-end")
+    if security.end_to_end(head):
+        check_end_to_end(head.raw, routes)
+        return Forms(local_head=stamp_local(head, ctx), peer=head.raw if peers else None,
+                     protection="end-to-end")
     signer = signer if protection.sign else None
-    signed = security.protect(raw, Protection(sign=protection.sign, encrypt=False),
-                              signer=signer, recipients={}, chain=ctx.chain)
+    signed = head
+    if protection.sign:  # ProtectionUnavailable without a signer
+        signed = Head.of(security.protect(head.raw, Protection(sign=True, encrypt=False),
+                                          signer=signer, recipients={}, chain=ctx.chain))
     if signer is not None:  # our own signature: not verified a second time
         verdict = inbound.own_signature(signed, signer[0], ctx.store, chain=ctx.chain,
                                         checks=ctx.checks)
         local = inbound.stamp(signed, verdict, ctx.authserv_id)
     else:
         local = stamp_local(signed, ctx)
-    forms = Forms(local=local, protection=protection.label())
+    forms = Forms(local_head=local, protection=protection.label())
     if peers:
-        _peer_forms(forms, signed, peers, protection, ctx)
+        _peer_forms(forms, signed.raw, peers, protection, ctx)
     return forms
 
 
@@ -311,9 +321,9 @@ def _peer_forms(forms: Forms, signed: bytes, peers: Sequence[Route], protection:
         forms.clear, forms.clear_recipients = signed, without
 
 
-def stamp_local(raw: bytes, ctx: SecurityContext) -> bytes:
+def stamp_local(message: Message, ctx: SecurityContext) -> Message:
     """The form local readers get: verified, with our Authentication-Results (RFC 8601)."""
-    opened, verdict = inbound.open_message(raw, key=None, store=ctx.store)
+    opened, verdict = inbound.open_message(message, key=None, store=ctx.store)
     return inbound.stamp(opened, verdict, ctx.authserv_id)
 
 

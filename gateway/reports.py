@@ -10,7 +10,7 @@
 
 Reports are queued like any message, with a null envelope sender, and only to addresses
 inside the trust space: a report never leaves it. A report for a local mailbox carries our
-sealed ``Authentication-Results`` with ``policy.mss-report`` (``core.authresults``), so the
+sealed ``Authentication-Results`` with ``policy.mss-report`` (``mailformat.authresults``), so the
 reader shows it as written by its operator, not as an unverified message.
 """
 
@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import authresults
 from core.settings import Settings
 from gateway import inbound, mdn, pipeline
 from gateway.dsn import Failure, build_dsn
+from mailformat import authresults
 from spool import queue as q
 from spool.events import Event
 from spool.models import Origin, RecipientKind
@@ -49,7 +49,7 @@ def queue_report(session: Session, settings: Settings, origin: Origin, body: byt
     queue_id = q.new_queue_id()
     body, key = pipeline.message_key(body, queue_id, settings.domain)
     local = decision.code == "local"
-    if local:  # the reader sees that its operator wrote it (core.authresults)
+    if local:  # the reader sees that its operator wrote it (mailformat.authresults)
         body = _sealed_report(body, settings, origin)
     q.enqueue(session, queue_id=queue_id, origin=origin, envelope_from="", message_key=key,
               submitter="mss", size=len(body), local=body if local else None,

@@ -15,8 +15,7 @@ Protection follows RFC 8551: sign with the sender mailbox's key, then encrypt th
 message to every recipient's certificate (§3.7, sign then encrypt). A message the client already
 signed or encrypted end to end (``end_to_end``) passes untouched.
 
-The byte-exact header helpers are ``core.headers``' (the one header parser, CONVENTIONS.md 13);
-they are imported here under their old names for the gateway modules that use them.
+Header fields are read with ``mailformat.headers`` (the one header parser, CONVENTIONS.md 13).
 """
 
 from __future__ import annotations
@@ -36,13 +35,13 @@ from certs.errors import MalformedSmime, WrongPurpose
 from certs.smime import PrivateKey
 from certs.validation import check_purpose
 from core.errors import ConfigError
-from core.headers import drop_fields, field_name, field_value, header_fields, split_head
 from gateway.errors import (
     MailboxKeyUnreadable,
     ProtectionUnavailable,
     SecurityRequestInvalid,
     UnsignableMessage,
 )
+from mailformat.headers import Head, Message, same_form
 
 REQUEST_HEADER = "MSS-Security"
 _REQUEST_NAME = REQUEST_HEADER.lower()
@@ -81,14 +80,13 @@ class Protection:
 
 
 # ---------------------------------------------------------------------- choosing
-def requested(raw: bytes) -> Protection | None:
+def requested(message: bytes | Head) -> Protection | None:
     """The protection the submitter asks for in ``MSS-Security``, or None without the field.
 
     Raises:
         SecurityRequestInvalid: an empty or unknown value, or ``none`` with another token.
     """
-    values = [field_value(f) for f in header_fields(split_head(raw)[0])
-              if field_name(f) == _REQUEST_NAME]
+    values = Head.of(message).values(_REQUEST_NAME)
     if not values:
         return None
     tokens = {t for value in values for t in _TOKENS.split(value.lower()) if t}
@@ -114,30 +112,30 @@ def effective(requested: Protection | None, policy: str) -> Protection:
                       encrypt=minimum.encrypt or requested.encrypt)
 
 
-def strip_request(raw: bytes) -> bytes:
-    """``raw`` without any ``MSS-Security`` field; every other byte unchanged."""
-    return drop_fields(raw, lambda name: name == _REQUEST_NAME)
+def strip_request(message: Message) -> Message:
+    """``message`` without any ``MSS-Security`` field; every other byte unchanged."""
+    return same_form(message, Head.of(message).without(lambda name: name == _REQUEST_NAME))
 
 
-def end_to_end(raw: bytes) -> bool:
+def end_to_end(message: bytes | Head) -> bool:
     """True when the client already protected the message: S/MIME ``multipart/signed``
     (RFC 8551 §3.5.3) or any ``application/pkcs7-mime`` (enveloped, opaque-signed or
     compressed, §3.2). Such a message is relayed untouched."""
-    ctype = content_type(raw)
+    ctype = content_type(message)
     kind = ctype.get_content_type()
     if kind == "multipart/signed":
         return str(ctype.get_param("protocol", "")).lower() in SIGNATURE_TYPES
     return kind in SMIME_TYPES
 
 
-def content_type(raw: bytes) -> email.message.Message:
+def content_type(message: bytes | Head) -> email.message.Message:
     """The message's own ``Content-Type`` parsed (the first, as ``certs.smime`` reads it;
     ``text/plain`` by default, RFC 2045 §5.2), from its header section alone: far cheaper
     than ``smime.is_signed``/``is_encrypted``, which normalise the whole message."""
-    fields = [f for f in header_fields(split_head(raw)[0]) if field_name(f) == "content-type"]
+    values = Head.of(message).values("content-type")
     header = email.message.Message()  # parameters are parsed only if asked for
-    if fields:
-        header["Content-Type"] = field_value(fields[0])
+    if values:
+        header["Content-Type"] = values[0]
     return header
 
 

@@ -27,8 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.replies import parse_reply
 from core.settings import Settings
+from mailformat.lineends import to_crlf
+from mailformat.replies import parse_reply
 from mailstore.config import DovecotPaths
 from mailstore.errors import (
     DeliveryError,
@@ -39,7 +40,6 @@ from mailstore.errors import (
 )
 
 _FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_EOL = re.compile(rb"\r\n|\r(?!\n)|(?<!\r)\n")
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def _with_folder(address: str, folder: str) -> str:
 
 def _dot_stuffed(raw: bytes) -> bytes:
     """CRLF line ends, leading dots doubled (RFC 5321 §4.5.2), a final CRLF."""
-    data = _EOL.sub(b"\r\n", raw)
+    data = to_crlf(raw)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return re.sub(rb"(?m)^\.", b"..", data)

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from core import authresults, headers
+from mailformat import authresults, headers
 from tests.webmail_mail_helpers import clinical_message, xdm_zip
 from trust_space.models import Role
 from webmail.mail import mime, size_fr
@@ -303,8 +303,8 @@ def test_sizes_in_french() -> None:
     ("550-5.1.1 inconnu", 550, "5.1.1", "inconnu"),
 ])
 def test_one_reply_parser(line: str, code: int | None, enhanced: str, text: str) -> None:
-    """core.replies: LMTP, the webmail's submission and the timeline cut replies alike."""
-    from core.replies import parse_reply
+    """mailformat.replies: LMTP, the webmail's submission and the timeline cut replies alike."""
+    from mailformat.replies import parse_reply
 
     assert parse_reply(line) == parse_reply(line + "  ")
     found = parse_reply(line)

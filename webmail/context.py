@@ -16,9 +16,10 @@ from flask_login import UserMixin, current_user
 from sqlalchemy.orm import Session
 
 from certs.validation import TrustStore
-from core import audit, authresults
+from core import audit
 from core.db import Database
 from core.settings import Settings
+from mailformat import authresults
 from trust_space.models import Account, AccountKind, AccountState
 from webmail.errors import Forbidden
 from webmail.mailer import Mailer

@@ -7,19 +7,18 @@ the **first** field with our authserv-id (RFC 8601 §5); fields of other service
 
 A message can still be placed in a folder without the gateway (IMAP APPEND by a client or a
 delegate), with a forged or copied field. So a verdict counts only when the gateway's seal over
-it verifies (``core.authresults``: an HMAC under the operator's secret, binding the verdict to
+it verifies (``mailformat.authresults``: an HMAC under the operator's secret, binding the verdict to
 the fields a list shows); the list shows nothing else. In the read view a ``pass`` is
 confirmed once more by verifying the signature against the trust space (our CA and the peer
 operators' CAs, their CRLs) *at the time the gateway received it* and checking that the signer
 is the ``From`` address; if that fails the badge is a warning, never trusted. Headers are cut
-by ``core.headers`` (the gateway's parser): a header section the gateway would have refused
+by ``mailformat.headers`` (the gateway's parser): a header section the gateway would have refused
 cannot carry a verdict.
 """
 
 from __future__ import annotations
 
 import email.utils
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
@@ -28,13 +27,8 @@ from pathlib import Path
 from certs import smime
 from certs.errors import CertError
 from certs.validation import TrustStore
-from core import authresults, headers
+from mailformat import authresults, headers
 from webmail.context import mss
-
-_SMIME = re.compile(r"\bsmime\s*=\s*([A-Za-z]+)\s*(?:\(([^)]*)\))?", re.IGNORECASE)
-_REASON = re.compile(r'\breason\s*=\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
-_IDENTITY = re.compile(r'\bbody\.smime-identity\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]+)',
-                       re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -48,22 +42,29 @@ class Verdict:
 
 
 def verdict_of(values: list[str], authserv_id: str) -> Verdict:
-    """The verdict of the first field among ``values`` (in header order) with our id."""
+    """The verdict of the first field among ``values`` (in header order) with our id, read
+    with the gateway's grammar (``mailformat.authresults``)."""
     ours = authresults.normal_id(authserv_id)
     for value in values:
         if authresults.normal_id(authresults.authserv_id_of(value)) != ours:
             continue
-        found = _SMIME.search(value)
-        if found is None:
-            return Verdict("none")
-        comment = (found.group(2) or "").strip().lower()
-        encrypted = {"encrypted": True, "not encrypted": False}.get(comment)
-        reason = _REASON.search(value)
-        identity = _IDENTITY.search(value)
-        return Verdict(found.group(1).lower(), encrypted,
-                       identity.group(1).strip('"') if identity else None,
-                       reason.group(1).replace('\\"', '"') if reason else "")
+        try:
+            return _smime_verdict(authresults.parse(value))
+        except authresults.AuthResultsError:
+            return Verdict("temperror", reason="résultat de vérification illisible")
     return Verdict("absent")
+
+
+def _smime_verdict(found: authresults.AuthResults) -> Verdict:
+    """The ``smime`` result (RFC 7281) as the badge reads it: the comment right after the
+    result is the hop fact the gateway wrote, ``(encrypted)`` or ``(not encrypted)``."""
+    smime = found.result("smime")
+    if smime is None:
+        return Verdict("none")
+    comment = (smime.comment or "").strip().lower()
+    encrypted = {"encrypted": True, "not encrypted": False}.get(comment)
+    return Verdict(smime.result, encrypted, smime.property("body.smime-identity"),
+                   smime.reason or "")
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Voucher:
         if found is not None and found.report is not None:
             return Verdict("report", reason=found.report), found.at
         if found is not None:
-            return verdict_of([found.value], self.authserv_id), found.at
+            return _smime_verdict(found.results), found.at
         claimed = verdict_of(header.values(authresults.FIELD), self.authserv_id)
         return Verdict("absent" if claimed.result == "absent" else "forged"), None
 

@@ -23,7 +23,7 @@ from flask import flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from core import headers
+from mailformat import headers
 from mailstore.errors import MailboxNotFound
 from mailstore.imap import MailboxSession, Message
 from webmail.context import mss, record

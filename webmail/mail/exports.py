@@ -22,9 +22,9 @@ from flask_login import current_user
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
-from core import headers
 from core.errors import NotFound
 from core.localtime import paris
+from mailformat import headers
 from mailstore.imap import Message
 from webmail.errors import WebmailError
 from webmail.forms import EmptyForm

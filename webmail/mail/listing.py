@@ -23,7 +23,7 @@ from typing import Any
 
 from imapclient import imap_utf7
 
-from core import headers
+from mailformat import headers
 from mailstore.errors import ImapError
 from mailstore.imap import MailboxSession
 from webmail.mail.badge import Voucher

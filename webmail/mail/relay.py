@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.localtime import short_datetime
-from core.replies import parse_reply
+from mailformat.replies import parse_reply
 from spool import queue as q
 from spool.events import ATTEMPTS, Event, of_kinds
 from spool.models import DeliveryEvent, RecipientKind

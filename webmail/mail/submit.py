@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.errors import MssError
-from core.replies import parse_reply
 from core.settings import Settings
+from mailformat.replies import parse_reply
 
 log = logging.getLogger("mss.webmail.mail")
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from core import headers
+from mailformat import headers
 from mailstore.errors import ImapError, MailboxNotFound
 from mailstore.imap import MailboxSession
 from webmail.mail import listing

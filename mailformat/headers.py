@@ -17,9 +17,11 @@ disagree:
 
 Everything else (cutting, names, unfolded values, removing fields) is byte-exact: a header
 section is cut at its first empty line and kept as is, field by field, so that removing a
-field leaves every other byte in place. ``parse`` gives the same fields to a reader, leniently
-(for what is already stored): it cuts lines where the most lenient reader does (CRLF, LF or a
-bare CR) and records what ``check`` would have refused in ``Header.defects``.
+field leaves every other byte in place. The gateway cuts a message once into a ``Head`` (its
+fields and the message itself) and passes that along its steps, which read, remove and
+prepend fields without cutting the header again. ``parse`` gives the same fields to a reader,
+leniently (for what is already stored): it cuts lines where the most lenient reader does
+(CRLF, LF or a bare CR) and records what ``check`` would have refused in ``Header.defects``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from core.errors import MssError
+from mailformat.lineends import ANY_EOL
 
 # RFC 5322 §3.6: the fields a message has at most once ("Max number" 1 in the table); and
 # the MIME fields of RFC 2045 §3, which readers resolve differently when repeated (the
@@ -39,7 +43,6 @@ SINGLE = ("date", "from", "sender", "reply-to", "to", "cc", "bcc", "message-id",
 
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")  # ftext (RFC 5322 §3.6.8), then the colon
-_ANY_EOL = re.compile(rb"\r\n|\r|\n")  # where the most lenient reader ends a line
 _MIXED = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
@@ -60,8 +63,75 @@ class Header:
 
     def values(self, name: str) -> list[str]:
         """The unfolded values of the fields called ``name`` (any case), in order."""
+        return _values(self.fields, name)
+
+
+@dataclass(frozen=True)
+class Head:
+    """A message with its header section cut once: ``raw``, the message as it is, and its
+    ``fields`` in order, each with its continuation lines and line end, so that
+    ``b"".join(fields) + body == raw``. What the gateway's steps pass along (``Head.of``
+    cuts, and gives back a Head it is given); a new Head comes from a step that removes or
+    prepends fields, never from cutting the header again."""
+
+    raw: bytes
+    fields: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, message: bytes | Head) -> Head:
+        """``message`` cut (byte-exact, LF or CRLF line ends as they come), or ``message``
+        itself when it already is a Head."""
+        if isinstance(message, Head):
+            return message
+        return cls(message, tuple(_cut(split_head(message)[0])))
+
+    @property
+    def body(self) -> bytes:
+        """What follows the header section: the empty line and the body."""
+        return self.raw[sum(len(f) for f in self.fields):]
+
+    def values(self, name: str) -> list[str]:
+        """The unfolded values of the fields called ``name`` (any case), in order."""
+        return _values(self.fields, name)
+
+    def count(self, name: str) -> int:
+        """How many fields are called ``name`` (any case)."""
         wanted = name.lower()
-        return [field_value(f) for f in self.fields if field_name(f) == wanted]
+        return sum(1 for f in self.fields if field_name(f) == wanted)
+
+    def without(self, drop: Callable[[str], bool], *,
+                keep_field: Callable[[bytes], bool] | None = None) -> Head:
+        """This message without the fields whose lower-case name ``drop`` accepts (unless
+        ``keep_field`` says to keep that one); every other byte unchanged, and ``self`` when
+        nothing goes."""
+        kept = tuple(f for f in self.fields
+                     if not drop(field_name(f)) or (keep_field is not None and keep_field(f)))
+        if len(kept) == len(self.fields):
+            return self
+        return Head(b"".join(kept) + self.body, kept)
+
+    def prepended(self, fields: bytes) -> Head:
+        """This message with ``fields`` (one or more whole fields, each with its line end)
+        above the others; only ``fields`` is cut."""
+        return Head(fields + self.raw, (*_cut(fields), *self.fields))
+
+
+# A message as the gateway's steps take it: bytes (callers outside the gateway, reports) or the
+# Head the gateway cut once; a step that changes it gives it back in the same form.
+Message = TypeVar("Message", bytes, Head)
+
+
+def raw_of(message: bytes | Head) -> bytes:
+    """The bytes of ``message``, without cutting anything."""
+    return message.raw if isinstance(message, Head) else message
+
+
+def same_form(like: Message, changed: bytes | Head) -> Message:
+    """``changed`` in the form of ``like``: a Head when ``like`` is one (``changed`` cut only
+    if it is bytes, a new message), else bytes."""
+    if isinstance(like, Head):
+        return Head.of(changed)
+    return changed.raw if isinstance(changed, Head) else changed
 
 
 # ---------------------------------------------------------------------- cutting
@@ -76,9 +146,9 @@ def split_head(raw: bytes) -> tuple[bytes, bytes]:
     return raw[: found.start() + 1], raw[found.start() + 1:]
 
 
-def header_fields(head: bytes) -> list[bytes]:
-    """The fields of a header section ``check`` accepted, each with its continuation lines
-    and line ends (cut on LF: with a bare CR refused, that is where every reader cuts)."""
+def _cut(head: bytes) -> list[bytes]:
+    """The fields of a header section, each with its continuation lines and line ends (cut on
+    LF: with a bare CR refused by ``check``, that is where every reader cuts)."""
     fields: list[bytes] = []
     lines = head.split(b"\n")
     for index, line in enumerate(lines):
@@ -90,6 +160,11 @@ def header_fields(head: bytes) -> list[bytes]:
         else:
             fields.append(piece)
     return fields
+
+
+def _values(fields: Iterable[bytes], name: str) -> list[str]:
+    wanted = name.lower()
+    return [field_value(f) for f in fields if field_name(f) == wanted]
 
 
 def field_name(field: bytes) -> str:
@@ -108,30 +183,29 @@ def field_value(field: bytes) -> str:
     return field_value_bytes(field).decode("utf-8", "replace")
 
 
-def drop_fields(raw: bytes, drop: Callable[[str], bool], *,
-                keep_field: Callable[[bytes], bool] | None = None) -> bytes:
-    """``raw`` without the header fields whose lower-case name ``drop`` accepts (unless
-    ``keep_field`` says to keep that one); every other byte unchanged."""
-    head, rest = split_head(raw)
-    fields = header_fields(head)
-    kept = [f for f in fields
-            if not drop(field_name(f)) or (keep_field is not None and keep_field(f))]
-    return raw if len(kept) == len(fields) else b"".join(kept) + rest
-
-
 # ---------------------------------------------------------------------- checking
-def check(raw: bytes) -> list[bytes]:
-    """The fields of the message ``raw``, once its header section is one that every reader
-    reads the same way (module docstring).
+def checked(message: bytes | Head) -> Head:
+    """``message`` cut once, once its header section is one that every reader reads the same
+    way (module docstring): the gateway's first content step.
 
     Raises:
         HeaderError: the first defect found, in French then English.
     """
-    head, rest = split_head(raw)
-    defects = _defects(head + _separator(rest), header_fields(head), strict=True)
+    head = Head.of(message)
+    section = b"".join(head.fields)
+    defects = _defects(section + _separator(head.body), head.fields, strict=True)
     if defects:
         raise HeaderError(defects[0])
-    return header_fields(head)
+    return head
+
+
+def check(raw: bytes) -> list[bytes]:
+    """The fields of the message ``raw`` (``checked``).
+
+    Raises:
+        HeaderError: the first defect found, in French then English.
+    """
+    return list(checked(raw).fields)
 
 
 def _separator(rest: bytes) -> bytes:
@@ -174,7 +248,7 @@ def parse(block: bytes) -> Header:
     shows these fields and must not trust anything the gateway vouched for when
     ``defects`` is not empty."""
     section = block.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    lines = [line for line in _ANY_EOL.split(section) if line]
+    lines = [line for line in ANY_EOL.split(section) if line]
     fields: list[bytes] = []
     for line in lines:
         if line[:1] in (b" ", b"\t") and fields:
