@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
                 newest = session.sorted_uids("INBOX")[:50]
                 assert len(listing.rows(session, "INBOX", newest, voucher)) == 50
 
-        pooled = _report("mailstore.pool (warm) — select + 50 envelopes",
+        pooled = _report("mailstore.pool (warm) — select + 50 list lines",
                          _measure(pooled_view, args.rounds))
         plain = _report("imaplib — TLS + login + select + 50 envelopes",
                         _measure(lambda: _imaplib_view(space, creds.login_for(address),
