@@ -54,6 +54,8 @@ from core.db import Database  # noqa: E402
 from mailstore import fts  # noqa: E402
 from mailstore.config import Options  # noqa: E402
 from mailstore.credentials import master_credentials  # noqa: E402
+from mailstore.imap import imaplib_of  # noqa: E402
+from mailstore.listing import ITEMS  # noqa: E402
 from mailstore.service import DovecotService  # noqa: E402
 from tests.mailstore_fixtures import (  # noqa: E402
     PASSWORD,
@@ -64,7 +66,6 @@ from tests.mailstore_fixtures import (  # noqa: E402
     publish_crl,
 )
 from webmail.mail import fulltext  # noqa: E402
-from webmail.mail.listing import ITEMS  # noqa: E402
 
 USER = "marie"
 PER_PAGE = 50
@@ -227,7 +228,7 @@ class Imap:
             page.setdefault(name, []).append(uid)
         for name, uids in page.items():
             self.client.select_folder(name)
-            self.client._imap.uid("FETCH", ",".join(map(str, uids)), ITEMS)
+            imaplib_of(self.client).uid("FETCH", ",".join(map(str, uids)), ITEMS)
         return sum(len(uids) for uids in found.values())
 
     def warm(self) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailstore.config import Options  # noqa: E402
+from mailstore.listing import ITEMS  # noqa: E402
 from mailstore.service import DovecotService  # noqa: E402
 from tests.mailstore_fixtures import (  # noqa: E402
     PASSWORD,
@@ -47,7 +48,6 @@ from tests.mailstore_fixtures import (  # noqa: E402
     make_settings,
     open_tempdir,
 )
-from webmail.mail.listing import ITEMS  # noqa: E402
 
 USER = "marie"
 PER_PAGE = 50

@@ -23,17 +23,16 @@ the shared namespace keep working. Dovecot sees a rewritten file within ``acl_ca
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db import Database
 from mailstore.config import OWNER_RIGHTS, SPECIAL_FOLDERS, DovecotPaths, ProcessUsers
-from trust_space.models import Account, Delegation, Mailbox, MailboxKind, MailboxState
+from trust_space.holdings import NOT_CLOSED, local_mailboxes, logins_of, mailboxes_of
+from trust_space.models import MailboxKind
 from trust_space.policy import imap_acl_rights
 
 ADMIN_RIGHT = "a"  # RFC 4314 §2.1: administer (SETACL/DELETEACL/GETACL/LISTRIGHTS)
@@ -49,23 +48,19 @@ class AclReport:
 
 
 def delegations(session: Session) -> dict[str, dict[str, str]]:
-    """Every local, not closed organisational mailbox with its delegates' logins and rights."""
-    rows = session.execute(
-        select(Mailbox.address, Account.login, Delegation.role)
-        .join(Delegation, Delegation.mailbox_id == Mailbox.id)
-        .join(Account, Account.professional_id == Delegation.professional_id)
-        .where(Mailbox.kind == MailboxKind.ORGANISATIONAL, Mailbox.operator_id.is_(None),
-               Mailbox.state != MailboxState.CLOSED)
-    ).all()
-    result: dict[str, dict[str, str]] = defaultdict(dict)
-    orgs = session.scalars(select(Mailbox.address).where(
-        Mailbox.kind == MailboxKind.ORGANISATIONAL, Mailbox.operator_id.is_(None),
-        Mailbox.state != MailboxState.CLOSED))
-    for address in orgs:
-        result[address] = {}
-    for address, login, role in rows:
-        result[address][login] = imap_acl_rights(role).replace(ADMIN_RIGHT, "")
-    return dict(result)
+    """Every local, not closed organisational mailbox with its delegates' logins and rights
+    (a delegate without an account has no login, hence no right)."""
+    result: dict[str, dict[str, str]] = {
+        address: {} for address in local_mailboxes(
+            session, kind=MailboxKind.ORGANISATIONAL, states=NOT_CLOSED)}
+    held = mailboxes_of(session, None, kind=MailboxKind.ORGANISATIONAL, states=NOT_CLOSED)
+    logins = logins_of(session, {h.professional_id for h in held})
+    for holding in held:
+        login = logins.get(holding.professional_id)
+        if login is not None and holding.role is not None:
+            rights = imap_acl_rights(holding.role).replace(ADMIN_RIGHT, "")
+            result.setdefault(holding.address, {})[login] = rights
+    return result
 
 
 def sync(db: Database, paths: DovecotPaths, users: ProcessUsers) -> AclReport:

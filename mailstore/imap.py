@@ -1,10 +1,10 @@
 """The webmail's IMAP client layer, on IMAPClient (synchronous, like the Flask webmail).
 
 A ``MailboxSession`` is one logged-in IMAP connection for one user, with the operations the
-mail views need: folders with unread counts, a page of envelopes newest first (server-side
-SORT), one message raw and parsed, flags, move, expunge, append, search, quota. Every message
-is addressed by UID. ``mailstore.pool.ImapPool`` hands sessions out and keeps them open
-between page views.
+mail views need: folders with unread counts, UIDs newest first (server-side SORT), one message
+raw and parsed, flags, move, expunge, append, search, quota. Every message is addressed by
+UID. ``mailstore.pool.ImapPool`` hands sessions out and keeps them open between page views;
+what a message list shows of each message is ``mailstore.listing``'s.
 
 Organisational mailboxes are folders of the shared namespace: ``shared_folder(address)`` gives
 ``shared/<address>/INBOX`` and the same operations apply, within the delegate's rights.
@@ -15,14 +15,13 @@ from __future__ import annotations
 import email
 import email.parser
 import email.policy
-import email.utils
+import imaplib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from email.header import decode_header, make_header
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
@@ -30,15 +29,21 @@ from imapclient.exceptions import IMAPClientError
 from mailstore.config import SEPARATOR, SHARED_PREFIX
 from mailstore.errors import ImapError, MailboxNotFound
 
-# The list view needs four header fields, flags and size. They are fetched as raw header text
-# through imaplib (under IMAPClient) and parsed by the email package: IMAPClient's pure-Python
-# parser of ENVELOPE structures costs several times the round trip itself (bench/imap_bench.py).
-HEADER_FIELDS = "BODY.PEEK[HEADER.FIELDS (DATE FROM TO SUBJECT)]"
 _APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
-_UID = re.compile(rb"\bUID (\d+)")
-_FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
-_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _HEADERS = email.parser.HeaderParser(policy=email.policy.compat32)
+
+
+def imaplib_of(client: IMAPClient) -> imaplib.IMAP4:
+    """The imaplib connection IMAPClient drives, for the commands whose raw answer is read
+    here: LIST … RETURN (STATUS …) (RFC 5819), which IMAPClient has no call for, and the
+    FETCH, SORT, SEARCH and GETQUOTAROOT answers of the list views, which IMAPClient's
+    response parser takes longer to read than the server to send (bench/imap_bench.py).
+
+    IMAPClient 4.1.0 (requirements.lock) keeps it in the private attribute ``_imap`` and has
+    no public accessor: this is the one place that reads it, and
+    ``tests/test_mailstore_client.py::test_imaplib_under_imapclient`` fails if it changes.
+    """
+    return cast(imaplib.IMAP4, client._imap)
 
 
 def shared_folder(address: str, folder: str = "INBOX") -> str:
@@ -52,29 +57,6 @@ class Folder:
     special_use: str | None  # "\\Sent", "\\Drafts", "\\Trash" or None
     messages: int
     unseen: int
-
-
-@dataclass(frozen=True)
-class Envelope:
-    uid: int
-    date: datetime | None
-    subject: str
-    sender: str  # "Name <address>" of From
-    to: tuple[str, ...]
-    flags: tuple[str, ...]
-    size: int
-
-    @property
-    def seen(self) -> bool:
-        return "\\Seen" in self.flags
-
-
-@dataclass(frozen=True)
-class Page:
-    envelopes: list[Envelope]
-    total: int
-    page: int
-    per_page: int
 
 
 @dataclass(frozen=True)
@@ -133,29 +115,6 @@ class MailboxSession:
         self._selected = folder
 
     # ------------------------------------------------------------------ reading
-    def page(self, folder: str, page: int = 1, per_page: int = 50) -> Page:
-        """A page of envelopes, newest (Date header) first."""
-        uids = self.sorted_uids(folder)
-        start = max(page - 1, 0) * per_page
-        chunk = uids[start:start + per_page]
-        fetched = self._fetch_envelopes(chunk) if chunk else {}
-        envelopes = [fetched[uid] for uid in chunk if uid in fetched]
-        return Page(envelopes, len(uids), page, per_page)
-
-    def _fetch_envelopes(self, uids: list[int]) -> dict[int, Envelope]:
-        raw = self.client._imap  # the imaplib connection IMAPClient drives (see HEADER_FIELDS)
-        try:
-            typ, data = raw.uid("FETCH", ",".join(map(str, uids)),
-                                f"(UID FLAGS RFC822.SIZE {HEADER_FIELDS})")
-        except raw.error as exc:
-            raise ImapError(f"Erreur IMAP : {exc}") from exc
-        result = {}
-        for item in data:
-            if isinstance(item, tuple) and (uid := _UID.search(item[0])):
-                env = _envelope(int(uid.group(1)), item[0], item[1])
-                result[env.uid] = env
-        return result
-
     def sorted_uids(self, folder: str, criteria: Sequence[Any] = ("ALL",)) -> list[int]:
         """UIDs matching ``criteria``, newest first (SORT DATE reversed, RFC 5256), the
         later arrival first among messages of the same second."""
@@ -278,31 +237,3 @@ class MailboxSession:
 
 def _flags(raw: Iterable[bytes | str]) -> tuple[str, ...]:
     return tuple(f.decode() if isinstance(f, bytes) else f for f in raw)
-
-
-def _envelope(uid: int, prefix: bytes, header_block: bytes) -> Envelope:
-    # Raw 8-bit header values (SMTPUTF8, broken senders) are taken as UTF-8.
-    headers = _HEADERS.parsestr(header_block.decode("utf-8", "replace"))
-    flags = _FLAGS.search(prefix)
-    size = _SIZE.search(prefix)
-    try:
-        when = email.utils.parsedate_to_datetime(headers["Date"]) if headers["Date"] else None
-    except (TypeError, ValueError):
-        when = None
-    to = tuple(_text_str(f"{name} <{addr}>" if name else addr)
-               for name, addr in email.utils.getaddresses(headers.get_all("To", [])))
-    return Envelope(uid, when, _text_str(headers["Subject"]), _text_str(headers["From"]), to,
-                    tuple(f.decode() for f in flags.group(1).split()) if flags else (),
-                    int(size.group(1)) if size else 0)
-
-
-def _text_str(value: str | None) -> str:
-    """A header value with RFC 2047 encoded words decoded."""
-    if not value:
-        return ""
-    if "=?" not in value:
-        return value.strip()
-    try:
-        return str(make_header(decode_header(value))).strip()
-    except (ValueError, LookupError):
-        return value.strip()

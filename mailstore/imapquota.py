@@ -18,13 +18,12 @@ A gauge is a convenience: when the server does not say, the answer is None.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from imapclient import IMAPClient, imap_utf7
 from imapclient.exceptions import IMAPClientAbortError
 
 from mailstore.config import SHARED_PREFIX
-from mailstore.imap import Quota
+from mailstore.imap import Quota, imaplib_of
 
 _SIZE = re.compile(rb"\bSIZE (\d+)")
 _STORAGE = re.compile(rb"\bSTORAGE (\d+) (\d+)")
@@ -34,7 +33,7 @@ def own_usage(client: IMAPClient) -> Quota | None:
     """The STORAGE quota of the logged-in user's own mailbox, None without one. Through
     imaplib under IMAPClient: IMAPClient's parser of the answer costs twice the round trip
     (1.5 ms of 2.2 ms measured), and every mail page asks it."""
-    raw: Any = client._imap
+    raw = imaplib_of(client)
     try:
         typ, data = raw.getquotaroot("INBOX")
     except raw.abort as exc:
@@ -52,7 +51,7 @@ def own_usage(client: IMAPClient) -> Quota | None:
 def shared_usage(client: IMAPClient, address: str, limit_kb: int | None) -> Quota | None:
     """The size of an organisational mailbox seen through the shared namespace, against
     ``limit_kb`` (see the module docstring); None when the server lists nothing of it."""
-    raw: Any = client._imap  # LIST-STATUS: IMAPClient has no call for it (listing.py alike)
+    raw = imaplib_of(client)  # LIST-STATUS: IMAPClient has no call for it
     root = f"{SHARED_PREFIX}{address.lower()}"
     pattern = imap_utf7.encode(root).decode("ascii").replace('"', "") + "*"
     try:

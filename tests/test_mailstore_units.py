@@ -102,8 +102,12 @@ def test_delegations_become_rights(sqlite_db: Database) -> None:
         "p0@mss.test": "lrswip", "p1@mss.test": "lrswipkxte", "p2@mss.test": "lrswipkxte"}}
 
 
-def test_envelope_from_raw_headers() -> None:
-    from mailstore.imap import _envelope
+def test_list_row_from_raw_headers() -> None:
+    from mailstore.listing import Row, _row
+    from webmail.mail.badge import Voucher
+
+    def _envelope(uid: int, prefix: bytes, block: bytes) -> Row:
+        return _row(uid, prefix, block, False, Voucher("mss.test", b"\x00" * 32))
 
     prefix = (b"3 (UID 7 FLAGS (\\Seen \\Flagged) RFC822.SIZE 99 "
               b"BODY[HEADER.FIELDS (DATE FROM TO SUBJECT)] {120}")

@@ -12,6 +12,7 @@ from email.message import EmailMessage
 import pytest
 
 from mailformat import authresults, headers
+from mailstore.listing import _parse, sender_label
 from tests.webmail_mail_helpers import clinical_message, xdm_zip
 from trust_space.models import Role
 from webmail.mail import mime, size_fr
@@ -27,7 +28,6 @@ from webmail.mail.drafting import (
     security_field,
     split_addresses,
 )
-from webmail.mail.listing import _parse, sender_label
 from webmail.mail.receipts import build_mdn
 from webmail.mail.sanitise import frame_csp, sanitise
 

@@ -24,6 +24,7 @@ from trust_space.errors import (
     UnknownProfessional,
     WeakPassword,
 )
+from trust_space.holdings import NOT_CLOSED, mailboxes_of
 from trust_space.models import (
     Account,
     AccountKind,
@@ -148,10 +149,9 @@ def find_professional(session: Session, identifier: str) -> tuple[Professional, 
 
 
 def _personal_address(session: Session, professional: Professional) -> str:
-    boxes = session.execute(select(Mailbox).where(
-        Mailbox.professional_id == professional.id, Mailbox.kind == MailboxKind.PERSONAL,
-        Mailbox.operator_id.is_(None), Mailbox.state != MailboxState.CLOSED)).scalars().all()
-    boxes = sorted(boxes, key=lambda m: (m.state is not MailboxState.PUBLISHED, m.id))
+    boxes = sorted(mailboxes_of(session, professional.id, kind=MailboxKind.PERSONAL,
+                                states=NOT_CLOSED),
+                   key=lambda m: (m.state is not MailboxState.PUBLISHED, m.mailbox_id))
     return boxes[0].address if boxes else ""
 
 
@@ -375,9 +375,9 @@ def reactivate(session: Session, account: Account) -> None:
     """
     if account.state is AccountState.ACTIVE:
         raise AccountActionRefused(f"Le compte {account.login} est déjà actif.")
-    states = set(session.scalars(select(Mailbox.state).where(
-        Mailbox.professional_id == account.professional_id, Mailbox.operator_id.is_(None),
-        Mailbox.kind == MailboxKind.PERSONAL))) if account.professional_id else set()
+    states = {m.state for m in mailboxes_of(session, account.professional_id,
+                                            kind=MailboxKind.PERSONAL)} \
+        if account.professional_id else set()
     if states == {MailboxState.CLOSED}:
         raise AccountActionRefused(f"La boîte personnelle de {account.login} est fermée : le "
                                    "compte ne peut pas être réactivé.")

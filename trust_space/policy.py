@@ -14,10 +14,10 @@ from cryptography import x509
 from sqlalchemy import bindparam, select
 
 from core.db import Executor
+from trust_space.holdings import mailboxes_of
 from trust_space.models import (
     Account,
     AccountKind,
-    Delegation,
     Mailbox,
     MailboxKind,
     MailboxState,
@@ -106,8 +106,6 @@ class _Held:
 # Built once: the relay asks for every MAIL FROM and RCPT TO (core.db.Executor).
 _LOCAL_MAILBOX = (select(Mailbox.id, Mailbox.kind, Mailbox.state, Mailbox.professional_id)
                   .where(Mailbox.address == bindparam("address"), Mailbox.operator_id.is_(None)))
-_DELEGATION = select(Delegation.id).where(Delegation.mailbox_id == bindparam("mailbox"),
-                                          Delegation.professional_id == bindparam("who"))
 _TRUSTED = select(TrustedDomain.id).where(TrustedDomain.domain == bindparam("domain"))
 
 
@@ -119,8 +117,9 @@ def _local_mailbox(session: Executor, address: str) -> _Held | None:
 
 def _has_delegation(session: Executor, mailbox_id: int, professional_id: int) -> bool:
     # Every role may send (administrator, manager, user); roles differ in mailbox rights only.
-    found = session.execute(_DELEGATION, {"mailbox": mailbox_id, "who": professional_id})
-    return found.first() is not None
+    # Whatever the state: holding is decided before it (``may_send_as``).
+    return bool(mailboxes_of(session, professional_id, kind=MailboxKind.ORGANISATIONAL,
+                             mailbox_id=mailbox_id))
 
 
 def _is_holder(session: Executor, identity: Identity, mailbox: _Held) -> Decision | None:

@@ -21,7 +21,6 @@ from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 from flask_login import current_user
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
@@ -29,7 +28,8 @@ from mailstore.config import SEPARATOR, SHARED_PREFIX
 from mailstore.imap import MailboxSession
 from mailstore.pool import ImapPool
 from trust_space.collaborators import ROLE_FR
-from trust_space.models import Delegation, Mailbox, MailboxKind, MailboxState, Role
+from trust_space.holdings import mailboxes_of
+from trust_space.models import MailboxKind, MailboxState, Role
 from trust_space.policy import role_rights
 from webmail.context import mss, record
 from webmail.errors import Forbidden
@@ -106,15 +106,17 @@ class Box:
         return imap_name[len(prefix):] if imap_name.startswith(prefix) else None
 
 
-def _own_box(session: Session) -> Box | None:
-    mailbox = session.scalar(select(Mailbox).where(
-        Mailbox.address == current_user.login.lower(), Mailbox.operator_id.is_(None),
-        Mailbox.kind == MailboxKind.PERSONAL,
-        Mailbox.professional_id == current_user.professional_id))
+def _own_box(session: Session, professional_id: int) -> Box | None:
+    # The personal mailbox named by the login, whatever its state: the state was checked at
+    # login (``webmail.login.check_webmail_access``), not again on each request.
+    login = current_user.login.lower()
+    mailbox = next((m for m in mailboxes_of(session, professional_id, kind=MailboxKind.PERSONAL)
+                    if m.address == login), None)
     if mailbox is None:
         return None
-    return Box(mailbox.id, mailbox.address, mailbox.display_name or current_user.display_name
-               or mailbox.address, mailbox.kind, None, rights_of(None))
+    return Box(mailbox.mailbox_id, mailbox.address, mailbox.display_name
+               or current_user.display_name or mailbox.address, mailbox.kind, None,
+               rights_of(None))
 
 
 def accessible_boxes() -> list[Box]:
@@ -127,14 +129,13 @@ def accessible_boxes() -> list[Box]:
         # Read-only: the top bar asks for the boxes while a page renders inside its own
         # write transaction (SQLite: a second writer would wait for the first).
         with mss().db.read() as session:
-            own = _own_box(session)
+            own = _own_box(session, current_user.professional_id)
             boxes = [own] if own else []
-            rows = session.execute(select(Mailbox, Delegation.role).join(Delegation).where(
-                Delegation.professional_id == current_user.professional_id,
-                Mailbox.kind == MailboxKind.ORGANISATIONAL, Mailbox.operator_id.is_(None),
-                Mailbox.state == MailboxState.PUBLISHED).order_by(Mailbox.display_name))
-            boxes += [Box(m.id, m.address, m.display_name or m.address, m.kind, role,
-                          rights_of(role)) for m, role in rows]
+            held = mailboxes_of(session, current_user.professional_id,
+                                kind=MailboxKind.ORGANISATIONAL,
+                                states=(MailboxState.PUBLISHED,))
+            boxes += [Box(m.mailbox_id, m.address, m.display_name or m.address, m.kind, m.role,
+                          rights_of(m.role)) for m in held]
     g.mail_boxes = boxes
     return boxes
 

@@ -127,7 +127,7 @@ def restore(box: Box, folder: str) -> Response:
         return _nothing(box, TRASH)
     groups: dict[str, list[int]] = {}
     with imap() as session:
-        from webmail.mail.listing import rows
+        from mailstore.listing import rows
 
         uids = selection.resolve(session, box, TRASH)
         for chunk in batches(uids):

@@ -24,11 +24,12 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from mailformat import headers
+from mailstore import listing
 from mailstore.errors import MailboxNotFound
 from mailstore.imap import MailboxSession, Message
 from webmail.context import mss, record
 from webmail.forms import EmptyForm
-from webmail.mail import PER_PAGE, bp, listing, threads
+from webmail.mail import PER_PAGE, bp, threads
 from webmail.mail.access import Box, Right, accessible_boxes, audit, imap, mailbox_route
 from webmail.mail.badge import voucher
 from webmail.mail.folders import DRAFTS, SENT, TRASH, box_folders, directory_names, label

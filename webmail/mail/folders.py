@@ -10,12 +10,13 @@ from flask import flash, redirect, render_template, request, url_for
 from imapclient.exceptions import IMAPClientError
 from werkzeug.wrappers import Response
 
+from mailstore import listing
 from mailstore.errors import ImapError
 from mailstore.imap import MailboxSession
 from trust_space.directory import display_names
 from webmail.context import mss
 from webmail.forms import EmptyForm
-from webmail.mail import bp, listing, listview
+from webmail.mail import bp, listview
 from webmail.mail.access import (
     INBOX,
     Box,

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from mailstore import fts
+from mailstore import fts, listing
 from mailstore.errors import ImapError, MailboxNotFound
-from mailstore.imap import MailboxSession
-from webmail.mail import listing
+from mailstore.imap import MailboxSession, imaplib_of
 from webmail.mail.badge import Voucher
 
 log = logging.getLogger("mss.webmail.mail")
@@ -207,7 +206,7 @@ def sent_dates(session: MailboxSession, uids: list[int]) -> dict[int, float]:
     date (RFC 5256 §2.2, what ``UID SORT (DATE)`` orders by), as POSIX timestamps."""
     if not uids:
         return {}
-    raw = session.client._imap  # imaplib under IMAPClient (listing's module docstring)
+    raw = imaplib_of(session.client)  # listing's module docstring
     try:
         typ, data = raw.uid("FETCH", ",".join(map(str, uids)),
                             "(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS (DATE)])")
@@ -246,7 +245,7 @@ def with_attachment(session: MailboxSession, folder: str, uids: list[int]) -> li
     their BODYSTRUCTURE as the list's "PJ" marker is (``listing.has_attachment``), in
     batches of 500. (Dovecot's index cannot say: Xapian indexes no Content-Type.)"""
     session.select(folder)
-    raw = session.client._imap
+    raw = imaplib_of(session.client)
     kept: set[int] = set()
     for start in range(0, len(uids), 500):
         batch = uids[start:start + 500]
@@ -256,7 +255,7 @@ def with_attachment(session: MailboxSession, folder: str, uids: list[int]) -> li
             raise ImapError(f"Erreur IMAP : {exc}") from exc
         if typ != "OK":
             raise ImapError("Erreur IMAP : structure refusée")
-        for pieces in listing._messages(data):
+        for pieces in listing.messages(data):
             text = b"".join(prefix + literal for prefix, literal in pieces)
             uid = _UID.search(text)
             if uid is not None and listing.has_attachment(text):

@@ -25,7 +25,6 @@ Every string sent to the server here comes from the tables below, never from the
 
 from __future__ import annotations
 
-import re
 import threading
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,9 +32,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
+from imapclient.exceptions import IMAPClientError
+
+from mailstore import listing
 from mailstore.errors import ImapError
-from mailstore.imap import MailboxSession
-from webmail.mail import listing
+from mailstore.imap import MailboxSession, imaplib_of
 
 # URL value -> (IMAP sort key, with SORT=DISPLAY; without it), French label, first direction.
 SORTS: dict[str, tuple[str, str, str, bool]] = {
@@ -53,7 +54,7 @@ FILTERS: dict[str, tuple[str, str]] = {  # URL value -> (SEARCH criteria, French
 }
 PAGE_SIZES = (25, 50, 100)
 BATCH = 500  # UIDs per FETCH or STORE/MOVE command: bounded commands, bounded answers
-_STATUS = re.compile(rb"(UIDVALIDITY|UIDNEXT|MESSAGES|HIGHESTMODSEQ) (\d+)")
+_STATUS = (b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES", b"HIGHESTMODSEQ")  # snapshot
 
 
 @dataclass(frozen=True)
@@ -133,19 +134,16 @@ _LOCK = threading.Lock()
 
 def snapshot(session: MailboxSession, folder: str) -> Snapshot | None:
     """The state of ``folder`` (selected and synchronised first), None if not said."""
-    raw = session.client._imap
     session.select(folder)
     session.noop()  # the selected view first: STATUS alone may describe a stale one
     try:
-        typ, data = raw.status(listing._quoted(folder),
-                               "(UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)")
-    except raw.error:
+        found = session.client.folder_status(folder, _STATUS)
+    except IMAPClientError:  # imaplib's error (IMAPClient's name for it): a refusal or the end
         return None
-    found = dict(_STATUS.findall(b" ".join(d for d in data if isinstance(d, bytes))))
-    if typ != "OK" or len(found) < 3:
+    if any(key not in found for key in _STATUS[:3]):
         return None
     return Snapshot(int(found[b"UIDVALIDITY"]), int(found[b"UIDNEXT"]),
-                    int(found[b"MESSAGES"]), int(found.get(b"HIGHESTMODSEQ", b"0")))
+                    int(found[b"MESSAGES"]), int(found.get(b"HIGHESTMODSEQ", 0)))
 
 
 def view_uids(session: MailboxSession, folder: str, view: View, *, sent: bool = False,
@@ -177,7 +175,7 @@ def view_uids(session: MailboxSession, folder: str, view: View, *, sent: bool = 
 
 def _ordered(session: MailboxSession, key: str, criteria: str) -> list[int]:
     """Ascending UIDs matching ``criteria`` by ``key``: UID SORT, else arrival order."""
-    raw = session.client._imap
+    raw = imaplib_of(session.client)  # IMAPClient's parser of long answers: threads._command
     try:
         if session.client.has_capability("SORT"):
             typ, data = raw.uid("SORT", f"({key})", "UTF-8", criteria)
@@ -192,7 +190,7 @@ def _ordered(session: MailboxSession, key: str, criteria: str) -> list[int]:
 
 def search_uids(session: MailboxSession, criteria: str) -> list[int]:
     """UIDs (ascending) of the selected folder matching ``criteria`` (built here)."""
-    raw = session.client._imap
+    raw = imaplib_of(session.client)  # IMAPClient's parser of long answers: threads._command
     try:
         typ, data = raw.uid("SEARCH", criteria)
     except raw.error as exc:
@@ -220,7 +218,7 @@ def attachment_uids(session: MailboxSession, folder: str, state: Snapshot | None
 
 
 def _judge(session: MailboxSession, uids: Sequence[int]) -> set[int]:
-    raw = session.client._imap
+    raw = imaplib_of(session.client)  # IMAPClient's parser of long answers: threads._command
     try:
         typ, data = raw.uid("FETCH", uid_set(uids), "(UID BODYSTRUCTURE)")
     except raw.error as exc:
@@ -228,12 +226,12 @@ def _judge(session: MailboxSession, uids: Sequence[int]) -> set[int]:
     if typ != "OK":
         raise ImapError("Erreur IMAP : lecture des structures refusée")
     found = set()
-    for pieces in listing._messages(data):
+    for pieces in listing.messages(data):
         # Joined as the list's rows join theirs (``listing._parse``): the same verdict.
         text = b"".join(p for p, _ in pieces) + b"".join(lit for _, lit in pieces)
-        uid = listing._UID.search(text)
+        uid = listing.uid_of(text)
         if uid is not None and listing.has_attachment(text):
-            found.add(int(uid.group(1)))
+            found.add(uid)
     return found
 
 

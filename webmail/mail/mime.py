@@ -18,7 +18,7 @@ from datetime import datetime
 from email.message import EmailMessage, Message
 
 from core.errors import NotFound
-from webmail.mail.listing import display, parse_date
+from mailstore.listing import display, parse_date
 
 SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
 ENVELOPED_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime")

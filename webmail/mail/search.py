@@ -17,9 +17,10 @@ from typing import Any
 
 from flask import render_template, request
 
+from mailstore import listing
 from mailstore.imap import MailboxSession
 from webmail.forms import EmptyForm
-from webmail.mail import PER_PAGE, bp, fulltext, listing, listview
+from webmail.mail import PER_PAGE, bp, fulltext, listview
 from webmail.mail.access import Box, Right, accessible_boxes, audit, imap, mailbox_route
 from webmail.mail.badge import voucher
 from webmail.mail.folders import DRAFTS, SENT, TRASH, box_folders, directory_names, label

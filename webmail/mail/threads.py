@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from mailformat import headers
+from mailstore import listing
 from mailstore.errors import ImapError, MailboxNotFound
-from mailstore.imap import MailboxSession
-from webmail.mail import listing
+from mailstore.imap import MailboxSession, imaplib_of
 from webmail.mail.badge import Voucher
 
 ALGORITHMS = ("REFS", "REFERENCES")  # preferred first (module docstring)
@@ -121,7 +121,7 @@ def _command(session: MailboxSession, folder: str, *args: str) -> bytes:
     """A UID command's untagged answer, through imaplib under IMAPClient (whose parser of a
     10,000-number answer costs more than the server's work, bench/imap_bench.py)."""
     session.select(folder)
-    raw = session.client._imap
+    raw = imaplib_of(session.client)
     try:
         typ, data = raw.uid(*args)
     except raw.error as exc:
@@ -214,7 +214,7 @@ def _senders(session: MailboxSession, folder: str, uids: list[int]
     if not uids:
         return {}
     session.select(folder)
-    raw = session.client._imap
+    raw = imaplib_of(session.client)
     try:
         typ, data = raw.uid("FETCH", ",".join(map(str, uids)),
                             "(UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM)])")

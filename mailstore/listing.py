@@ -1,11 +1,12 @@
-"""Message lists: what the list shows of each message (the order and the page are
-``listview``'s).
+"""Message lists: what a list shows of each message, read over IMAP (the order and the page
+are the webmail's ``webmail.mail.listview``).
 
-Besides what ``MailboxSession.page`` gives (date, sender, recipients, subject, flags, size),
-the list marks attachments and the security verdict, so one FETCH asks for the body structure
-and our ``Authentication-Results`` field too. Like ``mailstore.imap`` it goes through the
-imaplib connection under IMAPClient and parses the header block with the email package:
-IMAPClient's own response parser costs more than the round trip (bench/imap_bench.py).
+Date, sender, recipients, subject, flags and size, plus the attachment marker and the security
+verdict: one UID FETCH asks for the body structure and our ``Authentication-Results`` field
+too. It goes through the imaplib connection under IMAPClient (``mailstore.imap.imaplib_of``)
+and cuts the header block with the gateway's parser (``core.headers``): IMAPClient's own
+response parser costs more than the round trip (bench/imap_bench.py). The verdict is not
+decided here: the caller's ``Voucher`` (the webmail's ``badge.Voucher``) reads it.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email.header import decode_header, make_header
-from typing import Any
+from typing import Any, Protocol
 
 from imapclient import imap_utf7
 
 from mailformat import headers
 from mailstore.errors import ImapError
-from mailstore.imap import MailboxSession
-from webmail.mail.badge import Voucher
+from mailstore.imap import MailboxSession, imaplib_of
 
 FIELDS = ("DATE FROM SENDER TO CC SUBJECT MESSAGE-ID AUTHENTICATION-RESULTS "
           "DISPOSITION-NOTIFICATION-TO")
@@ -44,6 +44,25 @@ _FOLD = re.compile(r"\r?\n[ \t]+")
 _NAME_ADDR = re.compile(r"^\s*(.*?)\s*<([^<>]*)>\s*$")
 
 
+class Verdict(Protocol):
+    """What a list line shows of the security verdict."""
+
+    @property
+    def result(self) -> str: ...  # pass / fail / none / temperror / absent / forged / report
+
+    @property
+    def encrypted(self) -> bool | None: ...
+
+
+class Voucher(Protocol):
+    """Reads the gateway's verdict from a message's header section (the webmail's
+    ``badge.Voucher``: our authserv-id and the seal key)."""
+
+    def verdict(self, header: headers.Header) -> tuple[Verdict, datetime | None]:
+        """The verdict and the gateway's time (None when it sealed none)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of a message list."""
@@ -56,7 +75,7 @@ class Row:
     flags: tuple[str, ...]
     size: int
     attachment: bool
-    security: str  # pass / fail / none / temperror / absent (badge.Verdict.result)
+    security: str  # pass / fail / none / temperror / absent (Verdict.result)
     encrypted: bool | None
     folder: str = ""  # set by searches over several folders
     sender_name: str = ""  # the sender's name, else their address (see ``sender_label``)
@@ -90,11 +109,6 @@ class Listing:
         return max(1, -(-self.total // self.per_page))
 
 
-def _quoted(folder: str) -> str:
-    encoded = imap_utf7.encode(folder).decode("ascii")
-    return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 @dataclass(frozen=True)
 class FolderCount:
     name: str  # IMAP name
@@ -107,7 +121,7 @@ def folder_counts(session: MailboxSession) -> list[FolderCount]:
     RETURN (STATUS …) (RFC 5819), where ``MailboxSession.folders`` asks STATUS per folder."""
     if not session.client.has_capability("LIST-STATUS"):
         return [FolderCount(f.name, f.messages, f.unseen) for f in session.folders()]
-    raw = session.client._imap
+    raw = imaplib_of(session.client)  # IMAPClient's list_folders has no RETURN options
     try:
         typ, listed = raw.list('""', '"*" RETURN (STATUS (MESSAGES UNSEEN))')
     except raw.error as exc:
@@ -160,7 +174,7 @@ def rows(session: MailboxSession, folder: str, uids: Sequence[int], voucher: Vou
     if not uids:
         return []
     session.select(folder)
-    raw = session.client._imap  # the imaplib connection under IMAPClient (module docstring)
+    raw = imaplib_of(session.client)  # module docstring
     try:
         typ, data = raw.uid("FETCH", ",".join(map(str, uids)), ITEMS)
     except raw.error as exc:
@@ -171,9 +185,9 @@ def rows(session: MailboxSession, folder: str, uids: Sequence[int], voucher: Vou
     return [found[uid] for uid in uids if uid in found]
 
 
-def _messages(data: Iterable[Any]) -> Iterable[list[tuple[bytes, bytes]]]:
-    """Each message of a FETCH response as (text before a literal, literal) pairs; text
-    after the last literal comes with an empty literal."""
+def messages(data: Iterable[Any]) -> Iterable[list[tuple[bytes, bytes]]]:
+    """Each message of imaplib's answer to a FETCH as (text before a literal, literal) pairs;
+    text after the last literal comes with an empty literal."""
     pieces: list[tuple[bytes, bytes]] = []
     for item in data:
         head = item[0] if isinstance(item, tuple) else item
@@ -189,7 +203,7 @@ def _messages(data: Iterable[Any]) -> Iterable[list[tuple[bytes, bytes]]]:
 
 
 def _parse(data: Iterable[Any], voucher: Voucher) -> Iterable[Row]:
-    for pieces in _messages(data):
+    for pieces in messages(data):
         text = b"".join(prefix for prefix, _ in pieces)
         uid = _UID.search(text)
         blocks = [lit for prefix, lit in pieces if b"HEADER.FIELDS" in prefix.upper()]
@@ -198,6 +212,12 @@ def _parse(data: Iterable[Any], voucher: Voucher) -> Iterable[Row]:
         structure = text + b"".join(lit for prefix, lit in pieces
                                     if b"HEADER.FIELDS" not in prefix.upper())
         yield _row(int(uid.group(1)), text, blocks[0], has_attachment(structure), voucher)
+
+
+def uid_of(text: bytes) -> int | None:
+    """The UID in a FETCH answer's text, None without one."""
+    found = _UID.search(text)
+    return int(found.group(1)) if found else None
 
 
 def has_attachment(structure: bytes) -> bool:
