@@ -14,7 +14,7 @@ import click
 from sqlalchemy.exc import OperationalError
 
 from core.errors import MssError
-from mss.app import App
+from mss.app import App, app_of
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -43,16 +43,6 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     """mss — opérateur de messagerie sécurisée de santé."""
     # Files mss creates (database, keys, settings) are private unless made otherwise on purpose.
     os.umask(0o077)
-
-
-def app_of(ctx: click.Context, **overrides: Any) -> App:
-    """The App of this invocation, built once from --data-dir, MSS_* and ``overrides``."""
-    root = ctx.find_root()
-    if not isinstance(root.obj, App):
-        clean = {k: v for k, v in overrides.items() if v is not None}
-        root.obj = App.from_data_dir(root.params.get("data_dir"), **clean)
-        root.call_on_close(root.obj.close)
-    return root.obj
 
 
 @main.command("init")

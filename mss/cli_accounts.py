@@ -10,16 +10,12 @@ from sqlalchemy.orm import Session
 from core import audit
 from core.errors import MssError, NotFound
 from core.settings import Settings
+from mss.app import app_of
 
 
 def register(main: click.Group) -> None:
     main.add_command(account)
 
-
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
-
-    return app_of(ctx)
 
 
 @click.group()
@@ -35,7 +31,7 @@ def account_list(ctx: click.Context, pending: bool) -> None:
     from trust_space import registration
     from trust_space.models import Account
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         if pending:
             for reg in registration.pending(session):
@@ -53,7 +49,7 @@ def _decide(ctx: click.Context, address: str, accept: bool) -> list[str]:
     from mss.mailer import outbound_mailer
     from webmail.validation import decide
 
-    app = _app(ctx)
+    app = app_of(ctx)
     s = app.settings
     url = s.webmail_url or f"https://{s.hostname}:{s.web_port}/"
     return decide(app.db, s, outbound_mailer(s), address, accept=accept, actor="mss-cli",
@@ -118,7 +114,7 @@ def account_operator(ctx: click.Context, login: str, password: str) -> None:
     application d'authentification : la clé à y saisir est affichée une fois."""
     from webmail import otp
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         seed = ensure_operator(session, app.settings, login, password=password)
     click.echo(f"Compte opérateur {login} prêt. Clé de l'application d'authentification "
@@ -132,7 +128,7 @@ def account_unlock(ctx: click.Context, login: str) -> None:
     """Débloque un compte bloqué après des échecs de connexion."""
     from trust_space.accounts import find_account
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         found = find_account(session, login)
         if found is None:
@@ -167,7 +163,7 @@ def app_password_create(ctx: click.Context, login: str, name: str) -> None:
     """Crée un mot de passe d'application pour LOGIN et l'affiche une seule fois."""
     from trust_space import app_passwords
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         found = _account_of(session, login)
         row, password = app_passwords.create(session, found, name)
@@ -187,7 +183,7 @@ def app_password_list(ctx: click.Context, login: str) -> None:
     """Liste les mots de passe d'application actifs de LOGIN (jamais leur secret)."""
     from trust_space import app_passwords
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         rows = app_passwords.active(session, _account_of(session, login))
         for row in rows:
@@ -206,7 +202,7 @@ def app_password_revoke(ctx: click.Context, login: str, prefix_or_name: str) -> 
     """Révoque le mot de passe d'application PREFIX_OR_NAME (préfixe ou nom) de LOGIN."""
     from trust_space import app_passwords
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         found = _account_of(session, login)
         row = app_passwords.revoke(session, found, prefix_or_name)

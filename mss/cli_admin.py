@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from core import audit
 from core.errors import MssError, NotFound
+from mss.app import app_of
 
 
 def register(main: click.Group) -> None:
@@ -25,11 +26,6 @@ def register(main: click.Group) -> None:
     cli_accounts.register(main)
     cli_ops.register(main)
 
-
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
-
-    return app_of(ctx)
 
 
 # ---------------------------------------------------------------- certificates
@@ -51,7 +47,7 @@ def cert_issue(ctx: click.Context, kind: str, name: str, out_dir: Path, display_
     client (NAME = adresse de boîte applicative) ou operator (NAME = nom d'hôte du relais)."""
     from mss.setup import write_pair
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         if kind == "server":
             issued = app.pki.issue_server(session, [name])
@@ -85,7 +81,7 @@ def _require_address(value: str) -> None:
 @click.pass_context
 def cert_revoke(ctx: click.Context, serial: str, reason: str) -> None:
     """Révoque le certificat de numéro de série SERIAL (hexadécimal) et republie la CRL."""
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         app.pki.revoke(session, serial, reason)
         app.pki.make_crl(session)
@@ -98,7 +94,7 @@ def cert_revoke(ctx: click.Context, serial: str, reason: str) -> None:
 @click.pass_context
 def cert_crl(ctx: click.Context) -> None:
     """(Re)génère la liste de révocation DATA_DIR/pki/crl.pem."""
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         crl = app.pki.make_crl(session)
     click.echo(f"CRL publiée : {app.pki.crl_path} ({len(list(crl))} certificat(s) révoqué(s), "
@@ -112,7 +108,7 @@ def cert_list(ctx: click.Context, kind: str | None) -> None:
     """Liste les certificats émis par l'autorité."""
     from certs.models import IssuedCertificate
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         query = select(IssuedCertificate).order_by(IssuedCertificate.id)
         if kind:
@@ -142,7 +138,7 @@ def cert_status(ctx: click.Context, warn_days: int, crl_warn_days: int) -> None:
     from core.localtime import french_datetime
 
     all_ok = True
-    for found in expiry.status(_app(ctx).settings.pki_dir):
+    for found in expiry.status(app_of(ctx).settings.pki_dir):
         label = _STATUS_LABELS.get(found.label, found.label)
         if found.days is None:
             all_ok = False
@@ -176,7 +172,7 @@ def card_provision(ctx: click.Context, identifier: str, pin: str, label: str | N
 
     if not (pin.isdigit() and 4 <= len(pin) <= 8):
         raise MssError("le code PIN doit comporter de 4 à 8 chiffres")
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         prof, address = find_professional(session, identifier)
         identity = CardIdentity(prof.national_id, prof.first_name, prof.last_name,
@@ -192,7 +188,7 @@ def card_provision(ctx: click.Context, identifier: str, pin: str, label: str | N
 @click.pass_context
 def card_list(ctx: click.Context) -> None:
     """Liste les cartes (jetons) présentes."""
-    for label in _app(ctx).cards.list_cards():
+    for label in app_of(ctx).cards.list_cards():
         click.echo(label)
 
 
@@ -202,7 +198,7 @@ def card_list(ctx: click.Context) -> None:
 @click.pass_context
 def card_read(ctx: click.Context, label: str, pin: str) -> None:
     """Lit l'identité portée par une carte (avec son code PIN)."""
-    info = _app(ctx).cards.read_identity(label, pin)
+    info = app_of(ctx).cards.read_identity(label, pin)
     ident = info.identity
     click.echo(f"{info.label} : {ident.first_name} {ident.last_name}, {ident.profession}, "
                f"identifiant national {ident.national_id}")
@@ -218,7 +214,7 @@ def audit_group() -> None:
 @click.pass_context
 def audit_verify(ctx: click.Context) -> None:
     """Vérifie la chaîne de hachage du journal ; code de sortie 1 si elle est rompue."""
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         report = audit.verify(session)
     if not report.ok:
@@ -233,7 +229,7 @@ def audit_verify(ctx: click.Context) -> None:
 @click.pass_context
 def audit_list(ctx: click.Context, limit: int, target: str | None) -> None:
     """Affiche les derniers enregistrements (les plus récents d'abord)."""
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         for rec in audit.recent(session, limit, target):
             click.echo(f"{rec.id:6} {rec.at:%Y-%m-%d %H:%M:%S} {rec.actor:30} {rec.action:20} "

@@ -10,6 +10,7 @@ from cryptography import x509
 
 from core import audit
 from core.errors import MssError
+from mss.app import app_of
 from trust_space.errors import ImportFailed
 
 MAX_SHOWN_ERRORS = 50
@@ -22,11 +23,6 @@ def register(main: click.Group) -> None:
     main.add_command(whitelist)
     cli_whitelist.register(whitelist)
 
-
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
-
-    return app_of(ctx)
 
 
 def _read(path: Path) -> bytes:
@@ -74,7 +70,7 @@ def directory_import(ctx: click.Context, kind: str | None, path: Path) -> None:
     data = _read(path)
     rows = max(len(data.splitlines()) - 1, 0)
     importer = import_professionals if kind == "professionals" else import_structures
-    app = _app(ctx)
+    app = app_of(ctx)
     try:
         with app.db.transaction() as session, click.progressbar(
             length=rows, label="Import", file=click.get_text_stream("stderr")
@@ -113,7 +109,7 @@ def directory_search(ctx: click.Context, text: str | None, name: str | None,
     """Cherche dans l'annuaire publié (jamais la liste rouge ni les boîtes non publiées)."""
     from trust_space.directory import search
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         entries = search(session, text=text, name=name, profession=profession,
                          specialty=specialty, city=city, postal_code=postal_code, rpps=rpps,
@@ -135,7 +131,7 @@ def directory_export(ctx: click.Context, output: Path | None) -> None:
     """Exporte l'annuaire publié en Bundle FHIR (JSON)."""
     from trust_space.fhir import export_directory
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         bundle = export_directory(session, domain=app.settings.domain)
     _write_out(json.dumps(bundle, ensure_ascii=False, indent=2).encode() + b"\n", output)
@@ -160,7 +156,7 @@ def whitelist_import(ctx: click.Context, path: Path, dry_run: bool, merge: bool)
     from trust_space.whitelist_history import apply_whitelist
 
     data = _read(path)
-    app = _app(ctx)
+    app = app_of(ctx)
     try:
         with app.db.transaction() as session:
             applied = apply_whitelist(session, data, actor="cli", source=path.name,
@@ -189,7 +185,7 @@ def whitelist_export(ctx: click.Context, output: Path | None, with_peers: bool) 
     chez un opérateur pair."""
     from trust_space.whitelist import export_whitelist, local_entry
 
-    app = _app(ctx)
+    app = app_of(ctx)
     cert_path = app.settings.pki_dir / "operator.crt"
     if not cert_path.exists():
         raise MssError("certificat d'opérateur absent : lancez d'abord « mss init »")
@@ -208,7 +204,7 @@ def whitelist_list(ctx: click.Context) -> None:
 
     from trust_space.models import TrustedDomain
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         rows = session.scalars(select(TrustedDomain).order_by(TrustedDomain.domain)).all()
         for td in rows:

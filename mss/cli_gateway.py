@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from core import audit
 from core.errors import MssError, NotFound
+from mss.app import app_of
 
 
 def register(main: click.Group) -> None:
@@ -30,11 +31,6 @@ def register(main: click.Group) -> None:
         if isinstance(group, click.Group):
             group.add_command(command)
 
-
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
-
-    return app_of(ctx)
 
 
 # ---------------------------------------------------------------- queue
@@ -50,7 +46,7 @@ def queue_list(ctx: click.Context, limit: int) -> None:
     """Messages en attente (plus anciens d'abord), sans contenu."""
     from gateway import queue as q
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         messages = q.pending(session, limit)
         for m in messages:
@@ -69,7 +65,7 @@ def queue_show(ctx: click.Context, queue_id: str) -> None:
     from gateway import queue as q
     from gateway.models import QueuedMessage
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         message = session.get(QueuedMessage, queue_id)
         events = q.timeline(session, queue_id)
@@ -95,7 +91,7 @@ def queue_retry(ctx: click.Context, queue_id: str) -> None:
     from gateway import queue as q
     from gateway.models import QueuedMessage
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         count = q.retry_now(session, queue_id)
         if not count and session.get(QueuedMessage, queue_id) is None:
@@ -112,7 +108,7 @@ def queue_delete(ctx: click.Context, queue_id: str) -> None:
     """Supprime un message de la file (sa chronologie est conservée)."""
     from gateway import queue as q
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         if not q.remove(session, queue_id):
             raise NotFound(f"message {queue_id} inconnu")
@@ -133,7 +129,7 @@ def whitelist_route(ctx: click.Context, domain: str, hostport: str) -> None:
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise click.UsageError("HOST:PORT attendu, par exemple relais.pair.test:25")
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         entry = session.scalar(select(TrustedDomain).where(TrustedDomain.domain == domain.lower()))
         if entry is None:
@@ -160,7 +156,7 @@ def peer_trust(ctx: click.Context, files: tuple[Path, ...], name: str | None) ->
     DATA_DIR/pki/peers/ ; le relais la prend en compte sans redémarrage."""
     from certs.validation import TrustStore
 
-    app = _app(ctx)
+    app = app_of(ctx)
     peers = app.settings.pki_dir / "peers"
     peers.mkdir(parents=True, exist_ok=True)
     for index, path in enumerate(files):
@@ -192,7 +188,7 @@ def import_peer(ctx: click.Context, path: Path, domain: str, merge: bool) -> Non
         bundle = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError) as exc:
         raise MssError(f"{path} : JSON illisible ({exc})") from exc
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         entry = session.scalar(select(TrustedDomain).where(TrustedDomain.domain == domain.lower()))
         if entry is None:

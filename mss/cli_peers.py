@@ -15,6 +15,7 @@ import click
 from core.localtime import french_datetime
 from gateway import peer_health
 from gateway.probe import EXPIRY_WARNING_DAYS, FAILURE_FR, TIMEOUT, Failure, ProbeResult
+from mss.app import app_of
 
 EXIT_FAILED = 1
 _CHAIN = {"valid": "valide", "invalid": "INVALIDE", "": "—"}
@@ -29,11 +30,6 @@ def register(main: click.Group) -> None:
     group.add_command(peers_check)
     group.add_command(peers_status)
 
-
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
-
-    return app_of(ctx)
 
 
 def _days(r: ProbeResult, now: datetime) -> float | None:
@@ -113,7 +109,7 @@ def peers_check(ctx: click.Context, domain: str | None, as_json: bool, timeout: 
     avec notre certificat d'opérateur, certificat du pair (chaîne, révocation, DN de la liste
     blanche, expiration), puis QUIT — aucun message envoyé. Résultats enregistrés (page
     Pairs, métriques) ; code de sortie 1 si un pair est en échec."""
-    app = _app(ctx)
+    app = app_of(ctx)
     if not as_json:
         click.echo("Vérification des relais des pairs …", err=True)
     results = peer_health.check(app.db, app.settings, domains=[domain] if domain else None,
@@ -135,7 +131,7 @@ def peers_check(ctx: click.Context, domain: str | None, as_json: bool, timeout: 
 def peers_status(ctx: click.Context, as_json: bool) -> None:
     """Derniers résultats enregistrés de chaque pair (heures de Paris), sans rien vérifier ;
     code de sortie 1 si le dernier résultat d'un pair est un échec."""
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.read() as session:
         peers = [d for t in peer_health.targets(session, app.settings.domain)
                  for d, _ in t.domains]

@@ -15,6 +15,7 @@ from certs.errors import RenewalError
 from core import audit
 from core.errors import MssError
 from core.localtime import french_datetime
+from mss.app import app_of
 
 # How each running service takes the new pair (README, "Renouveler les certificats").
 TAKEN_UP = {
@@ -29,11 +30,6 @@ def register(cert: click.Group) -> None:
     cert.add_command(cert_renew)
     cert.add_command(cert_install)
 
-
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
-
-    return app_of(ctx)
 
 
 @click.command("renew")
@@ -56,7 +52,7 @@ def cert_renew(ctx: click.Context, kind: str, days: int | None, csr_path: Path |
     if days and csr_path:
         raise MssError("--days ne s'applique qu'à l'autorité de mss : avec --csr, l'autorité "
                        "qui signe fixe la validité")
-    app = _app(ctx)
+    app = app_of(ctx)
     current = renewal.load_current(renewal.slot(app.settings.pki_dir, kind))
     _show(current)
     if csr_path is not None:
@@ -72,7 +68,7 @@ def _renew_crl(ctx: click.Context, days: int | None, csr_path: Path | None,
     if days or csr_path:
         raise MssError("--days et --csr ne s'appliquent pas à la liste de révocation")
     if dry_run:
-        click.echo(f"Publierait une nouvelle CRL dans {_app(ctx).pki.crl_path} "
+        click.echo(f"Publierait une nouvelle CRL dans {app_of(ctx).pki.crl_path} "
                    "(rien n'a été écrit : --dry-run).")
         return
     ctx.invoke(cert_crl)  # one implementation: `mss cert crl`
@@ -166,7 +162,7 @@ def cert_install(ctx: click.Context, kind: str, cert_file: Path, chain_file: Pat
                  new_subject: bool, dry_run: bool) -> None:
     """Installe le certificat signé pour la clé en attente (« mss cert renew KIND --csr »)
     après avoir vérifié clé, dates, usage et chaîne ; l'ancien est gardé en .prev."""
-    app = _app(ctx)
+    app = app_of(ctx)
     where = renewal.slot(app.settings.pki_dir, kind)
     current = renewal.load_current(where)
     renewal.load_pending(where)  # first: without it, no file given can be right

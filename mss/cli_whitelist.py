@@ -7,6 +7,7 @@ import click
 
 from core.errors import MssError
 from core.localtime import french_datetime
+from mss.app import app_of
 from trust_space import whitelist_history as history
 
 EXIT_FAILED = 1
@@ -17,11 +18,6 @@ def register(group: click.Group) -> None:
     group.add_command(whitelist_fetch)
     group.add_command(whitelist_history)
 
-
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
-
-    return app_of(ctx)
 
 
 def _line(change: history.EntryChange) -> str:
@@ -66,7 +62,7 @@ def whitelist_fetch(ctx: click.Context, dry_run: bool) -> None:
     en cas d'échec (réseau, certificat, fichier illisible) la liste actuelle est gardée."""
     from mss.whitelist_fetch import follow_now
 
-    app = _app(ctx)
+    app = app_of(ctx)
     if not app.settings.whitelist_url:
         raise MssError("MSS_WHITELIST_URL est vide : la liste blanche n'est pas suivie "
                        "(« mss whitelist import FICHIER » pour la charger à la main)")
@@ -93,7 +89,7 @@ def whitelist_fetch(ctx: click.Context, dry_run: bool) -> None:
 def whitelist_history(ctx: click.Context, limit: int, lines: int) -> None:
     """Historique des changements de la liste blanche (qui, quand, source, différences), les
     avertissements en attente et la dernière récupération ; heures de Paris."""
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.read() as session:
         found = history.changes(session, limit)
         warnings = history.open_warnings(session)
