@@ -8,8 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import audit
-from core.errors import MssError, NotFound
-from core.settings import Settings
+from core.errors import NotFound
 from mss.app import app_of
 
 
@@ -74,36 +73,6 @@ def account_refuse(ctx: click.Context, address: str) -> None:
     click.echo(f"Inscription refusée : {', '.join(addresses)}")
 
 
-def ensure_operator(session: Session, settings: Settings, login: str, *,
-                    password: str | None = None, password_hash: str | None = None) -> str:
-    """Create or update the operator account ``login`` (TOTP second factor); returns the new
-    TOTP seed, to show once. For ``mss account operator`` and the demo.
-
-    Raises:
-        MssError: ``login`` is a professional's account. WeakPassword: a weak ``password``.
-    """
-    from trust_space.accounts import create_account, find_account, set_password
-    from trust_space.models import AccountKind, OtpChannel
-    from webmail import otp
-
-    found = find_account(session, login)
-    if found is not None and not found.is_operator and found.professional_id is not None:
-        raise MssError(f"« {login} » est le compte d'un professionnel, pas d'un opérateur")
-    if found is None:
-        found = create_account(session, login=login, kind=AccountKind.PROFESSIONAL)
-    if password is not None:
-        set_password(found, password)
-    elif password_hash is not None:
-        found.password_hash = password_hash
-    seed = otp.new_totp_seed()
-    found.is_operator = True
-    found.otp_channel = OtpChannel.TOTP
-    found.totp_secret = otp.seal_seed(seed, settings.secret())
-    audit.record(session, actor="mss-cli", action="account.operator", target=found.login,
-                 outcome="ok")
-    return seed
-
-
 @account.command("operator")
 @click.argument("login")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
@@ -112,11 +81,16 @@ def ensure_operator(session: Session, settings: Settings, login: str, *,
 def account_operator(ctx: click.Context, login: str, password: str) -> None:
     """Crée (ou met à jour) le compte opérateur LOGIN. Son code de connexion vient d'une
     application d'authentification : la clé à y saisir est affichée une fois."""
+    from trust_space.operator_accounts import ensure_operator
     from webmail import otp
 
     app = app_of(ctx)
+    seed = otp.new_totp_seed()
     with app.db.transaction() as session:
-        seed = ensure_operator(session, app.settings, login, password=password)
+        found = ensure_operator(session, login, otp.seal_seed(seed, app.settings.secret()),
+                                password=password)
+        audit.record(session, actor="mss-cli", action="account.operator", target=found.login,
+                     outcome="ok")
     click.echo(f"Compte opérateur {login} prêt. Clé de l'application d'authentification "
                f"(TOTP) :\n  {seed}\n  {otp.provisioning_uri(seed, login)}")
 
