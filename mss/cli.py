@@ -70,7 +70,7 @@ def demo_cmd(ctx: click.Context, domain: str | None, pair: bool) -> None:
     from mss.demo import DEMO_PIN, demo_password_file, operator_totp_file, setup_demo
 
     if pair:
-        from mss.cli_pair import demo_pair
+        from mss.cli_run import demo_pair
 
         return demo_pair(ctx.find_root().params.get("data_dir"), domain)
     app = app_of(ctx, domain=domain)

@@ -14,15 +14,15 @@ from mss.app import app_of
 
 
 def register(main: click.Group) -> None:
-    from mss import cli_accounts, cli_directory, cli_gateway, cli_ops, cli_quota, cli_renew
+    from mss import cli_accounts, cli_cert, cli_directory, cli_ops, cli_queue, cli_quota
 
-    cli_renew.register(cert)
+    cli_cert.register(cert)
     cli_quota.register(main)
     main.add_command(cert)
     main.add_command(card)
     main.add_command(audit_group)
     cli_directory.register(main)
-    cli_gateway.register(main)  # after directory: it adds to the directory/whitelist groups
+    cli_queue.register(main)  # after directory: it adds to the directory/whitelist groups
     cli_accounts.register(main)
     cli_ops.register(main)
 

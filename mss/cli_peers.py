@@ -24,7 +24,7 @@ _REVOCATION = {"good": "non révoqué", "revoked": "RÉVOQUÉ", "unchecked": "no
 
 
 def register(main: click.Group) -> None:
-    """Add ``check`` and ``status`` to the ``peers`` group (``mss/cli_gateway.py``)."""
+    """Add ``check`` and ``status`` to the ``peers`` group (``mss/cli_queue.py``)."""
     group = main.commands["peers"]
     assert isinstance(group, click.Group)
     group.add_command(peers_check)
