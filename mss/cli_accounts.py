@@ -3,6 +3,8 @@ application passwords."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -10,6 +12,9 @@ from sqlalchemy.orm import Session
 from core import audit
 from core.errors import NotFound
 from mss.app import app_of
+
+if TYPE_CHECKING:
+    from trust_space.models import Account
 
 
 def register(main: click.Group) -> None:
@@ -120,7 +125,7 @@ def app_password() -> None:
     """Mots de passe d'application (IMAP/SMTP) : créer, lister, révoquer."""
 
 
-def _account_of(session: Session, login: str):  # type: ignore[no-untyped-def]
+def _account_of(session: Session, login: str) -> Account:
     from trust_space.accounts import find_account
 
     found = find_account(session, login)

@@ -1,39 +1,18 @@
-"""Gateway administration: the queue, peer routes and trust, peer directories.
-
-``mss queue list|show|retry|delete``, ``mss whitelist route DOMAIN HOST:PORT``,
-``mss peers trust FILE…`` (``mss peer`` is the same group: its first name, kept working),
-``mss directory import-peer FILE --domain D``; ``mss peers check|status`` are in
-``mss/cli_peers.py``.
-"""
+"""``mss queue list|show|retry|delete``: the relay's durable queue, never a message's content."""
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
-
 import click
-from sqlalchemy import select
 
 from core import audit
-from core.errors import MssError, NotFound
+from core.errors import NotFound
 from mss.app import app_of
 
 
 def register(main: click.Group) -> None:
-    """Add the gateway's commands to ``main`` (and to its existing groups)."""
     main.add_command(queue_group)
-    main.add_command(peer)
-    # `mss peer …`, the group's first name, still works (hidden from the help: one group).
-    main.add_command(click.Group("peer", commands=peer.commands, hidden=True, help=peer.help))
-    for name, command in (("whitelist", whitelist_route), ("directory", import_peer)):
-        group = main.commands.get(name)
-        if isinstance(group, click.Group):
-            group.add_command(command)
 
 
-
-# ---------------------------------------------------------------- queue
 @click.group("queue")
 def queue_group() -> None:
     """File d'attente du relais : lister, détailler, relancer, supprimer."""
@@ -115,89 +94,3 @@ def queue_delete(ctx: click.Context, queue_id: str) -> None:
         audit.record(session, actor="mss-cli", action="queue.delete", target=queue_id,
                      outcome="ok")
     click.echo(f"Message {queue_id} supprimé de la file.")
-
-
-# ---------------------------------------------------------------- routes, peers, directories
-@click.command("route")
-@click.argument("domain")
-@click.argument("hostport")
-@click.pass_context
-def whitelist_route(ctx: click.Context, domain: str, hostport: str) -> None:
-    """Où joindre le relais d'un domaine de confiance (HÔTE:PORT)."""
-    from trust_space.models import TrustedDomain
-
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.UsageError("HOST:PORT attendu, par exemple relais.pair.test:25")
-    app = app_of(ctx)
-    with app.db.transaction() as session:
-        entry = session.scalar(select(TrustedDomain).where(TrustedDomain.domain == domain.lower()))
-        if entry is None:
-            raise NotFound(f"domaine {domain} absent de la liste blanche")
-        entry.relay_host, entry.relay_port = host.strip("[]"), int(port)
-        audit.record(session, actor="mss-cli", action="whitelist.route", target=entry.domain,
-                     outcome="ok", request={"host": entry.relay_host, "port": entry.relay_port})
-    click.echo(f"{domain} → {host}:{port}")
-
-
-@click.group("peers")
-def peer() -> None:
-    """Opérateurs pairs : santé de leurs relais (check, status), autorités de certification
-    de confiance (trust). « mss peer » est le même groupe."""
-
-
-@peer.command("trust")
-@click.argument("files", nargs=-1, required=True,
-                type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--name", help="Nom du fichier dans pki/peers/ (défaut : celui du fichier).")
-@click.pass_context
-def peer_trust(ctx: click.Context, files: tuple[Path, ...], name: str | None) -> None:
-    """Fait confiance à l'autorité d'un pair : copie son ca.pem (et son crl.pem) dans
-    DATA_DIR/pki/peers/ ; le relais la prend en compte sans redémarrage."""
-    from certs.validation import TrustStore
-
-    app = app_of(ctx)
-    peers = app.settings.pki_dir / "peers"
-    peers.mkdir(parents=True, exist_ok=True)
-    for index, path in enumerate(files):
-        data = path.read_bytes()
-        if b"BEGIN CERTIFICATE" in data:
-            TrustStore.from_pem(data)  # a readable bundle with a root, or ConfigError
-        elif b"BEGIN X509 CRL" not in data:
-            raise MssError(f"{path} : ni certificat ni liste de révocation PEM")
-        target = peers / (f"{name}-{index}.pem" if name else path.name)
-        shutil.copyfile(path, target)
-        click.echo(f"Copié : {target}")
-    with app.db.transaction() as session:
-        audit.record(session, actor="mss-cli", action="peer.trust", target=name or "",
-                     outcome="ok", request={"files": [p.name for p in files]})
-
-
-@click.command("import-peer")
-@click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--domain", required=True, help="Domaine (liste blanche) de l'opérateur pair.")
-@click.option("--merge", is_flag=True, help="N'oublie pas les boîtes absentes du fichier.")
-@click.pass_context
-def import_peer(ctx: click.Context, path: Path, domain: str, merge: bool) -> None:
-    """Importe l'annuaire FHIR publié par un opérateur pair (ses boîtes et leurs certificats
-    de chiffrement)."""
-    from trust_space.fhir import import_directory
-    from trust_space.models import TrustedDomain
-
-    try:
-        bundle = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MssError(f"{path} : JSON illisible ({exc})") from exc
-    app = app_of(ctx)
-    with app.db.transaction() as session:
-        entry = session.scalar(select(TrustedDomain).where(TrustedDomain.domain == domain.lower()))
-        if entry is None:
-            raise NotFound(f"domaine {domain} absent de la liste blanche")
-        result = import_directory(session, bundle, operator=entry.operator, replace=not merge)
-        audit.record(session, actor="mss-cli", action="directory.import_peer", target=domain,
-                     outcome="ok", request={"created": result.created,
-                                            "updated": result.updated,
-                                            "removed": result.removed})
-    click.echo(f"Annuaire de {domain} : {result.created} créée(s), {result.updated} mise(s) à "
-               f"jour, {result.removed} retirée(s).")
-
