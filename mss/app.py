@@ -30,7 +30,7 @@ class App:
         self.settings = settings
 
     @classmethod
-    def from_data_dir(cls, data_dir: str | Path | None = None, **overrides: object) -> App:
+    def from_data_dir(cls, data_dir: str | Path | None = None, **overrides: Any) -> App:
         return cls(Settings.load(data_dir=data_dir, **overrides))
 
     @cached_property
