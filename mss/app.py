@@ -1,18 +1,21 @@
 """The wiring of one mss installation: settings, database, PKI and cards, built lazily once.
 
-The `mss` command and the services receive an ``App``; nothing reads a global.
+The `mss` command and the services receive an ``App``; nothing reads a global. Every
+sub-command takes its ``App`` from ``app_of``, the one place that builds it for a command line.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.db import Database
 from core.settings import Settings
 
 if TYPE_CHECKING:
+    import click
+
     from certs.card import SoftHsmCards
     from certs.pki import Pki
 
@@ -27,7 +30,7 @@ class App:
         self.settings = settings
 
     @classmethod
-    def from_data_dir(cls, data_dir: str | Path | None = None, **overrides: object) -> App:
+    def from_data_dir(cls, data_dir: str | Path | None = None, **overrides: Any) -> App:
         return cls(Settings.load(data_dir=data_dir, **overrides))
 
     @cached_property
@@ -53,3 +56,14 @@ class App:
     def close(self) -> None:
         if "db" in self.__dict__:
             self.db.dispose()
+
+
+def app_of(ctx: click.Context, **overrides: Any) -> App:
+    """The App of this invocation, built once from --data-dir, MSS_* and ``overrides`` (the
+    first command to ask gives them: ``mss init --domain``), closed when the command ends."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, App):
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        root.obj = App.from_data_dir(root.params.get("data_dir"), **clean)
+        root.call_on_close(root.obj.close)
+    return root.obj

@@ -3,23 +3,23 @@ application passwords."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import audit
-from core.errors import MssError, NotFound
-from core.settings import Settings
+from core.errors import NotFound
+from mss.app import app_of
+
+if TYPE_CHECKING:
+    from trust_space.models import Account
 
 
 def register(main: click.Group) -> None:
     main.add_command(account)
 
-
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
-
-    return app_of(ctx)
 
 
 @click.group()
@@ -35,7 +35,7 @@ def account_list(ctx: click.Context, pending: bool) -> None:
     from trust_space import registration
     from trust_space.models import Account
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         if pending:
             for reg in registration.pending(session):
@@ -53,7 +53,7 @@ def _decide(ctx: click.Context, address: str, accept: bool) -> list[str]:
     from mss.mailer import outbound_mailer
     from webmail.validation import decide
 
-    app = _app(ctx)
+    app = app_of(ctx)
     s = app.settings
     url = s.webmail_url or f"https://{s.hostname}:{s.web_port}/"
     return decide(app.db, s, outbound_mailer(s), address, accept=accept, actor="mss-cli",
@@ -78,36 +78,6 @@ def account_refuse(ctx: click.Context, address: str) -> None:
     click.echo(f"Inscription refusée : {', '.join(addresses)}")
 
 
-def ensure_operator(session: Session, settings: Settings, login: str, *,
-                    password: str | None = None, password_hash: str | None = None) -> str:
-    """Create or update the operator account ``login`` (TOTP second factor); returns the new
-    TOTP seed, to show once. For ``mss account operator`` and the demo.
-
-    Raises:
-        MssError: ``login`` is a professional's account. WeakPassword: a weak ``password``.
-    """
-    from trust_space.accounts import create_account, find_account, set_password
-    from trust_space.models import AccountKind, OtpChannel
-    from webmail import otp
-
-    found = find_account(session, login)
-    if found is not None and not found.is_operator and found.professional_id is not None:
-        raise MssError(f"« {login} » est le compte d'un professionnel, pas d'un opérateur")
-    if found is None:
-        found = create_account(session, login=login, kind=AccountKind.PROFESSIONAL)
-    if password is not None:
-        set_password(found, password)
-    elif password_hash is not None:
-        found.password_hash = password_hash
-    seed = otp.new_totp_seed()
-    found.is_operator = True
-    found.otp_channel = OtpChannel.TOTP
-    found.totp_secret = otp.seal_seed(seed, settings.secret())
-    audit.record(session, actor="mss-cli", action="account.operator", target=found.login,
-                 outcome="ok")
-    return seed
-
-
 @account.command("operator")
 @click.argument("login")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
@@ -116,11 +86,16 @@ def ensure_operator(session: Session, settings: Settings, login: str, *,
 def account_operator(ctx: click.Context, login: str, password: str) -> None:
     """Crée (ou met à jour) le compte opérateur LOGIN. Son code de connexion vient d'une
     application d'authentification : la clé à y saisir est affichée une fois."""
+    from trust_space.operator_accounts import ensure_operator
     from webmail import otp
 
-    app = _app(ctx)
+    app = app_of(ctx)
+    seed = otp.new_totp_seed()
     with app.db.transaction() as session:
-        seed = ensure_operator(session, app.settings, login, password=password)
+        found = ensure_operator(session, login, otp.seal_seed(seed, app.settings.secret()),
+                                password=password)
+        audit.record(session, actor="mss-cli", action="account.operator", target=found.login,
+                     outcome="ok")
     click.echo(f"Compte opérateur {login} prêt. Clé de l'application d'authentification "
                f"(TOTP) :\n  {seed}\n  {otp.provisioning_uri(seed, login)}")
 
@@ -132,7 +107,7 @@ def account_unlock(ctx: click.Context, login: str) -> None:
     """Débloque un compte bloqué après des échecs de connexion."""
     from trust_space.accounts import find_account
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         found = find_account(session, login)
         if found is None:
@@ -150,7 +125,7 @@ def app_password() -> None:
     """Mots de passe d'application (IMAP/SMTP) : créer, lister, révoquer."""
 
 
-def _account_of(session: Session, login: str):  # type: ignore[no-untyped-def]
+def _account_of(session: Session, login: str) -> Account:
     from trust_space.accounts import find_account
 
     found = find_account(session, login)
@@ -167,7 +142,7 @@ def app_password_create(ctx: click.Context, login: str, name: str) -> None:
     """Crée un mot de passe d'application pour LOGIN et l'affiche une seule fois."""
     from trust_space import app_passwords
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         found = _account_of(session, login)
         row, password = app_passwords.create(session, found, name)
@@ -187,7 +162,7 @@ def app_password_list(ctx: click.Context, login: str) -> None:
     """Liste les mots de passe d'application actifs de LOGIN (jamais leur secret)."""
     from trust_space import app_passwords
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         rows = app_passwords.active(session, _account_of(session, login))
         for row in rows:
@@ -206,7 +181,7 @@ def app_password_revoke(ctx: click.Context, login: str, prefix_or_name: str) -> 
     """Révoque le mot de passe d'application PREFIX_OR_NAME (préfixe ou nom) de LOGIN."""
     from trust_space import app_passwords
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         found = _account_of(session, login)
         row = app_passwords.revoke(session, found, prefix_or_name)

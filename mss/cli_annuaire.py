@@ -8,6 +8,7 @@ import json
 import click
 
 from core import audit
+from mss.app import app_of
 from trust_space import annuaire
 from trust_space.models import DirectoryFeed, FeedState
 
@@ -15,11 +16,6 @@ from trust_space.models import DirectoryFeed, FeedState
 def register(main: click.Group) -> None:
     main.add_command(annuaire_group)
 
-
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
-
-    return app_of(ctx)
 
 
 @click.group("annuaire")
@@ -42,7 +38,7 @@ def _row(row: DirectoryFeed) -> dict[str, object]:
 @click.pass_context
 def status(ctx: click.Context, state: str | None, show_all: bool, as_json: bool) -> None:
     """Envois par état, puis ceux qui attendent (ou tous avec --all)."""
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         counts = annuaire.counts(session)
         rows = annuaire.entries(session, FeedState(state) if state else None)
@@ -64,7 +60,7 @@ def status(ctx: click.Context, state: str | None, show_all: bool, as_json: bool)
 
 
 def _act(ctx: click.Context, feed_id: int, action: str) -> DirectoryFeed:
-    app = _app(ctx)
+    app = app_of(ctx)
     do = annuaire.resend if action == "annuaire.resend" else annuaire.resolve
     with app.db.transaction() as session:
         row = do(session, feed_id)

@@ -1,4 +1,5 @@
-"""Directory and whitelist commands."""
+"""``mss directory``: the CSV import, search and FHIR export of our directory, and the import of a
+peer operator's FHIR directory."""
 
 from __future__ import annotations
 
@@ -6,53 +7,19 @@ import json
 from pathlib import Path
 
 import click
-from cryptography import x509
+from sqlalchemy import select
 
 from core import audit
-from core.errors import MssError
+from core.errors import MssError, NotFound
+from mss.app import app_of
+from mss.cli_io import read_input, report_import_errors, write_output
 from trust_space.errors import ImportFailed
-
-MAX_SHOWN_ERRORS = 50
 
 
 def register(main: click.Group) -> None:
-    from mss import cli_whitelist
-
     main.add_command(directory)
-    main.add_command(whitelist)
-    cli_whitelist.register(whitelist)
 
 
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
-
-    return app_of(ctx)
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise MssError(f"{path} : lecture impossible ({exc.strerror})") from exc
-
-
-def _write_out(data: bytes, out: Path | None) -> None:
-    if out is None:
-        click.echo(data.decode("utf-8"), nl=False)
-    else:
-        out.write_bytes(data)
-        click.echo(f"Écrit : {out}", err=True)
-
-
-def _report_import_errors(exc: ImportFailed) -> None:
-    """Every row error, one per line (up to a limit), then the one-line summary."""
-    for err in exc.errors[:MAX_SHOWN_ERRORS]:
-        click.echo(f"  {err}", err=True)
-    if len(exc.errors) > MAX_SHOWN_ERRORS:
-        click.echo(f"  … et {len(exc.errors) - MAX_SHOWN_ERRORS} autre(s)", err=True)
-
-
-# ---------------------------------------------------------------- directory
 @click.group()
 def directory() -> None:
     """Annuaire : import CSV, recherche, export FHIR."""
@@ -71,10 +38,10 @@ def directory_import(ctx: click.Context, kind: str | None, path: Path) -> None:
 
     if kind is None:
         raise click.UsageError("précisez --professionals ou --structures")
-    data = _read(path)
+    data = read_input(path)
     rows = max(len(data.splitlines()) - 1, 0)
     importer = import_professionals if kind == "professionals" else import_structures
-    app = _app(ctx)
+    app = app_of(ctx)
     try:
         with app.db.transaction() as session, click.progressbar(
             length=rows, label="Import", file=click.get_text_stream("stderr")
@@ -89,7 +56,7 @@ def directory_import(ctx: click.Context, kind: str | None, path: Path) -> None:
             audit.record(session, actor="mss-cli", action=f"directory.import.{kind}",
                          target=path.name, request={"rows": rows}, outcome="ok")
     except ImportFailed as exc:
-        _report_import_errors(exc)
+        report_import_errors(exc)
         raise MssError(f"import refusé, rien n'a été écrit : {len(exc.errors)} erreur(s)") from exc
     click.echo(f"Import terminé : {summary.created} créé(s), {summary.updated} mis à jour, "
                f"{summary.unchanged} inchangé(s).")
@@ -113,7 +80,7 @@ def directory_search(ctx: click.Context, text: str | None, name: str | None,
     """Cherche dans l'annuaire publié (jamais la liste rouge ni les boîtes non publiées)."""
     from trust_space.directory import search
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         entries = search(session, text=text, name=name, profession=profession,
                          specialty=specialty, city=city, postal_code=postal_code, rpps=rpps,
@@ -135,83 +102,37 @@ def directory_export(ctx: click.Context, output: Path | None) -> None:
     """Exporte l'annuaire publié en Bundle FHIR (JSON)."""
     from trust_space.fhir import export_directory
 
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.transaction() as session:
         bundle = export_directory(session, domain=app.settings.domain)
-    _write_out(json.dumps(bundle, ensure_ascii=False, indent=2).encode() + b"\n", output)
+    write_output(json.dumps(bundle, ensure_ascii=False, indent=2).encode() + b"\n", output)
 
 
-# ---------------------------------------------------------------- whitelist
-@click.group()
-def whitelist() -> None:
-    """Liste blanche des opérateurs de l'espace de confiance."""
-
-
-@whitelist.command("import")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Affiche les changements sans les appliquer.")
-@click.option("--merge", is_flag=True,
-              help="Ajoute et met à jour sans retirer les domaines absents du fichier.")
+@directory.command("import-peer")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--domain", required=True, help="Domaine (liste blanche) de l'opérateur pair.")
+@click.option("--merge", is_flag=True, help="N'oublie pas les boîtes absentes du fichier.")
 @click.pass_context
-def whitelist_import(ctx: click.Context, path: Path, dry_run: bool, merge: bool) -> None:
-    """Importe la liste blanche MSSanté (XML) et affiche ce qui change (gardé dans
-    l'historique : « mss whitelist history »)."""
-    from mss.cli_whitelist import print_changes
-    from trust_space.whitelist_history import apply_whitelist
-
-    data = _read(path)
-    app = _app(ctx)
-    try:
-        with app.db.transaction() as session:
-            applied = apply_whitelist(session, data, actor="cli", source=path.name,
-                                      replace=not merge, local_domains=app.local_domains,
-                                      dry_run=dry_run)
-            diff = applied.diff
-            if not dry_run:
-                audit.record(session, actor="mss-cli", action="whitelist.import",
-                             target=path.name, outcome="ok",
-                             request={"added": len(diff.added), "removed": len(diff.removed),
-                                      "changed": len(diff.changed),
-                                      "change": applied.change_id})
-    except ImportFailed as exc:
-        _report_import_errors(exc)
-        raise MssError(f"liste blanche refusée, rien n'a changé : {len(exc.errors)} erreur(s)"
-                       ) from exc
-    print_changes(applied, dry_run)
-
-
-@whitelist.command("export")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--with-peers", is_flag=True, help="Inclut aussi les domaines des pairs connus.")
-@click.pass_context
-def whitelist_export(ctx: click.Context, output: Path | None, with_peers: bool) -> None:
-    """Exporte l'entrée de cet opérateur (domaine + DN du certificat de relais), à importer
-    chez un opérateur pair."""
-    from trust_space.whitelist import export_whitelist, local_entry
-
-    app = _app(ctx)
-    cert_path = app.settings.pki_dir / "operator.crt"
-    if not cert_path.exists():
-        raise MssError("certificat d'opérateur absent : lancez d'abord « mss init »")
-    dn = x509.load_pem_x509_certificate(cert_path.read_bytes()).subject.rfc4514_string()
-    own = local_entry(app.settings.domain, dn, description=app.settings.operator_name)
-    with app.db.transaction() as session:
-        data = export_whitelist(session, own=[own], include_peers=with_peers)
-    _write_out(data, output)
-
-
-@whitelist.command("list")
-@click.pass_context
-def whitelist_list(ctx: click.Context) -> None:
-    """Liste les domaines de confiance et le DN attendu de leur opérateur."""
-    from sqlalchemy import select
-
+def import_peer(ctx: click.Context, path: Path, domain: str, merge: bool) -> None:
+    """Importe l'annuaire FHIR publié par un opérateur pair (ses boîtes et leurs certificats
+    de chiffrement)."""
+    from trust_space.fhir import import_directory
     from trust_space.models import TrustedDomain
 
-    app = _app(ctx)
+    try:
+        bundle = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MssError(f"{path} : JSON illisible ({exc})") from exc
+    app = app_of(ctx)
     with app.db.transaction() as session:
-        rows = session.scalars(select(TrustedDomain).order_by(TrustedDomain.domain)).all()
-        for td in rows:
-            route = f"{td.relay_host}:{td.relay_port}" if td.relay_host else "-"
-            click.echo(f"{td.domain:30} {td.certificate_dn:60} {route}")
-    click.echo(f"{len(rows)} domaine(s).", err=True)
+        entry = session.scalar(select(TrustedDomain).where(TrustedDomain.domain == domain.lower()))
+        if entry is None:
+            raise NotFound(f"domaine {domain} absent de la liste blanche")
+        result = import_directory(session, bundle, operator=entry.operator, replace=not merge)
+        audit.record(session, actor="mss-cli", action="directory.import_peer", target=domain,
+                     outcome="ok", request={"created": result.created,
+                                            "updated": result.updated,
+                                            "removed": result.removed})
+    click.echo(f"Annuaire de {domain} : {result.created} créée(s), {result.updated} mise(s) à "
+               f"jour, {result.removed} retirée(s).")
+

@@ -24,6 +24,7 @@ import dns.resolver
 
 from core.errors import MssError
 from core.settings import Settings
+from mss.app import app_of
 
 TTL = 3600
 CA_PLACEHOLDER = "a-renseigner.invalid"  # RFC 2606: .invalid never resolves
@@ -293,8 +294,6 @@ def _print(verdicts: list[Verdict]) -> None:
 def dns_cmd(ctx: click.Context, verify: bool, server: tuple[str, int] | None,
             timeout: float) -> None:
     """Enregistrements DNS à publier pour le domaine (MX, SRV, autoconfiguration, CAA)."""
-    from mss.cli import app_of
-
     settings = app_of(ctx).settings
     if not verify:
         if server is not None:

@@ -9,6 +9,7 @@ import click
 
 from core import audit
 from core.db import utcnow
+from mss.app import app_of
 from mss.indicators import IndicatorError, Month, compute, summary, write_files
 
 
@@ -29,8 +30,6 @@ def indicators_cmd(ctx: click.Context, month_text: str | None, out_dir: Path,
                    operator_id: str | None, dry_run: bool) -> None:
     """Indicateurs d'usage mensuels : BAL par type, messages envoyés et reçus, connexions
     par canal et par mode d'authentification (un fichier CSV par famille)."""
-    from mss.cli import app_of
-
     now = utcnow()
     current = Month.of(now)
     month = Month.parse(month_text) if month_text is not None else current.previous()

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from mss.app import app_of
 from mss.selftest import FAIL, OK, SKIP, WARN, Check
 
 _MARKS = {OK: ("OK  ", "green"), WARN: ("ATTN", "yellow"), FAIL: ("ÉCHEC", "red"),
@@ -41,7 +42,6 @@ def selftest_cmd(ctx: click.Context, peers: list[tuple[str, int]], as_json: bool
     """Vérifie la conformité des services en marche (TLS ECO.1.1.x, certificats, liste
     blanche, refus au RCPT, champs X-MSS-*, MDN, journal d'audit). Code de sortie 1 si un
     contrôle échoue."""
-    from mss.cli import app_of
     from mss.selftest import run_selftest
 
     app = app_of(ctx)

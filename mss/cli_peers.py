@@ -1,20 +1,26 @@
-"""The peers' health from the command line (issue #20): ``mss peers check`` probes every
-whitelisted peer's relay now (``gateway.peer_health.check``), ``mss peers status`` prints the
+"""``mss peers`` (``mss peer``, its first name, kept working): the peer operators.
+``trust FILE…`` trusts a peer's certification authority. Their health (issue #20): ``check``
+probes every whitelisted peer's relay now (``gateway.peer_health.check``), ``status`` prints the
 last recorded results without probing. Both print a French table (``--json``: the results as
 JSON) and exit 1 when a peer fails, for a cron job."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
+from core import audit
+from core.errors import MssError
 from core.localtime import french_datetime
 from gateway import peer_health
 from gateway.probe import EXPIRY_WARNING_DAYS, FAILURE_FR, TIMEOUT, Failure, ProbeResult
+from mss.app import app_of
 
 EXIT_FAILED = 1
 _CHAIN = {"valid": "valide", "invalid": "INVALIDE", "": "—"}
@@ -23,17 +29,42 @@ _REVOCATION = {"good": "non révoqué", "revoked": "RÉVOQUÉ", "unchecked": "no
 
 
 def register(main: click.Group) -> None:
-    """Add ``check`` and ``status`` to the ``peers`` group (``mss/cli_gateway.py``)."""
-    group = main.commands["peers"]
-    assert isinstance(group, click.Group)
-    group.add_command(peers_check)
-    group.add_command(peers_status)
+    main.add_command(peer)
+    # `mss peer …`, the group's first name, still works (hidden from the help: one group).
+    main.add_command(click.Group("peer", commands=peer.commands, hidden=True, help=peer.help))
 
 
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
+@click.group("peers")
+def peer() -> None:
+    """Opérateurs pairs : santé de leurs relais (check, status), autorités de certification
+    de confiance (trust). « mss peer » est le même groupe."""
 
-    return app_of(ctx)
+
+@peer.command("trust")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--name", help="Nom du fichier dans pki/peers/ (défaut : celui du fichier).")
+@click.pass_context
+def peer_trust(ctx: click.Context, files: tuple[Path, ...], name: str | None) -> None:
+    """Fait confiance à l'autorité d'un pair : copie son ca.pem (et son crl.pem) dans
+    DATA_DIR/pki/peers/ ; le relais la prend en compte sans redémarrage."""
+    from certs.validation import TrustStore
+
+    app = app_of(ctx)
+    peers = app.settings.pki_dir / "peers"
+    peers.mkdir(parents=True, exist_ok=True)
+    for index, path in enumerate(files):
+        data = path.read_bytes()
+        if b"BEGIN CERTIFICATE" in data:
+            TrustStore.from_pem(data)  # a readable bundle with a root, or ConfigError
+        elif b"BEGIN X509 CRL" not in data:
+            raise MssError(f"{path} : ni certificat ni liste de révocation PEM")
+        target = peers / (f"{name}-{index}.pem" if name else path.name)
+        shutil.copyfile(path, target)
+        click.echo(f"Copié : {target}")
+    with app.db.transaction() as session:
+        audit.record(session, actor="mss-cli", action="peer.trust", target=name or "",
+                     outcome="ok", request={"files": [p.name for p in files]})
 
 
 def _days(r: ProbeResult, now: datetime) -> float | None:
@@ -102,7 +133,7 @@ def _summary(results: Sequence[ProbeResult], never: Sequence[str]) -> str:
     return text + (f" ({', '.join(failed)})." if failed else ".")
 
 
-@click.command("check")
+@peer.command("check")
 @click.option("--domain", help="Un seul domaine de la liste blanche (défaut : tous les pairs).")
 @click.option("--json", "as_json", is_flag=True, help="Résultats en JSON sur la sortie standard.")
 @click.option("--timeout", default=TIMEOUT, show_default=True, type=click.FloatRange(1, 60),
@@ -113,7 +144,7 @@ def peers_check(ctx: click.Context, domain: str | None, as_json: bool, timeout: 
     avec notre certificat d'opérateur, certificat du pair (chaîne, révocation, DN de la liste
     blanche, expiration), puis QUIT — aucun message envoyé. Résultats enregistrés (page
     Pairs, métriques) ; code de sortie 1 si un pair est en échec."""
-    app = _app(ctx)
+    app = app_of(ctx)
     if not as_json:
         click.echo("Vérification des relais des pairs …", err=True)
     results = peer_health.check(app.db, app.settings, domains=[domain] if domain else None,
@@ -129,13 +160,13 @@ def peers_check(ctx: click.Context, domain: str | None, as_json: bool, timeout: 
     sys.exit(EXIT_FAILED if any(not r.ok for r in results) else 0)
 
 
-@click.command("status")
+@peer.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Résultats en JSON sur la sortie standard.")
 @click.pass_context
 def peers_status(ctx: click.Context, as_json: bool) -> None:
     """Derniers résultats enregistrés de chaque pair (heures de Paris), sans rien vérifier ;
     code de sortie 1 si le dernier résultat d'un pair est un échec."""
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.read() as session:
         peers = [d for t in peer_health.targets(session, app.settings.domain)
                  for d, _ in t.domains]

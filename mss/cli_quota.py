@@ -7,6 +7,7 @@ import click
 
 from mailstore import quota_usage
 from mailstore.config import DovecotPaths
+from mss.app import app_of
 
 
 def register(main: click.Group) -> None:
@@ -20,8 +21,6 @@ def register(main: click.Group) -> None:
 def quota_cmd(ctx: click.Context, over: int) -> None:
     """Boîtes remplies à OVER % de leur quota ou plus, la plus pleine d'abord (Dovecot en
     service sur ce répertoire de données : doveadm quota get -A)."""
-    from mss.cli import app_of
-
     usages = quota_usage.read_all(DovecotPaths.from_settings(app_of(ctx).settings))
     summary = quota_usage.summarise(usages)
     counts = ", ".join(f"{count} à {t} %" for t, count in sorted(summary.over.items()))

@@ -1,27 +1,123 @@
-"""Following the whitelist from the command line (issue #20): ``mss whitelist fetch`` and
-``mss whitelist history``, and how a diff is printed (``import`` shares it)."""
+"""``mss whitelist``: the trusted operators' list — import (MSSanté XML) and export, list,
+where to reach a peer's relay (``route``), following the published list (issue #20: ``fetch``,
+``history``) and how a diff is printed (``import`` and ``fetch`` share it)."""
 
 from __future__ import annotations
 
-import click
+from pathlib import Path
 
-from core.errors import MssError
+import click
+from cryptography import x509
+from sqlalchemy import select
+
+from core import audit
+from core.errors import MssError, NotFound
 from core.localtime import french_datetime
+from mss.app import app_of
+from mss.cli_io import read_input, report_import_errors, write_output
 from trust_space import whitelist_history as history
+from trust_space.errors import ImportFailed
 
 EXIT_FAILED = 1
 DN_FIELD = "DNCertificatOperateur"
 
 
-def register(group: click.Group) -> None:
-    group.add_command(whitelist_fetch)
-    group.add_command(whitelist_history)
+def register(main: click.Group) -> None:
+    main.add_command(whitelist)
 
 
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
+@click.group()
+def whitelist() -> None:
+    """Liste blanche des opérateurs de l'espace de confiance."""
 
-    return app_of(ctx)
+
+@whitelist.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Affiche les changements sans les appliquer.")
+@click.option("--merge", is_flag=True,
+              help="Ajoute et met à jour sans retirer les domaines absents du fichier.")
+@click.pass_context
+def whitelist_import(ctx: click.Context, path: Path, dry_run: bool, merge: bool) -> None:
+    """Importe la liste blanche MSSanté (XML) et affiche ce qui change (gardé dans
+    l'historique : « mss whitelist history »)."""
+    from trust_space.whitelist_history import apply_whitelist
+
+    data = read_input(path)
+    app = app_of(ctx)
+    try:
+        with app.db.transaction() as session:
+            applied = apply_whitelist(session, data, actor="cli", source=path.name,
+                                      replace=not merge, local_domains=app.local_domains,
+                                      dry_run=dry_run)
+            diff = applied.diff
+            if not dry_run:
+                audit.record(session, actor="mss-cli", action="whitelist.import",
+                             target=path.name, outcome="ok",
+                             request={"added": len(diff.added), "removed": len(diff.removed),
+                                      "changed": len(diff.changed),
+                                      "change": applied.change_id})
+    except ImportFailed as exc:
+        report_import_errors(exc)
+        raise MssError(f"liste blanche refusée, rien n'a changé : {len(exc.errors)} erreur(s)"
+                       ) from exc
+    print_changes(applied, dry_run)
+
+
+@whitelist.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--with-peers", is_flag=True, help="Inclut aussi les domaines des pairs connus.")
+@click.pass_context
+def whitelist_export(ctx: click.Context, output: Path | None, with_peers: bool) -> None:
+    """Exporte l'entrée de cet opérateur (domaine + DN du certificat de relais), à importer
+    chez un opérateur pair."""
+    from trust_space.whitelist import export_whitelist, local_entry
+
+    app = app_of(ctx)
+    cert_path = app.settings.pki_dir / "operator.crt"
+    if not cert_path.exists():
+        raise MssError("certificat d'opérateur absent : lancez d'abord « mss init »")
+    dn = x509.load_pem_x509_certificate(cert_path.read_bytes()).subject.rfc4514_string()
+    own = local_entry(app.settings.domain, dn, description=app.settings.operator_name)
+    with app.db.transaction() as session:
+        data = export_whitelist(session, own=[own], include_peers=with_peers)
+    write_output(data, output)
+
+
+@whitelist.command("list")
+@click.pass_context
+def whitelist_list(ctx: click.Context) -> None:
+    """Liste les domaines de confiance et le DN attendu de leur opérateur."""
+    from trust_space.models import TrustedDomain
+
+    app = app_of(ctx)
+    with app.db.transaction() as session:
+        rows = session.scalars(select(TrustedDomain).order_by(TrustedDomain.domain)).all()
+        for td in rows:
+            route = f"{td.relay_host}:{td.relay_port}" if td.relay_host else "-"
+            click.echo(f"{td.domain:30} {td.certificate_dn:60} {route}")
+    click.echo(f"{len(rows)} domaine(s).", err=True)
+
+
+@whitelist.command("route")
+@click.argument("domain")
+@click.argument("hostport")
+@click.pass_context
+def whitelist_route(ctx: click.Context, domain: str, hostport: str) -> None:
+    """Où joindre le relais d'un domaine de confiance (HÔTE:PORT)."""
+    from trust_space.models import TrustedDomain
+
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.UsageError("HOST:PORT attendu, par exemple relais.pair.test:25")
+    app = app_of(ctx)
+    with app.db.transaction() as session:
+        entry = session.scalar(select(TrustedDomain).where(TrustedDomain.domain == domain.lower()))
+        if entry is None:
+            raise NotFound(f"domaine {domain} absent de la liste blanche")
+        entry.relay_host, entry.relay_port = host.strip("[]"), int(port)
+        audit.record(session, actor="mss-cli", action="whitelist.route", target=entry.domain,
+                     outcome="ok", request={"host": entry.relay_host, "port": entry.relay_port})
+    click.echo(f"{domain} → {host}:{port}")
 
 
 def _line(change: history.EntryChange) -> str:
@@ -57,7 +153,7 @@ def print_changes(applied: history.Applied, dry_run: bool) -> None:
                    f"{len(diff.removed)} retrait(s), {len(diff.changed)} modification(s).")
 
 
-@click.command("fetch")
+@whitelist.command("fetch")
 @click.option("--dry-run", is_flag=True,
               help="Récupère et affiche les changements sans les appliquer ni les garder.")
 @click.pass_context
@@ -66,7 +162,7 @@ def whitelist_fetch(ctx: click.Context, dry_run: bool) -> None:
     en cas d'échec (réseau, certificat, fichier illisible) la liste actuelle est gardée."""
     from mss.whitelist_fetch import follow_now
 
-    app = _app(ctx)
+    app = app_of(ctx)
     if not app.settings.whitelist_url:
         raise MssError("MSS_WHITELIST_URL est vide : la liste blanche n'est pas suivie "
                        "(« mss whitelist import FICHIER » pour la charger à la main)")
@@ -84,7 +180,7 @@ def whitelist_fetch(ctx: click.Context, dry_run: bool) -> None:
     print_changes(report.applied, dry_run)
 
 
-@click.command("history")
+@whitelist.command("history")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000),
               help="Nombre de changements affichés (les plus récents).")
 @click.option("--lines", default=50, show_default=True, type=click.IntRange(0, 100000),
@@ -93,7 +189,7 @@ def whitelist_fetch(ctx: click.Context, dry_run: bool) -> None:
 def whitelist_history(ctx: click.Context, limit: int, lines: int) -> None:
     """Historique des changements de la liste blanche (qui, quand, source, différences), les
     avertissements en attente et la dernière récupération ; heures de Paris."""
-    app = _app(ctx)
+    app = app_of(ctx)
     with app.db.read() as session:
         found = history.changes(session, limit)
         warnings = history.open_warnings(session)

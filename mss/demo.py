@@ -235,7 +235,8 @@ def _delegate(session: Session, mailbox: Mailbox, prof: Professional, role: Role
 def _operator(app: App, session: Session, pwd_hash: str) -> str:
     """The demo operator account (operator pages of the webmail); its TOTP seed is created once
     and kept in DATA_DIR/demo/operator-totp.txt (0600), where `mss run` says to read it."""
-    from mss.cli_accounts import ensure_operator
+    from trust_space.operator_accounts import ensure_operator
+    from webmail import otp
 
     login = OPERATOR_LOGIN.format(domain=app.settings.domain)
     seed_file = operator_totp_file(app)
@@ -245,7 +246,11 @@ def _operator(app: App, session: Session, pwd_hash: str) -> str:
         account.failed_attempts, account.code_failures, account.locked_until = 0, 0, None
         seed_file.chmod(0o600)
         return seed_file.read_text().strip()
-    seed = ensure_operator(session, app.settings, login, password_hash=pwd_hash)
+    seed = otp.new_totp_seed()
+    operator = ensure_operator(session, login, otp.seal_seed(seed, app.settings.secret()),
+                               password_hash=pwd_hash)
+    audit.record(session, actor="mss-cli", action="account.operator", target=operator.login,
+                 outcome="ok")
     write_secret(seed_file, seed)
     return seed
 

@@ -105,7 +105,7 @@ def test_demo_and_run_banners_name_the_secret_files_not_the_secrets(
     logs); a file left readable by others by an older version is made 0600 again."""
     from core.settings import Settings
     from mss.app import App
-    from mss.cli import _print_logins
+    from mss.cli_run import _print_logins
 
     data = tmp_path / "data"
     first = _mss(data, "demo")

@@ -1,5 +1,7 @@
-"""``mss cert renew server|operator|crl`` and ``mss cert install server|operator CERT``: our
-own TLS certificates renewed in place (``certs.renewal``), each step audited."""
+"""``mss cert``: certificates issued by our authority (``issue``, ``revoke``, ``list``), the
+revocation list (``crl``), how long ours have left (``status``), and ``renew server|operator|crl``
+and ``install server|operator CERT``: our own TLS certificates renewed in place
+(``certs.renewal``), each step audited."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import click
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
 
 from certs import renewal
 from certs._x509util import as_utc, atomic_write, serial_hex
@@ -15,6 +19,7 @@ from certs.errors import RenewalError
 from core import audit
 from core.errors import MssError
 from core.localtime import french_datetime
+from mss.app import App, app_of
 
 # How each running service takes the new pair (README, "Renouveler les certificats").
 TAKEN_UP = {
@@ -25,18 +30,134 @@ TAKEN_UP = {
 }
 
 
-def register(cert: click.Group) -> None:
-    cert.add_command(cert_renew)
-    cert.add_command(cert_install)
+def register(main: click.Group) -> None:
+    main.add_command(cert)
 
 
-def _app(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from mss.cli import app_of
+@click.group()
+def cert() -> None:
+    """Certificats : émettre, renouveler, installer, révoquer, publier la liste de
+    révocation."""
 
-    return app_of(ctx)
+
+@cert.command("issue")
+@click.argument("kind", type=click.Choice(["server", "mailbox", "client", "operator"]))
+@click.argument("name")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("."), show_default=True, help="Où écrire NAME.crt et NAME.key.")
+@click.option("--display-name", default="", help="Nom affiché (certificat de boîte).")
+@click.pass_context
+def cert_issue(ctx: click.Context, kind: str, name: str, out_dir: Path, display_name: str) -> None:
+    """Émet un certificat : server (NAME = nom d'hôte), mailbox (NAME = adresse),
+    client (NAME = adresse de boîte applicative) ou operator (NAME = nom d'hôte du relais)."""
+    from mss.setup import write_pair
+
+    app = app_of(ctx)
+    with app.db.transaction() as session:
+        if kind == "server":
+            issued = app.pki.issue_server(session, [name])
+        elif kind == "mailbox":
+            _require_address(name)
+            issued = app.pki.issue_mailbox(session, name, display_name or name)
+        elif kind == "client":
+            _require_address(name)
+            issued = app.pki.issue_client(session, display_name or name, name)
+        else:
+            issued = app.pki.issue_operator(session, [name], app.settings.operator_name)
+        serial = format(issued.certificate.serial_number, "x")
+        audit.record(session, actor="mss-cli", action="cert.issue", target=name,
+                     request={"kind": kind, "serial": serial}, outcome="ok")
+    crt, key = out_dir / f"{name}.crt", out_dir / f"{name}.key"
+    write_pair(issued, crt, key)
+    click.echo(f"Certificat {kind} émis, numéro de série {serial}")
+    click.echo(f"  {crt}\n  {key} (clé privée, mode 0600)")
 
 
-@click.command("renew")
+def _require_address(value: str) -> None:
+    if "@" not in value or value.startswith("@") or value.endswith("@"):
+        raise MssError(f"« {value} » n'est pas une adresse de messagerie")
+
+
+@cert.command("revoke")
+@click.argument("serial")
+@click.option("--reason", default="unspecified", show_default=True,
+              type=click.Choice([r.value for r in x509.ReasonFlags]),
+              help="Motif (RFC 5280 §5.3.1).")
+@click.pass_context
+def cert_revoke(ctx: click.Context, serial: str, reason: str) -> None:
+    """Révoque le certificat de numéro de série SERIAL (hexadécimal) et republie la CRL."""
+    app = app_of(ctx)
+    with app.db.transaction() as session:
+        app.pki.revoke(session, serial, reason)
+        app.pki.make_crl(session)
+        audit.record(session, actor="mss-cli", action="cert.revoke", target=serial.lower(),
+                     request={"reason": reason}, outcome="ok")
+    click.echo(f"Certificat {serial.lower()} révoqué ; CRL publiée : {app.pki.crl_path}")
+
+
+@cert.command("crl")
+@click.pass_context
+def cert_crl(ctx: click.Context) -> None:
+    """(Re)génère la liste de révocation DATA_DIR/pki/crl.pem."""
+    app = app_of(ctx)
+    with app.db.transaction() as session:
+        crl = app.pki.make_crl(session)
+    click.echo(f"CRL publiée : {app.pki.crl_path} ({len(list(crl))} certificat(s) révoqué(s), "
+               f"prochaine mise à jour {crl.next_update_utc:%Y-%m-%d %H:%M} UTC)")
+
+
+@cert.command("list")
+@click.option("--kind", type=click.Choice(["server", "mailbox", "card", "client", "operator"]))
+@click.pass_context
+def cert_list(ctx: click.Context, kind: str | None) -> None:
+    """Liste les certificats émis par l'autorité."""
+    from certs.models import IssuedCertificate
+
+    app = app_of(ctx)
+    with app.db.transaction() as session:
+        query = select(IssuedCertificate).order_by(IssuedCertificate.id)
+        if kind:
+            query = query.where(IssuedCertificate.kind == kind)
+        for row in session.scalars(query):
+            state = f"révoqué ({row.revocation_reason})" if row.revoked_at else "valide"
+            click.echo(f"{row.serial:40} {row.kind.value:9} {row.subject_key:40} "
+                       f"{row.not_after:%Y-%m-%d} {state}")
+
+
+_STATUS_LABELS = {"server": "certificat serveur", "operator": "certificat opérateur",
+                  "issuing_ca": "AC émettrice", "root_ca": "AC racine", "ca": "chaîne de l'AC",
+                  "crl": "liste de révocation"}
+
+
+@cert.command("status")
+@click.option("--warn-days", default=30, show_default=True, type=click.IntRange(0, 3650),
+              help="Seuil d'alerte des certificats, en jours.")
+@click.option("--crl-warn-days", default=1, show_default=True, type=click.IntRange(0, 365),
+              help="Seuil d'alerte de la CRL, en jours (mss run la renouvelle à 2 jours).")
+@click.pass_context
+def cert_status(ctx: click.Context, warn_days: int, crl_warn_days: int) -> None:
+    """Jours restants des certificats serveur, opérateur et de l'AC et de la prochaine mise
+    à jour de la CRL (les mêmes valeurs que les métriques mss_certificate_expiry_days et
+    mss_crl_next_update_days). Code de sortie 1 si l'un est sous le seuil ou illisible."""
+    from certs import expiry
+    from core.localtime import french_datetime
+
+    all_ok = True
+    for found in expiry.status(app_of(ctx).settings.pki_dir):
+        label = _STATUS_LABELS.get(found.label, found.label)
+        if found.days is None:
+            all_ok = False
+            click.echo(f"[ÉCHEC] {label:22} {found.path} : {found.error}")
+            continue
+        ok = found.days >= (crl_warn_days if found.label == "crl" else warn_days)
+        all_ok = all_ok and ok
+        click.echo(f"[{'OK  ' if ok else 'ATTN'}] {label:22} {found.days:8.1f} j  "
+                   f"(jusqu'au {french_datetime(found.until)}) {found.subject}")
+    if not all_ok:
+        raise SystemExit(1)
+
+
+@cert.command("renew")
 @click.argument("kind", type=click.Choice(["server", "operator", "crl"]))
 @click.option("--days", type=click.IntRange(1, 3650),
               help="Validité du nouveau certificat en jours (autorité de mss ; défaut 3 ans, "
@@ -56,7 +177,7 @@ def cert_renew(ctx: click.Context, kind: str, days: int | None, csr_path: Path |
     if days and csr_path:
         raise MssError("--days ne s'applique qu'à l'autorité de mss : avec --csr, l'autorité "
                        "qui signe fixe la validité")
-    app = _app(ctx)
+    app = app_of(ctx)
     current = renewal.load_current(renewal.slot(app.settings.pki_dir, kind))
     _show(current)
     if csr_path is not None:
@@ -67,12 +188,10 @@ def cert_renew(ctx: click.Context, kind: str, days: int | None, csr_path: Path |
 
 def _renew_crl(ctx: click.Context, days: int | None, csr_path: Path | None,
                dry_run: bool) -> None:
-    from mss.cli_admin import cert_crl
-
     if days or csr_path:
         raise MssError("--days et --csr ne s'appliquent pas à la liste de révocation")
     if dry_run:
-        click.echo(f"Publierait une nouvelle CRL dans {_app(ctx).pki.crl_path} "
+        click.echo(f"Publierait une nouvelle CRL dans {app_of(ctx).pki.crl_path} "
                    "(rien n'a été écrit : --dry-run).")
         return
     ctx.invoke(cert_crl)  # one implementation: `mss cert crl`
@@ -88,7 +207,7 @@ def _show(current: renewal.Current) -> None:
                f"{french_datetime(cert.not_valid_after_utc)} ({current.days_left():.1f} j)")
 
 
-def _renew_with_ca(app, current: renewal.Current, days: int | None,  # type: ignore[no-untyped-def]
+def _renew_with_ca(app: App, current: renewal.Current, days: int | None,
                    dry_run: bool) -> None:
     from certs.pki import BACKDATE, LEAF_DAYS
 
@@ -121,7 +240,7 @@ def _renew_with_ca(app, current: renewal.Current, days: int | None,  # type: ign
     _written(where)
 
 
-def _request(app, current: renewal.Current, csr_path: Path,  # type: ignore[no-untyped-def]
+def _request(app: App, current: renewal.Current, csr_path: Path,
              dry_run: bool) -> None:
     where = current.slot
     waiting = where.pending_key_path.exists()
@@ -152,7 +271,7 @@ def _request(app, current: renewal.Current, csr_path: Path,  # type: ignore[no-u
                "CERT.pem [--chain CHAINE.pem]")
 
 
-@click.command("install")
+@cert.command("install")
 @click.argument("kind", type=click.Choice(["server", "operator"]))
 @click.argument("cert_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--chain", "chain_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -166,7 +285,7 @@ def cert_install(ctx: click.Context, kind: str, cert_file: Path, chain_file: Pat
                  new_subject: bool, dry_run: bool) -> None:
     """Installe le certificat signé pour la clé en attente (« mss cert renew KIND --csr »)
     après avoir vérifié clé, dates, usage et chaîne ; l'ancien est gardé en .prev."""
-    app = _app(ctx)
+    app = app_of(ctx)
     where = renewal.slot(app.settings.pki_dir, kind)
     current = renewal.load_current(where)
     renewal.load_pending(where)  # first: without it, no file given can be right
