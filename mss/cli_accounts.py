@@ -50,7 +50,7 @@ def account_list(ctx: click.Context, pending: bool) -> None:
 
 
 def _decide(ctx: click.Context, address: str, accept: bool) -> list[str]:
-    from mss.mailer import outbound_mailer
+    from core.mailer import outbound_mailer
     from webmail.validation import decide
 
     app = _app(ctx)

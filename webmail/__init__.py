@@ -23,12 +23,11 @@ from werkzeug.wrappers import Response
 
 from core.db import Database
 from core.localtime import french_datetime
+from core.mailer import Mailer, SpoolMailer, mail_spool
 from core.settings import Settings
-from core.spool import mail_spool
 from trust_space.naming import profession_label
 from webmail import errors, nav, security
 from webmail.context import PeerCheck, Webmail, load_user, wants_fragment
-from webmail.mailer import FileMailer, Mailer
 from webmail.sessions import DbSessionInterface
 from webmail.sms import SmsProvider, provider_for
 
@@ -72,7 +71,7 @@ def create_app(settings: Settings, db: Database | None = None,
     app.config.update(test_config or {})
     db = db or Database(settings.effective_database_url)
     app.extensions["mss"] = Webmail(
-        settings, db, mailer or FileMailer(mail_spool(settings.data_dir)),
+        settings, db, mailer or SpoolMailer(mail_spool(settings.data_dir)),
         sms or provider_for(settings), acl_sync or _mailstore_acl_sync(settings, db),
         peer_check)
     app.session_interface = DbSessionInterface(

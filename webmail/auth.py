@@ -19,6 +19,7 @@ from werkzeug.wrappers import Response
 
 from core.db import utcnow
 from core.errors import MssError
+from core.mailer import SIGNATURE, build_mail
 from trust_space.accounts import authenticate_password, find_account
 from trust_space.errors import AccountLocked, AuthenticationFailed
 from trust_space.models import Account, OtpChannel
@@ -38,7 +39,7 @@ from webmail.login import (
     failure_warning,
     locked_message,
 )
-from webmail.mailer import SIGNATURE, build_mail, code_text
+from webmail.mailer import code_text
 from webmail.security import code_limit, limiter, login_limit
 from webmail.sessions import ServerSession
 from webmail.tls import CLIENT_CERT_ENV

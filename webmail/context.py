@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 from certs.validation import TrustStore
 from core import audit, authresults
 from core.db import Database
+from core.mailer import Mailer
 from core.settings import Settings
 from trust_space.models import Account, AccountKind, AccountState
 from webmail.errors import Forbidden
-from webmail.mailer import Mailer
 from webmail.sms import SmsProvider
 
 log = logging.getLogger("mss.webmail")

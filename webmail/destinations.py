@@ -21,6 +21,7 @@ from werkzeug.wrappers import Response
 
 from core.db import utcnow
 from core.errors import MssError
+from core.mailer import SIGNATURE, build_mail
 from trust_space.accounts import _record_failure, verify_password
 from trust_space.models import Account, OtpChannel
 from webmail import otp
@@ -233,7 +234,6 @@ def tell_holder(to: str, change: str) -> None:
     """A short notice of a security change to the usual address (the previous one when it
     changed), as mature services send: someone who stole a session learns nothing from it,
     the holder learns that it happened. Best effort: a transport failure is only logged."""
-    from webmail.mailer import SIGNATURE, build_mail
 
     if not to:
         return

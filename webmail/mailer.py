@@ -1,58 +1,12 @@
 """E-mails the webmail sends to a professional's usual (non-secure) address: one-time codes and
 registration news. They leave the trust space: no patient data, ever.
 
-Sending goes through a ``Mailer`` (CONVENTIONS.md, 3). ``mss run`` injects the gateway's
-``SmtpNotifier`` (the smarthost, ``MSS_SMARTHOST``); without a smarthost the webmail falls back
-to ``FileMailer``, which drops the messages in ``DATA_DIR/spool/mail`` (demo, development).
+They are built and sent by ``core.mailer``.
 """
 
 from __future__ import annotations
 
-import email.policy
-import email.utils
-from datetime import UTC, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from typing import Protocol
-
-from core.spool import FileSpool
-
-SENDER_NAME = "Messagerie sécurisée de santé"
-
-
-class Mailer(Protocol):
-    """Hands an e-mail to a transport."""
-
-    def send(self, to: str, message: bytes) -> None:
-        """Send ``message`` (RFC 5322 bytes) to ``to``.
-
-        Raises:
-            core.errors.MssError: the message was not accepted (the caller tells the user).
-            OSError: the transport could not be reached.
-        """
-        ...
-
-
-# The file stand-in of the smarthost, shared with the gateway's notices (core.spool).
-FileMailer = FileSpool
-
-
-def build_mail(*, to: str, sender: str, subject: str, text: str) -> bytes:
-    """A plain-text UTF-8 message, marked auto-generated (RFC 3834 §5)."""
-    message = EmailMessage(policy=email.policy.SMTP)
-    local, _, domain = sender.rpartition("@")
-    message["From"] = Address(SENDER_NAME, local, domain)
-    message["To"] = to
-    message["Subject"] = subject
-    message["Date"] = email.utils.format_datetime(datetime.now(UTC))
-    message["Message-ID"] = email.utils.make_msgid("mss", domain=domain)
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(text, charset="utf-8", cte="quoted-printable")
-    return message.as_bytes()
-
-
-SIGNATURE = ("\n\nCe courriel est envoyé automatiquement par votre messagerie sécurisée de santé ; "
-             "merci de ne pas y répondre.\n")
+from core.mailer import SIGNATURE
 
 
 def code_text(code: str, minutes: int) -> tuple[str, str]:

@@ -23,11 +23,12 @@ from werkzeug.wrappers import Response
 from core.audit import AuditRecord
 from core.db import utcnow
 from core.errors import MssError, NotFound
+from core.mailer import build_mail
 from trust_space import accounts
 from trust_space.models import Account, AccountKind, Mailbox, MailboxKind
 from webmail.context import mss, operator_required, record
 from webmail.forms import EmptyForm
-from webmail.mailer import build_mail, otp_reset_text
+from webmail.mailer import otp_reset_text
 from webmail.validation import clean_reason
 
 log = logging.getLogger("mss.webmail")

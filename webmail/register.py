@@ -28,13 +28,14 @@ from certs.errors import CertError
 from certs.validation import card_identity, validate
 from core.db import utcnow
 from core.errors import MssError
+from core.mailer import build_mail
 from trust_space import registration
 from trust_space.accounts import hash_password
 from trust_space.naming import parse_national_id
 from webmail import otp
 from webmail.context import mss, record
 from webmail.forms import CodeForm, EmptyForm
-from webmail.mailer import build_mail, registration_code_text, registration_text
+from webmail.mailer import registration_code_text, registration_text
 from webmail.register_forms import AddressForm, CredentialsForm, IdentityForm
 from webmail.security import limiter, register_limit
 from webmail.tls import CLIENT_CERT_ENV

@@ -13,10 +13,11 @@ from certs.pki import Pki
 from core import audit
 from core.db import Database
 from core.errors import MssError, NotFound
+from core.mailer import Mailer, build_mail
 from core.settings import Settings
 from trust_space import registration
 from trust_space.models import Mailbox
-from webmail.mailer import Mailer, build_mail, refused_text, validated_text
+from webmail.mailer import refused_text, validated_text
 
 log = logging.getLogger("mss.webmail")
 
