@@ -51,7 +51,7 @@ def account_list(ctx: click.Context, pending: bool) -> None:
 
 def _decide(ctx: click.Context, address: str, accept: bool) -> list[str]:
     from core.mailer import outbound_mailer
-    from webmail.validation import decide
+    from webmail.operator.decision import decide
 
     app = _app(ctx)
     s = app.settings
@@ -88,7 +88,7 @@ def ensure_operator(session: Session, settings: Settings, login: str, *,
     """
     from trust_space.accounts import create_account, find_account, set_password
     from trust_space.models import AccountKind, OtpChannel
-    from webmail import otp
+    from webmail.auth import otp
 
     found = find_account(session, login)
     if found is not None and not found.is_operator and found.professional_id is not None:
@@ -116,7 +116,7 @@ def ensure_operator(session: Session, settings: Settings, login: str, *,
 def account_operator(ctx: click.Context, login: str, password: str) -> None:
     """Crée (ou met à jour) le compte opérateur LOGIN. Son code de connexion vient d'une
     application d'authentification : la clé à y saisir est affichée une fois."""
-    from webmail import otp
+    from webmail.auth import otp
 
     app = _app(ctx)
     with app.db.transaction() as session:

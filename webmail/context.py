@@ -21,8 +21,8 @@ from core.db import Database
 from core.mailer import Mailer
 from core.settings import Settings
 from trust_space.models import Account, AccountKind, AccountState
+from webmail.auth.sms import SmsProvider
 from webmail.errors import Forbidden
-from webmail.sms import SmsProvider
 
 log = logging.getLogger("mss.webmail")
 F = TypeVar("F", bound=Callable[..., Any])

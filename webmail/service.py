@@ -16,10 +16,10 @@ from core.errors import ConfigError
 from core.mailer import Mailer
 from core.settings import Settings
 from webmail import create_app
+from webmail.auth.sms import SmsProvider
 from webmail.context import PeerCheck
 from webmail.mail import live
 from webmail.mail.undo import outbox_of
-from webmail.sms import SmsProvider
 from webmail.tls import ClientCertAdapter
 
 log = logging.getLogger("mss.webmail")
