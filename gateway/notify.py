@@ -6,11 +6,12 @@ arrival. Never the subject, the sender, the recipient's secure address or anythi
 content (DESIGN.md, life of a message, 7). It is marked ``Auto-Submitted: auto-generated``
 (RFC 3834 §5) so that vacation responders stay quiet.
 
-Sending goes through a ``Notifier``; ``SmtpNotifier`` hands the notice to the smarthost
-(``MSS_SMARTHOST``); without one, ``SpoolNotifier`` writes it where the webmail's one-time
-codes go (``core.spool``, ``DATA_DIR/spool/mail``), so that the embedded default behaves as
-production will. A failure raises ``NotifyError``: the caller retries and counts it, and it
-never blocks or undoes the secure delivery.
+Sending goes through a ``Notifier``, the transports of ``core.mailer`` that every e-mail to a
+usual address uses: ``SmtpNotifier`` hands the notice to the smarthost (``MSS_SMARTHOST``);
+without one, ``SpoolNotifier`` writes it where the webmail's one-time codes go
+(``DATA_DIR/spool/mail``), so that the embedded default behaves as production will. A failure
+raises ``NotifyError``: the caller retries and counts it, and it never blocks or undoes the
+secure delivery.
 """
 
 from __future__ import annotations
@@ -18,22 +19,19 @@ from __future__ import annotations
 import email.policy
 import email.utils
 import re
-import smtplib
-import ssl
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
 
+from core.errors import MssError
 from core.localtime import paris
-from core.spool import FileSpool, mail_spool
+from core.mailer import SENDER_NAME, Mailer, SmtpMailer, SpoolMailer, mail_spool
 from gateway.errors import NotifyError
 from gateway.security import is_address
 
 SUBJECT = "Nouveau message sécurisé"
-TIMEOUT = 10.0  # seconds, per socket operation
-SENDER_NAME = "Messagerie sécurisée de santé"
 
 _URL = re.compile(r"https?://[\x21-\x7e]+")
 
@@ -79,85 +77,34 @@ def _text(webmail_url: str, message_date: datetime | None) -> str:
     )
 
 
-class Notifier(Protocol):
-    """Hands a notice to a transport (CONVENTIONS.md, 3)."""
+class Notifier(Mailer, Protocol):
+    """A ``core.mailer.Mailer`` for notices (CONVENTIONS.md, 3).
 
-    def send(self, to: str, message: bytes) -> None:
-        """Send ``message`` (from ``build_notice``) to ``to``.
-
-        Raises:
-            NotifyError: the notice was not accepted; temporary, the caller retries.
-        """
-        ...
-
-
-class SmtpNotifier:
-    """A ``Notifier`` over SMTP to the smarthost ``"host:port"`` (``Settings.smarthost``).
-
-    STARTTLS whenever the smarthost offers it (certificate checked with ``ssl_context``,
-    default: the system's CAs); ``require_tls`` refuses to send in the clear. The envelope
-    sender is ``envelope_from``, by default null (``MAIL FROM:<>``, RFC 5321 §4.5.5) so a
-    bounce of a notice cannot loop back.
+    ``send(to, message)`` raises ``NotifyError`` (451 4.4.1): the notice was not accepted;
+    temporary, the caller retries.
     """
 
-    def __init__(self, smarthost: str, *, envelope_from: str = "", timeout: float = TIMEOUT,
-                 local_hostname: str | None = None, ssl_context: ssl.SSLContext | None = None,
-                 require_tls: bool = False) -> None:
-        host, _, port = smarthost.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError("smarthost : « hôte:port » attendu")
-        self.host, self.port = host.strip("[]"), int(port)
-        self.envelope_from = envelope_from
-        self.timeout = timeout
-        self.local_hostname = local_hostname
-        self.ssl_context = ssl_context
-        self.require_tls = require_tls
 
-    def __repr__(self) -> str:
-        return f"SmtpNotifier({self.host}:{self.port})"
+class _Notices:
+    """What the notice transports change in ``core.mailer``'s: failures are ``NotifyError``,
+    which the delivery worker records like any ``GatewayError``; they speak of a notice; the
+    recipient is the plain ASCII address the notice was built for."""
 
-    def send(self, to: str, message: bytes) -> None:
-        """Send one notice (see ``Notifier.send``)."""
-        if not is_address(to):  # smtplib would raise ValueError on a CR LF: one error type
-            raise NotifyError("Adresse de notification invalide / invalid notice address",
-                              code="notify_address")
-        try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout,
-                              local_hostname=self.local_hostname) as smtp:
-                smtp.ehlo()
-                if smtp.has_extn("starttls"):
-                    smtp.starttls(context=self.ssl_context or ssl.create_default_context())
-                    smtp.ehlo()
-                elif self.require_tls:
-                    raise NotifyError(f"Relais {self.host}:{self.port} sans STARTTLS / "
-                                      "smarthost offers no STARTTLS")
-                smtp.sendmail(self.envelope_from, [to], message)
-        except (OSError, smtplib.SMTPException) as exc:
-            raise NotifyError(
-                f"Avis non transmis au relais {self.host}:{self.port} "
-                f"({_describe(exc)}) / notice not handed to the smarthost") from exc
+    failure: type[MssError] = NotifyError
+    what: tuple[str, str] = ("Avis", "notice")
+
+    def accepts(self, to: str) -> bool:
+        return is_address(to)
 
 
-class SpoolNotifier:
-    """A ``Notifier`` writing notices as files (``core.spool.FileSpool``): the local
+class SmtpNotifier(_Notices, SmtpMailer):
+    """A ``Notifier`` over SMTP to the smarthost ``"host:port"`` (``core.mailer.SmtpMailer``:
+    STARTTLS when offered, null envelope sender by default)."""
+
+
+class SpoolNotifier(_Notices, SpoolMailer):
+    """A ``Notifier`` writing notices as files (``core.mailer.SpoolMailer``): the local
     stand-in of the smarthost, for the demo and the embedded default."""
-
-    def __init__(self, spool: Path) -> None:
-        self.files = FileSpool(spool)
-
-    def __repr__(self) -> str:
-        return f"SpoolNotifier({self.files.spool})"
-
-    def send(self, to: str, message: bytes) -> None:
-        """Write one notice (see ``Notifier.send``)."""
-        if not is_address(to):
-            raise NotifyError("Adresse de notification invalide / invalid notice address",
-                              code="notify_address")
-        try:
-            self.files.send(to, message)
-        except OSError as exc:
-            raise NotifyError(f"Avis non écrit dans le spool ({type(exc).__name__}) / notice "
-                              "not written to the spool") from exc
 
 
 def notifier_for(smarthost: str, hostname: str, data_dir: Path) -> Notifier:
@@ -166,10 +113,3 @@ def notifier_for(smarthost: str, hostname: str, data_dir: Path) -> Notifier:
         return SmtpNotifier(smarthost, local_hostname=hostname)
     return SpoolNotifier(mail_spool(data_dir))
 
-
-def _describe(exc: Exception) -> str:
-    """The error class and SMTP code: never the message, whose text the server may echo."""
-    code = getattr(exc, "smtp_code", None)
-    if code is None and isinstance(exc, smtplib.SMTPRecipientsRefused):
-        code = next(iter(exc.recipients.values()))[0]
-    return f"{type(exc).__name__}{f' {code}' if code else ''}"

@@ -50,8 +50,8 @@ def account_list(ctx: click.Context, pending: bool) -> None:
 
 
 def _decide(ctx: click.Context, address: str, accept: bool) -> list[str]:
-    from mss.mailer import outbound_mailer
-    from webmail.validation import decide
+    from core.mailer import outbound_mailer
+    from webmail.operator.decision import decide
 
     app = app_of(ctx)
     s = app.settings
@@ -87,7 +87,7 @@ def account_operator(ctx: click.Context, login: str, password: str) -> None:
     """Crée (ou met à jour) le compte opérateur LOGIN. Son code de connexion vient d'une
     application d'authentification : la clé à y saisir est affichée une fois."""
     from trust_space.operator_accounts import ensure_operator
-    from webmail import otp
+    from webmail.auth import otp
 
     app = app_of(ctx)
     seed = otp.new_totp_seed()

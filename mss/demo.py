@@ -236,7 +236,7 @@ def _operator(app: App, session: Session, pwd_hash: str) -> str:
     """The demo operator account (operator pages of the webmail); its TOTP seed is created once
     and kept in DATA_DIR/demo/operator-totp.txt (0600), where `mss run` says to read it."""
     from trust_space.operator_accounts import ensure_operator
-    from webmail import otp
+    from webmail.auth import otp
 
     login = OPERATOR_LOGIN.format(domain=app.settings.domain)
     seed_file = operator_totp_file(app)

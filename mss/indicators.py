@@ -187,7 +187,7 @@ def _mailbox_types(session: Session) -> dict[str, str]:
 
 
 def _close_dates(session: Session) -> dict[int, datetime]:
-    """Mailbox id → when an operator closed it (``webmail.operator_accounts``)."""
+    """Mailbox id → when an operator closed it (``webmail.operator.accounts``)."""
     dates: dict[int, datetime] = {}
     rows = session.execute(select(AuditRecord.at, AuditRecord.request).where(
         AuditRecord.action == "mailbox.close", AuditRecord.outcome == "ok"))

@@ -74,7 +74,7 @@ def _peers(app: App) -> Service:
 
 
 def _webmail(app: App) -> Service:
-    from mss.mailer import outbound_mailer
+    from core.mailer import outbound_mailer
     from mss.peer_probe import checker
     from webmail.service import WebmailService
 

@@ -41,8 +41,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from core.mailer import mail_spool
 from core.settings import Settings
-from core.spool import mail_spool
 from mss.app import App
 from mss.demo import demo_app_password_file, demo_password_file, operator_totp_file
 from mss.pair import PORT_SETTINGS, Running

@@ -114,7 +114,7 @@ def _directory(db: Database) -> dict[str, Mailbox]:
 
 
 def _close(space: Space, name: str, when: str) -> None:
-    """What the operator pages do (``webmail.operator_accounts.close``): close, then audit."""
+    """What the operator pages do (``webmail.operator.accounts.close``): close, then audit."""
     space.at(when)
     with space.db.transaction() as s:
         account = accounts.find_account(s, space.addr(name))
@@ -159,7 +159,7 @@ def _deliver(space: Space, when: str) -> None:
 # ------------------------------------------------------------------ log-ins
 def _web(space: Space, login: str, method: str, when: str, action: str = "login",
          outcome: str = "ok") -> None:
-    """``webmail.auth``'s records (``webmail.context.record``: the request's ip added)."""
+    """``webmail.auth.views``'s records (``webmail.context.record``: the request's ip added)."""
     space.at(when)
     with space.db.transaction() as s:
         audit.record(s, actor=login, action=action, target=login, outcome=outcome,

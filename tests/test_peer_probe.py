@@ -36,7 +36,8 @@ from tests.test_cli import mss
 from tests.webmail_helpers import OPERATOR, OPERATOR_SEED, PASSWORD, token
 from trust_space.accounts import hash_password
 from trust_space.models import Account, AccountKind, OtpChannel
-from webmail import create_app, otp
+from webmail import create_app
+from webmail.auth import otp
 
 TIMEOUT = 2.0
 

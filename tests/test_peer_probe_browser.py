@@ -22,7 +22,7 @@ from tests.webmail_browser_support import check_a11y, free_port
 from tests.webmail_helpers import OPERATOR, OPERATOR_SEED, PASSWORD
 from trust_space.accounts import hash_password
 from trust_space.models import Account, AccountKind, OtpChannel
-from webmail import otp
+from webmail.auth import otp
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium absent")

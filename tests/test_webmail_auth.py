@@ -97,7 +97,7 @@ def test_code_is_single_use_and_never_logged(web: Web, caplog) -> None:  # type:
 
 def test_code_expiry_and_attempt_limit() -> None:
     from trust_space.models import Account as Acc
-    from webmail import otp
+    from webmail.auth import otp
 
     now = utcnow()
     challenge, code = otp.start(Acc(id=1), OtpChannel.EMAIL, "", b"k", now)

@@ -30,7 +30,7 @@ from tests.webmail_browser_support import (
 )
 from trust_space.accounts import hash_password
 from trust_space.models import Account, AccountKind, OtpChannel
-from webmail import otp
+from webmail.auth import otp
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"

@@ -15,7 +15,7 @@ from tests.test_cli import assert_clean_error, mss
 from trust_space import registration
 from trust_space.accounts import hash_password
 from trust_space.models import Account, Mailbox, MailboxState
-from webmail import otp
+from webmail.auth import otp
 
 
 def _register(app: App, first: str, rpps: str, usual: str) -> str:

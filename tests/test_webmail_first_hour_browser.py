@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import select, update
 
 from core.localtime import paris
-from core.spool import mail_spool
+from core.mailer import mail_spool
 from tests.webmail_mail_browser_support import (
     MARIE,
     ORG,

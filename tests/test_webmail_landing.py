@@ -20,7 +20,7 @@ from mailstore.errors import ImapError
 from tests.gateway_fixtures import Operator
 from tests.webmail_helpers import OPERATOR, PASSWORD, Web, login_operator, post
 from tests.webmail_mail_helpers import address, box_id, text
-from webmail.landing import safe_next
+from webmail.auth.landing import safe_next
 
 pytest_plugins = ["tests.webmail_mail_fixtures"]
 ATTACKS = ["//evil.example", "https://evil.example", "/\\evil.example", "\\\\evil.example",

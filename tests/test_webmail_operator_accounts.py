@@ -288,7 +288,7 @@ def _assert_pending(web: Web, address: str) -> None:
 
 
 def test_refusal_mail_gives_the_configured_contact(web: Web) -> None:
-    from webmail.mailer import refused_text
+    from webmail.operator.decision import refused_text
 
     settings = web.space.settings.replace(operator_contact="Support MSS, 05 59 00 00 00")
     assert settings.effective_operator_contact == "Support MSS, 05 59 00 00 00"

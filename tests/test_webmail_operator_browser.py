@@ -39,7 +39,7 @@ from trust_space.models import (
     OtpChannel,
     Professional,
 )
-from webmail import otp
+from webmail.auth import otp
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from tests.webmail_helpers import OPERATOR, PASSWORD, Web, login, login_operator, post
 from trust_space import directory
 from trust_space.models import Account, Delegation, Mailbox, MailboxState, OtpChannel, Role
-from webmail import otp
+from webmail.auth import otp
 
 pytest_plugins = ["tests.webmail_fixtures"]
 ORG = "pharma.ducentre.64000@mss.test"
@@ -118,9 +118,9 @@ IDENTITY = {
 
 
 def test_registration_wizard_then_operator_validation(web: Web, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import webmail.validation
+    import webmail.operator.decision
 
-    monkeypatch.setattr(webmail.validation, "certificate_issuer", lambda s: None)
+    monkeypatch.setattr(webmail.operator.decision, "certificate_issuer", lambda s: None)
     client = web.client()
     assert post(client, "/inscription", {"card": "no"}).status_code == 302
     bad = post(client, "/inscription/identite", {**IDENTITY, "id_number": "123",

@@ -34,8 +34,8 @@ from tests.mailstore_fixtures import PEOPLE, TrustSpace, build, free_port, make_
 from tests.webmail_helpers import PASSWORD, RecordingMailer, post, token
 from trust_space.models import Account, Mailbox, Professional
 from webmail import create_app
+from webmail.auth.sms import FileSmsProvider
 from webmail.models import WebSession
-from webmail.sms import FileSmsProvider
 
 LEA = NEWCOMER["national_id"]
 
@@ -379,7 +379,7 @@ def test_attack_id_token_of_another_service(app: Flask, psc: Psc) -> None:
     the callback checks ours (same Authlib call, same options): refused for its audience."""
     from joserfc.errors import JoseError
 
-    from webmail import psc as psc_view
+    from webmail.auth import psc as psc_view
 
     tokens = standin_sign_in(psc.settings, PEOPLE["marie"].national_id, PASSWORD,
                              client_id=OTHER_CLIENT, scope="openid scope_all")

@@ -4,7 +4,7 @@ Marie's log-in from the log-in page through the provider's sign-in and consent p
 Boîte de réception; « Se déconnecter » ending the provider's session too (the next PSC log-in
 asks to sign in again); Léa Roux, whom PSC knows and the directory does not, offered the
 registration with her identity read-only. Screenshots (desktop, and 390x844 where the page
-changes on a phone) in tests/artifacts/webmail/psc-*.png, axe-core on each of our pages (the
+changes on a phone) in tests/artifacts/webmail/auth/psc-*.png, axe-core on each of our pages (the
 provider's pages are the stand-in's, not ours: shot without axe).
 """
 

@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from core.mailer import outbound_mailer
 from core.settings import Settings
 from mss.app import App
 from mss.demo import setup_demo
-from mss.mailer import outbound_mailer
 from mss.run import run
 from tests.mailstore_fixtures import free_port, open_tempdir
 from tests.webmail_mail_browser_support import (

@@ -442,7 +442,7 @@ def _ops(web_space: Any, tmp_path: Path, **overrides: Any) -> Any:
 
     from tests.webmail_helpers import RecordingMailer, Web
     from webmail import create_app
-    from webmail.sms import FileSmsProvider
+    from webmail.auth.sms import FileSmsProvider
 
     with web_space.db.transaction() as s:
         for model in (history.WhitelistWarning, WhitelistFetch, WhitelistChange, TrustedDomain):
@@ -585,7 +585,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Any]) -> Itera
     from tests.webmail_helpers import OPERATOR, OPERATOR_SEED, PASSWORD
     from trust_space.accounts import hash_password
     from trust_space.models import Account, AccountKind, OtpChannel
-    from webmail import otp
+    from webmail.auth import otp
 
     served = ListServer(pki["good"], listing(A, B2, D, OURS))
     data = tmp_path_factory.mktemp("whitelist-browser") / "data"

@@ -17,8 +17,9 @@ from tests.mailstore_fixtures import TrustSpace, build, make_settings
 from tests.webmail_helpers import OPERATOR, OPERATOR_SEED, PASSWORD, RecordingMailer, Web
 from trust_space.accounts import hash_password
 from trust_space.models import Account, AccountKind, OtpChannel, Professional
-from webmail import create_app, otp
-from webmail.sms import FileSmsProvider
+from webmail import create_app
+from webmail.auth import otp
+from webmail.auth.sms import FileSmsProvider
 
 
 @pytest.fixture(scope="module")

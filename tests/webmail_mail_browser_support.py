@@ -34,7 +34,7 @@ from tests.webmail_browser_support import check_a11y
 from trust_space.accounts import hash_password
 from trust_space.models import Account, AccountKind, Mailbox, OtpChannel, TrustedDomain
 from trust_space.models import Operator as PeerOperator
-from webmail import otp
+from webmail.auth import otp
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect

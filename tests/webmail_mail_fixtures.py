@@ -37,8 +37,9 @@ from trust_space.models import (
     Professional,
     Role,
 )
-from webmail import create_app, otp
-from webmail.sms import FileSmsProvider
+from webmail import create_app
+from webmail.auth import otp
+from webmail.auth.sms import FileSmsProvider
 
 ORG_ADDRESS = "pharma.ducentre.64000@mss.test"
 

@@ -3,7 +3,7 @@
 Areas: ``auth`` (connexion : carte CPS, mot de passe + code), ``psc`` (connexion avec Pro Santé
 Connect), ``register`` (inscription), ``account`` (mon compte), ``orgs`` (boîtes
 organisationnelles), ``operator`` (pages de l'opérateur). The mail views (``mail``) register the
-same way and add their navigation entries (``webmail.nav``); ``webmail.landing`` decides where
+same way and add their navigation entries (``webmail.nav``); ``webmail.auth.landing`` decides where
 "/" and a successful login lead.
 """
 
@@ -23,14 +23,13 @@ from werkzeug.wrappers import Response
 
 from core.db import Database
 from core.localtime import french_datetime
+from core.mailer import Mailer, SpoolMailer, mail_spool
 from core.settings import Settings
-from core.spool import mail_spool
 from trust_space.naming import profession_label
 from webmail import errors, nav, security
+from webmail.auth.sms import SmsProvider, provider_for
 from webmail.context import PeerCheck, Webmail, load_user, wants_fragment
-from webmail.mailer import FileMailer, Mailer
 from webmail.sessions import DbSessionInterface
-from webmail.sms import SmsProvider, provider_for
 
 log = logging.getLogger("mss.webmail")
 
@@ -72,7 +71,7 @@ def create_app(settings: Settings, db: Database | None = None,
     app.config.update(test_config or {})
     db = db or Database(settings.effective_database_url)
     app.extensions["mss"] = Webmail(
-        settings, db, mailer or FileMailer(mail_spool(settings.data_dir)),
+        settings, db, mailer or SpoolMailer(mail_spool(settings.data_dir)),
         sms or provider_for(settings), acl_sync or _mailstore_acl_sync(settings, db),
         peer_check)
     app.session_interface = DbSessionInterface(
@@ -96,26 +95,20 @@ def _paris_time(value: datetime | None) -> str:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from webmail import (
-        account,
-        auth,
-        autoconfig,
-        mail,
-        operator,
-        operator_mail,
-        orgs,
-        psc,
-        register,
-    )
+    from webmail import auth, autoconfig, mail, operator
+    from webmail.account import views as account
     from webmail.contacts import views as contacts
+    from webmail.operator import monitoring
+    from webmail.orgs import views as orgs
+    from webmail.register import views as register
 
-    for module in (auth, psc, register, account, orgs, operator, mail, operator_mail,
-                   autoconfig, contacts):
+    for module in (auth, register, account, orgs, operator, mail, monitoring, autoconfig,
+                   contacts):
         module.init_app(app)
 
 
 def _home() -> Response:
-    from webmail.landing import home_url
+    from webmail.auth.landing import home_url
 
     if current_user.is_authenticated:
         return redirect(home_url())

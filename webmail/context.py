@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 from certs.validation import TrustStore
 from core import audit
 from core.db import Database
+from core.mailer import Mailer
 from core.settings import Settings
 from mailformat import authresults
 from trust_space.models import Account, AccountKind, AccountState
+from webmail.auth.sms import SmsProvider
 from webmail.errors import Forbidden
-from webmail.mailer import Mailer
-from webmail.sms import SmsProvider
 
 log = logging.getLogger("mss.webmail")
 F = TypeVar("F", bound=Callable[..., Any])

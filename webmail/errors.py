@@ -59,7 +59,7 @@ class PscLoginRefused(WebmailError):
 
 class PscNotRegistered(PscLoginRefused):
     """Someone Pro Santé Connect knows and the directory does not: its page offers to register
-    with the identity PSC gave (kept in the session by ``webmail.psc``)."""
+    with the identity PSC gave (kept in the session by ``webmail.auth.psc``)."""
 
     code = "psc_not_registered"
     offer_registration = "psc"

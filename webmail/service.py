@@ -13,13 +13,13 @@ from cheroot import wsgi
 
 from core.db import Database
 from core.errors import ConfigError
+from core.mailer import Mailer
 from core.settings import Settings
 from webmail import create_app
+from webmail.auth.sms import SmsProvider
 from webmail.context import PeerCheck
 from webmail.mail import live
 from webmail.mail.undo import outbox_of
-from webmail.mailer import Mailer
-from webmail.sms import SmsProvider
 from webmail.tls import ClientCertAdapter
 
 log = logging.getLogger("mss.webmail")

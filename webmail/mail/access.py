@@ -108,7 +108,7 @@ class Box:
 
 def _own_box(session: Session, professional_id: int) -> Box | None:
     # The personal mailbox named by the login, whatever its state: the state was checked at
-    # login (``webmail.login.check_webmail_access``), not again on each request.
+    # login (``webmail.auth.rules.check_webmail_access``), not again on each request.
     login = current_user.login.lower()
     mailbox = next((m for m in mailboxes_of(session, professional_id, kind=MailboxKind.PERSONAL)
                     if m.address == login), None)

@@ -18,6 +18,7 @@ from core.errors import MssError
 from trust_space import whitelist_history as history
 from webmail.context import mss, operator_required, record
 from webmail.forms import EmptyForm
+from webmail.operator import require_operator
 
 bp = Blueprint("operator_whitelist", __name__, url_prefix="/operateur/liste-blanche")
 SHOWN_CHANGES = 20
@@ -32,8 +33,6 @@ def init_app(app: Flask) -> None:
 @operator_required
 def _require_operator() -> None:
     """Operators only, logged in with TOTP."""
-    from webmail.operator import require_operator
-
     require_operator()
 
 

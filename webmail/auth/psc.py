@@ -10,7 +10,7 @@ through Authlib's Flask client, against the provider of ``MSS_OIDC_ISSUER``.
   Authlib on joserfc (signature by the provider's JWKS, iss, aud, exp, iat, nonce, azp,
   at_hash) with our options (auth_time present, acr at least ``MSS_OIDC_ACR``), then the
   national id is read from userinfo (``MSS_OIDC_ID_CLAIM``) — OWASP ASVS 5.0 V10.
-- The account is the card's (``webmail.login.psc_account``); someone PSC knows and the
+- The account is the card's (``webmail.auth.rules.psc_account``); someone PSC knows and the
   directory does not is offered the registration wizard with the identity PSC gave.
 - Logout ends the provider's session too (OpenID Connect RP-Initiated Logout 1.0).
 
@@ -39,12 +39,13 @@ from core.errors import MssError
 from core.oidc import TIMEOUT, Provider, TokenRefused, acr_at_least, http_session
 from core.settings import Settings
 from trust_space.naming import parse_national_id
-from webmail import register, security
-from webmail.auth import _complete_login
+from webmail import security
+from webmail.auth.landing import NEXT, after_login, safe_next
+from webmail.auth.rules import check_webmail_access, psc_account
+from webmail.auth.views import _complete_login
 from webmail.context import mss, record
 from webmail.errors import PscLoginRefused
-from webmail.landing import NEXT, after_login, safe_next
-from webmail.login import check_webmail_access, psc_account
+from webmail.register import views as register
 from webmail.security import limiter, login_limit
 
 log = logging.getLogger("mss.webmail")

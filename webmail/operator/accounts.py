@@ -23,12 +23,13 @@ from werkzeug.wrappers import Response
 from core.audit import AuditRecord
 from core.db import utcnow
 from core.errors import MssError, NotFound
+from core.mailer import SIGNATURE, build_mail
 from trust_space import accounts
 from trust_space.models import Account, AccountKind, Mailbox, MailboxKind
 from webmail.context import mss, operator_required, record
 from webmail.forms import EmptyForm
-from webmail.mailer import build_mail, otp_reset_text
-from webmail.validation import clean_reason
+from webmail.operator import require_operator
+from webmail.operator.decision import clean_reason
 
 log = logging.getLogger("mss.webmail")
 bp = Blueprint("operator_accounts", __name__, url_prefix="/operateur/comptes")
@@ -46,8 +47,6 @@ def init_app(app: Flask) -> None:
 @operator_required
 def _require_operator() -> None:
     """Operators only, logged in with TOTP."""
-    from webmail.operator import require_operator
-
     require_operator()
 
 
@@ -238,3 +237,13 @@ def _reactivate(db: Session, account: Account) -> None:
 _DOERS: dict[str, Callable[[Session, Account], str | None]] = {
     "debloquer": _unlock, "reactiver": _reactivate, "suspendre": _suspend,
     "reinitialiser-code": _reset}
+
+
+def otp_reset_text(login: str) -> tuple[str, str]:
+    """Subject and text telling the holder that the operator reset their code channel."""
+    return ("Votre code de connexion a été réinitialisé",
+            f"Bonjour,\n\nÀ votre demande, l'opérateur de votre messagerie sécurisée a "
+            f"réinitialisé le moyen de recevoir le code de connexion du compte {login} : le "
+            "code vous sera désormais envoyé à cette adresse. Vous pouvez choisir un autre "
+            "moyen dans « Mon compte ». Si vous n'êtes pas à l'origine de cette demande, "
+            "contactez votre opérateur sans attendre." + SIGNATURE)

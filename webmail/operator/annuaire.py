@@ -20,6 +20,7 @@ from trust_space import annuaire
 from trust_space.models import DirectoryFeed, FeedState
 from webmail.context import mss, operator_required, record
 from webmail.forms import EmptyForm
+from webmail.operator import require_operator
 
 bp = Blueprint("operator_annuaire", __name__, url_prefix="/operateur/annuaire")
 SHOWN = 200
@@ -33,8 +34,6 @@ def init_app(app: Flask) -> None:
 @operator_required
 def _require_operator() -> None:
     """Operators only, logged in with TOTP."""
-    from webmail.operator import require_operator
-
     require_operator()
 
 

@@ -36,12 +36,14 @@ from core.errors import MssError
 from trust_space.accounts import find_account, set_password
 from trust_space.errors import AccountLocked
 from trust_space.models import Account, AccountKind, AccountState, OtpChannel
-from webmail import otp
+from webmail.account.destinations import tell_holder
+from webmail.auth import otp
+from webmail.auth.codes import deliver_code
+from webmail.auth.forms import NewPasswordForm, ResetRequestForm
+from webmail.auth.rules import PhantomLocks, card_account, count_failure, minutes_fr, minutes_until
 from webmail.context import mss, record
-from webmail.destinations import tell_holder
 from webmail.errors import DeliveryFailed
-from webmail.forms import CodeForm, EmptyForm, NewPasswordForm, ResetRequestForm
-from webmail.login import PhantomLocks, card_account, count_failure, minutes_fr, minutes_until
+from webmail.forms import CodeForm, EmptyForm
 from webmail.security import code_limit, limiter, login_limit
 from webmail.sessions import revoke_all
 from webmail.tls import CLIENT_CERT_ENV
@@ -144,8 +146,6 @@ def _destination(account: Account | None, channel: OtpChannel) -> str:
 def _send_in_background(channel: str, destination: str, code: str) -> None:
     """Send the code without making the answer wait for the transport (no timing that would
     tell an existing account from an unknown one)."""
-    from webmail.auth import deliver_code
-
     app = current_app._get_current_object()  # type: ignore[attr-defined]
 
     def send() -> None:

@@ -23,10 +23,11 @@ from core.audit import AuditRecord
 from core.db import utcnow
 from core.errors import MssError
 from spool.events import REFUSALS
-from webmail import nav, operator_peers
+from webmail import nav
 from webmail.context import mss, operator_required, record
 from webmail.forms import EmptyForm
 from webmail.mail import relay
+from webmail.operator import peers as peers_page
 from webmail.operator import require_operator
 
 bp = Blueprint("ops", __name__, url_prefix="/operateur")
@@ -119,15 +120,15 @@ def peers() -> str:
     peer CAs we trust, the last imports."""
     s, now = mss().settings, utcnow()
     with mss().db.read() as db:
-        rows = operator_peers.peer_rows(db, s.domain, now)
+        rows = peers_page.peer_rows(db, s.domain, now)
         imports = db.scalars(select(AuditRecord).where(AuditRecord.action.in_(
             ["whitelist.import", "directory.import_peer"])).order_by(
             AuditRecord.id.desc()).limit(10)).all()
         imported = [(r.at, r.action, r.target, _json(r.request)) for r in imports]
     return render_template(
-        "ops/peers.html", rows=rows, summary=operator_peers.summary(rows),
-        ours=operator_peers.our_certificates(s.pki_dir, now),
-        authorities=operator_peers.peer_authorities(s.pki_dir, now), imports=imported,
+        "ops/peers.html", rows=rows, summary=peers_page.summary(rows),
+        ours=peers_page.our_certificates(s.pki_dir, now),
+        authorities=peers_page.peer_authorities(s.pki_dir, now), imports=imported,
         period=s.peer_probe_seconds, can_check=mss().peer_check is not None,
         form=EmptyForm(), tab="pairs")
 

@@ -1,7 +1,7 @@
 """Mon compte: where the one-time code goes (issue #15 item 1). A channel is saved only with a
 destination that works: a new mobile, or the switch to SMS, is confirmed by a code sent to
 that number before it is used; a new usual address by a code sent to it (``preferences`` in
-``webmail.account`` calls ``start_email_change``); the usual address cannot be cleared while
+``webmail.account.views`` calls ``start_email_change``); the usual address cannot be cleared while
 codes go there. Every change asks for the web password again (a card session need not), and
 nothing is written until it is valid: a refused form leaves channel, number and address as
 they were. Routes live on the ``account`` blueprint; audited without codes or passwords.
@@ -21,13 +21,16 @@ from werkzeug.wrappers import Response
 
 from core.db import utcnow
 from core.errors import MssError
+from core.mailer import SIGNATURE, build_mail
 from trust_space.accounts import _record_failure, verify_password
 from trust_space.models import Account, OtpChannel
-from webmail import otp
-from webmail.account import bp
+from webmail.account.forms import OtpChannelForm, TotpConfirmForm
+from webmail.account.views import bp
+from webmail.auth import otp
+from webmail.auth.codes import deliver_code
 from webmail.context import mss, record
 from webmail.errors import DeliveryFailed
-from webmail.forms import CodeForm, OtpChannelForm, TotpConfirmForm
+from webmail.forms import CodeForm
 
 log = logging.getLogger("mss.webmail")
 PENDING_CHANGE = "destination_change"
@@ -160,8 +163,6 @@ def start_change(db: Session, account: Account, via: OtpChannel, destination: st
                  channel: str | None = None) -> str | None:
     """Send a code to ``destination`` and keep the change waiting for it; the French error
     when the code could not be sent (nothing is waiting then)."""
-    from webmail.auth import deliver_code
-
     hint = (f"par SMS au {otp.mask_phone(destination)}" if via is OtpChannel.SMS
             else f"par courriel à {otp.mask_email(destination)}")
     challenge, code = otp.start_code(via, _code_key(), utcnow(), account.id, hint)
@@ -233,7 +234,6 @@ def tell_holder(to: str, change: str) -> None:
     """A short notice of a security change to the usual address (the previous one when it
     changed), as mature services send: someone who stole a session learns nothing from it,
     the holder learns that it happened. Best effort: a transport failure is only logged."""
-    from webmail.mailer import SIGNATURE, build_mail
 
     if not to:
         return

@@ -1,52 +1,23 @@
-"""Pages of the operator (``Account.is_operator``): registrations pending validation, with
-validate / refuse (a reason mailed to the applicant, after a confirmation page), the
-accounts (``webmail.operator_accounts``) and the national directory feed
-(``webmail.operator_annuaire``). Queue, peers and audit are ``webmail.operator_mail``.
-
-Every operator page asks for an operator logged in with their authenticator app (TOTP), the
-one second factor operator accounts have: ``require_operator``.
+"""The operator's registrations page (the ``operator`` blueprint, ``/operateur``): requests
+pending validation, with validate / refuse (a reason mailed to the applicant, after a
+confirmation page). The decision itself is ``webmail.operator.decision``.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from core.errors import NotFound
 from trust_space import registration
-from webmail import nav, operator_accounts, operator_annuaire, operator_whitelist
 from webmail.context import mss, operator_required
-from webmail.errors import Forbidden
 from webmail.forms import EmptyForm
-from webmail.validation import REASON_MAX, clean_reason, decide
+from webmail.operator import require_operator
+from webmail.operator.decision import REASON_MAX, clean_reason, decide
 
 bp = Blueprint("operator", __name__, url_prefix="/operateur")
 REASON_MIN = 10
-
-
-def init_app(app: Flask) -> None:
-    app.register_blueprint(bp)
-    operator_accounts.init_app(app)
-    operator_annuaire.init_app(app)
-    operator_whitelist.init_app(app)
-    nav.add(app, "operator.registrations", "Opérateur", order=90, operator_only=True,
-            prefix="/operateur")
-
-
-def require_operator() -> None:
-    """Raise unless the session is an operator's opened with the TOTP code (a password alone
-    never opens these pages; an operator account has no other second factor).
-
-    Raises:
-        Forbidden: logged in, but not an operator, or not through TOTP.
-    """
-    if not current_user.is_operator:
-        raise Forbidden("Cette page est réservée aux opérateurs de la messagerie.")
-    if session.get("login_method") != "totp":
-        raise Forbidden("Les pages de l'opérateur demandent une connexion avec le code de "
-                        "l'application d'authentification : déconnectez-vous, puis "
-                        "reconnectez-vous avec ce code.")
 
 
 @bp.before_request

@@ -1,7 +1,7 @@
 """Connexion: CPS card, or password then a one-time code; déconnexion (with Pro Santé
-Connect's, ``webmail.psc``, for the sessions it opened).
+Connect's, ``webmail.auth.psc``, for the sessions it opened).
 
-Each view parses the form, calls the log-in decisions (``webmail.login``, ``trust_space``,
+Each view parses the form, calls the log-in decisions (``webmail.auth.rules``, ``trust_space``,
 ``certs``) and maps the outcome to a page. Successes and failures are audited; codes and
 passwords never reach a log, an audit record or a URL.
 """
@@ -22,12 +22,12 @@ from core.errors import MssError
 from trust_space.accounts import authenticate_password, find_account
 from trust_space.errors import AccountLocked, AuthenticationFailed
 from trust_space.models import Account, OtpChannel
-from webmail import nav, otp
-from webmail.context import WebUser, mss, record
-from webmail.errors import DeliveryFailed
-from webmail.forms import CodeForm, EmptyForm, LoginForm
-from webmail.landing import NEXT, after_login, safe_next
-from webmail.login import (
+from webmail import nav
+from webmail.auth import otp
+from webmail.auth.codes import deliver_code
+from webmail.auth.forms import LoginForm
+from webmail.auth.landing import NEXT, after_login, safe_next
+from webmail.auth.rules import (
     PhantomLocks,
     card_account,
     check_not_locked,
@@ -38,7 +38,8 @@ from webmail.login import (
     failure_warning,
     locked_message,
 )
-from webmail.mailer import SIGNATURE, build_mail, code_text
+from webmail.context import WebUser, mss, record
+from webmail.forms import CodeForm, EmptyForm
 from webmail.security import code_limit, limiter, login_limit
 from webmail.sessions import ServerSession
 from webmail.tls import CLIENT_CERT_ENV
@@ -52,7 +53,7 @@ def init_app(app: Flask) -> None:
     s = app.extensions["mss"].settings
     app.extensions["mss.phantoms"] = PhantomLocks(s.login_max_failures, s.login_lock_minutes)
     app.register_blueprint(bp)
-    from webmail import reset  # the "Mot de passe oublié ?" pages (issue #15 item 2)
+    from webmail.auth import reset  # the "Mot de passe oublié ?" pages (issue #15 item 2)
 
     reset.init_app(app)
     nav.add(app, "account.overview", "Mon compte", order=80, prefix="/compte")
@@ -80,7 +81,7 @@ def _login_page(form: LoginForm, error: str | None = None, status: int = 200) ->
 
 @bp.get("/connexion")
 def login() -> Response:
-    from webmail.psc import to_public_host
+    from webmail.auth.psc import to_public_host
 
     if current_user.is_authenticated:
         return redirect(after_login(request.args.get(NEXT)))
@@ -179,54 +180,6 @@ def _code_key() -> bytes:
     from flask import current_app
 
     return str(current_app.config["SECRET_KEY"]).encode()
-
-
-CODE_PURPOSES = {
-    "login": "Messagerie sécurisée de santé : votre code de connexion est {code} "
-             "(valable {minutes} min).",
-    "confirm": "Messagerie sécurisée de santé : le code qui confirme ce numéro est {code} "
-               "(valable {minutes} min).",
-    "reset": "Messagerie sécurisée de santé : votre code de réinitialisation du mot de passe "
-             "est {code} (valable {minutes} min).",
-}
-
-
-def _mail_text(purpose: str, code: str, minutes: int) -> tuple[str, str]:
-    """Subject and text of the e-mail that carries ``code`` for ``purpose``."""
-    if purpose == "login":
-        return code_text(code, minutes)
-    what = ("confirmer votre nouvelle adresse habituelle" if purpose == "confirm"
-            else "choisir un nouveau mot de passe")
-    subject = ("Confirmez votre adresse habituelle" if purpose == "confirm"
-               else "Réinitialisation de votre mot de passe")
-    return subject, (f"Bonjour,\n\nVoici le code pour {what} sur la messagerie sécurisée de "
-                     f"santé :\n\n    {code}\n\nIl est valable {minutes} minutes et ne sert "
-                     "qu'une fois. Si vous n'êtes pas à l'origine de cette demande, ignorez ce "
-                     "message et prévenez votre opérateur." + SIGNATURE)
-
-
-def deliver_code(channel: str, destination: str, code: str, purpose: str = "login") -> None:
-    """Send ``code`` by e-mail or SMS; ``purpose``: login, confirm (a new mobile or usual
-    address) or reset (forgotten password).
-
-    Raises:
-        DeliveryFailed: the transport refused or is unreachable.
-    """
-    minutes = otp.CODE_TTL_SECONDS // 60
-    try:
-        if channel == OtpChannel.SMS.value:
-            mss().sms.send(destination, CODE_PURPOSES[purpose].format(code=code,
-                                                                      minutes=minutes))
-            return
-        subject, text = _mail_text(purpose, code, minutes)
-        mss().mailer.send(destination, build_mail(to=destination, sender=mss().sender,
-                                                  subject=subject, text=text))
-    except DeliveryFailed:
-        raise
-    except (MssError, OSError) as exc:
-        raise DeliveryFailed("Le code n'a pas pu être envoyé ; réessayez dans un instant.") \
-            from exc
-
 
 
 def _pending() -> otp.Challenge | None:
@@ -357,7 +310,7 @@ def card_login() -> Response:
 
 @bp.post("/deconnexion")
 def logout() -> Response:
-    from webmail.psc import ID_TOKEN, end_session_url
+    from webmail.auth.psc import ID_TOKEN, end_session_url
 
     # A session opened by Pro Santé Connect ends there too (RP-Initiated Logout), else the
     # next "Se connecter avec Pro Santé Connect" on this computer would need no sign-in.

@@ -28,14 +28,14 @@ from certs.errors import CertError
 from certs.validation import card_identity, validate
 from core.db import utcnow
 from core.errors import MssError
+from core.mailer import SIGNATURE, build_mail
 from trust_space import registration
 from trust_space.accounts import hash_password
 from trust_space.naming import parse_national_id
-from webmail import otp
+from webmail.auth import otp
 from webmail.context import mss, record
 from webmail.forms import CodeForm, EmptyForm
-from webmail.mailer import build_mail, registration_code_text, registration_text
-from webmail.register_forms import AddressForm, CredentialsForm, IdentityForm
+from webmail.register.forms import AddressForm, CredentialsForm, IdentityForm
 from webmail.security import limiter, register_limit
 from webmail.tls import CLIENT_CERT_ENV
 
@@ -43,7 +43,7 @@ log = logging.getLogger("mss.webmail")
 bp = Blueprint("register", __name__, url_prefix="/inscription")
 REG = "registration"
 STEPS = ("Carte CPS", "Identité", "Identifiant", "Adresse")
-PROVEN = "registration_proven"  # an identity Pro Santé Connect proved (webmail.psc)
+PROVEN = "registration_proven"  # an identity Pro Santé Connect proved (webmail.auth.psc)
 PROVEN_SECONDS = 600  # how long it may start a registration
 
 
@@ -79,7 +79,7 @@ def _page(template: str, step: int, status: int = 200, **context: Any) -> Respon
 @bp.route("", methods=["GET", "POST"])
 @limiter.limit(register_limit, methods=["POST"])
 def start() -> Response:
-    from webmail.psc import to_public_host
+    from webmail.auth.psc import to_public_host
 
     elsewhere = to_public_host()
     if elsewhere is not None:
@@ -87,7 +87,7 @@ def start() -> Response:
     form, error = EmptyForm(), None
     if form.validate_on_submit():
         choice = request.form.get("card")
-        if choice == "psc":  # "Créer mon compte avec Pro Santé Connect" (webmail.psc)
+        if choice == "psc":  # "Créer mon compte avec Pro Santé Connect" (webmail.auth.psc)
             if _proven() is not None:
                 return begin_proven()
             error = ("Votre identité Pro Santé Connect n'est plus disponible : choisissez "
@@ -362,3 +362,21 @@ def done() -> Response:
     if not addresses:
         return redirect(url_for("register.start"))
     return _page("register/done.html", 5, addresses=addresses)
+
+
+def registration_code_text(code: str, minutes: int) -> tuple[str, str]:
+    """Subject and text of the code that proves who registers with an RPPS/ADELI number."""
+    return ("Votre code d'inscription",
+            "Bonjour,\n\nUne inscription à la messagerie sécurisée de santé est en cours avec "
+            f"votre numéro professionnel. Le code qui la confirme est :\n\n    {code}\n\nIl "
+            f"est valable {minutes} minutes et ne sert qu'une fois. Si vous n'êtes pas à "
+            "l'origine de cette demande, ignorez ce message : rien ne sera créé." + SIGNATURE)
+
+
+def registration_text(addresses: list[str]) -> tuple[str, str]:
+    """Subject and text confirming a registration request."""
+    lines = "\n".join(f"  - {a}" for a in addresses)
+    return ("Votre demande d'ouverture de messagerie sécurisée",
+            "Bonjour,\n\nVotre demande d'ouverture de boîte aux lettres sécurisée a bien été "
+            f"enregistrée :\n{lines}\n\nElle est en attente de validation par l'opérateur. "
+            "Vous recevrez un courriel dès qu'elle sera validée." + SIGNATURE)

@@ -28,12 +28,9 @@ from trust_space.models import (
     OtpChannel,
     Professional,
 )
+from webmail.account.forms import PasswordChangeForm, PreferencesForm
 from webmail.context import mss, record
-from webmail.forms import (
-    EmptyForm,
-    PasswordChangeForm,
-    PreferencesForm,
-)
+from webmail.forms import EmptyForm
 from webmail.mail.relay import notice_trouble
 from webmail.sessions import ServerSession, active_sessions, revoke_all
 
@@ -42,7 +39,7 @@ bp = Blueprint("account", __name__, url_prefix="/compte")
 
 def init_app(app: Flask) -> None:
     # Their routes: code channel and confirmation; « Rédaction » (undo delay, signatures).
-    from webmail import account_writing, destinations  # noqa: F401
+    from webmail.account import destinations, writing  # noqa: F401
 
     app.register_blueprint(bp)
 
@@ -127,7 +124,7 @@ def _save_preferences(db: Session, account: Account, mailbox: Mailbox, pro: Prof
                       form: PreferencesForm) -> Response | None:
     """Check the usual address change first (issue #15 item 1), then save; None: the form is
     shown again with its errors and nothing is saved."""
-    from webmail import destinations
+    from webmail.account import destinations
 
     address = (form.usual_email.data or "").strip().lower()
     if address != pro.usual_email:
@@ -251,7 +248,7 @@ def app_password_create() -> Response:
         account = _account(db)
         if not form.validate_on_submit():
             return _app_passwords_page(db, account, form, status=400)
-        from webmail.destinations import password_confirmed
+        from webmail.account.destinations import password_confirmed
 
         if not password_confirmed(db, account, form.password.data,
                                   "account.app_password.create"):

@@ -21,12 +21,8 @@ from trust_space.accounts import find_professional
 from trust_space.models import Delegation, Mailbox, MailboxKind, Professional, Role
 from webmail import nav
 from webmail.context import mss, record
-from webmail.forms import (
-    CollaboratorAddForm,
-    CollaboratorRoleForm,
-    CollaboratorSearchForm,
-    EmptyForm,
-)
+from webmail.forms import EmptyForm
+from webmail.orgs.forms import CollaboratorAddForm, CollaboratorRoleForm, CollaboratorSearchForm
 
 log = logging.getLogger("mss.webmail")
 bp = Blueprint("orgs", __name__, url_prefix="/organisations")

@@ -12,7 +12,7 @@ from wtforms import SelectField
 from wtforms.fields.choices import SelectChoice
 
 from core.settings import UNDO_SEND_CHOICES
-from webmail.account import bp
+from webmail.account.views import bp
 from webmail.context import mss, record
 from webmail.mail.access import Box
 from webmail.mail.writing import (

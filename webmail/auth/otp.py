@@ -85,7 +85,7 @@ def start(account: Account, channel: OtpChannel, hint: str, key: bytes,
 
 def start_email(key: bytes, now: datetime) -> tuple[Challenge, str]:
     """An e-mail code not tied to an account (registration: the code to the usual address
-    that proves who asks, ``webmail.register``) and the code to send."""
+    that proves who asks, ``webmail.register.views``) and the code to send."""
     return start_code(OtpChannel.EMAIL, key, now)
 
 

@@ -13,10 +13,10 @@ from certs.pki import Pki
 from core import audit
 from core.db import Database
 from core.errors import MssError, NotFound
+from core.mailer import SIGNATURE, Mailer, build_mail
 from core.settings import Settings
 from trust_space import registration
 from trust_space.models import Mailbox
-from webmail.mailer import Mailer, build_mail, refused_text, validated_text
 
 log = logging.getLogger("mss.webmail")
 
@@ -81,3 +81,26 @@ def _send(mailer: Mailer, to: str, settings: Settings, subject: str, text: str) 
                                    subject=subject, text=text))
     except (MssError, OSError):
         log.exception("courriel d'inscription non envoyé")
+
+
+def validated_text(addresses: list[str], url: str) -> tuple[str, str]:
+    """Subject and text announcing a validated registration."""
+    lines = "\n".join(f"  - {a}" for a in addresses)
+    return ("Votre messagerie sécurisée est ouverte",
+            "Bonjour,\n\nVotre inscription a été validée. Vos adresses sécurisées :\n"
+            f"{lines}\n\nConnectez-vous à votre messagerie : {url}" + SIGNATURE)
+
+
+def refused_text(reason: str, contact: str) -> tuple[str, str]:
+    """Subject and text announcing a refused registration: the operator's reason (issue #15
+    item 4) and how to reach them."""
+    why = (f"Motif indiqué par l'opérateur :\n\n{_quoted(reason)}\n\n" if reason.strip()
+           else "")
+    return ("Votre demande de messagerie sécurisée",
+            "Bonjour,\n\nVotre demande d'ouverture de messagerie sécurisée n'a pas pu être "
+            f"validée.\n\n{why}Pour toute question, ou pour déposer une nouvelle demande, "
+            f"contactez votre opérateur : {contact}" + SIGNATURE)
+
+
+def _quoted(text: str) -> str:
+    return "\n".join(f"    {line}".rstrip() for line in text.strip().splitlines())

@@ -27,6 +27,7 @@ from trust_space.models import (
     OtpChannel,
 )
 from trust_space.naming import parse_national_id
+from webmail.auth.otp import mask_email, mask_phone
 from webmail.errors import (
     CardLoginRefused,
     CardNotRegistered,
@@ -34,7 +35,6 @@ from webmail.errors import (
     PscLoginRefused,
     PscNotRegistered,
 )
-from webmail.otp import mask_email, mask_phone
 
 
 class PendingValidation(AuthenticationFailed):

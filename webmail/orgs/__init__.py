@@ -1,0 +1,1 @@
+"""Boîtes organisationnelles: their collaborators and roles (``views``, blueprint ``orgs``)."""
