@@ -4,7 +4,7 @@ are the webmail's ``webmail.mail.listview``).
 Date, sender, recipients, subject, flags and size, plus the attachment marker and the security
 verdict: one UID FETCH asks for the body structure and our ``Authentication-Results`` field
 too. It goes through the imaplib connection under IMAPClient (``mailstore.imap.imaplib_of``)
-and cuts the header block with the gateway's parser (``core.headers``): IMAPClient's own
+and cuts the header block with the gateway's parser (``mailformat.headers``): IMAPClient's own
 response parser costs more than the round trip (bench/imap_bench.py). The verdict is not
 decided here: the caller's ``Voucher`` (the webmail's ``badge.Voucher``) reads it.
 """

@@ -58,7 +58,7 @@ class Webmail:
 
     @functools.cached_property
     def seal_key(self) -> bytes:
-        """The key of the gateway's seal on its verdicts (``core.authresults``)."""
+        """The key of the gateway's seal on its verdicts (``mailformat.authresults``)."""
         return authresults.key_for(self.settings)
 
     @property
