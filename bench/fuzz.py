@@ -8,7 +8,7 @@ Targets (all real, on loopback):
 
 - ``smtp_lines``: command lines on an authenticated submission session of a real gateway;
 - ``smtp_data``: message content after a valid envelope (DATA);
-- ``mime``: ``gateway.inbound.open_message`` (decrypt + verify) on MIME / S/MIME blobs;
+- ``mime``: ``gateway.accept.opening.open_message`` (decrypt + verify) on MIME / S/MIME blobs;
 - ``smime``: ``certs.smime.verify`` on mutations of a real signed message;
 - ``whitelist``: ``trust_space.whitelist.import_whitelist`` (XML), rolled back;
 - ``csv``: ``trust_space.importers.import_professionals`` / ``import_structures``, rolled back;
@@ -45,7 +45,7 @@ from cryptography import x509  # noqa: E402
 from certs import smime  # noqa: E402
 from certs.validation import TrustStore  # noqa: E402
 from core.errors import MssError  # noqa: E402
-from gateway.inbound import open_message  # noqa: E402
+from gateway.accept.opening import open_message  # noqa: E402
 from tests.gateway_fixtures import Operator, build_operator, start_operator  # noqa: E402
 from tests.mailstore_fixtures import PASSWORD, open_tempdir  # noqa: E402
 from trust_space.importers import import_professionals, import_structures  # noqa: E402

@@ -3,7 +3,7 @@
 Prints, in one run, the unavoidable parts of relaying one 10 KB message and the relay's own
 rates, with the ratios the issue sets as targets:
 
-- in-process sign+encrypt of a 10 KB message (``gateway.security.protect``);
+- in-process sign+encrypt of a 10 KB message (``gateway.accept.protection.protect``);
 - one durable write (a 10 KB row committed in SQLite WAL, synchronous=FULL);
 - a bare LMTP client's delivery rate into the same Dovecot (INBOX + the sender's Sent copy in
   one transaction, as the relay delivers them), with as many threads as the relay's workers;
@@ -40,7 +40,7 @@ import aiosmtplib  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from core.db import Database  # noqa: E402
-from gateway import security  # noqa: E402
+from gateway.accept import protection  # noqa: E402
 from mailstore.lmtp import LmtpClient  # noqa: E402
 from spool import queue as q  # noqa: E402
 from tests.gateway_fixtures import build_operator  # noqa: E402
@@ -66,17 +66,17 @@ def cpu_seconds(pid: int) -> float:
 # ---------------------------------------------------------------------- unavoidable parts
 def crypto_cost(space, count: int = 50) -> float:  # type: ignore[no-untyped-def]
     """CPU seconds per sign+encrypt of a 10 KB message."""
-    from gateway.keys import KeyRing
+    from gateway.accept.keys import KeyRing
 
     keys = KeyRing(space.settings.secret())
     with space.db.transaction() as session:
         signer = keys.signer(session, MARIE)
         cert = keys.signer(session, PAUL)[0]  # type: ignore[index]
-    both = security.Protection(sign=True, encrypt=True)
+    both = protection.Protection(sign=True, encrypt=True)
     raw = message(10_240, protect=False)
     start = time.process_time()
     for _ in range(count):
-        security.protect(raw, both, signer=signer, recipients=[cert])
+        protection.protect(raw, both, signer=signer, recipients=[cert])
     return (time.process_time() - start) / count
 
 

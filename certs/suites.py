@@ -1,6 +1,6 @@
 """TLS cipher suites shared by every listener that faces users (SMTP submission, IMAP).
 
-One list so that the gateway (``gateway.tls``, Python's ``ssl``) and Dovecot
+One list so that the gateway (``gateway.smtp.tls``, Python's ``ssl``) and Dovecot
 (``mailstore.config``, ``ssl_cipher_list``) cannot drift apart (issue #14: IMAP accepted
 CBC-SHA1, ARIA and CAMELLIA while submission did not). TLS 1.2: forward secrecy (ECDHE) and
 AEAD only (AES-GCM, ChaCha20-Poly1305) — ANSSI's TLS guide R5–R8, RFC 9325 §4.2. TLS 1.3:

@@ -7,7 +7,7 @@ smarthost (``MSS_SMARTHOST``); without one, ``SpoolMailer`` writes it as a file,
 ``DATA_DIR/spool/mail/<time>-<random>.eml`` (mode 0600), where the demo and the tests read
 it, so that nothing that would go out in production fails silently on the embedded default.
 ``outbound_mailer`` picks one for the settings. A failure raises ``MailNotSent`` (the gateway's
-notice transports raise its ``NotifyError`` instead: ``gateway.notify``).
+notice transports raise its ``NotifyError`` instead: ``gateway.deliver.notify``).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Mailer(Protocol):
 
 class _Transport:
     """What both transports share: the error their failures raise, how those name what was
-    not sent (French, English), and the recipient check; ``gateway.notify`` overrides all
+    not sent (French, English), and the recipient check; ``gateway.deliver.notify`` overrides all
     three for its notices."""
 
     failure: type[MssError] = MailNotSent

@@ -122,7 +122,7 @@ class NotifyError(GatewayError):
 
 
 # ---------------------------------------------------------------------- relay policy refusals
-# (gateway.pipeline, gateway.auth, gateway.server; texts are given when raising)
+# (gateway.accept.checks, gateway.accept.auth, gateway.smtp.listeners; texts are given when raising)
 class SenderRefused(GatewayError):
     """MAIL FROM: the authenticated identity may not send as this mailbox."""
 

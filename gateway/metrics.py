@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -85,7 +86,7 @@ class Metrics:
         refreshed in the background, so a scrape never waits for doveadm)."""
         self.quota.read = read
 
-    def serve(self, address: str, port: int) -> object | None:
+    def serve(self, address: str, port: int) -> WSGIServer | None:
         """Start the HTTP endpoint (port 0: disabled); the server, to shut it down."""
         if not port:
             return None

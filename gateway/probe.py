@@ -3,14 +3,14 @@
 For each relay a whitelisted domain routes to (``Outbound.route``'s rule: ``relay_host`` and
 ``relay_port``, else the domain on port 25), the probe does what a delivery does before
 MAIL FROM and stops there: EHLO, STARTTLS (RFC 3207) with our operator certificate and the
-very context deliveries use (``gateway.tls.peer_client_context``), EHLO again — with TLS 1.3
+very context deliveries use (``gateway.smtp.tls.peer_client_context``), EHLO again — with TLS 1.3
 a peer refusing our certificate says so only now (RFC 8446 §4.4.2.4) — then QUIT. No mail
-is sent. The peer's certificate is then checked as ``gateway.outbound`` checks it: chain to
+is sent. The peer's certificate is then checked as ``gateway.deliver.outbound`` checks it: chain to
 our trusted peer CAs, revocation against the CRL we hold for its issuer (``pki/peers/``),
 subject DN equal to the whitelist's ``DNCertificatOperateur`` of each domain.
 
 When OpenSSL itself refuses the certificate (expired, unknown authority), a second session
-with verification off (``gateway.tls.peer_inspection_context``) reads it, so that the result
+with verification off (``gateway.smtp.tls.peer_inspection_context``) reads it, so that the result
 says by what date or which issuer. Each session is bounded (``timeout`` for all its steps)
 and a few relays are probed at once (``concurrency``). Plain data out, no database here:
 ``gateway.peer_health`` stores the results.
@@ -36,7 +36,7 @@ from certs.errors import CertError
 from certs.validation import TrustStore, validate
 from core.errors import ConfigError
 from core.settings import Settings
-from gateway import tls
+from gateway.smtp import tls
 from trust_space.errors import NamingError
 from trust_space.naming import normalise_dn
 
@@ -367,7 +367,7 @@ def _verdict(target: Target, domain: str, expected: str, seen: Session,
 
 
 def same_dn(presented: str, expected: str) -> bool:
-    """The comparison ``gateway.outbound`` makes (a whitelist DN that does not parse matches
+    """The comparison ``gateway.deliver.outbound`` makes (a whitelist DN that does not parse matches
     nothing)."""
     try:
         return normalise_dn(presented) == normalise_dn(expected)

@@ -5,20 +5,22 @@ from __future__ import annotations
 import logging
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from wsgiref.simple_server import WSGIServer
 
 from cryptography import x509
 
 from core.db import Database, utcnow
 from core.errors import ConfigError
 from core.settings import Settings
-from gateway import peer_health, tls
-from gateway.accept import Gateway, Trust
-from gateway.delivery import Deliverer, MailboxProbe, Workers
-from gateway.keys import KeyRing
+from gateway import peer_health
+from gateway.accept.context import Gateway, Trust
+from gateway.accept.keys import KeyRing
+from gateway.deliver.notify import notifier_for
+from gateway.deliver.outbound import Outbound
+from gateway.deliver.workers import Deliverer, MailboxProbe, Workers
 from gateway.metrics import Metrics
-from gateway.notify import notifier_for
-from gateway.outbound import Outbound
-from gateway.server import Listeners
+from gateway.smtp import tls
+from gateway.smtp.listeners import Listeners
 from mailstore import quota_usage
 from mailstore.config import DovecotPaths
 from mailstore.lmtp import LmtpClient
@@ -44,7 +46,7 @@ class GatewayService:
         self.workers: Workers | None = None
         self.deliverer: Deliverer | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._http: object | None = None
+        self._http: WSGIServer | None = None
 
     def start(self) -> None:
         """Raises ConfigError: certificates missing, a port taken."""
@@ -129,6 +131,6 @@ class GatewayService:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._http is not None:
-            self._http.shutdown()  # type: ignore[attr-defined]
-            self._http.server_close()  # type: ignore[attr-defined]
+            self._http.shutdown()
+            self._http.server_close()
             self._http = None

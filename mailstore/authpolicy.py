@@ -170,7 +170,7 @@ def report(session: Session, attempt: LoginAttempt, now: datetime, settings: Set
 
 
 def _token_reason(attempt: LoginAttempt, token: TokenOutcome | None) -> str:
-    """Why a token attempt failed, in the gateway's words (``gateway.auth.token_login``)."""
+    """Why a token attempt failed, in the gateway's words (``gateway.accept.auth.token_login``)."""
     if token is None:
         return "malformed"  # Dovecot refused it before asking mss (no token, bad syntax)
     if token.reason == "ok":  # a good token for someone else's mailbox

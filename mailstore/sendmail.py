@@ -9,7 +9,8 @@ mss runs as root). ``mailstore.sieveconf`` copies this file beside ``dovecot.con
 ``sendmail_path = <python> -I <copy> <submit.json> %u``: Dovecot expands ``%u`` to the mailbox
 whose script is running, so the message is submitted with that mailbox as SASL authorisation
 identity (RFC 4616), by mss's SERVICE account for the mail store; the gateway decides whether
-that mailbox may send it (``gateway.auth``, ``trust_space.policy.may_send_as``). A Sieve script
+that mailbox may send it (``gateway.accept.auth``, ``trust_space.policy.may_send_as``). A Sieve
+script
 cannot choose the mailbox it speaks for: a ``vacation :from`` naming another address is refused
 by the gateway's From check.
 

@@ -29,8 +29,8 @@ from sqlalchemy import select
 from certs.errors import CertError
 from certs.validation import TrustStore, validate
 from core import audit
-from gateway.mdn import build_mdn
-from gateway.tls import ECO_SUITES
+from gateway.deliver.mdn import build_mdn
+from gateway.smtp.tls import ECO_SUITES
 from mailstore.credentials import master_credentials
 from mss.app import App
 from trust_space.accounts import find_account

@@ -2,7 +2,7 @@
 de-duplication ledger. The gateway writes it; the webmail and the ``mss`` commands read it.
 
 - ``QueuedMessage``: one accepted message and its envelope sender, in the forms each kind of
-  recipient receives (built by ``gateway.pipeline``): ``raw_local`` for local mailboxes and the
+  recipient receives (built by ``gateway.accept.checks``): ``raw_local`` for local mailboxes and the
   sender's ``Sent`` copy (signed, verified and stamped), ``raw_peer`` for peer operators
   (signed and/or encrypted as the policy asks), ``raw_clear`` for a peer recipient without
   certificate in MSSanté mode (signed only, over the mutually authenticated TLS hop).

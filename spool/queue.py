@@ -20,7 +20,7 @@ the same moment by two processes, since the unique index makes the second insert
 first. A final failure releases the key. The one window left is a crash after the mail store
 took the message and before the delivery was recorded: the row comes back with ``in_doubt``
 set, and the worker looks for the Message-ID in the mailbox before delivering again
-(``gateway.delivery``). The same flag marks a row deferred because the mail store went silent
+(``gateway.deliver.workers``). The same flag marks a row deferred because the mail store went silent
 after taking the data (``mailstore.lmtp``: a Dovecot process that died between two recipients).
 """
 

@@ -1,7 +1,7 @@
 """Peers for the probe's tests (issue #20, the trust space's health): our operator (``mss init``'s
 data directory), peer operators' authorities built with ``certs.pki``, and their relays as real
 aiosmtpd STARTTLS servers on free loopback ports, each with the relay's own server context
-(``gateway.tls.relay_context``: mutual TLS, ECO.1.1.3 suites) and the certificate a scenario
+(``gateway.smtp.tls.relay_context``: mutual TLS, ECO.1.1.3 suites) and the certificate a scenario
 needs — valid, about to expire, expired, revoked, from an authority we do not trust, or
 presented to an operator it does not trust back. Plus a closed port and a silent server."""
 
@@ -24,7 +24,7 @@ from core import audit
 from core.db import Database
 from core.settings import Settings
 from gateway.peer_health import PeerProbe
-from gateway.tls import relay_context
+from gateway.smtp.tls import relay_context
 from mss.app import App
 from mss.setup import init, write_pair
 from spool import queue as q
@@ -94,7 +94,7 @@ class Relay:
 
 def relay_tls(where: Path, authority: Authority, issued: Issued, trusts: Path) -> ssl.SSLContext:
     """A relay data directory (``pki/ca.pem``, ``operator.crt|key``, ``peers/``: the CA file
-    ``trusts``) and its relay's server context (``gateway.tls.relay_context``)."""
+    ``trusts``) and its relay's server context (``gateway.smtp.tls.relay_context``)."""
     pki = where / "pki"
     (pki / "peers").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(authority.pki.ca_pem_path, pki / "ca.pem")

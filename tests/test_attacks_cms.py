@@ -30,7 +30,7 @@ from sqlalchemy import select
 
 from certs import smime
 from certs.smime import PrivateKey
-from gateway.security import load_mailbox_key
+from gateway.accept.protection import load_mailbox_key
 from spool.models import QueuedMessage
 from trust_space.models import Mailbox
 

@@ -1,5 +1,5 @@
 """The gateway's fast paths in aiosmtpd's parsing, each against what it replaces: the block
-reader of SMTP DATA (``gateway.data``) against line-by-line reading (aiosmtpd's, written out
+reader of SMTP DATA (``gateway.smtp.data``) against line-by-line reading (aiosmtpd's, written out
 below as the reference) on a real asyncio stream fed in pieces; the direct reading of
 ``<local@domain>`` paths against aiosmtpd's RFC 5322 parser."""
 
@@ -12,8 +12,8 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.data import Body, Outcome, read_body
-from gateway.server import GatewaySmtp
+from gateway.smtp.data import Body, Outcome, read_body
+from gateway.smtp.protocol import GatewaySmtp
 
 LINE_LIMIT = 40
 

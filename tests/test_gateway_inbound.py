@@ -1,4 +1,4 @@
-"""gateway.inbound: forged Authentication-Results stripped, messages opened and verified, the
+"""gateway.accept.opening: forged Authentication-Results stripped, messages opened and verified, the
 verdict stamped (RFC 8601 / RFC 7281), with ``openssl cms`` as the independent other side."""
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from certs.errors import UntrustedCertificate, WrongPurpose
 from certs.pki import Issued, Pki, Validity
 from certs.validation import TrustStore, ValidationCache
 from core.db import Database
-from gateway import inbound, pipeline
-from gateway.inbound import Verdict
-from gateway.keys import KeyRing
-from gateway.pipeline import SecurityContext
+from gateway.accept import opening
+from gateway.accept.forms import SecurityContext, secure
+from gateway.accept.keys import KeyRing
+from gateway.accept.opening import Verdict
 from trust_space.models import Mailbox, MailboxKind
 
 NOW = datetime.now(UTC)
@@ -119,14 +119,14 @@ KEPT = [
 
 def test_strip_forged_removes_ours_keeps_others() -> None:
     raw = b"Received: x\r\n" + b"".join(FORGED) + b"".join(KEPT) + MESSAGE
-    assert inbound.strip_forged(raw, OURS) == b"Received: x\r\n" + b"".join(KEPT) + MESSAGE
-    assert inbound.strip_forged(raw, "MSS.Test") == b"Received: x\r\n" + b"".join(KEPT) + MESSAGE
+    assert opening.strip_forged(raw, OURS) == b"Received: x\r\n" + b"".join(KEPT) + MESSAGE
+    assert opening.strip_forged(raw, "MSS.Test") == b"Received: x\r\n" + b"".join(KEPT) + MESSAGE
     lf = raw.replace(b"\r\n", b"\n")
-    assert inbound.strip_forged(lf, OURS) == (b"Received: x\r\n" + b"".join(KEPT) + MESSAGE
+    assert opening.strip_forged(lf, OURS) == (b"Received: x\r\n" + b"".join(KEPT) + MESSAGE
                                               ).replace(b"\r\n", b"\n")
     # In the body, a line that looks like the field is content: left alone.
     body_line = MESSAGE + FORGED[0]
-    assert inbound.strip_forged(body_line, OURS) is body_line
+    assert opening.strip_forged(body_line, OURS) is body_line
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -134,19 +134,19 @@ def test_strip_forged_removes_ours_keeps_others() -> None:
     ("(unterminated", None), ("", None), ("; smime=pass", None),
 ])
 def test_authserv_id_of(value: str, expected: str | None) -> None:
-    assert inbound.authserv_id_of(value) == expected
+    assert opening.authserv_id_of(value) == expected
 
 
 # ---------------------------------------------------------------------- open_message
 def test_plain_message_is_none(store: TrustStore) -> None:
-    out, verdict = inbound.open_message(MESSAGE, key=None, store=store)
+    out, verdict = opening.open_message(MESSAGE, key=None, store=store)
     assert out is MESSAGE
     assert verdict == Verdict("none", None, False, "message non signé", None)
 
 
 def test_signed_by_the_sender_passes(pki: Pki, alice: Issued, store: TrustStore) -> None:
     signed = _sign(pki, alice)
-    out, verdict = inbound.open_message(signed, key=None, store=store)
+    out, verdict = opening.open_message(signed, key=None, store=store)
     assert out is signed
     assert (verdict.result, verdict.signer, verdict.encrypted) == ("pass", "alice@mss.test",
                                                                    False)
@@ -156,19 +156,19 @@ def test_signed_by_the_sender_passes(pki: Pki, alice: Issued, store: TrustStore)
 def test_signed_and_encrypted_opens_and_keeps_the_signature(
         pki: Pki, alice: Issued, bob: Issued, store: TrustStore, workdir: Path) -> None:
     sealed = smime.encrypt(_sign(pki, alice), [bob.certificate])
-    out, verdict = inbound.open_message(sealed, key=_pair(bob), store=store)
+    out, verdict = opening.open_message(sealed, key=_pair(bob), store=store)
     assert (verdict.result, verdict.signer, verdict.encrypted) == ("pass", "alice@mss.test",
                                                                    True)
     assert out.startswith(OUTER) and smime.is_signed(out)
     # A client can verify the kept structure again against ca.pem.
-    (workdir / "delivered.eml").write_bytes(inbound.stamp(out, verdict, OURS))
+    (workdir / "delivered.eml").write_bytes(opening.stamp(out, verdict, OURS))
     content = openssl("cms", "-verify", "-CAfile", pki.ca_pem_path, "-purpose", "smimesign",
                       "-in", workdir / "delivered.eml")
     assert content.replace(b"\r\n", b"\n") == ENTITY.replace(b"\r\n", b"\n")
 
 
 def test_encrypted_unsigned(bob: Issued, store: TrustStore) -> None:
-    out, verdict = inbound.open_message(smime.encrypt(MESSAGE, [bob.certificate]),
+    out, verdict = opening.open_message(smime.encrypt(MESSAGE, [bob.certificate]),
                                         key=_pair(bob), store=store)
     assert out == MESSAGE
     assert (verdict.result, verdict.encrypted, verdict.error_code) == ("none", True, None)
@@ -176,30 +176,30 @@ def test_encrypted_unsigned(bob: Issued, store: TrustStore) -> None:
 
 def test_envelope_without_key_is_left_closed(bob: Issued, store: TrustStore) -> None:
     sealed = smime.encrypt(MESSAGE, [bob.certificate])
-    out, verdict = inbound.open_message(sealed, key=None, store=store)
+    out, verdict = opening.open_message(sealed, key=None, store=store)
     assert out is sealed
     assert (verdict.result, verdict.encrypted, verdict.error_code) == ("none", True, "no_key")
 
 
 def test_envelope_for_another_key_fails(alice: Issued, bob: Issued, store: TrustStore) -> None:
     sealed = smime.encrypt(MESSAGE, [bob.certificate])
-    out, verdict = inbound.open_message(sealed, key=_pair(alice), store=store)
+    out, verdict = opening.open_message(sealed, key=_pair(alice), store=store)
     assert out is sealed
     assert (verdict.result, verdict.error_code) == ("fail", "decrypt_failed")
     broken = sealed[: len(sealed) // 2]
-    assert inbound.open_message(broken, key=_pair(bob), store=store)[1].error_code == (
+    assert opening.open_message(broken, key=_pair(bob), store=store)[1].error_code == (
         "malformed_smime")
 
 
 def test_tampered_signature_fails(pki: Pki, alice: Issued, bob: Issued,
                                   store: TrustStore) -> None:
     tampered = _sign(pki, alice).replace(b"Bonjour", b"Bonsoir")
-    out, verdict = inbound.open_message(tampered, key=None, store=store)
+    out, verdict = opening.open_message(tampered, key=None, store=store)
     assert out is tampered
     assert (verdict.result, verdict.error_code) == ("fail", "bad_signature")
     assert "modifié" in verdict.reason
     sealed = smime.encrypt(tampered, [bob.certificate])  # also inside an envelope
-    verdict = inbound.open_message(sealed, key=_pair(bob), store=store)[1]
+    verdict = opening.open_message(sealed, key=_pair(bob), store=store)[1]
     assert (verdict.result, verdict.error_code, verdict.encrypted) == ("fail", "bad_signature",
                                                                        True)
 
@@ -208,7 +208,7 @@ def test_signer_of_another_ca_is_untrusted(workdir: Path, ledger: Database,
                                            store: TrustStore) -> None:
     other = Pki.create(workdir / "other", "Autre", "autre.test")
     mallory = _issue(other, ledger, "alice@mss.test")  # even claiming the right address
-    verdict = inbound.open_message(_sign(other, mallory), key=None, store=store)[1]
+    verdict = opening.open_message(_sign(other, mallory), key=None, store=store)[1]
     assert (verdict.result, verdict.error_code) == ("fail", "untrusted")
 
 
@@ -222,10 +222,10 @@ def test_revoked_and_expired_signers(pki: Pki, ledger: Database) -> None:
     store = TrustStore.from_pem(pki.ca_pem_path.read_bytes(),
                                 crl.public_bytes(serialization.Encoding.PEM))
     from_carol = MESSAGE.replace(b"Alice Martin <alice@mss.test>", b"carol@mss.test")
-    verdict = inbound.open_message(_sign(pki, carol, from_carol), key=None, store=store)[1]
+    verdict = opening.open_message(_sign(pki, carol, from_carol), key=None, store=store)[1]
     assert (verdict.result, verdict.error_code) == ("fail", "revoked")
     from_old = MESSAGE.replace(b"Alice Martin <alice@mss.test>", b"old@mss.test")
-    verdict = inbound.open_message(_sign(pki, old, from_old), key=None, store=store)[1]
+    verdict = opening.open_message(_sign(pki, old, from_old), key=None, store=store)[1]
     assert (verdict.result, verdict.error_code) == ("fail", "expired")
 
 
@@ -238,7 +238,7 @@ def test_revoked_and_expired_signers(pki: Pki, ledger: Database) -> None:
 def test_valid_signature_by_someone_else_than_from_fails(
         pki: Pki, alice: Issued, store: TrustStore, from_field: bytes) -> None:
     message = MESSAGE.replace(b"From: Alice Martin <alice@mss.test>\r\n", from_field)
-    verdict = inbound.open_message(_sign(pki, alice, message), key=None, store=store)[1]
+    verdict = opening.open_message(_sign(pki, alice, message), key=None, store=store)[1]
     assert (verdict.result, verdict.error_code) == ("fail", "from_mismatch")
     assert verdict.signer == "alice@mss.test" and "From" in verdict.reason
 
@@ -247,14 +247,14 @@ def test_missing_or_repeated_from_fails(pki: Pki, alice: Issued, store: TrustSto
     no_from = MESSAGE.replace(b"From: Alice Martin <alice@mss.test>\r\n", b"")
     twice = b"From: alice@mss.test\r\n" + MESSAGE
     for message in (no_from, twice):
-        verdict = inbound.open_message(_sign(pki, alice, message), key=None, store=store)[1]
+        verdict = opening.open_message(_sign(pki, alice, message), key=None, store=store)[1]
         assert (verdict.result, verdict.error_code) == ("fail", "no_from")
 
 
 def test_sender_address_match_is_case_insensitive(pki: Pki, alice: Issued,
                                                   store: TrustStore) -> None:
     message = MESSAGE.replace(b"<alice@mss.test>", b"<Alice@MSS.test>")
-    assert inbound.open_message(_sign(pki, alice, message), key=None,
+    assert opening.open_message(_sign(pki, alice, message), key=None,
                                 store=store)[1].result == "pass"
 
 
@@ -263,17 +263,17 @@ def test_stamp_format_and_forgery_removed(pki: Pki, alice: Issued, bob: Issued,
                                           store: TrustStore) -> None:
     forged = FORGED[0] + KEPT[0]
     sealed = smime.encrypt(forged + _sign(pki, alice), [bob.certificate])
-    out, verdict = inbound.open_message(sealed, key=_pair(bob), store=store)
-    stamped = inbound.stamp(out, verdict, OURS)
+    out, verdict = opening.open_message(sealed, key=_pair(bob), store=store)
+    stamped = opening.stamp(out, verdict, OURS)
     assert stamped.startswith(
         b"Authentication-Results: mss.test;\r\n"
         b' smime=pass (encrypted) reason="signature verifiee"\r\n'
         b" body.smime-identity=alice@mss.test\r\n")
     results = _results(stamped)
     assert len(results) == 2 and results[1] == "autre.test; smime=pass"
-    assert [inbound.authserv_id_of(r) for r in results].count(OURS) == 1
-    plain = inbound.stamp(MESSAGE.replace(b"\r\n", b"\n"),
-                          inbound.open_message(MESSAGE, key=None, store=store)[1], OURS)
+    assert [opening.authserv_id_of(r) for r in results].count(OURS) == 1
+    plain = opening.stamp(MESSAGE.replace(b"\r\n", b"\n"),
+                          opening.open_message(MESSAGE, key=None, store=store)[1], OURS)
     assert plain.startswith(b"Authentication-Results: mss.test;\n smime=none (not encrypted)"
                             b' reason="message non signe"\nFrom: ')
     assert b"\r" not in plain
@@ -288,9 +288,9 @@ def test_forgery_inside_the_envelope_is_removed(bob: Issued, store: TrustStore,
     inner = b"Authentication-Results: mss.test; smime=pass\r\n" + ENTITY
     sealed = openssl("cms", "-encrypt", "-aes256", "-from", "alice@mss.test", "-to",
                      "bob@mss.test", "-subject", "Essai", cert, stdin=inner)
-    out, verdict = inbound.open_message(sealed, key=_pair(bob), store=store)
+    out, verdict = opening.open_message(sealed, key=_pair(bob), store=store)
     assert b"Authentication-Results: mss.test; smime=pass" in out
-    stamped = inbound.stamp(out, verdict, OURS)
+    stamped = opening.stamp(out, verdict, OURS)
     assert _results(stamped) == [
         'mss.test; smime=none (encrypted) reason="message non signe"']
 
@@ -302,7 +302,7 @@ def test_forgery_inside_the_envelope_is_removed(bob: Issued, store: TrustStore,
 ])
 def test_stamp_values_cannot_inject(signer: str) -> None:
     verdict = Verdict("fail", signer, False, "raison\r\nX-Injected: oui", "bad_signature")
-    stamped = inbound.stamp(MESSAGE, verdict, OURS)
+    stamped = opening.stamp(MESSAGE, verdict, OURS)
     head = stamped.split(b"\r\n\r\n", 1)[0]
     assert stamped.endswith(MESSAGE) and head.isascii()
     assert b"X-Injected" not in b"".join(
@@ -333,10 +333,10 @@ def test_crafted_certificate_data_cannot_inject(pki: Pki, store: TrustStore,
                 pki.issuing.public_key()), False)  # type: ignore[arg-type]
             .sign(issuing_key, hashes.SHA256()))
     signed = smime.sign(MESSAGE, cert, key, [pki.issuing])
-    out, verdict = inbound.open_message(signed, key=None, store=store)
+    out, verdict = opening.open_message(signed, key=None, store=store)
     assert (verdict.result, verdict.error_code) == ("fail", "from_mismatch")
     assert verdict.signer is not None and "\r\n" in verdict.signer  # reaches stamp()
-    stamped = inbound.stamp(out, verdict, OURS)
+    stamped = opening.stamp(out, verdict, OURS)
     parsed = email.message_from_bytes(stamped, policy=email.policy.default)
     assert len(parsed.get_all("Authentication-Results", [])) == 1
     assert stamped.split(b"\r\n\r\n", 1)[0].isascii()
@@ -346,9 +346,9 @@ def test_stamp_refuses_bad_arguments() -> None:
     verdict = Verdict("pass", None, False, "ok", None)
     for bad_id in ("mss.test;\r\nX: y", "mss.test\n", "mss test"):
         with pytest.raises(ValueError):
-            inbound.stamp(MESSAGE, verdict, bad_id)
+            opening.stamp(MESSAGE, verdict, bad_id)
     with pytest.raises(ValueError):
-        inbound.stamp(MESSAGE, Verdict("maybe", None, False, "", None), OURS)
+        opening.stamp(MESSAGE, Verdict("maybe", None, False, "", None), OURS)
 
 
 # ---------------------------------------------------------------------- own signatures
@@ -363,7 +363,7 @@ def test_own_signature_is_stamped_pass_and_still_verifies(pki: Pki, alice: Issue
     """The local form of a message the relay signed: stamped pass without a second
     verification, and the signature it carries verifies in OpenSSL and in certs.smime."""
     asked = MESSAGE.replace(b"MIME-Version", b"MSS-Security: sign\r\nMIME-Version", 1)
-    forms = pipeline.secure(_secure_ctx(store, pki, ValidationCache()), asked,
+    forms = secure(_secure_ctx(store, pki, ValidationCache()), asked,
                             _pair(alice), [])
     assert forms.local is not None and forms.protection == "sign"
     assert _results(forms.local) == [
@@ -380,10 +380,10 @@ def test_own_signature_still_binds_the_from(pki: Pki, alice: Issued,
                                             store: TrustStore) -> None:
     other = MESSAGE.replace(b"From: Alice Martin <alice@mss.test>", b"From: bob@mss.test")
     signed = smime.sign(other, *_pair(alice), [pki.issuing])
-    verdict = inbound.own_signature(signed, alice.certificate, store, chain=[pki.issuing])
+    verdict = opening.own_signature(signed, alice.certificate, store, chain=[pki.issuing])
     assert (verdict.result, verdict.error_code) == ("fail", "from_mismatch")
     no_from = MESSAGE.replace(b"From: Alice Martin <alice@mss.test>\r\n", b"")
-    verdict = inbound.own_signature(smime.sign(no_from, *_pair(alice), [pki.issuing]),
+    verdict = opening.own_signature(smime.sign(no_from, *_pair(alice), [pki.issuing]),
                                     alice.certificate, store, chain=[pki.issuing])
     assert (verdict.result, verdict.error_code) == ("fail", "no_from")
 
@@ -395,7 +395,7 @@ def test_own_signature_of_a_revoked_signer_fails_at_once(pki: Pki, ledger: Datab
     carol = _issue(pki, ledger, "carol@mss.test")
     checks = ValidationCache()
     signed = smime.sign(MESSAGE.replace(b"alice@", b"carol@"), *_pair(carol), [pki.issuing])
-    first = inbound.own_signature(signed, carol.certificate, store, chain=[pki.issuing],
+    first = opening.own_signature(signed, carol.certificate, store, chain=[pki.issuing],
                                   checks=checks)
     assert first.result == "pass"
     with ledger.transaction() as session:
@@ -403,16 +403,16 @@ def test_own_signature_of_a_revoked_signer_fails_at_once(pki: Pki, ledger: Datab
         pki.make_crl(session)
     revoked_store = TrustStore.from_pki_dir(pki.pki_dir)
     # Same store object: the success is remembered (that is the point of the cache) …
-    assert inbound.own_signature(signed, carol.certificate, store, chain=[pki.issuing],
+    assert opening.own_signature(signed, carol.certificate, store, chain=[pki.issuing],
                                  checks=checks).result == "pass"
     # … a new store (new CRL) is checked again, and failures are never remembered.
     for _ in range(2):
-        verdict = inbound.own_signature(signed, carol.certificate, revoked_store,
+        verdict = opening.own_signature(signed, carol.certificate, revoked_store,
                                         chain=[pki.issuing], checks=checks)
         assert (verdict.result, verdict.error_code) == ("fail", "revoked")
     carol_asks = MESSAGE.replace(b"alice@", b"carol@").replace(
         b"MIME-Version", b"MSS-Security: sign\r\nMIME-Version", 1)
-    forms = pipeline.secure(_secure_ctx(revoked_store, pki, checks), carol_asks,
+    forms = secure(_secure_ctx(revoked_store, pki, checks), carol_asks,
                             _pair(carol), [])
     assert forms.local is not None
     assert "smime=fail" in _results(forms.local)[0] and "revoque" in _results(forms.local)[0]
@@ -459,7 +459,7 @@ def test_keyring_derives_a_key_once_when_threads_ask_together(
     the same new mailbox at once get one derivation, not eight."""
     import threading
 
-    from gateway import keys
+    from gateway.accept import keys
 
     database = Database(f"sqlite:///{tmp_path / 'k.db'}")
     database.create_all()

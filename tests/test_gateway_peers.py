@@ -20,8 +20,8 @@ from cryptography import x509
 from sqlalchemy import select
 
 from certs import smime
-from gateway import accept
-from gateway.security import load_mailbox_key
+from gateway.accept import usecases
+from gateway.accept.protection import load_mailbox_key
 from mss.cli import main
 from mss.setup import write_pair
 from trust_space.models import Mailbox, TrustedDomain
@@ -73,13 +73,13 @@ def test_signed_encrypted_message_crosses_the_hop_and_the_reply_comes_back(
         pair: tuple[Operator, Operator, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     a, b, tmp = pair
     captured: list[bytes] = []
-    real_relay = accept.relay
+    real_relay = usecases.relay
 
-    def capture(gw: Any, peer_dn: str, env: accept.Envelope) -> str:
+    def capture(gw: Any, peer_dn: str, env: usecases.Envelope) -> str:
         captured.append(env.raw)
         return real_relay(gw, peer_dn, env)
 
-    monkeypatch.setattr(accept, "relay", capture)
+    monkeypatch.setattr(usecases, "relay", capture)
     a.submit(MARIE_A, [PAUL_B], new_message("Hop chiffre", MARIE_A, PAUL_B))
     raw = b.wait_for(PAUL_B, lambda r: message_from_bytes(r)["Subject"] == "Hop chiffre")
     results = message_from_bytes(raw)["Authentication-Results"]

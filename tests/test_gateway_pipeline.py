@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.db import Database
-from gateway import pipeline
+from gateway.accept import checks
 from gateway.errors import (
     LoopDetected,
     MessageTooBig,
@@ -14,7 +14,7 @@ from gateway.errors import (
     SenderRefused,
     TooManyRecipients,
 )
-from gateway.server import reply_for
+from gateway.smtp.replies import reply_for
 from spool.models import RecipientKind
 from trust_space.models import Mailbox, MailboxKind, MailboxState, Operator, TrustedDomain
 
@@ -37,40 +37,40 @@ def directory(sqlite_db: Database) -> Database:
 
 def test_recipients_inside_and_outside_the_trust_space(directory: Database) -> None:
     with directory.transaction() as s:
-        assert pipeline.route_recipient(s, "Paul@mss.test", {"mss.test"}).kind is \
+        assert checks.route_recipient(s, "Paul@mss.test", {"mss.test"}).kind is \
             RecipientKind.LOCAL
-        assert pipeline.route_recipient(s, "x@autre.test", {"mss.test"}).kind is \
+        assert checks.route_recipient(s, "x@autre.test", {"mss.test"}).kind is \
             RecipientKind.PEER
         for address in ("x@gmail.example", "hugo@mss.test", "nobody@mss.test"):
             with pytest.raises(RecipientRefused) as err:
-                pipeline.route_recipient(s, address, {"mss.test"})
+                checks.route_recipient(s, address, {"mss.test"})
             assert err.value.smtp_reply().startswith("550 5.7.1 ")
         with pytest.raises(RecipientRefused):  # the relay port never relays to a third party
-            pipeline.route_recipient(s, "x@autre.test", {"mss.test"}, local_only=True)
+            checks.route_recipient(s, "x@autre.test", {"mss.test"}, local_only=True)
 
 
 def test_peer_certificate_must_match_the_sender_domain(directory: Database) -> None:
     with directory.transaction() as s:
-        pipeline.check_peer(s, PEER_DN, "x@autre.test")
-        pipeline.check_peer(s, PEER_DN, "")  # a DSN from a known operator
+        checks.check_peer(s, PEER_DN, "x@autre.test")
+        checks.check_peer(s, PEER_DN, "")  # a DSN from a known operator
         with pytest.raises(SenderRefused):
-            pipeline.check_peer(s, "CN=imposteur,O=Pair", "x@autre.test")
+            checks.check_peer(s, "CN=imposteur,O=Pair", "x@autre.test")
         with pytest.raises(SenderRefused):
-            pipeline.check_peer(s, PEER_DN, "x@mss.test")
+            checks.check_peer(s, PEER_DN, "x@mss.test")
 
 
 def test_limits() -> None:
-    pipeline.check_count(49, 50)
+    checks.check_count(49, 50)
     with pytest.raises(TooManyRecipients) as many:
-        pipeline.check_count(50, 50)
+        checks.check_count(50, 50)
     assert many.value.smtp_reply().startswith("452 4.5.3")
     with pytest.raises(MessageTooBig) as big:
-        pipeline.check_size(101, 100)
+        checks.check_size(101, 100)
     assert big.value.smtp_reply().startswith("552 5.3.4")
 
 
 def test_rate_limit_slides_over_a_minute() -> None:
-    rate = pipeline.RateLimit(2)
+    rate = checks.RateLimit(2)
     rate.check("marie", now=0)
     rate.check("marie", now=1)
     with pytest.raises(RateLimited) as err:
@@ -78,26 +78,26 @@ def test_rate_limit_slides_over_a_minute() -> None:
     assert err.value.smtp_reply().startswith("451 4.7.1")
     rate.check("paul", now=2)  # per identity
     rate.check("marie", now=61)
-    pipeline.RateLimit(0).check("x")  # 0: no limit
+    checks.RateLimit(0).check("x")  # 0: no limit
 
 
 def test_loop_detection_counts_received_fields() -> None:
     raw = b"Received: a\r\n" * 3 + b"Subject: x\r\n\r\nReceived: not a header\r\n"
-    pipeline.check_loop(raw, 3)
+    checks.check_loop(raw, 3)
     with pytest.raises(LoopDetected) as err:
-        pipeline.check_loop(raw, 2)
+        checks.check_loop(raw, 2)
     assert err.value.smtp_reply().startswith("554 5.4.6")
 
 
 def test_message_id_kept_or_added() -> None:
     raw = b"Message-ID:  <abc@x> \r\nSubject: s\r\n\r\nb"
-    assert pipeline.message_key(raw, "Q1", "mss.test") == (raw, "<abc@x>")
-    added, key = pipeline.message_key(b"Subject: s\r\n\r\nb", "Q1", "mss.test")
+    assert checks.message_key(raw, "Q1", "mss.test") == (raw, "<abc@x>")
+    added, key = checks.message_key(b"Subject: s\r\n\r\nb", "Q1", "mss.test")
     assert key == "<Q1@mss.test>" and added.startswith(b"Message-ID: <Q1@mss.test>\r\nDate: ")
 
 
 def test_trace_names_hosts_and_tls_never_content() -> None:
-    raw = pipeline.trace(b"Subject: secret\r\n\r\nbody", helo="client\r\nX-Evil: 1", ip="1.2.3.4",
+    raw = checks.trace(b"Subject: secret\r\n\r\nbody", helo="client\r\nX-Evil: 1", ip="1.2.3.4",
                          hostname="mx.mss.test", queue_id="Q1",
                          tls="(version=TLS1.3 cipher=X)", authenticated=True)
     head = raw.split(b"Subject:")[0]

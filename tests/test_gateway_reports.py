@@ -1,4 +1,5 @@
-"""gateway.dsn (RFC 3464), gateway.mdn (RFC 8098) and gateway.notify: every report parses with
+"""gateway.deliver.dsn (RFC 3464), gateway.deliver.mdn (RFC 8098) and gateway.deliver.notify: every
+report parses with
 the ``email`` package, carries exactly its RFC fields and never the original's content; the
 notice goes through a real aiosmtpd sink on loopback."""
 
@@ -21,8 +22,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from certs.pki import Pki
 from core.db import Database
-from gateway import dsn, mdn, notify
-from gateway.dsn import Failure
+from gateway.deliver import dsn, mdn, notify
+from gateway.deliver.dsn import Failure
 from gateway.errors import NotifyError
 
 ARRIVAL = datetime(2025, 6, 2, 8, 0, tzinfo=UTC)

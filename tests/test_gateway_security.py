@@ -1,4 +1,5 @@
-"""gateway.security: the per-message security choice and ``protect``, with ``openssl cms`` as
+"""gateway.accept.protection: the per-message security choice and ``protect``, with ``openssl cms``
+as
 the independent other side; and the SMTP replies of gateway.errors."""
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from certs import smime
 from certs.pki import Issued, Pki, Validity
 from core.db import Database
 from core.errors import ConfigError
-from gateway import security
+from gateway.accept import protection
+from gateway.accept.protection import Protection
 from gateway.errors import (
     GatewayError,
     MailboxKeyUnreadable,
@@ -23,7 +25,6 @@ from gateway.errors import (
     SecurityRequestInvalid,
     ascii_text,
 )
-from gateway.security import Protection
 
 NOW = datetime.now(UTC)
 HEAD = (b"From: Alice Martin <alice@mss.test>\r\n"
@@ -97,21 +98,21 @@ def _files(workdir: Path, name: str, issued: Issued) -> tuple[Path, Path]:
 ])
 def test_requested_reads_the_header(value: bytes, expected: Protection) -> None:
     raw = HEAD + b"MSS-Security: " + value + b"\r\n" + BODY
-    assert security.requested(raw) == expected
+    assert protection.requested(raw) == expected
 
 
 def test_requested_absent_and_several_fields() -> None:
-    assert security.requested(MESSAGE) is None
+    assert protection.requested(MESSAGE) is None
     # Only the message's own header section counts, not a line of the body.
-    assert security.requested(MESSAGE + b"MSS-Security: encrypt\r\n") is None
+    assert protection.requested(MESSAGE + b"MSS-Security: encrypt\r\n") is None
     two = HEAD + b"mss-security: sign\r\nMSS-SECURITY: encrypt\r\n" + BODY
-    assert security.requested(two) == BOTH
+    assert protection.requested(two) == BOTH
 
 
 @pytest.mark.parametrize("value", [b"", b"sign, zip", b"none sign", b"chiffrer", b"sign;"])
 def test_requested_refuses_malformed(value: bytes) -> None:
     with pytest.raises(SecurityRequestInvalid) as caught:
-        security.requested(HEAD + b"MSS-Security: " + value + b"\r\n" + BODY)
+        protection.requested(HEAD + b"MSS-Security: " + value + b"\r\n" + BODY)
     assert caught.value.smtp_reply().startswith("554 5.6.0 En-tete MSS-Security invalide")
     assert caught.value.permanent
 
@@ -123,12 +124,12 @@ def test_requested_refuses_malformed(value: bytes) -> None:
 ])
 def test_effective_policy_is_the_minimum(request_: Protection | None, policy: str,
                                          expected: Protection) -> None:
-    assert security.effective(request_, policy) == expected
+    assert protection.effective(request_, policy) == expected
 
 
 def test_effective_unknown_policy() -> None:
     with pytest.raises(ConfigError):
-        security.effective(None, "maximum")
+        protection.effective(None, "maximum")
 
 
 def test_labels() -> None:
@@ -140,35 +141,35 @@ def test_labels() -> None:
 def test_strip_request_is_byte_exact() -> None:
     raw = (b"From: a@mss.test\r\nMSS-Security: sign,\r\n\tencrypt\r\nTo: b@mss.test\r\n"
            b"mss-security : none\r\nX-MSS-Trace: 1\r\n\r\nbody\r\nMSS-Security: keep\r\n")
-    assert security.strip_request(raw) == (
+    assert protection.strip_request(raw) == (
         b"From: a@mss.test\r\nTo: b@mss.test\r\nX-MSS-Trace: 1\r\n\r\n"
         b"body\r\nMSS-Security: keep\r\n")
     lf = raw.replace(b"\r\n", b"\n")
-    assert security.strip_request(lf) == (
+    assert protection.strip_request(lf) == (
         b"From: a@mss.test\nTo: b@mss.test\nX-MSS-Trace: 1\n\nbody\nMSS-Security: keep\n")
-    assert security.strip_request(MESSAGE) is MESSAGE  # nothing to do: no copy
-    assert security.strip_request(b"MSS-Security: sign\r\n") == b""  # header only
+    assert protection.strip_request(MESSAGE) is MESSAGE  # nothing to do: no copy
+    assert protection.strip_request(b"MSS-Security: sign\r\n") == b""  # header only
 
 
 def test_end_to_end(pki: Pki, alice: Issued, bob: Issued) -> None:
-    assert not security.end_to_end(MESSAGE)
+    assert not protection.end_to_end(MESSAGE)
     signed = smime.sign(MESSAGE, alice.certificate, _signer(alice)[1], [pki.issuing])
-    assert security.end_to_end(signed)
-    assert security.end_to_end(smime.encrypt(MESSAGE, [bob.certificate]))
+    assert protection.end_to_end(signed)
+    assert protection.end_to_end(smime.encrypt(MESSAGE, [bob.certificate]))
     opaque = HEAD + b"Content-Type: application/x-pkcs7-mime; smime-type=signed-data\r\n\r\nx"
-    assert security.end_to_end(opaque)
+    assert protection.end_to_end(opaque)
     pgp = HEAD + (b'Content-Type: multipart/signed; protocol="application/pgp-signature";'
                   b' boundary=x\r\n\r\n--x--\r\n')
-    assert not security.end_to_end(pgp)
+    assert not protection.end_to_end(pgp)
 
 
 # ---------------------------------------------------------------------- protect
 def test_protect_none_is_identity(alice: Issued) -> None:
-    assert security.protect(MESSAGE, NONE, signer=None, recipients=[]) is MESSAGE
+    assert protection.protect(MESSAGE, NONE, signer=None, recipients=[]) is MESSAGE
 
 
 def test_protect_sign_verifies_in_openssl(pki: Pki, alice: Issued, workdir: Path) -> None:
-    signed = security.protect(MESSAGE, SIGN, signer=_signer(alice), recipients=[],
+    signed = protection.protect(MESSAGE, SIGN, signer=_signer(alice), recipients=[],
                               chain=[pki.issuing])
     assert signed.startswith(HEAD)  # outer fields in the clear, as they were
     path = workdir / "signed.eml"
@@ -177,13 +178,13 @@ def test_protect_sign_verifies_in_openssl(pki: Pki, alice: Issued, workdir: Path
                   "-in", path)
     assert out.replace(b"\r\n", b"\n") == BODY.replace(b"\r\n", b"\n")
     # Without the chain in the signature, ca.pem (issuing + root) still suffices.
-    path.write_bytes(security.protect(MESSAGE, SIGN, signer=_signer(alice), recipients=[]))
+    path.write_bytes(protection.protect(MESSAGE, SIGN, signer=_signer(alice), recipients=[]))
     openssl("cms", "-verify", "-CAfile", pki.ca_pem_path, "-purpose", "smimesign", "-in", path)
 
 
 def test_protect_sign_then_encrypt_opens_in_openssl(pki: Pki, alice: Issued, bob: Issued,
                                                     workdir: Path) -> None:
-    sealed = security.protect(MESSAGE, BOTH, signer=_signer(alice),
+    sealed = protection.protect(MESSAGE, BOTH, signer=_signer(alice),
                               recipients={"bob@mss.test": bob.certificate}, chain=[pki.issuing])
     assert sealed.startswith(HEAD) and b"Bonjour" not in sealed
     assert smime.is_encrypted(sealed)
@@ -200,7 +201,7 @@ def test_protect_sign_then_encrypt_opens_in_openssl(pki: Pki, alice: Issued, bob
 
 
 def test_protect_encrypt_only(bob: Issued, workdir: Path) -> None:
-    sealed = security.protect(MESSAGE, ENCRYPT, signer=None, recipients=[bob.certificate])
+    sealed = protection.protect(MESSAGE, ENCRYPT, signer=None, recipients=[bob.certificate])
     cert, key = _files(workdir, "bob", bob)
     (workdir / "enc.eml").write_bytes(sealed)
     opened = openssl("cms", "-decrypt", "-recip", cert, "-inkey", key, "-in", workdir / "enc.eml")
@@ -210,27 +211,27 @@ def test_protect_encrypt_only(bob: Issued, workdir: Path) -> None:
 def test_protect_refusals_name_the_problem(pki: Pki, ledger: Database, alice: Issued,
                                            bob: Issued) -> None:
     with pytest.raises(ProtectionUnavailable, match="pas de clé de signature") as caught:
-        security.protect(MESSAGE, SIGN, signer=None, recipients=[])
+        protection.protect(MESSAGE, SIGN, signer=None, recipients=[])
     assert caught.value.smtp_reply().startswith("554 5.7.5 ")
     with pytest.raises(ProtectionUnavailable,
                        match="pas de certificat de chiffrement pour carol@autre.test"):
-        security.protect(MESSAGE, BOTH, signer=_signer(alice),
+        protection.protect(MESSAGE, BOTH, signer=_signer(alice),
                          recipients={"bob@mss.test": bob.certificate, "carol@autre.test": None})
     with pytest.raises(ProtectionUnavailable, match="aucun destinataire"):
-        security.protect(MESSAGE, ENCRYPT, signer=None, recipients=[])
+        protection.protect(MESSAGE, ENCRYPT, signer=None, recipients=[])
     old = _issue(pki, ledger, "old@mss.test", not_before=NOW - timedelta(days=30),
                  not_after=NOW - timedelta(days=1))
     with pytest.raises(ProtectionUnavailable, match="old@mss.test.*expiré"):
-        security.protect(MESSAGE, ENCRYPT, signer=None, recipients=[old.certificate])
+        protection.protect(MESSAGE, ENCRYPT, signer=None, recipients=[old.certificate])
     with ledger.transaction() as session:
         server = pki.issue_server(session, ["relay.mss.test"])
     with pytest.raises(ProtectionUnavailable, match="non destiné à la messagerie"):
-        security.protect(MESSAGE, ENCRYPT, signer=None, recipients=[server.certificate])
+        protection.protect(MESSAGE, ENCRYPT, signer=None, recipients=[server.certificate])
 
 
 def test_refusal_texts_hold_no_content(alice: Issued) -> None:
     with pytest.raises(GatewayError) as caught:
-        security.protect(MESSAGE, ENCRYPT, signer=None, recipients={"x@autre.test": None})
+        protection.protect(MESSAGE, ENCRYPT, signer=None, recipients={"x@autre.test": None})
     text = caught.value.smtp_reply(utf8=True)
     assert "Compte" not in text and "Bonjour" not in text and "Durand" not in text
 
@@ -238,17 +239,17 @@ def test_refusal_texts_hold_no_content(alice: Issued) -> None:
 # ---------------------------------------------------------------------- keys
 def test_load_mailbox_key(alice: Issued) -> None:
     pem = alice.key_pem(b"s3cret").decode()
-    key = security.load_mailbox_key(pem, b"s3cret")
+    key = protection.load_mailbox_key(pem, b"s3cret")
     assert key.public_key() == alice.certificate.public_key()
     with pytest.raises(MailboxKeyUnreadable) as caught:
-        security.load_mailbox_key(pem, b"wrong")
+        protection.load_mailbox_key(pem, b"wrong")
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert "PRIVATE KEY" not in str(caught.value) and "s3cret" not in str(caught.value)
     assert caught.value.smtp_reply().startswith("451 4.7.5 ")
     with pytest.raises(MailboxKeyUnreadable):
-        security.load_mailbox_key("-----BEGIN ENCRYPTED PRIVATE KEY-----\nxx\n", b"s3cret")
+        protection.load_mailbox_key("-----BEGIN ENCRYPTED PRIVATE KEY-----\nxx\n", b"s3cret")
     with pytest.raises(MailboxKeyUnreadable):
-        security.load_mailbox_key(alice.key_pem().decode(), b"s3cret")  # not encrypted
+        protection.load_mailbox_key(alice.key_pem().decode(), b"s3cret")  # not encrypted
 
 
 # ---------------------------------------------------------------------- replies

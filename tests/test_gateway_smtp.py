@@ -18,8 +18,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from gateway.delivery import Workers
-from gateway.notify import SmtpNotifier
+from gateway.deliver.notify import SmtpNotifier
+from gateway.deliver.workers import Workers
 from spool.models import DeliveryEvent
 from trust_space.models import Account, Mailbox, MailboxState
 

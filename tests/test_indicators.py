@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from core import audit
 from core.db import Database
 from core.settings import Settings
-from gateway import auth as gateway_auth
+from gateway.accept import auth as gateway_auth
 from mailstore import authpolicy
 from mss.indicators import IndicatorError, Indicators, Month, compute, summary, tables
 from spool import queue as q
@@ -128,7 +128,8 @@ def _close(space: Space, name: str, when: str) -> None:
 # ------------------------------------------------------------------ the relay
 def _submit(space: Space, login: str, sender: str, rcpts: list[tuple[str, RecipientKind]],
             when: str, origin: Origin = Origin.SUBMISSION) -> str:
-    """``gateway.accept.submit`` / ``relay`` once the message is secured: enqueue, audit."""
+    """``gateway.accept.usecases.submit`` / ``relay`` once the message is secured: enqueue,
+    audit."""
     space.at(when)
     queue_id = q.new_queue_id()
     if origin is Origin.SUBMISSION:
@@ -177,7 +178,7 @@ def _imap(space: Space, login: str, mech: str, when: str, success: bool = True) 
 
 
 def _smtp_audit(space: Space, login: str, mechanism: str, when: str) -> None:
-    """What ``gateway.auth.certificate_login`` / ``token_login`` record on success."""
+    """What ``gateway.accept.auth.certificate_login`` / ``token_login`` record on success."""
     space.at(when)
     with space.db.transaction() as s:
         audit.record(s, actor=login, action="smtp.auth", target=login, outcome="ok",

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway import inbound
-from gateway.outbound import Reply
+from gateway.accept import opening
+from gateway.deliver.outbound import Reply
 from mailformat import authresults, headers
 from mailformat.authresults import AuthResultsError, Result, authserv_id_of, parse
 from mailformat.lineends import to_crlf
@@ -115,7 +115,7 @@ def test_a_forged_field_with_a_broken_tail_is_stripped_and_never_shown_as_ours()
     """Attack: a field naming us whose tail no grammar reads. The gateway removes it (its head
     names us) and the reader, given it anyway, does not show it as a verdict."""
     forged = b"Authentication-Results: mss.test; smime=pass (((\r\n" + MESSAGE
-    assert inbound.strip_forged(forged, "mss.test") == MESSAGE
+    assert opening.strip_forged(forged, "mss.test") == MESSAGE
     verdict = verdict_of(["mss.test; smime=pass ((("], "mss.test")
     assert verdict.result == "temperror" and verdict.signer is None
 
@@ -124,8 +124,8 @@ def test_a_forged_second_field_never_wins_over_the_gateway_s() -> None:
     """Attack: a sealed verdict, then another field with our id added below it (IMAP APPEND of
     an edited copy). The first field with our id decides (RFC 8601 §5) and it is sealed; a
     forged field put above it breaks nothing but its own claim."""
-    verdict = inbound.Verdict("fail", None, False, "signature invalide", "bad_signature")
-    sealed = authresults.seal(inbound.stamp(MESSAGE, verdict, "mss.test"), KEY,
+    verdict = opening.Verdict("fail", None, False, "signature invalide", "bad_signature")
+    sealed = authresults.seal(opening.stamp(MESSAGE, verdict, "mss.test"), KEY,
                               datetime.now(UTC))
     forged = b"Authentication-Results: mss.test; smime=pass (encrypted)\r\n"
     head, _ = headers.split_head(sealed)
@@ -148,9 +148,9 @@ def test_a_signer_s_subject_cannot_pass_for_the_gateway_s_properties(signer: str
     "written by your operator", or checked at another time. Read by the grammar, the
     identity is one value and the properties are the gateway's."""
     at = datetime(2026, 12, 4, 16, 55, tzinfo=UTC)
-    verdict = inbound.Verdict("fail", signer, False, "signature valide, mais d'un autre",
+    verdict = opening.Verdict("fail", signer, False, "signature valide, mais d'un autre",
                               "from_mismatch")
-    sealed = authresults.seal(inbound.stamp(MESSAGE, verdict, "mss.test"), KEY, at)
+    sealed = authresults.seal(opening.stamp(MESSAGE, verdict, "mss.test"), KEY, at)
     shown, when = Voucher("mss.test", KEY).verdict(headers.parse(headers.split_head(sealed)[0]))
     assert (shown.result, shown.encrypted, when) == ("fail", False, at)
     assert shown.signer is not None and shown.signer.startswith("CN=Jean")
@@ -160,21 +160,21 @@ def test_a_signer_s_subject_cannot_pass_for_the_gateway_s_properties(signer: str
 def test_every_verdict_the_gateway_writes_reads_back_the_same() -> None:
     """What the gateway checks is what the reader sees: stamp, seal, read."""
     at = datetime(2026, 12, 4, 16, 55, tzinfo=UTC)
-    for verdict in (inbound.Verdict("pass", "marie.martin@mss.test", True, "signature vérifiée",
+    for verdict in (opening.Verdict("pass", "marie.martin@mss.test", True, "signature vérifiée",
                                     None),
-                    inbound.Verdict("none", None, False, "message non signé", None),
-                    inbound.Verdict("temperror", "a=b@mss.test", True, "x", None)):
-        sealed = authresults.seal(inbound.stamp(MESSAGE, verdict, "mss.test"), KEY, at)
+                    opening.Verdict("none", None, False, "message non signé", None),
+                    opening.Verdict("temperror", "a=b@mss.test", True, "x", None)):
+        sealed = authresults.seal(opening.stamp(MESSAGE, verdict, "mss.test"), KEY, at)
         shown, when = Voucher("mss.test", KEY).verdict(
             headers.parse(headers.split_head(sealed)[0]))
         assert (shown.result, shown.encrypted, shown.signer, when) == (
             verdict.result, verdict.encrypted, verdict.signer, at)
-        assert shown.reason == inbound.ascii_text(verdict.reason)
+        assert shown.reason == opening.ascii_text(verdict.reason)
 
 
 def test_a_report_is_read_from_its_property() -> None:
-    verdict = inbound.Verdict("none", None, False, "rapport genere par l'operateur", None)
-    sealed = authresults.seal(inbound.stamp(MESSAGE, verdict, "mss.test"), KEY,
+    verdict = opening.Verdict("none", None, False, "rapport genere par l'operateur", None)
+    sealed = authresults.seal(opening.stamp(MESSAGE, verdict, "mss.test"), KEY,
                               datetime.now(UTC), report="mdn")
     found = authresults.sealed(headers.parse(headers.split_head(sealed)[0]).fields,
                                "mss.test", KEY)

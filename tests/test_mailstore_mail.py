@@ -287,13 +287,13 @@ def test_no_delegation_no_access(dovecot: DovecotService, mailstore_space: Trust
 
 def test_the_gateways_in_doubt_search_answers_yes_no_or_unknown(
         dovecot: DovecotService, mailstore_space: TrustSpace, tmp_path: Path) -> None:
-    """gateway.delivery.MailboxProbe on the real store: a long Message-ID found whole (not
+    """gateway.deliver.workers.MailboxProbe on the real store: a long Message-ID found whole (not
     through Xapian's pieces of words), one not there, a folder not created yet (no), and a
     store it cannot read (unknown: the gateway then waits rather than deliver twice)."""
     import re
     from dataclasses import replace
 
-    from gateway.delivery import MailboxProbe
+    from gateway.deliver.workers import MailboxProbe
     from mailstore.config import DovecotPaths
 
     space, paul = mailstore_space, mailstore_space.address("paul")

@@ -328,7 +328,7 @@ def test_only_the_webmails_sessions_search_through_the_index(
 def test_without_the_full_text_plugins_dovecot_answers_them(
         space: TrustSpace, folder_with_headers: str) -> None:
     """What mss itself does when it needs such a search (the gateway's in-doubt path,
-    gateway.delivery): ``doveadm -o mail_plugins=<BASE_PLUGINS>`` searches without the index,
+    gateway.deliver.workers): ``doveadm -o mail_plugins=<BASE_PLUGINS>`` searches without the index,
     reading headers from Dovecot's cache or the messages."""
     folder = folder_with_headers
 

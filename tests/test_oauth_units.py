@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
-from gateway.auth import parse_oauthbearer, parse_xoauth2, token_error
+from gateway.accept.auth import parse_oauthbearer, parse_xoauth2, token_error
 from mailstore import config, oauth
 from mailstore.authpolicy import LoginAttempt, _token_reason
 

@@ -1,5 +1,5 @@
 """The peers' health (issue #20): the probe against real relays on loopback — aiosmtpd with the
-relay's own mutual-TLS context (``gateway.tls.relay_context``) and peer authorities built
+relay's own mutual-TLS context (``gateway.smtp.tls.relay_context``) and peer authorities built
 with ``certs.pki`` (tests/peer_probe_support.py) — a healthy peer, one sharing its relay, a
 certificate about to expire, an expired one, a revoked one (on the CRL we hold), one from an
 authority we do not trust, a DN other than the whitelist's, an authority whose CRL we do not

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from certs import smime
 from core.audit import AuditRecord
-from gateway import inbound
+from gateway.accept import opening
 from mailformat import authresults
 from tests.gateway_fixtures import Operator
 from tests.reading_support import HTML_ATTACHMENT, SVG_ATTACHMENT, append, message, pdf, png
@@ -65,10 +65,11 @@ def stored(mail_operator: Operator) -> Iterator[dict[str, int]]:
 
 def _opened_by_the_gateway(op: Operator, sender: str, to: str) -> bytes:
     """What the gateway stores of a message that arrived encrypted: the opened content,
-    stamped and sealed by the gateway's own functions (gateway.inbound, mailformat.authresults)."""
+    stamped and sealed by the gateway's own functions (gateway.accept.opening,
+    mailformat.authresults)."""
     raw = message(sender, to, "Reçu chiffré", "Contenu déchiffré par la passerelle.\n")
-    verdict = inbound.Verdict("none", None, True, "non signe", None)
-    stamped = inbound.stamp(raw, verdict, "mss.test")
+    verdict = opening.Verdict("none", None, True, "non signe", None)
+    stamped = opening.stamp(raw, verdict, "mss.test")
     return authresults.seal(stamped, authresults.key_for(op.settings), datetime.now(UTC))
 
 

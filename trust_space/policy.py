@@ -21,9 +21,11 @@ from trust_space.models import (
     Mailbox,
     MailboxKind,
     MailboxState,
+    Operator,
     Role,
     TrustedDomain,
 )
+from trust_space.naming import normalise_dn
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,19 @@ def may_receive(session: Executor, address: str, local_domains: Collection[str])
     return _ok("trusted_peer", "Domaine d'un opérateur de confiance / trusted peer domain")
 
 
+
+def peer_may_send(session: Executor, operator_dn: str, address: str) -> bool:
+    """May the peer operator whose certificate has ``operator_dn`` (normalised) relay mail from
+    ``address``? Its DN must be the whitelist's for the sender's domain; a null sender (a DSN,
+    an MDN) must come from a whitelisted operator."""
+    if address:
+        domain = address.rpartition("@")[2].lower()
+        expected = session.scalar(select(TrustedDomain.certificate_dn)
+                                  .where(TrustedDomain.domain == domain))
+        return expected is not None and normalise_dn(expected) == operator_dn
+    return any(normalise_dn(dn) == operator_dn
+               for dn in session.scalars(select(Operator.certificate_dn)))
+
 @dataclass(frozen=True)
 class Protection:
     """What a recipient's copy gets (``protection_of``): a stable ``code`` and a French
@@ -239,7 +254,7 @@ def mailbox_certificate(session: Executor, address: str, *, local: bool
 def protection_of(session: Executor, address: str, local_domains: Collection[str], *,
                   sign: bool, encrypt: bool, tls_only_peers: bool) -> Protection:
     """The protection the gateway will give ``address``'s copy of a message sent with
-    ``sign``/``encrypt`` (the same rules as ``gateway.pipeline.secure``): a local recipient's
+    ``sign``/``encrypt`` (the same rules as ``gateway.accept.forms.secure``): a local recipient's
     copy never leaves the operator (signed, no hop encryption); a peer's is encrypted end to
     end when asked and it has a certificate in the directory, else sent over the trust
     space's mutual TLS if ``tls_only_peers``, else refused."""

@@ -2,7 +2,8 @@
 
 The gateway records its S/MIME verdict in an ``Authentication-Results`` field (RFC 8601,
 ``smime`` method of RFC 7281) with our authserv-id — the domain — above every other field,
-after removing any field that claimed our id (``gateway.inbound.stamp``). A reader trusts only
+after removing any field that claimed our id (``gateway.accept.opening.stamp``). A reader trusts
+only
 the **first** field with our authserv-id (RFC 8601 §5); fields of other services are ignored.
 
 A message can still be placed in a folder without the gateway (IMAP APPEND by a client or a

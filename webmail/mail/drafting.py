@@ -3,7 +3,8 @@
 The message is plain text (UTF-8, quoted-printable), or with « Mise en forme » the cleaned
 HTML and its plain-text derivation as multipart/alternative (``richtext``), with its
 attachments. The protection the
-user chose travels in the ``MSS-Security`` field the gateway reads (``gateway.security``); the
+user chose travels in the ``MSS-Security`` field the gateway reads (``gateway.accept.protection``);
+the
 domain policy is the minimum, so a box the policy imposes is ticked and cannot be unticked.
 """
 
@@ -134,7 +135,7 @@ def policy_minimum(policy: str) -> tuple[bool, bool]:
 
 
 def security_field(sign: bool, encrypt: bool) -> str:
-    """The ``MSS-Security`` value (``gateway.security``)."""
+    """The ``MSS-Security`` value (``gateway.accept.protection``)."""
     return ", ".join(w for w, on in (("sign", sign), ("encrypt", encrypt)) if on) or "none"
 
 

@@ -3,7 +3,7 @@ attachments as one ZIP, its print page, its ``.eml``, its source and its header 
 
 What these show is what the mailbox stores. A message that arrived S/MIME-encrypted is kept
 as the gateway opened it — decrypted with the mailbox's key, the sender's signature kept
-(``gateway.inbound``) — so its source, ``.eml`` and printout are that version; one the
+(``gateway.accept.opening``) — so its source, ``.eml`` and printout are that version; one the
 gateway could not open is kept, and shown, as its encrypted envelope. Each page says which
 (``stored_note``).
 

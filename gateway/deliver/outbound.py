@@ -2,7 +2,7 @@
 
 Route: ``TrustedDomain.relay_host``/``relay_port`` (``mss whitelist route``); without one, the
 domain itself on port 25 (no MX look-up). The session is STARTTLS (RFC 3207) presenting our
-operator certificate (``gateway.tls.peer_client_context``, ECO.1.1.3 suites). Before MAIL FROM
+operator certificate (``gateway.smtp.tls.peer_client_context``, ECO.1.1.3 suites). Before MAIL FROM
 the peer's certificate must validate against our CA and the trusted peers' (chain, CRL) and
 its subject DN must equal the whitelist's ``certificate_dn`` for that domain: otherwise the
 delivery is deferred and counted as a TLS failure for that peer — never sent in the clear or
@@ -22,7 +22,7 @@ from certs.errors import CertError
 from certs.validation import TrustStore, validate
 from core.db import Database
 from gateway.errors import GatewayError
-from gateway.tls import peer_certificate
+from gateway.smtp.tls import peer_certificate
 from mailformat.lineends import to_crlf
 from mailformat.replies import enhanced_or_default
 from trust_space.models import TrustedDomain
@@ -113,7 +113,8 @@ class Outbound:
             raise PeerTlsFailure("Le relais pair n'offre pas STARTTLS / peer offers no STARTTLS")
         smtp.starttls(context=self._context())
         smtp.ehlo()
-        cert = peer_certificate(smtp.sock)  # type: ignore[arg-type]
+        sock = smtp.sock
+        cert = peer_certificate(sock if isinstance(sock, ssl.SSLSocket) else None)
         if cert is None:
             raise PeerTlsFailure("Pas de certificat du pair / no peer certificate")
         try:

@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, select
 
 from certs.smime import PrivateKey
 from core.db import Executor
-from gateway.security import load_mailbox_key
+from gateway.accept.protection import load_mailbox_key
 from trust_space.models import Mailbox
 
 Pair = tuple[x509.Certificate, PrivateKey]

@@ -42,8 +42,8 @@ from certs._x509util import email_addresses
 from certs.errors import CertError, DecryptionFailed
 from certs.smime import PrivateKey
 from certs.validation import TrustStore, ValidationCache, validate
+from gateway.accept.protection import SIGNATURE_TYPES, SMIME_TYPES, content_type, is_address
 from gateway.errors import ascii_text
-from gateway.security import SIGNATURE_TYPES, SMIME_TYPES, content_type, is_address
 from mailformat.authresults import authserv_id_of, normal_id
 from mailformat.headers import Head, Message, field_value, raw_of, same_form
 

@@ -28,8 +28,8 @@ from typing import Protocol
 from core.errors import MssError
 from core.localtime import paris
 from core.mailer import SENDER_NAME, Mailer, SmtpMailer, SpoolMailer, mail_spool
+from gateway.accept.protection import is_address
 from gateway.errors import NotifyError
-from gateway.security import is_address
 
 SUBJECT = "Nouveau message sécurisé"
 

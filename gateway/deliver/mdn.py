@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from core.localtime import french_datetime
-from gateway.dsn import (
+from gateway.accept.protection import content_type, is_address
+from gateway.deliver.dsn import (
     address_field,
     encode_header,
     envelope_headers,
@@ -31,7 +32,6 @@ from gateway.dsn import (
     text_part,
 )
 from gateway.errors import ascii_text
-from gateway.security import content_type, is_address
 from mailformat.headers import Head, field_name, field_value
 
 DIRECT_FINAL_DELIVERY = "X-DIRECT-FINAL-DESTINATION-DELIVERY"

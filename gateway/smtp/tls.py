@@ -12,10 +12,10 @@
   plus TLS 1.3.
 - Renewal: the listeners rebuild their contexts when ``certificate_stamp`` changes (``mss cert
   renew`` / ``install`` swap the files), so new connections present the new certificate
-  without a restart (``gateway.server.Listeners._context``).
+  without a restart (``gateway.smtp.listeners.Listeners._context``).
 - Client to a peer relay: presents ``pki/operator.crt``; the peer's chain is verified against
   the same bundle, its name is not (the whitelist pins the subject DN instead, checked by
-  ``gateway.outbound``). The probe of peers (``gateway.probe``) uses this same context, and
+  ``gateway.deliver.outbound``). The probe of peers (``gateway.probe``) uses this same context, and
   only to read a certificate that context refused, the same one with verification off.
 """
 

@@ -6,8 +6,9 @@ de-duplication below makes that safe):
 
 - LOCAL and SENT recipients: one LMTP transaction (RFC 2033) for the message's local
   recipients and the sender's copy (``address+Sent``, Dovecot's detail delivery).
-- PEER and CLEAR recipients: one SMTP session per peer domain (``gateway.outbound``).
-- NOTIFY recipients: one notice each through the smarthost (``gateway.notify``); a failure is
+- PEER and CLEAR recipients: one SMTP session per peer domain (``gateway.deliver.outbound``).
+- NOTIFY recipients: one notice each through the smarthost (``gateway.deliver.notify``); a failure
+  is
   retried and counted, and never touches the secure delivery it follows.
 
 **De-duplication after a crash.** A row a dead worker left DELIVERING is taken over once its
@@ -21,7 +22,7 @@ Peer rows in doubt are sent again: the peer de-duplicates by (Message-ID, recipi
 
 Temporary failures retry with exponential backoff (``retry_base_seconds`` doubling, capped at
 one hour) until ``delivery_expiry_hours``; then, or on a permanent failure, the recipient is
-bounced and the sender gets a DSN (``gateway.reports``).
+bounced and the sender gets a DSN (``gateway.deliver.reports``).
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ from datetime import timedelta
 
 from core import audit
 from core.db import utcnow
-from gateway import reports
-from gateway.accept import Gateway
-from gateway.dsn import Failure
+from gateway.accept.context import Gateway
+from gateway.deliver import reports
+from gateway.deliver.dsn import Failure
+from gateway.deliver.notify import Notifier, build_notice
+from gateway.deliver.outbound import Outbound, PeerNotTrusted, PeerTlsFailure, PeerUnavailable
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.notify import Notifier, build_notice
-from gateway.outbound import Outbound, PeerNotTrusted, PeerTlsFailure, PeerUnavailable
 from mailstore.config import BASE_PLUGINS, DovecotPaths
 from mailstore.lmtp import LmtpClient, Result
 from spool import queue as q

@@ -1,9 +1,11 @@
 """What follows a delivery, inside the transaction that records it (DESIGN.md steps 5 and 7):
 
-- a DSN (RFC 3464, ``gateway.dsn``) to the envelope sender for the recipients that failed for
+- a DSN (RFC 3464, ``gateway.deliver.dsn``) to the envelope sender for the recipients that failed
+  for
   good or whose retries expired — never for a DSN or MDN, never to a null sender
   (RFC 5321 §4.5.5);
-- an MDN (RFC 8098, ``gateway.mdn``) ``processed`` after a local delivery when the message asks
+- an MDN (RFC 8098, ``gateway.deliver.mdn``) ``processed`` after a local delivery when the message
+  asks
   for one (``dispatched`` instead with Direct's ``X-DIRECT-FINAL-DESTINATION-DELIVERY``
   option: one receipt per event), never for a report; a malformed request is ignored;
 - a notification row for the recipient's usual address when the mailbox asks for it.
@@ -24,8 +26,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.settings import Settings
-from gateway import inbound, mdn, pipeline
-from gateway.dsn import Failure, build_dsn
+from gateway.accept import checks, opening
+from gateway.deliver import mdn
+from gateway.deliver.dsn import Failure, build_dsn
 from mailformat import authresults
 from spool import queue as q
 from spool.events import Event
@@ -47,7 +50,7 @@ def queue_report(session: Session, settings: Settings, origin: Origin, body: byt
                     origin.value)
         return None
     queue_id = q.new_queue_id()
-    body, key = pipeline.message_key(body, queue_id, settings.domain)
+    body, key = checks.message_key(body, queue_id, settings.domain)
     local = decision.code == "local"
     if local:  # the reader sees that its operator wrote it (mailformat.authresults)
         body = _sealed_report(body, settings, origin)
@@ -59,8 +62,8 @@ def queue_report(session: Session, settings: Settings, origin: Origin, body: byt
 
 
 def _sealed_report(body: bytes, settings: Settings, origin: Origin) -> bytes:
-    verdict = inbound.Verdict("none", None, False, "rapport genere par l'operateur", None)
-    stamped = inbound.stamp(body, verdict, settings.domain)
+    verdict = opening.Verdict("none", None, False, "rapport genere par l'operateur", None)
+    stamped = opening.stamp(body, verdict, settings.domain)
     return authresults.seal(stamped, authresults.key_for(settings), datetime.now(UTC),
                             report=origin.value)
 

@@ -11,7 +11,7 @@ A DSN is a ``multipart/report; report-type=delivery-status`` (RFC 6522) of three
 3. the original's header section only, as ``text/rfc822-headers``: never its body, which holds
    medical data (``RET=FULL`` is not honoured).
 
-The same building blocks serve the MDNs of ``gateway.mdn``.
+The same building blocks serve the MDNs of ``gateway.deliver.mdn``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.localtime import french_datetime
+from gateway.accept.protection import is_address
 from gateway.errors import ascii_text
-from gateway.security import is_address
 from mailformat.headers import Head, split_head
 from mailformat.replies import is_enhanced
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from sqlalchemy.orm import Session
 
 from certs._x509util import email_addresses
 from certs.errors import CertError, WrongPurpose
@@ -96,15 +97,15 @@ def password_login(db: Database, login: str, password: str, authzid: str = "", *
     return result
 
 
-def _acting_as(session: object, account: Account, authzid: str,
+def _acting_as(session: Session, account: Account, authzid: str,
                mechanism: str) -> tuple[Authenticated | None, str | None]:
     if not authzid or authzid.lower() == account.login:
         return Authenticated(Identity.from_account(account), account.login, mechanism), None
     if account.kind is not AccountKind.SERVICE:  # only the webmail may act for someone
         return None, "authzid_not_allowed"
-    target = find_account(session, authzid)  # type: ignore[arg-type]
+    target = find_account(session, authzid)
     if target is None:  # an organisational mailbox, for its own out-of-office reply
-        mailbox = mailbox_identity(session, authzid)  # type: ignore[arg-type]
+        mailbox = mailbox_identity(session, authzid)
         if mailbox is not None:
             return Authenticated(mailbox, account.login, f"{mechanism}+authzid"), None
     if target is None or target.state is not AccountState.ACTIVE or \
@@ -136,7 +137,7 @@ def certificate_login(db: Database, store: TrustStore, cert: x509.Certificate | 
                 failure = "no_account"
             else:
                 identity = Identity.from_account(account)
-                decision = may_authorise(session, identity, authzid)  # type: ignore[arg-type]
+                decision = may_authorise(session, identity, authzid)
                 if decision:
                     result = Authenticated(identity, account.login, "EXTERNAL")
                 else:
@@ -149,7 +150,7 @@ def certificate_login(db: Database, store: TrustStore, cert: x509.Certificate | 
     return result
 
 
-def _certificate_account(session: object, store: TrustStore,
+def _certificate_account(session: Session, store: TrustStore,
                          cert: x509.Certificate | None) -> Account | None:
     if cert is None:
         raise WrongPurpose("aucun certificat client présenté")
@@ -158,10 +159,10 @@ def _certificate_account(session: object, store: TrustStore,
         card = card_identity(cert)
     except WrongPurpose:  # not a card: an applicative certificate, named by its address
         addresses = email_addresses(cert)
-        account = find_account(session, addresses[0]) if addresses else None  # type: ignore[arg-type]
+        account = find_account(session, addresses[0]) if addresses else None
         return account if account is not None and \
             account.kind is AccountKind.APPLICATIVE else None
-    return card_holder(session, card.national_id)  # type: ignore[arg-type]
+    return card_holder(session, card.national_id)
 
 
 # ---------------------------------------------------------------------- tokens (RFC 7628)
@@ -305,7 +306,7 @@ def _locked(db: Database, login: str, now: datetime) -> bool:
             and account.locked_until > now
 
 
-def _token_account(session: object, account: Account | None, asked: str, info: TokenInfo,
+def _token_account(session: Session, account: Account | None, asked: str, info: TokenInfo,
                    mechanism: str) -> tuple[str, Authenticated | None]:
     """The token's account acting for ``asked``: ("", result) or (failure, None)."""
     if account is None:
@@ -314,7 +315,7 @@ def _token_account(session: object, account: Account | None, asked: str, info: T
         return "account_locked", None
     identity = Identity.from_account(account)
     wanted = "" if asked in (account.login, info.national_id) else asked
-    decision = may_authorise(session, identity, wanted)  # type: ignore[arg-type]
+    decision = may_authorise(session, identity, wanted)
     if not decision:
         return ("authzid_not_allowed" if wanted else decision.code), None
     return "", Authenticated(identity, account.login, mechanism)

@@ -1,11 +1,11 @@
-"""The relay policy as a pipeline of small named steps (CONVENTIONS.md, 5).
-
-Each step is a plain function over plain data and the caller's session; it returns what the
-next step needs or raises a ``GatewayError`` that already knows its SMTP reply. The SMTP
-handler (``gateway.server``) calls them at the earliest honest moment (CONVENTIONS.md, 2):
+"""The relay policy's checks: small functions over plain data and the caller's session
+(CONVENTIONS.md, 5). Each returns what the next step needs or raises a ``GatewayError`` that
+already knows its SMTP reply. The SMTP handler (``gateway.smtp.handlers``) calls the envelope
+checks at the earliest honest moment (CONVENTIONS.md, 2); the content checks are steps of
+``gateway.accept.steps``, which names their order:
 
 ====================  ==========================================================  ===========
-step                  what                                                        refusal
+check                 what                                                        refusal
 ====================  ==========================================================  ===========
 ``check_sender``      the authenticated identity may send as MAIL FROM            550 5.7.1
 ``check_peer``        relay: the peer certificate's DN is the whitelist entry     550 5.7.1
@@ -19,23 +19,12 @@ step                  what                                                      
 ``check_from``        the From: mailboxes may be used by the identity             550 5.7.1
 ``check_end_to_end``  a message protected by the client: well-formed CMS, an      554 5.7.5
                       envelope addressed to every recipient's certificate
-``secure``            sign / encrypt (``gateway.security``), see below            554 5.7.5
+``message_key``       the Message-ID (added when missing), the de-duplication key  —
 ``trace``             a Received field with the TLS parameters, no content        —
 ====================  ==========================================================  ===========
 
-**Local versus peer protection.** A message to local recipients never leaves the operator, so
-they receive the *signed* form (never the hop encryption), opened and stamped like an inbound
-message (``gateway.inbound.open_message`` + ``stamp``): the reader sees an
-``Authentication-Results`` field with the S/MIME result, and the signature stays for them to
-check again. Peer recipients receive the form the policy asks for: signed and encrypted to
-every peer recipient's certificate from the directory. A peer recipient without certificate
-gets the signed form over the mutually authenticated TLS hop if ``allow_tls_only_peers``
-(MSSanté mode), else the message is refused with a clear text. A message the client already
-protected end to end passes untouched once ``check_end_to_end`` found its protection real
-(issue #14 item 8): its CMS parses as the type its MIME type announces (``certs.cms_check``),
-a signature is of the content, and an envelope is addressed to the certificate the directory
-holds for every recipient, local ones included (``route_recipient`` gives each route its
-certificate). S/MIME compressed-data (RFC 8551 §3.6) is rarely used and refused.
+Signing and encrypting (``gateway.accept.forms.secure``, 554 5.7.5) is the step between
+``check_from`` and ``trace``.
 """
 
 from __future__ import annotations
@@ -45,17 +34,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import formatdate, getaddresses
 
 from cryptography import x509
-from sqlalchemy import select
 
 from certs import cms_check
 from certs.errors import MalformedSmime
-from certs.validation import TrustStore, ValidationCache
 from core.db import Executor
-from gateway import inbound, security
 from gateway.errors import (
     EndToEndRefused,
     LoopDetected,
@@ -65,13 +51,15 @@ from gateway.errors import (
     SenderRefused,
     TooManyRecipients,
 )
-from gateway.keys import Pair
-from gateway.security import Protection
 from mailformat.headers import Head, Message, same_form
 from spool.models import RecipientKind
-from trust_space.models import Operator, TrustedDomain
-from trust_space.naming import normalise_dn
-from trust_space.policy import Identity, mailbox_certificate, may_receive, may_send_as
+from trust_space.policy import (
+    Identity,
+    mailbox_certificate,
+    may_receive,
+    may_send_as,
+    peer_may_send,
+)
 
 _ANGLE = re.compile(r"<([^<>\s]{1,240})>")
 
@@ -86,23 +74,6 @@ class Route:
     certificate: x509.Certificate | None = None
 
 
-@dataclass
-class Forms:
-    """The message as each kind of recipient receives it (see the module docstring); the
-    local form keeps its cut header (``local_head``) for the seal that follows."""
-
-    local_head: Head | None = None
-    peer: bytes | None = None
-    clear: bytes | None = None
-    clear_recipients: set[str] = field(default_factory=set)
-    protection: str = "none"
-
-    @property
-    def local(self) -> bytes | None:
-        """The form local readers get, stamped (``stamp_local``)."""
-        return None if self.local_head is None else self.local_head.raw
-
-
 # ---------------------------------------------------------------------- envelope steps
 def check_sender(session: Executor, identity: Identity, address: str) -> None:
     """MAIL FROM of a submission (DESIGN.md step 2)."""
@@ -114,16 +85,9 @@ def check_sender(session: Executor, identity: Identity, address: str) -> None:
 
 def check_peer(session: Executor, operator_dn: str, address: str) -> None:
     """MAIL FROM on the relay port: the peer's certificate DN must be the whitelist's for the
-    sender's domain (a null sender — DSN, MDN — must come from a whitelisted operator)."""
-    domain = address.rpartition("@")[2].lower()
-    if address:
-        expected = session.scalar(select(TrustedDomain.certificate_dn)
-                                  .where(TrustedDomain.domain == domain))
-        ok = expected is not None and normalise_dn(expected) == operator_dn
-    else:
-        ok = any(normalise_dn(dn) == operator_dn
-                 for dn in session.scalars(select(Operator.certificate_dn)))
-    if not ok:
+    sender's domain (``trust_space.policy.peer_may_send``)."""
+    if not peer_may_send(session, operator_dn, address):
+        domain = address.rpartition("@")[2].lower()
         raise SenderRefused(
             f"Opérateur non autorisé pour le domaine « {domain or '<>'} » (certificat "
             "différent de la liste blanche) / peer certificate does not match the whitelist",
@@ -217,50 +181,8 @@ def message_key(message: Message, queue_id: str, domain: str) -> tuple[Message, 
     return same_form(message, head.prepended(extra.encode())), key
 
 
-@dataclass(frozen=True)
-class SecurityContext:
-    """What the security step needs besides the message."""
-
-    policy: str
-    allow_tls_only_peers: bool
-    store: TrustStore
-    authserv_id: str
-    chain: Sequence[x509.Certificate] = ()
-    checks: ValidationCache | None = None  # recent validations of our signers
-
-
-def secure(ctx: SecurityContext, message: bytes | Head, signer: Pair | None,
-           routes: Sequence[Route]) -> Forms:
-    """The security step of a submission (module docstring): choose, sign, encrypt, stamp.
-    ``signer``: the sender mailbox's certificate and key (``KeyRing``), None if it has none.
-    The header is read from ``message``'s cut, and the signed message is cut once."""
-    head = Head.of(message)
-    protection = security.effective(security.requested(head), ctx.policy)
-    head = security.strip_request(head)
-    peers = [r for r in routes if r.kind is RecipientKind.PEER]
-    if security.end_to_end(head):
-        check_end_to_end(head.raw, routes)
-        return Forms(local_head=stamp_local(head, ctx), peer=head.raw if peers else None,
-                     protection="end-to-end")
-    signer = signer if protection.sign else None
-    signed = head
-    if protection.sign:  # ProtectionUnavailable without a signer
-        signed = Head.of(security.protect(head.raw, Protection(sign=True, encrypt=False),
-                                          signer=signer, recipients={}, chain=ctx.chain))
-    if signer is not None:  # our own signature: not verified a second time
-        verdict = inbound.own_signature(signed, signer[0], ctx.store, chain=ctx.chain,
-                                        checks=ctx.checks)
-        local = inbound.stamp(signed, verdict, ctx.authserv_id)
-    else:
-        local = stamp_local(signed, ctx)
-    forms = Forms(local_head=local, protection=protection.label())
-    if peers:
-        _peer_forms(forms, signed.raw, peers, protection, ctx)
-    return forms
-
-
 def check_end_to_end(raw: bytes, routes: Sequence[Route]) -> None:
-    """A message the client protected itself (``security.end_to_end``) must be what it says
+    """A message the client protected itself (``protection.end_to_end``) must be what it says
     before it is relayed untouched (issue #14 item 8): well-formed CMS of its announced type
     (RFC 5652, RFC 8551), and an envelope every recipient can open.
 
@@ -301,30 +223,6 @@ def _some(addresses: Sequence[str], shown: int = 3) -> str:
     §4.5.3.1.5: 512 octets)."""
     more = len(addresses) - shown
     return ", ".join(addresses[:shown]) + (f" (+{more})" if more > 0 else "")
-
-
-def _peer_forms(forms: Forms, signed: bytes, peers: Sequence[Route], protection: Protection,
-                ctx: SecurityContext) -> None:
-    if not protection.encrypt:
-        forms.peer = signed
-        return
-    with_cert = {r.address: r.certificate for r in peers if r.certificate is not None}
-    without = {r.address for r in peers if r.certificate is None}
-    if without and not ctx.allow_tls_only_peers:
-        # protect() names the recipients without certificate in its refusal (554 5.7.5).
-        security.protect(signed, Protection(sign=False, encrypt=True), signer=None,
-                         recipients={r.address: r.certificate for r in peers})
-    if with_cert:
-        forms.peer = security.protect(signed, Protection(sign=False, encrypt=True),
-                                      signer=None, recipients=with_cert)
-    if without:
-        forms.clear, forms.clear_recipients = signed, without
-
-
-def stamp_local(message: Message, ctx: SecurityContext) -> Message:
-    """The form local readers get: verified, with our Authentication-Results (RFC 8601)."""
-    opened, verdict = inbound.open_message(message, key=None, store=ctx.store)
-    return inbound.stamp(opened, verdict, ctx.authserv_id)
 
 
 def trace(raw: bytes, *, helo: str, ip: str, hostname: str, queue_id: str, tls: str,
