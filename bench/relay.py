@@ -1,4 +1,4 @@
-"""Relay benchmark (not a test): ``.venv/bin/python bench/relay.py [--messages N]``.
+"""Relay benchmark (not a test): ``.venv/bin/python bench/relay.py [--messages N] [--against REV]``.
 
 Prints, in one run, the unavoidable parts of relaying one 10 KB message and the relay's own
 rates, with the ratios the issue sets as targets:
@@ -12,6 +12,11 @@ rates, with the ratios the issue sets as targets:
 - the relay (a ``tests.gateway_runner`` process): accepted rate and CPU per message for
   10 KB messages asking sign+encrypt (listeners only), then the delivered rate draining that
   queue (workers only); then a few 1 MB messages through both servers.
+
+``--against REV`` (a git revision, e.g. the commit before a change) also runs REV's gateway, from a
+temporary ``git worktree``, on the same data, client and machine, alternating the two (new, old,
+new, old) so that the shared machine's noise falls on both; it prints both accepted rates and
+CPU per message, and their ratios.
 
 Local recipients receive the signed form (the hop encryption only exists towards peers), so
 the relay's per-message crypto here is sign + verify (the reader's Authentication-Results).
@@ -161,22 +166,27 @@ def serve_null(port: int, cert: str, key: str) -> None:
     threading.Event().wait()
 
 
-def spawn(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+def spawn(args: list[str], code: Path = ROOT) -> tuple[subprocess.Popen[bytes], str]:
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    proc = subprocess.Popen([sys.executable, *args], cwd=code, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().decode()
 
 
-def gateway(space, workers: int, port: int) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+def gateway(space, workers: int, port: int,  # type: ignore[no-untyped-def]
+            code: Path = ROOT) -> subprocess.Popen[bytes]:
+    """A gateway process on ``space``'s data, running the code checked out in ``code``."""
     s = space.settings
     overrides = {"submission_port": port, "submissions_port": 0, "relay_port": 0,
                  "metrics_port": 0, "hostname": "localhost", "security_policy": "sign",
                  "rate_limit_per_minute": 0, "queue_workers": workers,
                  "max_message_size": 5_000_000, "imap_port": s.imap_port,
-                 "imaps_port": s.imaps_port}
+                 "imaps_port": s.imaps_port,
+                 # the demo password over SMTP: the bench is about the relay, not the login
+                 "imap_smtp_web_password": "true"}
     proc, line = spawn(["-m", "tests.gateway_runner", str(s.data_dir),
-                        *(f"{k}={v}" for k, v in overrides.items())])
+                        *(f"{k}={v}" for k, v in overrides.items())], code)
     assert line.startswith("{"), "la passerelle n'a pas démarré"
     return proc
 
@@ -205,14 +215,24 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--big", type=int, default=5, help="1 MB messages to time")
     parser.add_argument("--serve-null", nargs=3, metavar=("PORT", "CERT", "KEY"))
+    parser.add_argument("--against", metavar="REV",
+                        help="also measure the gateway of this git revision (before/after)")
     args = parser.parse_args()
     if args.serve_null:
         serve_null(int(args.serve_null[0]), args.serve_null[1], args.serve_null[2])
         return
-    run(args.messages, args.sessions, args.big)
+    run(args.messages, args.sessions, args.big, args.against)
 
 
-def run(count: int, sessions: int, big: int) -> None:
+def checkout(rev: str, parent: Path) -> Path:
+    """REV's tree in a temporary git worktree under ``parent`` (removed with it)."""
+    where = parent / "against"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(where), rev],
+                   check=True)
+    return where
+
+
+def run(count: int, sessions: int, big: int, against: str | None = None) -> None:
     from mailstore.service import DovecotService
 
     root = open_tempdir("mss-bench-")
@@ -221,16 +241,31 @@ def run(count: int, sessions: int, big: int) -> None:
     dovecot.start()
     context = space.tls_context()
     context.check_hostname = False
+    old = checkout(against, root) if against else None
     try:
-        report(space, root, context, count, sessions, big)
+        report(space, root, context, count, sessions, big, old)
     finally:
+        if old is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)],
+                           check=False)
         dovecot.stop()
         space.db.dispose()
         shutil.rmtree(root, ignore_errors=True)
 
 
+def accepted_by(space, code: Path, port: int, context: ssl.SSLContext,  # type: ignore[no-untyped-def]
+                count: int, sessions: int) -> tuple[float, float]:
+    """(accepted messages/s, CPU per message) of the gateway in ``code`` (listeners only)."""
+    relay = gateway(space, 0, port, code)
+    try:
+        return measure_smtp(relay, port, context, count, sessions, 10_240)
+    finally:
+        relay.terminate()
+        relay.wait()
+
+
 def report(space, root: Path, context: ssl.SSLContext, count: int, sessions: int,  # type: ignore[no-untyped-def]
-           big: int) -> None:
+           big: int, old: Path | None = None) -> None:
     crypto = crypto_cost(space)
     write_wall, write_cpu = durable_write_cost(root)
     lmtp1 = bare_lmtp_rate(space, count // 2, 1)
@@ -243,12 +278,17 @@ def report(space, root: Path, context: ssl.SSLContext, count: int, sessions: int
     null_big, _ = measure_smtp(null, null_port, context, big, 1, 1_000_000)
     null.kill()
     port = free_port()
-    relay = gateway(space, 0, port)  # listeners only: the acceptance rate
-    accepted, relay_cpu = measure_smtp(relay, port, context, count, sessions, 10_240)
-    relay.terminate()
-    relay.wait()
+    accepted, relay_cpu = accepted_by(space, ROOT, port, context, count, sessions)
+    queued = count
+    before: list[tuple[float, float]] = []
+    if old is not None:  # alternate: old, new, old (the first new run is above)
+        before.append(accepted_by(space, old, port, context, count, sessions))
+        again = accepted_by(space, ROOT, port, context, count, sessions)
+        before.append(accepted_by(space, old, port, context, count, sessions))
+        accepted, relay_cpu = (accepted + again[0]) / 2, (relay_cpu + again[1]) / 2
+        queued = 4 * count
     drain = gateway(space, 4, free_port())  # workers only: the delivery rate
-    delivered = drain_rate(space, drain, count)
+    delivered = drain_rate(space, drain, queued)
     drain.terminate()
     drain.wait()
     relay = gateway(space, 0, port)
@@ -271,6 +311,15 @@ def report(space, root: Path, context: ssl.SSLContext, count: int, sessions: int
         ("delivered / bare LMTP 4 threads (≥ 0.7)", f"{delivered / lmtp4:.2f}"),
         ("CPU / unavoidable parts (target ≤ 1.5)", f"{relay_cpu / unavoidable:.2f}"),
     ]
+    if before:
+        old_rate = sum(r for r, _ in before) / len(before)
+        old_cpu = sum(c for _, c in before) / len(before)
+        lines += [
+            ("before (--against): accepted", f"{old_rate:.0f} msg/s, "
+                                             f"{old_cpu * 1000:.2f} ms CPU/msg"),
+            ("after / before: accepted rate (≥ 1)", f"{accepted / old_rate:.2f}"),
+            ("after / before: CPU per message (≤ 1)", f"{relay_cpu / old_cpu:.2f}"),
+        ]
     for name, value in lines:
         print(f"{name:44} {value}")
     print(json.dumps({"messages": count, "sessions": sessions}))

@@ -34,7 +34,7 @@ class Event(enum.StrEnum):
     DSN = "dsn"  # a DSN went to the sender for this recipient
     MDN = "mdn"  # a receipt was sent on this recipient's behalf
     DUPLICATE = "duplicate"  # another queue entry delivers this (Message-ID, recipient)
-    QUARANTINED = "quarantined"  # read and labelled by the webmail; not written today
+    QUARANTINED = "quarantined"  # held for an operator (a relayed message's bad signature)
 
 
 ATTEMPTS = (Event.DELIVERED, Event.DEFERRED, Event.BOUNCED)  # what a delivery attempt gave

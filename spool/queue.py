@@ -107,11 +107,14 @@ def enqueue(session: Executor, *, queue_id: str, origin: Origin, envelope_from: 
             message_key: str, submitter: str, size: int, local: bytes | None,
             peer: bytes | None = None, clear: bytes | None = None,
             recipients: Sequence[tuple[str, RecipientKind]],
-            state: RecipientState = RecipientState.QUEUED, protection: str = "") -> None:
+            state: RecipientState = RecipientState.QUEUED, protection: str = "",
+            quarantine_reason: str = "") -> None:
     """Write a message and its recipients (not committed: the caller's transaction). Core
     inserts built once, not the ORM unit of work: this runs once per accepted message.
     ``protection`` (the policy word applied, e.g. ``sign+encrypt``, or ``end-to-end``) is
-    recorded in each recipient's "queued" event for the sender's timeline."""
+    recorded in each recipient's "queued" event for the sender's timeline; a message
+    accepted in quarantine also gets a "quarantined" event with ``quarantine_reason`` (a
+    code, e.g. ``bad_signature``)."""
     now, key = utcnow(), message_key[:250]
     session.execute(_INSERT_MESSAGE, {
         "id": queue_id, "created_at": now, "origin": origin, "envelope_from": envelope_from,
@@ -121,10 +124,13 @@ def enqueue(session: Executor, *, queue_id: str, origin: Origin, envelope_from: 
         "queue_id": queue_id, "address": address, "kind": kind, "state": state,
         "attempts": 0, "next_attempt_at": now, "in_doubt": False, "last_code": "",
         "last_reason": "", "updated_at": now} for address, kind in recipients])
+    events = [(Event.QUEUED, protection)]
+    if state is RecipientState.QUARANTINED:  # held for an operator (``retry_now`` releases)
+        events.append((Event.QUARANTINED, quarantine_reason))
     session.execute(_INSERT_EVENT, [{
         "at": now, "queue_id": queue_id, "message_key": key, "recipient": address,
-        "event": Event.QUEUED, "detail": detail(kind, protection)}
-        for address, kind in recipients])
+        "event": event, "detail": detail(kind, words)}
+        for event, words in events for address, kind in recipients])
 
 
 # ---------------------------------------------------------------------- claiming

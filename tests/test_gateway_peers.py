@@ -10,6 +10,7 @@ import smtplib
 import subprocess
 import time
 import uuid
+from dataclasses import replace
 from email import message_from_bytes
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from gateway.accept import usecases
 from gateway.accept.protection import load_mailbox_key
 from mss.cli import main
 from mss.setup import write_pair
+from spool.models import DeliveryEvent, QueueRecipient, RecipientState
 from trust_space.models import Mailbox, TrustedDomain
 
 if TYPE_CHECKING:
@@ -183,6 +185,45 @@ def test_tampered_signature_is_refused(pair: tuple[Operator, Operator, Path]) ->
         assert smtp.rcpt(PAUL_B)[0] == 250
         code, text = smtp.data(tampered)
     assert code == 550 and text.startswith(b"5.7.7")
+
+
+def test_tampered_signature_in_quarantine_mode_is_held_then_released(
+        pair: tuple[Operator, Operator, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``MSS_BAD_SIGNATURE=quarantine``: accepted, held (not delivered), its timeline says
+    so; ``mss queue retry`` releases it and the reader sees the failed signature."""
+    a, b, tmp = pair
+    assert b.gateway.gw is not None
+    monkeypatch.setattr(b.gateway.gw, "settings",
+                        replace(b.gateway.gw.settings, bad_signature="quarantine"))
+    crt, key = mailbox_pair(a, MARIE_A, tmp)
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    signed = smime.sign(new_message("Quarantaine", MARIE_A, PAUL_B),
+                        x509.load_pem_x509_certificate(crt.read_bytes()),
+                        load_pem_private_key(key.read_bytes(), None))  # type: ignore[arg-type]
+    tampered = signed.replace(b"Compte rendu.", b"Compte rendu!")
+    pki = a.settings.pki_dir
+    with relay_client(b, pki / "operator.crt", pki / "operator.key") as smtp:
+        assert smtp.mail(MARIE_A)[0] == 250
+        assert smtp.rcpt(PAUL_B)[0] == 250
+        code, text = smtp.data(tampered)
+    assert code == 250, text
+    queue_id = text.decode().rsplit(" ", 1)[1]
+    time.sleep(1)  # the workers had their chance: a held message is not delivered
+    with b.space.db.read() as session:
+        state = session.scalar(select(QueueRecipient.state)
+                               .where(QueueRecipient.queue_id == queue_id))
+        events = [(e.event, e.detail) for e in session.scalars(
+            select(DeliveryEvent).where(DeliveryEvent.queue_id == queue_id)
+            .order_by(DeliveryEvent.id))]
+    assert state is RecipientState.QUARANTINED
+    assert events == [("queued", "local"), ("quarantined", "local bad_signature")]
+    assert not any(message_from_bytes(r)["Subject"] == "Quarantaine"
+                   for r in b.messages(PAUL_B))
+    assert "1" in mss(b.settings.data_dir, "queue", "retry", queue_id)
+    raw = b.wait_for(PAUL_B, lambda r: message_from_bytes(r)["Subject"] == "Quarantaine")
+    results = message_from_bytes(raw)["Authentication-Results"]
+    assert "smime=fail" in results
 
 
 def test_peer_recipient_without_certificate(pair: tuple[Operator, Operator, Path]) -> None:

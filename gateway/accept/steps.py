@@ -189,7 +189,7 @@ def _queue_relayed(w: Work) -> None:
         q.enqueue(conn, queue_id=w.queue_id, origin=Origin.RELAY, envelope_from=env.mail_from,
                   message_key=w.key, submitter=w.submitter, size=len(env.raw), local=w.local,
                   recipients=[(r.address, RecipientKind.LOCAL) for r in env.routes],
-                  state=w.state)
+                  state=w.state, quarantine_reason=w.verdict.error_code or "")
         audit.record(conn, actor=w.submitter[:254], action=SmtpAction.RECEIVE,
                      target=w.queue_id, outcome=w.state.value,
                      request={**_summary(w, w.verdict.result),
