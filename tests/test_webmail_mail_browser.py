@@ -73,6 +73,7 @@ def test_marie_writes_paul_reads_and_replies_marie_manages_the_reply(
     marie = page_for(browser, site, MARIE)
     shot(site, marie, "boite-de-reception-vide")
     marie.click("#write")
+    marie.wait_for_load_state()  # mail.js (deferred) listens to the field once it has run
     marie.type("#to", "Paul", delay=20)  # autocompletion from the directory, by keyboard
     marie.wait_for_selector("#to-suggestions li")
     marie.keyboard.press("ArrowDown")
