@@ -8,6 +8,11 @@ practitioner and polls one more folder whose name it can build from the address 
 clients (Thunderbird, Outlook) list it on their own through NAMESPACE/LIST; no second secret or
 special login syntax is needed, and every action is done — and logged — as the person.
 
+Only a **published** mailbox is shared: a pending (not yet validated) or suspended one keeps
+its folders and an ACL file with its owner's line alone, so no delegate lists or opens it; the
+supervisor of ``mss run`` rewrites the files when a state changes and kicks the sessions already
+open on it (``mailstore.states``).
+
 Rights follow the delegation's role (``trust_space.policy.imap_acl_rights``, RFC 4314 letters):
 user ``lrswip`` (read, flags, append), manager ``lrswipkxte`` (also folders, delete, expunge),
 administrator the same as manager over IMAP: the administrator's ``a`` is the right to manage
@@ -32,7 +37,7 @@ from sqlalchemy.orm import Session
 from core.db import Database
 from mailstore.config import OWNER_RIGHTS, SPECIAL_FOLDERS, DovecotPaths, ProcessUsers
 from trust_space.holdings import NOT_CLOSED, local_mailboxes, logins_of, mailboxes_of
-from trust_space.models import MailboxKind
+from trust_space.models import MailboxKind, MailboxState
 from trust_space.policy import imap_acl_rights
 
 ADMIN_RIGHT = "a"  # RFC 4314 §2.1: administer (SETACL/DELETEACL/GETACL/LISTRIGHTS)
@@ -48,12 +53,14 @@ class AclReport:
 
 
 def delegations(session: Session) -> dict[str, dict[str, str]]:
-    """Every local, not closed organisational mailbox with its delegates' logins and rights
-    (a delegate without an account has no login, hence no right)."""
+    """Every local, not closed organisational mailbox with its delegates' logins and rights:
+    none unless it is published (a pending or suspended mailbox is nobody's to read, as in the
+    webmail and at the relay), none for a delegate without an account (no login)."""
     result: dict[str, dict[str, str]] = {
         address: {} for address in local_mailboxes(
             session, kind=MailboxKind.ORGANISATIONAL, states=NOT_CLOSED)}
-    held = mailboxes_of(session, None, kind=MailboxKind.ORGANISATIONAL, states=NOT_CLOSED)
+    held = mailboxes_of(session, None, kind=MailboxKind.ORGANISATIONAL,
+                        states=(MailboxState.PUBLISHED,))
     logins = logins_of(session, {h.professional_id for h in held})
     for holding in held:
         login = logins.get(holding.professional_id)

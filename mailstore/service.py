@@ -17,6 +17,8 @@ Dovecot re-reads everything, including the CRL. The supervisor also watches ``pk
 rebuilt and Dovecot reloaded within ``watch_interval`` seconds, so a revoked certificate stops
 working without anyone calling ``reload``; ``pki/server.crt`` and ``server.key`` likewise, so
 a renewed server certificate (``mss cert renew`` / ``install``) serves the next IMAP sessions.
+It watches the mailbox and account states too (``mailstore.states``): a mailbox no longer
+published or an account suspended, by any process, loses its open IMAP sessions.
 ``reload_running`` does the same from another process, for the Dovecot that ``mss run``
 started on this data directory.
 """
@@ -32,9 +34,11 @@ import threading
 import time
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from core.db import Database
 from core.settings import Settings
-from mailstore import acl, config, sieveconf
+from mailstore import acl, config, sieveconf, states
 from mailstore.credentials import MasterCredentials, master_credentials
 from mailstore.errors import DovecotUnavailable
 from mailstore.hooks import HookServer
@@ -64,6 +68,7 @@ class DovecotService:
         self.watch_interval = watch_interval
         self.restarts = 0
         self._pki_stamp: tuple[tuple[int, int], ...] = ()
+        self._closed: states.Closed | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._ready = threading.Event()
@@ -168,6 +173,9 @@ class DovecotService:
         self.paths = config.prepare(self.settings, self.users, self.options,
                                     self.hooks.endpoint if self.hooks else None,
                                     sieveconf.ensure_submitter(self.settings, self.db))
+        if self._closed is None:  # later rounds are the supervisor's (``_watch_states``)
+            with self.db.read() as session:
+                self._closed = states.closed(session)
         acl.sync(self.db, self.paths, self.users)
 
     def _watch_pki(self) -> None:
@@ -181,6 +189,23 @@ class DovecotService:
         config.write_client_ca(self.settings, self.paths)
         proc.send_signal(signal.SIGHUP)
         log.info("Dovecot rechargé : autorité, liste de révocation ou certificat renouvelé")
+
+    def _watch_states(self) -> None:
+        """A mailbox no longer published or an account suspended, by any process: ACLs
+        rewritten and the sessions that lost their right kicked (``mailstore.states``)."""
+        before = self._closed
+        try:
+            with self.db.read() as session:
+                now = states.closed(session)
+                if now == before:
+                    return
+                kicked = states.to_kick(session, before, now) if before is not None else {}
+            acl.sync(self.db, self.paths, self.users)
+            states.kick(self.db, self.paths, kicked)
+        except (SQLAlchemyError, OSError) as exc:  # database or disk away: the next round
+            log.warning("suivi des états des boîtes en échec : %s", type(exc).__name__)
+            return
+        self._closed = now
 
     def _spawn(self, binary: str) -> None:
         self._ready.clear()
@@ -225,6 +250,7 @@ class DovecotService:
                 code = proc.wait(self.watch_interval)
             except subprocess.TimeoutExpired:
                 self._watch_pki()
+                self._watch_states()
                 continue
             if self._stopping.is_set():
                 return

@@ -43,13 +43,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.audit import AuditRecord
 from core.errors import MssError
 from core.localtime import PARIS
-from spool.models import DeliveryEvent
+from spool.events import Event, SmtpAction, of_kinds
+from spool.models import DeliveryEvent, RecipientKind
 from trust_space.models import Account, AccountKind, Mailbox, MailboxKind, MailboxState
 
 MONTHS_FR = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
@@ -222,14 +223,14 @@ def _mailboxes(session: Session, month: Month) -> dict[str, MailboxCounts]:
 def _messages(session: Session, month: Month, kinds: dict[str, str]) -> dict[str, MessageCounts]:
     counts: dict[str, MessageCounts] = defaultdict(MessageCounts)
     sent: dict[str, str] = {}  # queue id → sender's type
-    for target, request in _audit(session, month, ("smtp.submit",)):
+    for target, request in _audit(session, month, (SmtpAction.SUBMIT,)):
         sent[target] = kinds.get(str(_json(request).get("from", "")).lower(), "INC")
     for queue_id in _to_peers(session, list(sent)):
         counts[sent[queue_id]].sent_to_peers += 1
     for kind in sent.values():
         counts[kind].sent += 1
     delivered = session.execute(select(DeliveryEvent.queue_id, DeliveryEvent.recipient).where(
-        DeliveryEvent.event == "delivered", DeliveryEvent.detail.like("local%"),
+        DeliveryEvent.event == Event.DELIVERED, of_kinds(RecipientKind.LOCAL),
         DeliveryEvent.at >= month.start, DeliveryEvent.at < month.end)).all()
     origins = _origins(session, {queue_id for queue_id, _ in delivered})
     for queue_id, recipient in delivered:
@@ -238,7 +239,7 @@ def _messages(session: Session, month: Month, kinds: dict[str, str]) -> dict[str
             continue
         c = counts[kinds.get(recipient.lower(), "INC")]
         c.received += 1
-        c.received_from_peers += origin == "smtp.relay.receive"
+        c.received_from_peers += origin == SmtpAction.RECEIVE
     return {code: counts[code] for code in (*TYPES.values(), *(["INC"] if "INC" in counts else []))}
 
 
@@ -252,8 +253,8 @@ def _to_peers(session: Session, queue_ids: list[str]) -> set[str]:
     found: set[str] = set()
     for chunk in _chunks(queue_ids):
         found.update(session.scalars(select(DeliveryEvent.queue_id).where(
-            DeliveryEvent.queue_id.in_(chunk), DeliveryEvent.event == "queued",
-            or_(DeliveryEvent.detail.like("peer%"), DeliveryEvent.detail.like("clear%")))))
+            DeliveryEvent.queue_id.in_(chunk), DeliveryEvent.event == Event.QUEUED,
+            of_kinds(RecipientKind.PEER, RecipientKind.CLEAR))))
     return found
 
 
@@ -262,7 +263,7 @@ def _origins(session: Session, queue_ids: set[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for chunk in _chunks(sorted(queue_ids)):
         rows = session.execute(select(AuditRecord.target, AuditRecord.action).where(
-            AuditRecord.action.in_(("smtp.submit", "smtp.relay.receive")),
+            AuditRecord.action.in_((SmtpAction.SUBMIT, SmtpAction.RECEIVE)),
             AuditRecord.target.in_(chunk)))
         found.update({target: action for target, action in rows})
     return found

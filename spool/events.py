@@ -47,8 +47,10 @@ def detail(kind: RecipientKind, *words: str) -> str:
 
 
 def of_kinds(*kinds: RecipientKind) -> ColumnElement[bool]:
-    """Timeline rows whose detail names one of ``kinds`` followed by more words."""
-    return or_(*(DeliveryEvent.detail.like(f"{kind.value} %") for kind in kinds))
+    """Timeline rows whose detail names one of ``kinds``, alone (``detail(kind)`` with no
+    words: a "queued" row without protection) or followed by more words."""
+    return or_(*(clause for kind in kinds for clause in (
+        DeliveryEvent.detail == kind.value, DeliveryEvent.detail.like(f"{kind.value} %"))))
 
 
 class SmtpAction(enum.StrEnum):

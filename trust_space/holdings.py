@@ -10,10 +10,9 @@ Each caller says what it needs, and the differences are deliberate:
 - the send/receive policy (``policy._is_holder``) asks whether one mailbox is held, whatever its
   state: holding is decided before the state, so the state of someone else's mailbox is never
   disclosed;
-- the webmail (``webmail.mail.access``) shows the user's personal mailbox whatever its state
-  (the login already refused a person without a published one) and only the *published*
-  organisational ones;
-- the IMAP ACLs (``mailstore.acl``) cover every organisational mailbox that is not *closed*.
+- the webmail (``webmail.mail.access``) and the IMAP ACLs (``mailstore.acl``) reach only
+  *published* mailboxes: a pending, suspended or closed one is out of reach at the next
+  request (the mail store kicks the IMAP sessions open on it, ``mailstore.states``).
 
 Columns, not ORM entities: the relay asks for every MAIL FROM, on a bare connection too
 (``core.db.Executor``); each shape of the statement is built once.

@@ -21,7 +21,9 @@ from core.db import Database
 from core.mailer import Mailer
 from core.settings import Settings
 from mailformat import authresults
-from trust_space.models import Account, AccountKind, AccountState
+from trust_space.errors import AuthenticationFailed
+from trust_space.models import Account
+from webmail.auth.rules import check_webmail_access
 from webmail.auth.sms import SmsProvider
 from webmail.errors import Forbidden
 
@@ -114,11 +116,16 @@ class WebUser(UserMixin):  # type: ignore[misc]
 
 
 def load_user(user_id: str) -> WebUser | None:
-    """flask-login's user loader: only active accounts of people."""
+    """flask-login's user loader: the log-in's own rule (an active account of a person, with
+    a published personal mailbox), on each request, so that an account or a mailbox suspended
+    since the log-in ends the session at the next request."""
     with mss().db.transaction() as session:
         account = session.get(Account, int(user_id))
-        if (account is None or account.state is not AccountState.ACTIVE
-                or account.kind is not AccountKind.PROFESSIONAL):
+        if account is None:
+            return None
+        try:
+            check_webmail_access(session, account)
+        except AuthenticationFailed:
             return None
         return WebUser.of(account)
 

@@ -107,10 +107,11 @@ class Box:
 
 
 def _own_box(session: Session, professional_id: int) -> Box | None:
-    # The personal mailbox named by the login, whatever its state: the state was checked at
-    # login (``webmail.auth.rules.check_webmail_access``), not again on each request.
+    # The personal mailbox named by the login, while it is published: a suspension reaches
+    # the session at its next request (``webmail.context.load_user`` ends it as well).
     login = current_user.login.lower()
-    mailbox = next((m for m in mailboxes_of(session, professional_id, kind=MailboxKind.PERSONAL)
+    mailbox = next((m for m in mailboxes_of(session, professional_id, kind=MailboxKind.PERSONAL,
+                                            states=(MailboxState.PUBLISHED,))
                     if m.address == login), None)
     if mailbox is None:
         return None
