@@ -88,12 +88,10 @@ def _crl(path: Path, now: datetime) -> Validity:
         crls = [x509.load_pem_x509_crl(b) for b in _blocks(path, b"X509 CRL")]
     except (OSError, ValueError) as exc:
         return Validity("crl", path, error=_why(exc))
-    dated = [c for c in crls if c.next_update_utc is not None]
+    dated = [(until, c) for c in crls if (until := c.next_update_utc) is not None]
     if not dated:
         return Validity("crl", path, error="aucune liste de révocation datée")
-    first = min(dated, key=lambda c: c.next_update_utc)  # type: ignore[arg-type, return-value]
-    until = first.next_update_utc
-    assert until is not None
+    until, first = min(dated, key=lambda pair: pair[0])
     return Validity("crl", path, first.issuer.rfc4514_string(), until, _days(until, now))
 
 

@@ -35,6 +35,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from sqlalchemy.orm import Session
 
 from certs import _x509util as xu
@@ -319,8 +320,8 @@ def _check_leaf(where: Slot, leaf: x509.Certificate, key: rsa.RSAPrivateKey,
             raise RenewalError(f"{exc.message} Il ne peut pas servir de {where.label}.") from None
 
 
-def _spki(public_key: object) -> bytes:
-    return public_key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+def _spki(public_key: PublicKeyTypes) -> bytes:
+    return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 

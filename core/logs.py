@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
+
+
+class _Handler(logging.StreamHandler[TextIO]):
+    """mss's own stderr handler, recognised by its ``_mss`` mark so that set-up runs once."""
+
+    _mss = True
 
 
 def configure(level: str = "INFO") -> None:
@@ -12,9 +19,8 @@ def configure(level: str = "INFO") -> None:
     if any(getattr(h, "_mss", False) for h in root.handlers):
         root.setLevel(level.upper())
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler._mss = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step

@@ -177,9 +177,7 @@ class HookServer:
         self.settings = settings
         self.db = db
         self.audit = AuditQueue(db)
-        self._server = ThreadingHTTPServer((host, 0), _Handler)
-        self._server.daemon_threads = True
-        self._server.hooks = self  # type: ignore[attr-defined]
+        self._server = _HttpServer(host, self)
         port = int(self._server.server_address[1])
         self.endpoint = HookEndpoint(host, port, secrets.token_urlsafe(32),
                                      secrets.token_urlsafe(16))
@@ -256,7 +254,19 @@ class HookServer:
         return count
 
 
+class _HttpServer(ThreadingHTTPServer):
+    """The standard library's threaded HTTP server on an ephemeral port, knowing the
+    ``HookServer`` its handlers answer for."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, hooks: HookServer) -> None:
+        self.hooks = hooks
+        super().__init__((host, 0), _Handler)
+
+
 class _Handler(BaseHTTPRequestHandler):
+    server: _HttpServer  # the server that made this handler (socketserver passes it in)
     server_version = "mss-hooks"
     protocol_version = "HTTP/1.1"
 
@@ -264,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: one line per IMAP log-in would flood mss's log (the audit trail has it)."""
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-        hooks: HookServer = self.server.hooks  # type: ignore[attr-defined]
+        hooks = self.server.hooks
         url = urlsplit(self.path)
         secret = hooks.endpoint.secret
         if hooks.stopped:

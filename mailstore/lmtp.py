@@ -26,6 +26,7 @@ import smtplib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from core.settings import Settings
 from mailformat.lineends import to_crlf
@@ -57,6 +58,13 @@ class Result:
         return self.error is None
 
 
+class LmtpOptions(TypedDict, total=False):
+    """``LmtpClient``'s keyword options, for ``LmtpClient.for_settings``."""
+
+    timeout: float
+    local_hostname: str
+
+
 class LmtpClient:
     """Delivers over Dovecot's LMTP unix socket (``DATA_DIR/run/dovecot/lmtp``)."""
 
@@ -67,8 +75,8 @@ class LmtpClient:
         self.local_hostname = local_hostname
 
     @classmethod
-    def for_settings(cls, settings: Settings, **kwargs: float | str) -> LmtpClient:
-        return cls(DovecotPaths.from_settings(settings).lmtp_socket, **kwargs)  # type: ignore[arg-type]
+    def for_settings(cls, settings: Settings, **kwargs: Unpack[LmtpOptions]) -> LmtpClient:
+        return cls(DovecotPaths.from_settings(settings).lmtp_socket, **kwargs)
 
     def deliver(self, raw: bytes, sender: str, recipients: Sequence[str],
                 folder: str = "INBOX") -> dict[str, Result]:

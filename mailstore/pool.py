@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypedDict, Unpack
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -28,6 +29,16 @@ from mailstore.errors import ImapAuthFailed, ImapError
 from mailstore.imap import MailboxSession
 
 log = logging.getLogger("mss.mailstore.imap")
+
+
+class PoolOptions(TypedDict, total=False):
+    """``ImapPool``'s keyword options, for ``ImapPool.for_settings``."""
+
+    per_user: int
+    max_idle: int
+    idle_ttl: float
+    check_after: float
+    timeout: float
 
 
 class ImapPool:
@@ -47,7 +58,7 @@ class ImapPool:
         self.opened = 0  # sessions opened so far (tests, metrics)
 
     @classmethod
-    def for_settings(cls, settings: Settings, **kwargs: float) -> ImapPool:
+    def for_settings(cls, settings: Settings, **kwargs: Unpack[PoolOptions]) -> ImapPool:
         """A pool on this installation's IMAPS port, trusting its CA. Through loopback when
         Dovecot listens there (the server certificate names 127.0.0.1), else by
         ``MSS_HOSTNAME``, the name the server certificate is issued for."""
@@ -57,8 +68,7 @@ class ImapPool:
             host = "127.0.0.1"
         else:
             host = settings.hostname
-        return cls(host, settings.imaps_port, context, master_credentials(settings),
-                   **kwargs)  # type: ignore[arg-type]
+        return cls(host, settings.imaps_port, context, master_credentials(settings), **kwargs)
 
     @contextmanager
     def session(self, address: str) -> Iterator[MailboxSession]:

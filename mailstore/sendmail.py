@@ -27,9 +27,20 @@ import json
 import smtplib
 import ssl
 import sys
+from typing import TypedDict
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOPERM, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 77, 75, 78
 MAX_MESSAGE = 1024 * 1024  # a Sieve-made message (vacation) is a few kB
+
+
+class SubmitConf(TypedDict):
+    """``submit.json``, as ``mailstore.sieveconf`` writes it."""
+
+    host: str
+    port: int
+    login: str
+    secret: str
+    ca: str
 
 
 class Call:
@@ -58,10 +69,10 @@ class Call:
             raise ValueError("utilisateur ou destinataires manquants")
 
 
-def submit(call: Call, conf: dict[str, object], message: bytes) -> int:
+def submit(call: Call, conf: SubmitConf, message: bytes) -> int:
     """Submit ``message``; the sysexits code."""
     context = ssl.create_default_context(cafile=str(conf["ca"]))
-    host, port = str(conf["host"]), int(conf["port"])  # type: ignore[call-overload]
+    host, port = str(conf["host"]), int(conf["port"])
     login, secret = str(conf["login"]), str(conf["secret"])
     # The gateway's submission refuses a null sender: the mailbox's own address instead
     # (Dovecot's sieve_vacation_send_from_recipient = yes gives it already).

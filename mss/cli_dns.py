@@ -21,6 +21,7 @@ import dns.exception
 import dns.name
 import dns.rdata
 import dns.resolver
+from dns.rdtypes.ANY.CAA import CAA
 
 from core.errors import MssError
 from core.settings import Settings
@@ -157,7 +158,7 @@ def _rdata(rtype: str, text: str) -> dns.rdata.Rdata:
 def _matches(record: Record, found: tuple[str, ...]) -> bool:
     values = [_rdata(record.rtype, text) for text in found]
     if record.kind == "issuer":  # any CAA "issue" that lets some CA issue
-        return any(v.tag == b"issue" and v.value.strip() not in (b"", b";")  # type: ignore[attr-defined]
+        return any(isinstance(v, CAA) and v.tag == b"issue" and v.value.strip() not in (b"", b";")
                    for v in values)
     return _rdata(record.rtype, record.value) in values
 

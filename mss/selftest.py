@@ -314,7 +314,9 @@ def _fetch_and_delete(imap: imaplib.IMAP4, folder: str, token: str) -> Message |
     if not nums:
         return None
     _, parts = imap.fetch(nums[0], "(BODY.PEEK[HEADER])")
-    message = email.message_from_bytes(parts[0][1])  # type: ignore[index,arg-type]
+    header = parts[0]
+    assert isinstance(header, tuple)  # a literal answers as (b"1 (BODY[HEADER] {n}", data)
+    message = email.message_from_bytes(header[1])
     if message.get("X-MSS-Test") != token:
         return None
     for num in nums:
@@ -337,7 +339,8 @@ def check_mdn(app: App) -> Check:
     except ValueError as exc:
         return Check("mdn", FAIL, f"MDN impossible à construire ({exc})")
     msg = email.message_from_bytes(raw)
-    parts: list[Message] = list(msg.get_payload()) if msg.is_multipart() else []  # type: ignore[arg-type]
+    payload = msg.get_payload()  # a list of sub-messages when multipart
+    parts = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
     problems = []
     if msg.get_content_type() != "multipart/report" or \
             msg.get_param("report-type") != "disposition-notification":

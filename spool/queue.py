@@ -35,10 +35,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
 
 from core.db import Database, Executor, utcnow
@@ -158,7 +159,7 @@ class Claimed:
     rows: list[Row] = field(default_factory=list)
 
 
-def _due(now: datetime):  # type: ignore[no-untyped-def]
+def _due(now: datetime) -> ColumnElement[bool]:
     return or_(and_(QueueRecipient.state == RecipientState.QUEUED,
                     QueueRecipient.next_attempt_at <= now),
                and_(QueueRecipient.state == RecipientState.DELIVERING,
@@ -348,11 +349,12 @@ def pending(session: Session, limit: int = 100) -> list[QueuedMessage]:
 
 def retry_now(session: Session, queue_id: str) -> int:
     """Make the message's waiting recipients due now; the number of rows changed."""
-    result = session.execute(update(QueueRecipient).where(
+    # An UPDATE's result is a CursorResult; Session.execute is typed with the base Result.
+    result = cast(CursorResult[Any], session.execute(update(QueueRecipient).where(
         QueueRecipient.queue_id == queue_id,
         QueueRecipient.state.in_([RecipientState.QUEUED, RecipientState.QUARANTINED]),
-    ).values(state=RecipientState.QUEUED, next_attempt_at=utcnow()))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    ).values(state=RecipientState.QUEUED, next_attempt_at=utcnow())))
+    return result.rowcount
 
 
 def remove(session: Session, queue_id: str) -> bool:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from core.db import utcnow
@@ -201,13 +201,13 @@ def backoff(attempts: int, base: float) -> float:
     return float(min(base * (2 ** max(attempts - 1, 0)), MAX_BACKOFF))
 
 
-def _due(now: datetime):  # type: ignore[no-untyped-def]
+def _due(now: datetime) -> ColumnElement[bool]:
     return or_(and_(DirectoryFeed.state == FeedState.PENDING,
                     DirectoryFeed.next_attempt_at <= now),
                and_(DirectoryFeed.state == FeedState.SENDING, DirectoryFeed.lease_until < now))
 
 
-def _not_blocked():  # type: ignore[no-untyped-def]
+def _not_blocked() -> ColumnElement[bool]:
     earlier = aliased(DirectoryFeed)
     return ~exists().where(earlier.address == DirectoryFeed.address,
                            earlier.id < DirectoryFeed.id, earlier.state.not_in(FINAL))

@@ -11,9 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
-from flask import current_app, request
+from flask import Flask, current_app, request
 from flask_login import UserMixin, current_user
 from sqlalchemy.orm import Session
+from werkzeug.local import LocalProxy
 
 from certs.validation import TrustStore
 from core import audit
@@ -26,9 +27,11 @@ from trust_space.models import Account
 from webmail.auth.rules import check_webmail_access
 from webmail.auth.sms import SmsProvider
 from webmail.errors import Forbidden
+from webmail.security import login_manager
 
 log = logging.getLogger("mss.webmail")
 F = TypeVar("F", bound=Callable[..., Any])
+E = TypeVar("E")
 
 
 class PeerCheck(Protocol):
@@ -90,13 +93,27 @@ def _mtime(path: Path) -> float:
     return path.stat().st_mtime if path.exists() else 0.0
 
 
+def extension(kind: type[E], name: str) -> E:
+    """The current application's ``extensions[name]``, a ``kind`` set by an ``init_app``
+    (or, lazily, by its accessor). The one place that gives the registry's values their type:
+    Flask types it ``dict[str, Any]``."""
+    return cast(E, current_app.extensions[name])
+
+
+def real_app() -> Flask:
+    """The application behind the ``current_app`` proxy, for a thread that outlives the
+    request (Flask's documented ``_get_current_object``)."""
+    # flask.globals declares current_app a Flask; it is a werkzeug LocalProxy[Flask].
+    return cast("LocalProxy[Flask]", current_app)._get_current_object()
+
+
 def mss() -> Webmail:
     """The ``Webmail`` of the current application."""
-    return cast(Webmail, current_app.extensions["mss"])
+    return extension(Webmail, "mss")
 
 
 @dataclass(frozen=True)
-class WebUser(UserMixin):  # type: ignore[misc]
+class WebUser(UserMixin):
     """The logged-in person, as flask-login sees them (a snapshot of the account)."""
 
     id: int
@@ -145,7 +162,7 @@ def operator_required(view: F) -> F:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if not current_user.is_authenticated:
-            return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
+            return login_manager.unauthorized()
         if not current_user.is_operator:
             raise Forbidden("Cette page est réservée aux opérateurs de la messagerie.")
         return view(*args, **kwargs)

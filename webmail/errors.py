@@ -104,8 +104,8 @@ _HTTP_TEXT = {
 }
 
 
-def _page(title: str, message: str, status: int,  # type: ignore[no-untyped-def]
-          offer_registration: bool | str = False):
+def _page(title: str, message: str, status: int,
+          offer_registration: bool | str = False) -> tuple[str, int]:
     return render_template("error.html", title=title, message=message, status=status,
                            offer_registration=offer_registration), status
 
@@ -114,7 +114,7 @@ def register(app: Flask) -> None:
     """Install the error handlers: the only place errors become HTTP responses."""
 
     @app.errorhandler(MssError)
-    def mss_error(exc: MssError):  # type: ignore[no-untyped-def]
+    def mss_error(exc: MssError) -> tuple[str, int]:
         status = getattr(exc, "status", None) or _STATUS.get(exc.code, 400)
         title = (getattr(exc, "title", None) or _TITLES.get(exc.code)
                  or _HTTP_TEXT.get(status, _HTTP_TEXT[400])[0])
@@ -122,13 +122,13 @@ def register(app: Flask) -> None:
         return _page(title, exc.message, status, getattr(exc, "offer_registration", False))
 
     @app.errorhandler(CSRFError)
-    def csrf_error(exc: CSRFError):  # type: ignore[no-untyped-def]
+    def csrf_error(exc: CSRFError) -> tuple[str, int]:
         log.info("jeton CSRF refusé %s %s", request.method, request.path)
         return _page("Formulaire expiré", "Le formulaire a expiré ou ne provient pas de cette "
                      "messagerie. Rechargez la page et recommencez.", 400)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+    def http_error(exc: HTTPException) -> tuple[str, int]:
         status = exc.code or 500
         title, text = _HTTP_TEXT.get(status, (exc.name, exc.description or ""))
         return _page(title, text, status)
@@ -137,6 +137,6 @@ def register(app: Flask) -> None:
         return  # let tests see the traceback
 
     @app.errorhandler(Exception)
-    def unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+    def unexpected(exc: Exception) -> tuple[str, int]:
         log.exception("erreur interne %s %s", request.method, request.path)
         return _page(*_HTTP_TEXT[500], 500)

@@ -31,7 +31,7 @@ THREADS = 16  # worker threads for requests: they are short, IMAP work is I/O bo
 http_log = logging.getLogger("mss.webmail.http")
 
 
-class _Server(wsgi.Server):  # type: ignore[misc]
+class _Server(wsgi.Server):
     """cheroot's server, logging through ``logging`` instead of writing to stderr. Browsers
     and proxies routinely drop TLS connections; those are reported at DEBUG only."""
 

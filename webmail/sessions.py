@@ -62,6 +62,12 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         self.regenerate_token = True
 
 
+def mark_passive(session: SessionMixin) -> None:
+    """Mark this request's ``session`` as one the page makes on its own (``passive``)."""
+    assert isinstance(session, ServerSession)  # DbSessionInterface opens every session
+    session.passive = True
+
+
 class DbSessionInterface(SessionInterface):
     """Flask session interface storing sessions in ``web_session``."""
 

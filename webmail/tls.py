@@ -39,7 +39,7 @@ HANDSHAKE_TIMEOUT = 10.0
 TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!eNULL:!MD5:!SHA1"
 
 
-class _Connection(SSL.Connection):  # type: ignore[misc]
+class _Connection(SSL.Connection):
     """A server connection that waits for data instead of raising ``WantReadError``.
 
     cheroot sets a timeout on the socket (so it is non-blocking underneath) and reads request
@@ -82,7 +82,7 @@ def _accept_any(_conn: Any, _cert: Any, _errno: int, _depth: int, _ok: int) -> b
     return True
 
 
-class ClientCertAdapter(pyOpenSSLAdapter):  # type: ignore[misc]
+class ClientCertAdapter(pyOpenSSLAdapter):
     """cheroot TLS adapter: TLS ≥ 1.2, server certificate and key from files, optional client
     certificate passed to the application as ``SSL_CLIENT_CERT``."""
 

@@ -16,6 +16,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import pyotp
 from cryptography.fernet import Fernet, InvalidToken
@@ -59,8 +60,9 @@ class Challenge:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Challenge:
-        return cls(**data)  # type: ignore[arg-type]
+    def from_dict(cls, data: dict[str, Any]) -> Challenge:
+        """The challenge ``to_dict`` gave, back from the session's JSON."""
+        return cls(**data)
 
 
 def _hash(key: bytes, salt: str, code: str) -> str:

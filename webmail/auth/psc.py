@@ -43,7 +43,7 @@ from webmail import security
 from webmail.auth.landing import NEXT, after_login, safe_next
 from webmail.auth.rules import check_webmail_access, psc_account
 from webmail.auth.views import _complete_login
-from webmail.context import mss, record
+from webmail.context import extension, mss, record
 from webmail.errors import PscLoginRefused
 from webmail.register import views as register
 from webmail.security import limiter, login_limit
@@ -66,7 +66,7 @@ AGAIN = (" Recommencez la connexion, ou connectez-vous avec votre carte CPS ou v
          "identifiant.")
 
 
-class PscClient(FlaskOAuth2App):  # type: ignore[misc]
+class PscClient(FlaskOAuth2App):
     """Authlib's Flask client reading the provider's metadata through ``core.oidc.Provider``
     (issuer checked, cached an hour, our CA and client certificate)."""
 
@@ -80,7 +80,7 @@ class PscClient(FlaskOAuth2App):  # type: ignore[misc]
         return metadata
 
 
-class _Registry(OAuth):  # type: ignore[misc]
+class _Registry(OAuth):
     oauth2_client_cls = PscClient
 
 
@@ -120,7 +120,7 @@ def _origin(url: str) -> str:
 
 
 def _client() -> PscClient:
-    return cast(PscClient, current_app.extensions["mss.psc"])
+    return extension(PscClient, "mss.psc")
 
 
 def _redirect_uri() -> str:

@@ -41,7 +41,7 @@ from webmail.auth import otp
 from webmail.auth.codes import deliver_code
 from webmail.auth.forms import NewPasswordForm, ResetRequestForm
 from webmail.auth.rules import PhantomLocks, card_account, count_failure, minutes_fr, minutes_until
-from webmail.context import mss, record
+from webmail.context import extension, mss, real_app, record
 from webmail.errors import DeliveryFailed
 from webmail.forms import CodeForm, EmptyForm
 from webmail.security import code_limit, limiter, login_limit
@@ -72,7 +72,7 @@ def init_app(app: Flask) -> None:
 
 
 def _guards() -> Guards:
-    return current_app.extensions["mss.reset"]  # type: ignore[no-any-return]
+    return extension(Guards, "mss.reset")
 
 
 def _code_key() -> bytes:
@@ -146,7 +146,7 @@ def _destination(account: Account | None, channel: OtpChannel) -> str:
 def _send_in_background(channel: str, destination: str, code: str) -> None:
     """Send the code without making the answer wait for the transport (no timing that would
     tell an existing account from an unknown one)."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = real_app()
 
     def send() -> None:
         with app.app_context():
@@ -265,7 +265,9 @@ def new_password() -> Response:
     if not form.validate_on_submit():
         return _page("reset_password.html", 400 if request.method == "POST" else 200,
                      form=form)
-    method = str(_state()["method"])  # type: ignore[index]
+    state = _state()
+    assert state is not None  # _proven_account_id found it
+    method = str(state["method"])
     with mss().db.transaction() as db:
         account = db.get(Account, account_id)
         assert account is not None

@@ -38,7 +38,7 @@ from webmail.auth.rules import (
     failure_warning,
     locked_message,
 )
-from webmail.context import WebUser, mss, record
+from webmail.context import WebUser, extension, mss, record
 from webmail.forms import CodeForm, EmptyForm
 from webmail.security import code_limit, limiter, login_limit
 from webmail.sessions import ServerSession
@@ -155,9 +155,7 @@ def _refusal(db: Session, exc: AuthenticationFailed, identifier: str,
 
 
 def mss_phantoms() -> PhantomLocks:
-    from flask import current_app
-
-    return current_app.extensions["mss.phantoms"]  # type: ignore[no-any-return]
+    return extension(PhantomLocks, "mss.phantoms")
 
 
 def _start_challenge(account_id: int) -> None:

@@ -119,7 +119,7 @@ def size_fr(size: int) -> str:
 
 
 @bp.errorhandler(MailstoreError)
-def _store_error(exc: MailstoreError):  # type: ignore[no-untyped-def]
+def _store_error(exc: MailstoreError) -> tuple[str, int]:
     """Mail-store errors as pages: a missing folder or message is a 404; a refused session a
     403; anything else means the store is unavailable (503)."""
     if isinstance(exc, MailboxNotFound):

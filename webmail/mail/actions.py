@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
@@ -152,7 +153,7 @@ def restore(box: Box, folder: str) -> Response:
 
 
 def _move(box: Box, folder: str, selection: Selection, target: str, action: str,
-          done) -> Response:  # type: ignore[no-untyped-def]
+          done: Callable[[int], str]) -> Response:
     uids: list[int] = []
     try:
         with imap() as session:

@@ -100,7 +100,7 @@ class UploadBudget:
         return True
 
 
-class _BudgetFile(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
+class _BudgetFile(tempfile.SpooledTemporaryFile[bytes]):
     """Werkzeug's usual upload file (memory, then disk past 500 kB), within a budget."""
 
     def __init__(self, budget: UploadBudget) -> None:
@@ -284,8 +284,8 @@ def _send(box: Box, form: ComposeForm) -> Response | tuple[str, int]:
     if sender is None:  # a value the page never offered: forged, or a right since removed
         problems["from"] = FORGED_FROM
         audit("mail.send", box, "sender_refused", value=(form.from_box.data or "")[:12])
-    if not problems:
-        answer = undo.send(box, sender, form, out)  # type: ignore[arg-type]
+    if sender is not None and not problems:  # (a None sender is one of the problems)
+        answer = undo.send(box, sender, form, out)
         if not isinstance(answer, str):
             return answer
         problems["gateway"] = answer

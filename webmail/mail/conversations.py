@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -108,8 +109,9 @@ def conversation(box: Box, folder: str, uid: int) -> str:
         raise MailboxNotFound(f"Message introuvable (UID {uid})")
     items = sorted([shown(box, folder, m) for m in found] + [shown(box, SENT, m) for m in sent],
                    key=_when)[-threads.MAX_SHOWN:]
+    replies: dict[str, Any] = {"sent_uids": [m.uid for m in sent]} if sent else {}
     audit("mail.read", box, folder=folder, uid=uid, uids=[m.uid for m in found],
-          view="conversation", **({"sent_uids": [m.uid for m in sent]} if sent else {}))
+          view="conversation", **replies)
     return render_template(
         "mail/conversation.html", box=box, boxes=accessible_boxes(), folders=folders,
         folder=folder, folder_label=label(folder), items=items, uid=uid,

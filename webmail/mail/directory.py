@@ -44,7 +44,10 @@ def index() -> str:
         if "rpps" in criteria and not criteria["rpps"].isdigit():
             criteria["rpps"] = "-"  # matches nothing, as a wrong number should
         with mss().db.transaction() as db:
-            results = trust_directory.search(db, limit=100, **criteria)  # type: ignore[arg-type]
+            results = trust_directory.search(
+                db, name=criteria.get("name"), profession=criteria.get("profession"),
+                specialty=criteria.get("specialty"), city=criteria.get("city"),
+                postal_code=criteria.get("postal_code"), rpps=criteria.get("rpps"), limit=100)
     return render_template("mail/directory.html", fields=FIELDS, values=request.args,
                            results=results, searched=bool(criteria), kinds=KIND_FR)
 

@@ -50,6 +50,7 @@ from webmail.mail.access import INBOX, Box, Right, accessible_boxes, authorise, 
 from webmail.mail.gauge import Gauge, box_quota, gauge, limit_kb
 from webmail.mail.streams import Busy, StreamSlots, Ticket
 from webmail.models import WebSession
+from webmail.sessions import mark_passive
 
 log = logging.getLogger("mss.webmail.live")
 bp = Blueprint("live", __name__, url_prefix="/courrier")
@@ -104,7 +105,7 @@ def _guard() -> Response | None:
         raise Forbidden("La messagerie est réservée aux professionnels.")
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return _json(403, "Demande refusée : elle ne vient pas de cette messagerie.")
-    session.passive = True  # type: ignore[attr-defined]  # not activity (webmail.sessions)
+    mark_passive(session)  # not activity (webmail.sessions)
     return None
 
 

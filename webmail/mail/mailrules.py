@@ -16,9 +16,10 @@ what a filter looks for are the person's words, possibly about patients).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 
 from flask import current_app
@@ -74,7 +75,8 @@ class Filter:
     text: str
     action: str
     folder: str = ""
-    id: str = field(default_factory=lambda: secrets.token_hex(6))
+    # dataclasses.field: the name ``field`` is this class's first attribute
+    id: str = dataclasses.field(default_factory=lambda: secrets.token_hex(6))
 
     @property
     def rule(self) -> Rule:
@@ -192,7 +194,7 @@ def banner(box: Box) -> str | None:
 
 
 def _service() -> SieveService:
-    found = current_app.extensions.get("mss.sieve")
+    found: SieveService | None = current_app.extensions.get("mss.sieve")
     if found is None:
         found = current_app.extensions["mss.sieve"] = SieveService.for_settings(mss().settings)
-    return found  # type: ignore[no-any-return]
+    return found

@@ -4,6 +4,7 @@ the sandboxed frame, its attachments as downloads (XDM packages opened), the rea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
@@ -37,7 +38,8 @@ def _badge(raw: bytes, reading: mime.Reading, folder: str = "") -> Badge:
     return badge_for(raw, reading.message, voucher(), cache.get(), sent=folder == SENT)
 
 
-def _cid_url(box: Box, folder: str, uid: int, reading: mime.Reading):  # type: ignore[no-untyped-def]
+def _cid_url(box: Box, folder: str, uid: int, reading: mime.Reading
+             ) -> Callable[[str], str | None]:
     def url(cid: str) -> str | None:
         index = reading.inline.get(cid)
         if index is None:

@@ -29,6 +29,8 @@ def build_mdn(*, mailbox: str, mailbox_name: str, to: str, original_id: str,
     report = MIMEMultipart("report", policy=email.policy.SMTP,
                            report_type="disposition-notification")
     local, _, host = mailbox.rpartition("@")
+    # An Address, not a string: the SMTP policy keeps its display name as given. typeshed
+    # types header values as str only, hence the ignore.
     report["From"] = Address(mailbox_name, local, host)  # type: ignore[assignment]
     report["To"] = one_line(to)
     report["Subject"] = one_line(f"Accusé de lecture : {original_subject}")[:300]

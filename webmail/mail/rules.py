@@ -232,7 +232,8 @@ def change_filters(box: Box, folder: str) -> Any:
         else:
             filters_now[index] = replace(rule, id=filters_now[index].id)
     elif operation == "delete":
-        del filters_now[index]  # type: ignore[arg-type]
+        assert index is not None
+        del filters_now[index]
     elif operation in ("up", "down"):
         assert index is not None
         other = index - 1 if operation == "up" else index + 1

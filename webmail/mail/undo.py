@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -36,6 +37,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from core.db import utcnow
+from mailstore.imap import MailboxSession
 from webmail.context import mss
 from webmail.mail import bp, imap_uid
 from webmail.mail import outbox as ob
@@ -69,7 +71,7 @@ def outbox_of(app: Flask) -> ob.Outbox:
     if found is None:
         real = cast(Flask, getattr(app, "_get_current_object", lambda: app)())  # not a proxy
 
-        def opener(login: str):  # type: ignore[no-untyped-def]
+        def opener(login: str) -> AbstractContextManager[MailboxSession]:
             with real.app_context():
                 return pool().session(login)
 

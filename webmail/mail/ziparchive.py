@@ -19,8 +19,12 @@ import io
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from webmail.mail.attachments import safe_filename
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 CHUNK = 256 * 1024
 
@@ -53,9 +57,10 @@ class _Sink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        self._chunks.append(bytes(data))
-        return len(data)
+    def write(self, data: ReadableBuffer, /) -> int:
+        chunk = bytes(data)
+        self._chunks.append(chunk)
+        return len(chunk)
 
     def take(self) -> bytes:
         data = b"".join(self._chunks)

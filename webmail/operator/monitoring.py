@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, Flask, Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from werkzeug.wrappers import Response as Redirect
 
 from core.audit import AuditRecord
@@ -196,7 +196,7 @@ def _cell(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def _audit_query():  # type: ignore[no-untyped-def]
+def _audit_query() -> Select[AuditRecord]:
     a = request.args
     query = select(AuditRecord)
     for arg, column in (("acteur", AuditRecord.actor), ("cible", AuditRecord.target)):

@@ -80,7 +80,7 @@ class IdentityForm(FlaskForm):
         if not card:
             return
         if card["profession"] and card["profession"] not in PROFESSIONS:  # always accepted
-            self.profession.choices = [*self.profession.choices,  # type: ignore[misc]
+            self.profession.choices = [*self.profession.choices,
                                        (card["profession"], card["profession"])]
         for name in CARD_FIELDS:
             if not card[name]:
