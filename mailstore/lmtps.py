@@ -22,7 +22,9 @@ import select
 import socket
 import ssl
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from certs.suites import MODERN_TLS12_SUITES
 from core.settings import LmtpEndpoint, Settings
@@ -36,7 +38,7 @@ IDLE_TIMEOUT = 300.0  # Dovecot's own LMTP idle limit (lmtp-client.c: 5 minutes)
 _CHUNK = 65536
 
 
-def is_gateway_certificate(peer: dict[str, object]) -> bool:
+def is_gateway_certificate(peer: Mapping[str, Any]) -> bool:
     """Whether a verified peer certificate (``SSLSocket.getpeercert()``) is a gateway's LMTP
     client certificate: CN ``LMTP_CLIENT_NAME`` (alone or followed by a space and the
     gateway's name), and no mailbox in it (no serialNumber, no e-mail address)."""
