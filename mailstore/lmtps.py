@@ -159,6 +159,8 @@ class LmtpTlsFront:
                 log.warning("LMTP sur TLS : certificat de %s refusé (pas celui d'une "
                             "passerelle, numéro de série %s)", peer, cert.get("serialNumber"))
                 return
+            log.debug("LMTP sur TLS : passerelle %s (certificat %s) acceptée", peer,
+                      cert.get("serialNumber"))
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as store:
                     store.settimeout(IDLE_TIMEOUT)
