@@ -264,3 +264,19 @@ def test_init_writes_lmtp_client_and_names_the_hosts(tmp_path: Path) -> None:
 def _clean_env() -> dict[str, str]:
     import os
     return {k: v for k, v in os.environ.items() if not k.startswith("MSS_")}
+
+
+def test_init_warns_when_the_server_certificate_misses_a_host(tmp_path: Path) -> None:
+    """A server certificate issued before the hosts were set is kept, and said to be wrong."""
+    data = tmp_path / "data"
+    command = [sys.executable, "-m", "mss.cli", "--data-dir", str(data), "init"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                           env=_clean_env(), cwd=Path(__file__).parent.parent)
+    assert first.returncode == 0, first.stderr
+    before = (data / "pki" / "server.crt").read_bytes()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                           env={**_clean_env(), "MSS_IMAP_HOST": "imap.mss.test"},
+                           cwd=Path(__file__).parent.parent)
+    assert again.returncode == 0, again.stderr
+    assert "ne nomme pas imap.mss.test" in again.stderr and "Traceback" not in again.stderr
+    assert (data / "pki" / "server.crt").read_bytes() == before
