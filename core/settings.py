@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -117,6 +118,20 @@ class Settings:
     # one of the web server's worker threads, which is given this many on top of its 16 for
     # ordinary requests; past it, pages poll every 30 s. 0: pages always poll.
     web_event_streams: int = 50
+    # issue #19, several hosts. Where the gateways deliver: empty, Dovecot's LMTP unix socket
+    # in DATA_DIR/run/dovecot/lmtp; "unix:/path" another socket path; "lmtps://host:port"
+    # LMTP over TLS to the mail store's host (its Dovecot then listens on port, on
+    # MSS_LISTEN_ADDRESS, and requires a client certificate of the trust space's CA).
+    lmtp_url: str = ""
+    # the gateway's LMTP client certificate and key (PEM); empty: DATA_DIR/pki/lmtp-client.crt
+    # and .key, written by ``mss init`` when MSS_LMTP_URL is lmtps://
+    lmtp_client_cert: str = ""
+    lmtp_client_key: str = ""
+    # where the webmail reaches IMAPS (and ManageSieve) and the gateway's submission port;
+    # empty: 127.0.0.1 when mss listens on the loopback or everywhere, else MSS_HOSTNAME. A
+    # host name or an address the server certificate names (``mss init`` adds them to it).
+    imap_host: str = ""
+    submission_host: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ loading
@@ -191,6 +206,13 @@ class Settings:
         if not 0 <= self.web_event_streams <= 2000:
             raise ConfigError("MSS_WEB_EVENT_STREAMS doit valoir entre 0 (pas de flux : les "
                               "pages interrogent toutes les 30 s) et 2000")
+        parse_lmtp_url(self.lmtp_url)
+        for name in ("imap_host", "submission_host"):
+            if not _HOST.match(getattr(self, name)):
+                raise ConfigError(f"MSS_{name.upper()} : nom d'hôte ou adresse invalide "
+                                  f"« {getattr(self, name)} »")
+        if bool(self.lmtp_client_cert) != bool(self.lmtp_client_key):
+            raise ConfigError("MSS_LMTP_CLIENT_CERT et MSS_LMTP_CLIENT_KEY vont ensemble")
         self._validate_oidc()
         self._validate_annuaire()
         self._validate_whitelist()
@@ -250,6 +272,36 @@ class Settings:
         return f"sqlite:///{(self.data_dir / 'mss.db').resolve()}"
 
     @property
+    def lmtp_endpoint(self) -> LmtpEndpoint | None:
+        """MSS_LMTP_URL parsed; None: Dovecot's own unix socket in the data directory."""
+        return parse_lmtp_url(self.lmtp_url)
+
+    @property
+    def effective_imap_host(self) -> str:
+        """Where the webmail reaches IMAPS and ManageSieve (``MSS_IMAP_HOST``)."""
+        return self.imap_host or self._same_host()
+
+    @property
+    def effective_submission_host(self) -> str:
+        """Where the webmail and Dovecot's vacation replies reach the gateway's submission
+        port (``MSS_SUBMISSION_HOST``)."""
+        return self.submission_host or self._same_host()
+
+    def _same_host(self) -> str:
+        """Loopback when mss listens there or everywhere (the server certificate names
+        127.0.0.1), else MSS_HOSTNAME, the name the server certificate is issued for."""
+        if self.listen_address in ("", "*", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost"):
+            return "127.0.0.1"
+        return self.hostname
+
+    @property
+    def lmtp_client_pair(self) -> tuple[Path, Path]:
+        """The gateway's LMTP client certificate and key (``MSS_LMTP_CLIENT_CERT``/``_KEY``)."""
+        if self.lmtp_client_cert:
+            return Path(self.lmtp_client_cert), Path(self.lmtp_client_key)
+        return self.pki_dir / "lmtp-client.crt", self.pki_dir / "lmtp-client.key"
+
+    @property
     def effective_operator_contact(self) -> str:
         """The operator's contact given to professionals (``MSS_OPERATOR_CONTACT``)."""
         return self.operator_contact.strip() or f"support@{self.domain}"
@@ -286,6 +338,55 @@ class Settings:
             with os.fdopen(fd, "w") as fh:
                 fh.write(os.urandom(32).hex())
         return path.read_text().strip().encode()
+
+
+# a DNS name or an IPv4/IPv6 address, nothing else (no port, no scheme, no space); empty allowed
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9A-Fa-f:.]{2,45})?$")
+
+
+@dataclass(frozen=True)
+class LmtpEndpoint:
+    """Where the gateways deliver (MSS_LMTP_URL): a unix socket ``path``, or ``host``:``port``
+    over TLS (``lmtps``: implicit TLS, client certificate required by the mail store)."""
+
+    path: str = ""
+    host: str = ""
+    port: int = 0
+
+    @property
+    def tls(self) -> bool:
+        return not self.path
+
+
+def parse_lmtp_url(url: str) -> LmtpEndpoint | None:
+    """``unix:/absolute/path`` or ``lmtps://host:port``; None for an empty value.
+
+    Raises:
+        ConfigError: any other form (plain ``lmtp://`` included: no LMTP without TLS between
+            hosts).
+    """
+    if not url:
+        return None
+    if url.startswith("unix:"):
+        path = url[len("unix:"):]
+        if not path.startswith("/") or "\0" in path or len(path) > 100:
+            raise ConfigError(f"MSS_LMTP_URL : chemin de socket invalide « {url} » (attendu "
+                              "unix:/chemin/absolu, 100 caractères au plus)")
+        return LmtpEndpoint(path=path)
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if parts is None or parts.scheme != "lmtps" or not parts.hostname or port is None \
+            or not 0 < port < 65536 or parts.path not in ("", "/") or parts.query \
+            or parts.fragment or parts.username or parts.password \
+            or not _HOST.match(parts.hostname):
+        raise ConfigError(f"MSS_LMTP_URL invalide « {url} » : attendu unix:/chemin ou "
+                          "lmtps://hôte:port (LMTP sur TLS, jamais en clair entre hôtes)")
+    return LmtpEndpoint(host=parts.hostname, port=port)
 
 
 _HINTS = typing.get_type_hints(Settings)

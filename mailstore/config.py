@@ -79,18 +79,18 @@ class DovecotPaths:
     mail_dir: Path
     log: Path
     client_ca: Path
+    lmtp_socket: Path  # LMTP's unix socket: base_dir/lmtp, or MSS_LMTP_URL's unix:/path
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DovecotPaths:
         data = settings.data_dir.resolve()
         conf_dir = data / "dovecot"
+        base_dir = data / "run" / "dovecot"
+        endpoint = settings.lmtp_endpoint
+        socket = Path(endpoint.path) if endpoint and endpoint.path else base_dir / "lmtp"
         return cls(data, conf_dir, conf_dir / "dovecot.conf", conf_dir / "state",
-                   data / "run" / "dovecot", data / "mail", data / "log" / "dovecot.log",
-                   conf_dir / "client-ca.pem")
-
-    @property
-    def lmtp_socket(self) -> Path:
-        return self.base_dir / "lmtp"
+                   base_dir, data / "mail", data / "log" / "dovecot.log",
+                   conf_dir / "client-ca.pem", socket)
 
     @property
     def shared_dict(self) -> Path:
@@ -438,6 +438,7 @@ service imap-login {{
 }}
 service lmtp {{
   unix_listener lmtp {{
+    path = {_relative_to(paths.lmtp_socket, paths.base_dir)}
     mode = 0600
     user = {users.owner}
   }}
@@ -449,6 +450,11 @@ service auth-worker {{
 service anvil {{
 {chroot}{penalty}}}
 {fts.services(paths.conf_dir, users.mail, privileged=users.privileged)}"""
+
+
+def _relative_to(path: Path, base: Path) -> str:
+    """Dovecot wants listener paths under base_dir relative (it warns otherwise)."""
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
 
 def dovecot_binary() -> str:

@@ -17,17 +17,27 @@ Delivery into a named folder (the sender's copy into ``Sent``) uses the recipien
 ``marie.martin+Sent@mss.test`` with Dovecot's ``lmtp_save_to_detail_mailbox``. Folder names are
 restricted to a safe set so that a caller cannot aim anywhere else. LMTP cannot set flags: the
 copy in ``Sent`` arrives unseen (the webmail shows no unread count for ``Sent``).
+
+**Where.** Dovecot's LMTP unix socket on the same host (the default), or, for a gateway on
+another host, LMTP over TLS (``MSS_LMTP_URL=lmtps://host:port``): TLS 1.2 or later with the
+suites of ``certs.suites``, the store's certificate checked against the trust space's CA and
+``host``, and the gateway's client certificate (``Settings.lmtp_client_pair``), without which
+the store refuses the connection.
 """
 
 from __future__ import annotations
 
 import re
 import smtplib
+import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict, Unpack
 
+from certs.suites import MODERN_TLS12_SUITES
+from core.errors import ConfigError
 from core.settings import Settings
 from mailformat.lineends import to_crlf
 from mailformat.replies import parse_reply
@@ -66,17 +76,35 @@ class LmtpOptions(TypedDict, total=False):
 
 
 class LmtpClient:
-    """Delivers over Dovecot's LMTP unix socket (``DATA_DIR/run/dovecot/lmtp``)."""
+    """Delivers over Dovecot's LMTP unix socket (``DATA_DIR/run/dovecot/lmtp``), or over TLS
+    to ``target``:``port`` when given a ``tls`` context."""
 
-    def __init__(self, socket_path: str | Path, *, timeout: float = 60.0,
+    def __init__(self, target: str | Path, *, port: int = 0,
+                 tls: ssl.SSLContext | None = None, timeout: float = 60.0,
                  local_hostname: str = "mss") -> None:
-        self.socket_path = str(socket_path)
+        self.target = str(target)
+        self.port, self.tls = port, tls
         self.timeout = timeout
         self.local_hostname = local_hostname
 
     @classmethod
     def for_settings(cls, settings: Settings, **kwargs: Unpack[LmtpOptions]) -> LmtpClient:
-        return cls(DovecotPaths.from_settings(settings).lmtp_socket, **kwargs)
+        """The client ``MSS_LMTP_URL`` asks for.
+
+        Raises:
+            ConfigError: lmtps:// without a readable client certificate and key.
+        """
+        endpoint = settings.lmtp_endpoint
+        if endpoint is None or not endpoint.tls:
+            return cls(DovecotPaths.from_settings(settings).lmtp_socket, **kwargs)
+        return cls(endpoint.host, port=endpoint.port, tls=client_context(settings), **kwargs)
+
+    def _connect(self) -> smtplib.LMTP:
+        if self.tls is None:
+            return smtplib.LMTP(self.target, local_hostname=self.local_hostname,
+                                timeout=self.timeout)
+        return _LmtpOverTls(self.target, self.port, local_hostname=self.local_hostname,
+                            timeout=self.timeout, context=self.tls)
 
     def deliver(self, raw: bytes, sender: str, recipients: Sequence[str],
                 folder: str = "INBOX") -> dict[str, Result]:
@@ -95,8 +123,7 @@ class LmtpClient:
         results: dict[str, Result] = {}
         waiting: list[str] = []  # after the final dot: the recipients whose reply is due
         try:
-            with smtplib.LMTP(self.socket_path, local_hostname=self.local_hostname,
-                              timeout=self.timeout) as conn:
+            with self._connect() as conn:
                 self._transaction(conn, raw, sender, targets, results, waiting)
         except (OSError, smtplib.SMTPException) as exc:
             failure = _unreachable(exc)
@@ -147,6 +174,45 @@ def deliver(settings: Settings, raw: bytes, sender: str, recipients: Sequence[st
             folder: str = "INBOX") -> dict[str, Result]:
     """``LmtpClient.for_settings(settings).deliver(...)``."""
     return LmtpClient.for_settings(settings).deliver(raw, sender, recipients, folder)
+
+
+def client_context(settings: Settings) -> ssl.SSLContext:
+    """TLS 1.2+ towards the mail store's LMTP: its certificate must chain to the trust space's
+    CA and name the host of ``MSS_LMTP_URL``; ours is ``Settings.lmtp_client_pair``.
+
+    Raises:
+        ConfigError: the client certificate or its key is missing or unreadable.
+    """
+    cert, key = settings.lmtp_client_pair
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=str(settings.pki_dir / "ca.pem"))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(MODERN_TLS12_SUITES)
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"certificat client LMTP illisible ({cert}, {type(exc).__name__}) : "
+                          "lancez « mss init » ou « mss cert issue lmtp NOM » et indiquez-le "
+                          "dans MSS_LMTP_CLIENT_CERT / MSS_LMTP_CLIENT_KEY") from None
+    return context
+
+
+class _LmtpOverTls(smtplib.LMTP):
+    """LMTP over implicit TLS (smtplib has SMTP_SSL, no LMTP_SSL): the socket is wrapped, with
+    the host name checked, before the greeting is read."""
+
+    def __init__(self, host: str, port: int, *, context: ssl.SSLContext,
+                 local_hostname: str, timeout: float) -> None:
+        self.context = context
+        super().__init__(host, port, local_hostname=local_hostname, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        raw = socket.create_connection((host, port), timeout)
+        try:
+            return self.context.wrap_socket(raw, server_hostname=host)
+        except BaseException:
+            raw.close()
+            raise
 
 
 def _with_folder(address: str, folder: str) -> str:

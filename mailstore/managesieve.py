@@ -126,10 +126,8 @@ class SieveService:
     @classmethod
     def for_settings(cls, settings: Settings) -> SieveService:
         context = ssl.create_default_context(cafile=str(settings.pki_dir / "ca.pem"))
-        host = settings.listen_address
-        host = "127.0.0.1" if host in ("", "*", "0.0.0.0", "::", "127.0.0.1", "::1",
-                                       "localhost") else settings.hostname
-        return cls(host, settings.managesieve_port, context, master_credentials(settings))
+        return cls(settings.effective_imap_host, settings.managesieve_port, context,
+                   master_credentials(settings))
 
     @contextmanager
     def session(self, address: str) -> Iterator[SieveConnection]:

@@ -59,16 +59,11 @@ class ImapPool:
 
     @classmethod
     def for_settings(cls, settings: Settings, **kwargs: Unpack[PoolOptions]) -> ImapPool:
-        """A pool on this installation's IMAPS port, trusting its CA. Through loopback when
-        Dovecot listens there (the server certificate names 127.0.0.1), else by
-        ``MSS_HOSTNAME``, the name the server certificate is issued for."""
+        """A pool on the IMAPS port of ``MSS_IMAP_HOST`` (``Settings.effective_imap_host``),
+        trusting the trust space's CA; the server certificate must name that host."""
         context = ssl.create_default_context(cafile=str(settings.pki_dir / "ca.pem"))
-        host = settings.listen_address
-        if host in ("", "*", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost"):
-            host = "127.0.0.1"
-        else:
-            host = settings.hostname
-        return cls(host, settings.imaps_port, context, master_credentials(settings), **kwargs)
+        return cls(settings.effective_imap_host, settings.imaps_port, context,
+                   master_credentials(settings), **kwargs)
 
     @contextmanager
     def session(self, address: str) -> Iterator[MailboxSession]:

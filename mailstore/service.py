@@ -42,6 +42,7 @@ from mailstore import acl, config, sieveconf, states
 from mailstore.credentials import MasterCredentials, master_credentials
 from mailstore.errors import DovecotUnavailable
 from mailstore.hooks import HookServer
+from mailstore.lmtps import LmtpTlsFront
 
 log = logging.getLogger("mss.mailstore")
 
@@ -74,6 +75,7 @@ class DovecotService:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self.hooks: HookServer | None = None  # auth policy + IMAP events (mailstore.hooks)
+        self.lmtps: LmtpTlsFront | None = None  # LMTP over TLS for other hosts (lmtps)
 
     # ------------------------------------------------------------------ Service protocol
     def start(self) -> None:
@@ -98,6 +100,11 @@ class DovecotService:
             self.hooks.stop()
             self.hooks = None
             raise
+        try:
+            self._start_lmtps()
+        except BaseException:
+            self.stop()
+            raise
         self._thread = threading.Thread(target=self._supervise, args=(binary,),
                                         name="dovecot-supervisor", daemon=True)
         self._thread.start()
@@ -106,6 +113,9 @@ class DovecotService:
     def stop(self) -> None:
         """Stop Dovecot (SIGTERM, then SIGKILL after 10 s) and its supervisor."""
         self._stopping.set()
+        if self.lmtps is not None:  # first: no gateway connects to a store going away
+            self.lmtps.stop()
+            self.lmtps = None
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -123,13 +133,29 @@ class DovecotService:
         self._ready.clear()
         log.info("Dovecot arrêté")
 
+    def _start_lmtps(self) -> None:
+        endpoint = self.settings.lmtp_endpoint
+        if endpoint is None or not endpoint.tls or self.lmtps is not None:
+            return
+        front = LmtpTlsFront(self.settings, endpoint, self.paths.lmtp_socket,
+                             self.paths.client_ca)
+        try:
+            front.start()
+        except OSError as exc:
+            raise DovecotUnavailable(
+                f"LMTP sur TLS : impossible d'écouter sur {front.address[0]}:{front.address[1]}"
+                f" ({exc.strerror or type(exc).__name__})") from None
+        self.lmtps = front
+
     def endpoints(self) -> list[str]:
         s = self.settings
         return [
             f"IMAP (STARTTLS)  {s.listen_address}:{s.imap_port}",
             f"IMAPS            {s.listen_address}:{s.imaps_port}",
             f"LMTP             unix:{self.paths.lmtp_socket}",
-        ] + ([f"ManageSieve      {s.listen_address}:{s.managesieve_port} (STARTTLS)"]
+        ] + ([f"LMTPS            {s.listen_address}:{lmtps.port} (certificat client exigé)"]
+             if (lmtps := s.lmtp_endpoint) and lmtps.tls else []) + (
+            [f"ManageSieve      {s.listen_address}:{s.managesieve_port} (STARTTLS)"]
              if s.managesieve_port > 0 else []) + (
             [] if not s.oidc_issuer or config.imap_tokens(s) else [
             "IMAP : jetons Pro Santé Connect indisponibles sur PostgreSQL (Dovecot 2.3.19, "

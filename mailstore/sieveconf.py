@@ -138,10 +138,8 @@ def write_files(settings: Settings, conf_dir: Path, users: ProcessUsers, secret:
     shutil.copyfile(Path(__file__).with_name("sendmail.py"), conf_dir / f".{SENDMAIL_FILE}")
     os.chmod(conf_dir / f".{SENDMAIL_FILE}", 0o644)
     os.replace(conf_dir / f".{SENDMAIL_FILE}", conf_dir / SENDMAIL_FILE)
-    host = settings.listen_address
-    host = "127.0.0.1" if host in ("", "*", "0.0.0.0", "::", "::1", "localhost",
-                                   "127.0.0.1") else settings.hostname
-    conf = {"host": host, "port": settings.submission_port, "login": service_login(settings),
+    conf = {"host": settings.effective_submission_host, "port": settings.submission_port,
+            "login": service_login(settings),
             "secret": secret, "ca": str(settings.pki_dir.resolve() / "ca.pem")}
     if users.privileged:  # the mail user cannot read pki/: the CA goes beside the file
         ca = conf_dir / "submit-ca.pem"

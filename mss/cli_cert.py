@@ -41,7 +41,8 @@ def cert() -> None:
 
 
 @cert.command("issue")
-@click.argument("kind", type=click.Choice(["server", "mailbox", "client", "operator"]))
+@click.argument("kind", type=click.Choice(["server", "mailbox", "client", "operator",
+                                           "lmtp"]))
 @click.argument("name")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("."), show_default=True, help="Où écrire NAME.crt et NAME.key.")
@@ -49,7 +50,10 @@ def cert() -> None:
 @click.pass_context
 def cert_issue(ctx: click.Context, kind: str, name: str, out_dir: Path, display_name: str) -> None:
     """Émet un certificat : server (NAME = nom d'hôte), mailbox (NAME = adresse),
-    client (NAME = adresse de boîte applicative) ou operator (NAME = nom d'hôte du relais)."""
+    client (NAME = adresse de boîte applicative), operator (NAME = nom d'hôte du relais) ou
+    lmtp (NAME = nom de l'hôte d'une passerelle : son certificat client pour MSS_LMTP_URL
+    lmtps://, à indiquer dans MSS_LMTP_CLIENT_CERT et MSS_LMTP_CLIENT_KEY)."""
+    from mailstore.lmtps import LMTP_CLIENT_NAME
     from mss.setup import write_pair
 
     app = app_of(ctx)
@@ -62,6 +66,8 @@ def cert_issue(ctx: click.Context, kind: str, name: str, out_dir: Path, display_
         elif kind == "client":
             _require_address(name)
             issued = app.pki.issue_client(session, display_name or name, name)
+        elif kind == "lmtp":
+            issued = app.pki.issue_client(session, f"{LMTP_CLIENT_NAME} {name}")
         else:
             issued = app.pki.issue_operator(session, [name], app.settings.operator_name)
         serial = format(issued.certificate.serial_number, "x")

@@ -5,6 +5,8 @@ Idempotent: every step checks what is already there.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import secrets
 import socket
@@ -17,7 +19,11 @@ from sqlalchemy.orm import Session
 
 from certs.pki import Issued, Pki
 from core import audit, migrate
+from core.settings import Settings
+from mailstore.lmtps import LMTP_CLIENT_NAME
 from mss.app import TOML_TEMPLATE, App
+
+log = logging.getLogger("mss.setup")
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,31 @@ def server_hostnames(app: App) -> list[str]:
     fqdn = socket.getfqdn()
     if fqdn and "." in fqdn and fqdn not in names:
         names.append(fqdn)
+    names += [h for h in reached_hosts(app.settings) if not _is_address(h)]
     return list(dict.fromkeys(n for n in names if n))
+
+
+def server_addresses(settings: Settings) -> list[str]:
+    """The server certificate's iPAddress names: the loopback, and the addresses the other
+    hosts reach this one by (MSS_IMAP_HOST, MSS_SUBMISSION_HOST, MSS_LMTP_URL)."""
+    found = [h for h in reached_hosts(settings) if _is_address(h)]
+    return list(dict.fromkeys(["127.0.0.1", "::1", *found]))
+
+
+def reached_hosts(settings: Settings) -> list[str]:
+    """The names other hosts check our server certificate against (issue #19): the webmail's
+    IMAP and submission targets and the host of the LMTP URL."""
+    endpoint = settings.lmtp_endpoint
+    lmtp = endpoint.host if endpoint and endpoint.tls else ""
+    return [h for h in (settings.imap_host, settings.submission_host, lmtp) if h]
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 CRL_RENEW_MARGIN = timedelta(days=2)
@@ -81,8 +111,11 @@ def init(app: App) -> InitReport:
     operator_crt, operator_key = s.pki_dir / "operator.crt", s.pki_dir / "operator.key"
     with app.db.transaction() as session:
         if not server_crt.exists():
-            issued = pki.issue_server(session, server_hostnames(app), ["127.0.0.1", "::1"])
+            issued = pki.issue_server(session, server_hostnames(app), server_addresses(s))
             write_pair(issued, server_crt, server_key)
+        else:
+            warn_unnamed_hosts(s, server_crt)
+        ensure_lmtp_client(app, pki, session)
         if not operator_crt.exists():
             # CN = our domain: the DN a peer pins in its whitelist is unique per operator.
             issued = pki.issue_operator(session, [s.domain, s.hostname], s.operator_name)
@@ -93,6 +126,33 @@ def init(app: App) -> InitReport:
             audit.record(session, actor="mss-cli", action="pki.create", target=s.domain,
                          outcome="ok")
     return InitReport(s.data_dir, s.effective_database_url, created, server_crt, operator_crt)
+
+
+def warn_unnamed_hosts(settings: Settings, server_crt: Path) -> None:
+    """The hosts of MSS_IMAP_HOST, MSS_SUBMISSION_HOST and MSS_LMTP_URL that the existing
+    server certificate does not name: every client there would refuse it. Said, not fixed:
+    the certificate may come from another authority (``mss cert install``)."""
+    from certs import renewal
+
+    names = set(renewal.names(x509.load_pem_x509_certificate(server_crt.read_bytes())))
+    missing = [h for h in reached_hosts(settings) if h not in names]
+    if missing:
+        log.warning("le certificat serveur %s ne nomme pas %s : les clients de ces hôtes le "
+                    "refuseront ; émettez-en un qui les nomme (mss cert issue server NOM, "
+                    "puis remplacez server.crt et server.key)", server_crt, ", ".join(missing))
+
+
+def ensure_lmtp_client(app: App, pki: Pki, session: Session) -> bool:
+    """With MSS_LMTP_URL=lmtps://…, the gateways' LMTP client certificate (clientAuth, our CA)
+    at ``Settings.lmtp_client_pair`` when missing. Returns True when one was written."""
+    endpoint = app.settings.lmtp_endpoint
+    cert, key = app.settings.lmtp_client_pair
+    if endpoint is None or not endpoint.tls or cert.exists():
+        return False
+    write_pair(pki.issue_client(session, LMTP_CLIENT_NAME), cert, key)
+    audit.record(session, actor="mss-cli", action="cert.issue", target=LMTP_CLIENT_NAME,
+                 request={"kind": "lmtp"}, outcome="ok")
+    return True
 
 
 def ensure_webmail_account(app: App, session: Session) -> str:

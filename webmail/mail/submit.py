@@ -61,11 +61,7 @@ class Submitter:
     @classmethod
     def for_settings(cls, settings: Settings) -> Submitter:
         context = ssl.create_default_context(cafile=str(settings.pki_dir / "ca.pem"))
-        host = settings.listen_address
-        if host in ("", "*", "0.0.0.0", "::", "::1", "localhost", "127.0.0.1"):
-            host = "127.0.0.1"
-        else:
-            host = settings.hostname
+        host = settings.effective_submission_host
         secret = settings.data_dir / "webmail.secret"
         password = secret.read_text().strip() if secret.exists() else ""
         return cls(host, settings.submission_port, f"webmail@{settings.domain}", password,
