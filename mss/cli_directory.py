@@ -4,6 +4,7 @@ peer operator's FHIR directory."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -44,7 +45,7 @@ def directory_import(ctx: click.Context, kind: str | None, path: Path) -> None:
     app = app_of(ctx)
     try:
         with app.db.transaction() as session, click.progressbar(
-            length=rows, label="Import", file=click.get_text_stream("stderr")
+            length=rows, label="Import", file=sys.stderr
         ) as bar:
             done = [0]
 

@@ -33,6 +33,7 @@ from trust_space.models import MailboxKind, MailboxState, Role
 from trust_space.policy import role_rights
 from webmail.context import mss, record
 from webmail.errors import Forbidden
+from webmail.security import login_manager
 
 F = TypeVar("F", bound=Callable[..., Any])
 INBOX = "INBOX"
@@ -199,7 +200,7 @@ def mailbox_route(right: Right) -> Callable[[F], F]:
         @functools.wraps(view)
         def wrapper(box_id: int, **kwargs: Any) -> Any:
             if not current_user.is_authenticated:
-                return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
+                return login_manager.unauthorized()
             box = authorise(box_id, right)
             g.mail_box = box
             return view(box=box, folder=folder_arg(), **kwargs)
