@@ -19,7 +19,7 @@ from mss.run import ROLES
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
-SERVICES = {"postgres", "init", "dovecot", "gateway", "gateway-webmail", "webmail"}
+SERVICES = {"postgres", "init", "dovecot", "gateway", "webmail"}
 SETTINGS = {f"MSS_{f.name.upper()}" for f in dataclasses.fields(Settings)} - {"MSS_EXTRA"}
 _VAR = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)")
 _SECRET_NAME = re.compile(r"PASSWORD|SECRET|_KEY$")
@@ -84,6 +84,24 @@ def test_gateway_scales_without_host_port_conflicts(compose: dict[str, Any]) -> 
     gateway = compose["services"]["gateway"]
     assert "container_name" not in gateway
     assert all(":" not in str(port) for port in gateway["ports"])
+
+
+def test_every_role_on_its_own_address_and_two_gateways(compose: dict[str, Any]) -> None:
+    """No shared network namespace: the roles reach each other by service name, over TLS
+    (LMTP to the store, IMAP and submission from the webmail), and the relay runs twice."""
+    services = compose["services"]
+    assert not [name for name, svc in services.items() if "network_mode" in svc]
+    assert services["gateway"]["deploy"]["replicas"] == 2
+    env = services["webmail"]["environment"]
+    assert env["MSS_LMTP_URL"] == "lmtps://dovecot:2424"
+    assert (env["MSS_IMAP_HOST"], env["MSS_SUBMISSION_HOST"]) == ("dovecot", "gateway")
+    assert "2424" in [str(p) for p in services["dovecot"]["expose"]]
+    settings = Settings.load(data_dir="/var/lib/mss", environ={
+        "MSS_LMTP_URL": env["MSS_LMTP_URL"], "MSS_IMAP_HOST": env["MSS_IMAP_HOST"],
+        "MSS_SUBMISSION_HOST": env["MSS_SUBMISSION_HOST"]})
+    endpoint = settings.lmtp_endpoint
+    assert endpoint is not None and endpoint.tls and (endpoint.host, endpoint.port) == (
+        "dovecot", 2424)
 
 
 def test_no_secret_inline_and_every_variable_defined(compose: dict[str, Any]) -> None:
