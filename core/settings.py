@@ -60,6 +60,10 @@ class Settings:
     delivery_expiry_hours: int = 24  # then a DSN (RFC 3464) tells the sender
     retry_base_seconds: int = 60  # first retry delay; doubles each attempt, capped at 1 h
     queue_workers: int = 4  # delivery threads per gateway process
+    # issue #19: gateway processes sharing the SMTP ports (SO_REUSEPORT), each with its
+    # listeners and its queue_workers; 0: one per core (os.sched_getaffinity) on PostgreSQL,
+    # 1 on SQLite (one writer at a time: more processes only wait on its lock)
+    gateway_processes: int = 0
     queue_lease_seconds: int = 120  # a claim not finished by then is taken again
     max_received: int = 30  # loop detection: more Received: fields than this → 554 5.4.6
     webmail_url: str = ""  # link in notifications; empty: https://HOSTNAME:WEB_PORT/
@@ -188,6 +192,8 @@ class Settings:
             raise ConfigError("MSS_SMARTHOST doit être de la forme hôte:port")
         if not self.domain or "@" in self.domain or "." not in self.domain:
             raise ConfigError(f"MSS_DOMAIN invalide : « {self.domain} »")
+        if not 0 <= self.gateway_processes <= 64:
+            raise ConfigError("MSS_GATEWAY_PROCESSES doit valoir entre 0 (un par cœur) et 64")
         if not 0 <= self.web_event_streams <= 2000:
             raise ConfigError("MSS_WEB_EVENT_STREAMS doit valoir entre 0 (pas de flux : les "
                               "pages interrogent toutes les 30 s) et 2000")
@@ -248,6 +254,16 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'mss.db').resolve()}"
+
+    @property
+    def effective_gateway_processes(self) -> int:
+        """``gateway_processes``, 0 resolved: one per core this process may run on, on
+        PostgreSQL; one on SQLite (see the field's comment)."""
+        if self.gateway_processes:
+            return self.gateway_processes
+        if not self.effective_database_url.startswith("postgresql"):
+            return 1
+        return max(len(os.sched_getaffinity(0)), 1)
 
     @property
     def effective_operator_contact(self) -> str:
