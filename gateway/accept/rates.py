@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Integer, String, delete, select
+from sqlalchemy import Integer, String, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, Database
@@ -58,11 +57,11 @@ class RateLimit:
         now = time.time() if now is None else now
         minute = int(now // 60)
         self._checks += 1
+        params = {"k": key[:254], "m": minute, "p": minute - 1}
         try:
             with queue.appending(self.db) as conn:
-                current = _add_one(conn, key[:254], minute)
-                previous = conn.scalar(select(RateCount.count).where(
-                    RateCount.key == key[:254], RateCount.minute == minute - 1)) or 0
+                current = int(conn.execute(_ADD[conn.dialect.name], params).scalar_one())
+                previous = conn.execute(_PREVIOUS, params).scalar() or 0
                 if current + previous * (1 - (now % 60) / 60) > self.per_minute:
                     raise _Refused
                 if self._checks % PURGE_EVERY == 0:
@@ -72,9 +71,18 @@ class RateLimit:
                               "réessayez plus tard / rate limit exceeded, try later") from None
 
 
-def _add_one(conn: Connection, key: str, minute: int) -> int:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(RateCount).values(key=key, minute=minute, count=1)
-    stmt = stmt.on_conflict_do_update(index_elements=[RateCount.key, RateCount.minute],
-                                      set_={"count": RateCount.count + 1})
-    return int(conn.execute(stmt.returning(RateCount.count)).scalar_one())
+# Built once: the hot path only binds its parameters.
+_ADD = {
+    "postgresql": postgresql.insert(RateCount)
+    .values(key=bindparam("k"), minute=bindparam("m"), count=1)
+    .on_conflict_do_update(index_elements=[RateCount.key, RateCount.minute],
+                           set_={"count": RateCount.count + 1})
+    .returning(RateCount.count),
+    "sqlite": sqlite.insert(RateCount)
+    .values(key=bindparam("k"), minute=bindparam("m"), count=1)
+    .on_conflict_do_update(index_elements=[RateCount.key, RateCount.minute],
+                           set_={"count": RateCount.count + 1})
+    .returning(RateCount.count),
+}
+_PREVIOUS = select(RateCount.count).where(RateCount.key == bindparam("k"),
+                                          RateCount.minute == bindparam("p"))
