@@ -277,7 +277,9 @@ def run(count: int, sessions: int, big: int, against: str | None = None, *,
     try:
         if not scaling_only:
             report(space, root, context, count, sessions, big, old)
-        scaling(space, context, count, sessions, processes)
+        postmaster = (int((pg.datadir / "postmaster.pid").read_text().split()[0])
+                      if pg is not None else None)
+        scaling(space, context, count, sessions, processes, postmaster)
     finally:
         if pg is not None:
             space.db.dispose()
@@ -308,7 +310,7 @@ def null_group(space: TrustSpace, port: int, processes: int) -> list[subprocess.
 
 
 def scaling(space: TrustSpace, context: ssl.SSLContext, count: int, sessions: int,
-            processes: int) -> None:
+            processes: int, postmaster: int | None = None) -> None:
     """Issue #19: accepted rate with 1 and N gateway processes against a do-nothing aiosmtpd
     with 1 and N processes, the same client (``sessions`` sessions), alternated twice."""
     rates: dict[str, list[float]] = {}
@@ -326,12 +328,15 @@ def scaling(space: TrustSpace, context: ssl.SSLContext, count: int, sessions: in
             port = free_port()
             relay = gateway(space, 0, port, processes=n)
             try:
+                db_cpu = cpu_seconds(postmaster) if postmaster else 0.0
                 rate, cpu = measure_many([relay.pid], port, context, count, sessions)
+                db_cpu = (cpu_seconds(postmaster) - db_cpu) / count if postmaster else 0.0
             finally:
                 relay.terminate()
                 relay.wait()
             rates.setdefault(f"mss{n}", []).append(rate)
             cpus.setdefault(f"mss{n}", []).append(cpu)
+            cpus.setdefault(f"db{n}", []).append(db_cpu)
     r = {k: sum(v) / len(v) for k, v in rates.items()}
     c = {k: sum(v) / len(v) for k, v in cpus.items()}
     n = processes
@@ -348,6 +353,8 @@ def scaling(space: TrustSpace, context: ssl.SSLContext, count: int, sessions: in
         (f"mss {n} / do-nothing {n} (target ≥ 0.35)", f"{r[f'mss{n}'] / r[f'null{n}']:.2f}"),
         (f"mss {n} / mss 1 (target ≥ 1.6)", f"{r[f'mss{n}'] / r['mss1']:.2f}"),
         ("mss 1 / do-nothing 1", f"{r['mss1'] / r['null1']:.2f}"),
+        (f"PostgreSQL's CPU per message (1 / {n})", f"{c['db1'] * 1000:.2f} / "
+                                                   f"{c[f'db{n}'] * 1000:.2f} ms"),
         (f"do-nothing {n} / do-nothing 1", f"{r[f'null{n}'] / r['null1']:.2f}"),
     ]
     for name, value in lines:
