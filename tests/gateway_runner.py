@@ -1,6 +1,6 @@
 """``python -m tests.gateway_runner DATA_DIR [NAME=VALUE …]``: one ``GatewayService`` in a process
-of its own (a ``GatewayGroup`` of N processes with ``gateway_processes=N``), until SIGTERM — the crash tests kill it with SIGKILL instead. Prints its ports as one
-JSON line once listening."""
+of its own (a ``GatewayGroup`` of N processes with ``gateway_processes=N``), until SIGTERM — the
+crash tests kill it with SIGKILL instead. Prints its ports as one JSON line once listening."""
 
 from __future__ import annotations
 
