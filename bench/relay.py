@@ -49,7 +49,13 @@ from gateway.accept import protection  # noqa: E402
 from mailstore.lmtp import LmtpClient  # noqa: E402
 from spool import queue as q  # noqa: E402
 from tests.gateway_fixtures import build_operator  # noqa: E402
-from tests.mailstore_fixtures import PASSWORD, TEST_OPTIONS, free_port, open_tempdir  # noqa: E402
+from tests.mailstore_fixtures import (  # noqa: E402
+    PASSWORD,
+    TEST_OPTIONS,
+    TrustSpace,
+    free_port,
+    open_tempdir,
+)
 
 MARIE, PAUL = "marie.martin@mss.test", "paul.durand@mss.test"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -64,8 +70,16 @@ def message(size: int, protect: bool = True) -> bytes:
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and of its running descendants (a group of gateway processes)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    total = (int(fields[11]) + int(fields[12])) / TICK
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += cpu_seconds(int(child))
+            except FileNotFoundError:  # gone meanwhile
+                continue
+    return total
 
 
 # ---------------------------------------------------------------------- unavoidable parts
@@ -147,9 +161,9 @@ async def blast(port: int, context: ssl.SSLContext, count: int, sessions: int,
 
 
 def serve_null(port: int, cert: str, key: str) -> None:
-    """The do-nothing aiosmtpd (run in its own process: ``--serve-null``)."""
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.smtp import AuthResult
+    """The do-nothing aiosmtpd (run in its own process: ``--serve-null``); several such
+    processes share the port (SO_REUSEPORT), as the gateway's do."""
+    from aiosmtpd.smtp import SMTP, AuthResult
 
     class Null:
         async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
@@ -157,13 +171,16 @@ def serve_null(port: int, cert: str, key: str) -> None:
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    controller = Controller(Null(), hostname="127.0.0.1", port=port, tls_context=context,
-                            require_starttls=True, auth_require_tls=True,
-                            authenticator=lambda *a: AuthResult(success=True),
-                            data_size_limit=None)
-    controller.start()
+    loop = asyncio.new_event_loop()
+
+    def smtp() -> SMTP:
+        return SMTP(Null(), hostname="127.0.0.1", tls_context=context, require_starttls=True,
+                    auth_require_tls=True, authenticator=lambda *a: AuthResult(success=True),
+                    data_size_limit=None)
+
+    loop.run_until_complete(loop.create_server(smtp, "127.0.0.1", port, reuse_port=True))
     print("ready", flush=True)
-    threading.Event().wait()
+    loop.run_forever()
 
 
 def spawn(args: list[str], code: Path = ROOT) -> tuple[subprocess.Popen[bytes], str]:
@@ -175,10 +192,13 @@ def spawn(args: list[str], code: Path = ROOT) -> tuple[subprocess.Popen[bytes], 
 
 
 def gateway(space, workers: int, port: int,  # type: ignore[no-untyped-def]
-            code: Path = ROOT) -> subprocess.Popen[bytes]:
-    """A gateway process on ``space``'s data, running the code checked out in ``code``."""
+            code: Path = ROOT, processes: int = 1) -> subprocess.Popen[bytes]:
+    """A gateway process on ``space``'s data, running the code checked out in ``code``;
+    ``processes`` > 1: the group of ``mss run`` (``gateway.processes``), sharing the port."""
     s = space.settings
-    overrides = {"submission_port": port, "submissions_port": 0, "relay_port": 0,
+    overrides = {**({"gateway_processes": processes} if processes > 1 else {}),
+                 **({"database_url": s.database_url} if s.database_url else {}),
+                 "submission_port": port, "submissions_port": 0, "relay_port": 0,
                  "metrics_port": 0, "hostname": "localhost", "security_policy": "sign",
                  "rate_limit_per_minute": 0, "queue_workers": workers,
                  "max_message_size": 5_000_000, "imap_port": s.imap_port,
@@ -215,13 +235,20 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--big", type=int, default=5, help="1 MB messages to time")
     parser.add_argument("--serve-null", nargs=3, metavar=("PORT", "CERT", "KEY"))
+    parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)),
+                        help="N of the 1-vs-N processes comparison (default: the cores)")
+    parser.add_argument("--scaling-only", action="store_true",
+                        help="only the 1-vs-N processes comparison (issue #19)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="the operator's database on a throwaway PostgreSQL (tests/pg.py)")
     parser.add_argument("--against", metavar="REV",
                         help="also measure the gateway of this git revision (before/after)")
     args = parser.parse_args()
     if args.serve_null:
         serve_null(int(args.serve_null[0]), args.serve_null[1], args.serve_null[2])
         return
-    run(args.messages, args.sessions, args.big, args.against)
+    run(args.messages, args.sessions, args.big, args.against, processes=args.processes,
+        scaling_only=args.scaling_only, postgres=args.postgres)
 
 
 def checkout(rev: str, parent: Path) -> Path:
@@ -232,19 +259,31 @@ def checkout(rev: str, parent: Path) -> Path:
     return where
 
 
-def run(count: int, sessions: int, big: int, against: str | None = None) -> None:
+def run(count: int, sessions: int, big: int, against: str | None = None, *,
+        processes: int = 1, scaling_only: bool = False, postgres: bool = False) -> None:
     from mailstore.service import DovecotService
+    from tests.pg import TempPostgres
 
     root = open_tempdir("mss-bench-")
-    space = build_operator(root, "mss.test", "Banc", queue_workers=4)
+    pg = TempPostgres() if postgres else None
+    url = pg.start().rsplit("/", 1)[0] + "/postgres" if pg is not None else ""
+    space = build_operator(root, "mss.test", "Banc", queue_workers=4,
+                           **({"database_url": url} if url else {}))
     dovecot = DovecotService(space.settings, space.db, options=TEST_OPTIONS)
     dovecot.start()
     context = space.tls_context()
     context.check_hostname = False
     old = checkout(against, root) if against else None
     try:
-        report(space, root, context, count, sessions, big, old)
+        if not scaling_only:
+            report(space, root, context, count, sessions, big, old)
+        postmaster = (int((pg.datadir / "postmaster.pid").read_text().split()[0])
+                      if pg is not None else None)
+        scaling(space, context, count, sessions, processes, postmaster)
     finally:
+        if pg is not None:
+            space.db.dispose()
+            pg.stop()
         if old is not None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)],
                            check=False)
@@ -262,6 +301,75 @@ def accepted_by(space, code: Path, port: int, context: ssl.SSLContext,  # type: 
     finally:
         relay.terminate()
         relay.wait()
+
+
+def null_group(space: TrustSpace, port: int, processes: int) -> list[subprocess.Popen[bytes]]:
+    pki = space.settings.pki_dir
+    return [spawn([str(Path(__file__)), "--serve-null", str(port), str(pki / "server.crt"),
+                   str(pki / "server.key")])[0] for _ in range(processes)]
+
+
+def scaling(space: TrustSpace, context: ssl.SSLContext, count: int, sessions: int,
+            processes: int, postmaster: int | None = None) -> None:
+    """Issue #19: accepted rate with 1 and N gateway processes against a do-nothing aiosmtpd
+    with 1 and N processes, the same client (``sessions`` sessions), alternated twice."""
+    rates: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
+    for _round in range(2):
+        for n in (1, processes):
+            port = free_port()
+            nulls = null_group(space, port, n)
+            rate, cpu = measure_many([p.pid for p in nulls], port, context, count, sessions)
+            for p in nulls:
+                p.kill()
+                p.wait()
+            rates.setdefault(f"null{n}", []).append(rate)
+            cpus.setdefault(f"null{n}", []).append(cpu)
+            port = free_port()
+            relay = gateway(space, 0, port, processes=n)
+            try:
+                db_cpu = cpu_seconds(postmaster) if postmaster else 0.0
+                rate, cpu = measure_many([relay.pid], port, context, count, sessions)
+                db_cpu = (cpu_seconds(postmaster) - db_cpu) / count if postmaster else 0.0
+            finally:
+                relay.terminate()
+                relay.wait()
+            rates.setdefault(f"mss{n}", []).append(rate)
+            cpus.setdefault(f"mss{n}", []).append(cpu)
+            cpus.setdefault(f"db{n}", []).append(db_cpu)
+    r = {k: sum(v) / len(v) for k, v in rates.items()}
+    c = {k: sum(v) / len(v) for k, v in cpus.items()}
+    n = processes
+    engine = "PostgreSQL" if space.settings.database_url else "SQLite"
+    lines = [
+        ("database", engine),
+        ("do-nothing aiosmtpd, 1 process", f"{r['null1']:.0f} msg/s, "
+                                           f"{c['null1'] * 1000:.2f} ms CPU/msg"),
+        (f"do-nothing aiosmtpd, {n} processes", f"{r[f'null{n}']:.0f} msg/s, "
+                                                f"{c[f'null{n}'] * 1000:.2f} ms CPU/msg"),
+        ("mss accepted, 1 process", f"{r['mss1']:.0f} msg/s, {c['mss1'] * 1000:.2f} ms CPU/msg"),
+        (f"mss accepted, {n} processes", f"{r[f'mss{n}']:.0f} msg/s, "
+                                         f"{c[f'mss{n}'] * 1000:.2f} ms CPU/msg"),
+        (f"mss {n} / do-nothing {n} (target ≥ 0.35)", f"{r[f'mss{n}'] / r[f'null{n}']:.2f}"),
+        (f"mss {n} / mss 1 (target ≥ 1.6)", f"{r[f'mss{n}'] / r['mss1']:.2f}"),
+        ("mss 1 / do-nothing 1", f"{r['mss1'] / r['null1']:.2f}"),
+        (f"PostgreSQL's CPU per message (1 / {n})", f"{c['db1'] * 1000:.2f} / "
+                                                   f"{c[f'db{n}'] * 1000:.2f} ms"),
+        (f"do-nothing {n} / do-nothing 1", f"{r[f'null{n}'] / r['null1']:.2f}"),
+    ]
+    for name, value in lines:
+        print(f"{name:44} {value}")
+    print(json.dumps({"messages": count, "sessions": sessions, "processes": n,
+                      "rates": rates}))
+
+
+def measure_many(pids: list[int], port: int, context: ssl.SSLContext, count: int,
+                 sessions: int) -> tuple[float, float]:
+    """``measure_smtp`` over several server processes (their CPU summed)."""
+    before: list[float] = []
+    rate = asyncio.run(blast(port, context, count, sessions, 10_240,
+                             lambda: before.append(sum(map(cpu_seconds, pids)))))
+    return rate, (sum(map(cpu_seconds, pids)) - before[0]) / count
 
 
 def report(space, root: Path, context: ssl.SSLContext, count: int, sessions: int,  # type: ignore[no-untyped-def]

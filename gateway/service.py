@@ -13,7 +13,7 @@ from core.db import Database, utcnow
 from core.errors import ConfigError
 from core.settings import Settings
 from gateway import peer_health
-from gateway.accept.context import Gateway, Trust
+from gateway.accept.context import DirectoryWatch, Gateway, Trust
 from gateway.accept.keys import KeyRing
 from gateway.deliver.notify import notifier_for
 from gateway.deliver.outbound import Outbound
@@ -36,11 +36,12 @@ class GatewayService:
     name = "gateway"
 
     def __init__(self, settings: Settings, db: Database, *, workers: int | None = None,
-                 listen: bool = True) -> None:
+                 listen: bool = True, reuse_port: bool = False, metrics: bool = True) -> None:
         self.settings, self.db = settings, db
         self.metrics = Metrics()
         self.workers_count = settings.queue_workers if workers is None else workers
-        self.listen = listen
+        self.listen, self.reuse_port, self.serve_metrics = listen, reuse_port, metrics
+        self.watch: DirectoryWatch | None = None
         self.gw: Gateway | None = None
         self.listeners: Listeners | None = None
         self.workers: Workers | None = None
@@ -64,13 +65,19 @@ class GatewayService:
         # Bounded below the database pool (5 + 10 overflow) minus the delivery workers.
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="smtp-work")
         if self.listen:
-            self.listeners = Listeners(self.gw, self.metrics, self._pool)
+            self.listeners = Listeners(self.gw, self.metrics, self._pool,
+                                       reuse_port=self.reuse_port)
             try:
                 self.listeners.start()
             except OSError as exc:
                 self.stop()
                 raise ConfigError(f"port SMTP indisponible : {exc.strerror}") from exc
         self.workers.start()
+        if s.policy_cache_seconds > 0:
+            self.watch = DirectoryWatch(self.db, self.gw.decisions)
+            self.watch.start()
+        if not self.serve_metrics:  # another process of the group serves them
+            return
         self.metrics.watch_depth(self._depth)
         self.metrics.watch_oldest(self._oldest_age)
         self.metrics.watch_certificates(s.pki_dir)
@@ -117,7 +124,7 @@ class GatewayService:
     def endpoints(self) -> list[str]:
         s = self.settings
         lines = [f"SMTP {name:12} {s.listen_address}:{port}" for name, port in self.ports.items()]
-        if s.metrics_port:
+        if s.metrics_port and self.serve_metrics:
             lines.append(f"métriques        http://{s.listen_address}:{s.metrics_port}/metrics")
         return lines
 
@@ -127,6 +134,9 @@ class GatewayService:
             self.listeners = None
         if self.workers is not None:
             self.workers.stop()
+        if self.watch is not None:
+            self.watch.stop()
+            self.watch = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -45,9 +45,10 @@ def _mailstore(app: App) -> Service:
 
 
 def _gateway(app: App) -> Service:
-    from gateway.service import GatewayService
+    # MSS_GATEWAY_PROCESSES processes sharing the SMTP ports (see gateway/processes.py).
+    from gateway.processes import GatewayGroup
 
-    return GatewayService(app.settings, app.db)
+    return GatewayGroup(app.settings, app.db)
 
 
 def _annuaire(app: App) -> Service:

@@ -1,6 +1,6 @@
 """``python -m tests.gateway_runner DATA_DIR [NAME=VALUE …]``: one ``GatewayService`` in a process
-of its own, until SIGTERM — the crash tests kill it with SIGKILL instead. Prints its ports as one
-JSON line once listening."""
+of its own (a ``GatewayGroup`` of N processes with ``gateway_processes=N``), until SIGTERM — the
+crash tests kill it with SIGKILL instead. Prints its ports as one JSON line once listening."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import threading
 from core.db import Database
 from core.logs import configure
 from core.settings import Settings
+from gateway.processes import GatewayGroup
 from gateway.service import GatewayService
 
 
@@ -20,7 +21,9 @@ def main(argv: list[str]) -> None:
     overrides = dict(arg.split("=", 1) for arg in argv[2:])
     settings = Settings.load(data_dir=argv[1], environ={}, **overrides)
     db = Database(settings.effective_database_url)
-    service = GatewayService(settings, db)
+    # gateway_processes=N given: the group of mss run (gateway.processes), else one process
+    service = (GatewayGroup(settings, db) if settings.gateway_processes > 1
+               else GatewayService(settings, db))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -14,7 +14,7 @@ check                 what                                                      
                       peer domain; relay: local only)
 ``check_count``       at most ``max_recipients``                                  452 4.5.3
 ``check_size``        at most ``max_message_size`` (SIZE is also advertised)      552 5.3.4
-``RateLimit.check``   messages per identity per minute                            451 4.7.1
+``rates.RateLimit``   messages per identity per minute (shared, in the database)  451 4.7.1
 ``check_loop``        Received fields ≤ ``max_received`` (RFC 5321 §6.3)          554 5.4.6
 ``check_from``        the From: mailboxes may be used by the identity             550 5.7.1
 ``check_end_to_end``  a message protected by the client: well-formed CMS, an      554 5.7.5
@@ -30,9 +30,6 @@ Signing and encrypting (``gateway.accept.forms.secure``, 554 5.7.5) is the step 
 from __future__ import annotations
 
 import re
-import threading
-import time
-from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate, getaddresses
@@ -46,7 +43,6 @@ from gateway.errors import (
     EndToEndRefused,
     LoopDetected,
     MessageTooBig,
-    RateLimited,
     RecipientRefused,
     SenderRefused,
     TooManyRecipients,
@@ -122,30 +118,6 @@ def check_size(size: int, maximum: int) -> None:
     if maximum and size > maximum:
         raise MessageTooBig(f"Message trop volumineux (maximum {maximum} octets) / message "
                             "too big")
-
-
-class RateLimit:
-    """At most ``per_minute`` messages per identity over a sliding minute, in this process
-    (several gateway processes each apply the limit)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, key: str, now: float | None = None) -> None:
-        """Count one message for ``key``; raise RateLimited past the limit."""
-        if self.per_minute <= 0:
-            return
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            window = self._seen.setdefault(key, deque())
-            while window and window[0] <= now - 60:
-                window.popleft()
-            if len(window) >= self.per_minute:
-                raise RateLimited(f"Trop de messages : {self.per_minute} par minute au plus, "
-                                  "réessayez plus tard / rate limit exceeded, try later")
-            window.append(now)
 
 
 # ---------------------------------------------------------------------- content steps

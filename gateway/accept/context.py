@@ -3,6 +3,7 @@ recent grants) and the envelope a handler collected."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from sqlalchemy.exc import SQLAlchemyError
 
 from certs.validation import TrustStore, ValidationCache
 from core.db import Database
@@ -21,6 +23,9 @@ from gateway.accept.forms import SecurityContext
 from gateway.accept.keys import KeyRing
 from mailformat import authresults
 from mailformat.headers import Head
+from trust_space import changes
+
+log = logging.getLogger("mss.gateway")
 
 
 class Trust:
@@ -59,25 +64,72 @@ class Decisions:
     """Recent grants of the MAIL FROM and RCPT TO steps, kept ``ttl`` seconds: a practice
     software sends its batch as one identity to a few recipients, and each command would
     otherwise be a database round trip through the thread pool. Only grants are kept (a
-    refusal is always asked again); ``ttl`` 0 keeps nothing. Bounded: cleared when full."""
+    refusal is always asked again); ``ttl`` 0 keeps nothing. Bounded: cleared when full.
+
+    Forgotten at once when the directory changes (``DirectoryWatch``). A grant read from the
+    database before such a change is not kept: ``put`` takes the ``generation`` seen before
+    the read, and drops the grant when a ``clear`` came in between."""
 
     def __init__(self, ttl: float, size: int = 4096) -> None:
         self.ttl, self.size = ttl, size
+        self.generation = 0
         self._grants: dict[tuple[object, ...], tuple[float, object]] = {}
+        self._lock = threading.Lock()
 
     def get(self, key: tuple[object, ...]) -> object | None:
         hit = self._grants.get(key)
         return hit[1] if hit is not None and time.monotonic() < hit[0] else None
 
-    def put(self, key: tuple[object, ...], value: object) -> None:
+    def put(self, key: tuple[object, ...], value: object, seen: int | None = None) -> None:
         if self.ttl <= 0:
             return
-        if len(self._grants) >= self.size:
-            self._grants.clear()
-        self._grants[key] = (time.monotonic() + self.ttl, value)
+        with self._lock:
+            if seen is not None and seen != self.generation:
+                return
+            if len(self._grants) >= self.size:
+                self._grants.clear()
+            self._grants[key] = (time.monotonic() + self.ttl, value)
 
     def clear(self) -> None:
-        self._grants.clear()
+        with self._lock:
+            self.generation += 1
+            self._grants.clear()
+
+
+class DirectoryWatch:
+    """Reads the directory's change counter (``trust_space.changes``) every ``interval``
+    seconds in a thread of its own and clears ``decisions`` when it moved: one small query
+    per second and process, instead of one per command."""
+
+    def __init__(self, db: Database, decisions: Decisions, interval: float = 1.0) -> None:
+        self.db, self.decisions, self.interval = db, decisions, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="directory-watch", daemon=True)
+        self.seen: int | None = None
+
+    def start(self) -> None:
+        self.seen = self._read()
+        self._thread.start()
+
+    def _read(self) -> int | None:
+        try:
+            with self.db.reading() as conn:
+                return changes.version(conn)
+        except SQLAlchemyError:  # the database away for a moment: the TTL still bounds
+            log.warning("compteur de l'annuaire illisible : cache des droits vidé")
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            current = self._read()
+            if current is None or current != self.seen:
+                self.decisions.clear()
+            self.seen = current
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
 
 
 @dataclass

@@ -28,9 +28,10 @@ def known_sender(gw: Gateway, identity: Identity, address: str) -> bool:
 
 def sender(gw: Gateway, identity: Identity, address: str) -> None:
     """MAIL FROM on the submission ports."""
+    seen = gw.decisions.generation
     with gw.db.reading() as conn:
         checks.check_sender(conn, identity, address)
-    gw.decisions.put(("from", identity, address.lower()), True)
+    gw.decisions.put(("from", identity, address.lower()), True, seen)
 
 
 def known_route(gw: Gateway, address: str, *, local_only: bool = False) -> Route | None:
@@ -41,10 +42,11 @@ def known_route(gw: Gateway, address: str, *, local_only: bool = False) -> Route
 
 def recipient(gw: Gateway, address: str, *, local_only: bool = False) -> Route:
     """RCPT TO."""
+    seen = gw.decisions.generation
     with gw.db.reading() as conn:
         route = checks.route_recipient(conn, address, {gw.settings.domain},
                                        local_only=local_only)
-    gw.decisions.put(("rcpt", local_only, address.lower()), route)
+    gw.decisions.put(("rcpt", local_only, address.lower()), route, seen)
     return route
 
 

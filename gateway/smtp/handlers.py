@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from aiosmtpd.smtp import Envelope, Session
 
 from core import audit
-from gateway.accept import auth, checks, usecases
+from gateway.accept import auth, checks, rates, usecases
 from gateway.accept.context import Gateway
 from gateway.errors import LocalFailure
 from gateway.metrics import Metrics
@@ -64,7 +64,7 @@ def _who(session: Session) -> auth.Authenticated:
 async def _submission_sender(h: Handler, server: GatewaySmtp, session: Session,
                              address: str) -> None:
     who = _who(session)
-    h.rate.check(who.login)
+    await h.run(h.rate.check, who.login)
     if not usecases.known_sender(h.gw, who.identity, address):
         await h.run(usecases.sender, h.gw, who.identity, address)
 
@@ -84,7 +84,7 @@ async def _peer_sender(h: Handler, server: GatewaySmtp, session: Session,
                        address: str) -> None:
     cert = tls.peer_certificate(server.ssl_object)
     server.peer_dn = await h.run(usecases.peer_sender, h.gw, cert, address)
-    h.rate.check(server.peer_dn)
+    await h.run(h.rate.check, server.peer_dn)
 
 
 def _relay(gw: Gateway, server: GatewaySmtp, session: Session, env: usecases.Envelope) -> str:
@@ -116,7 +116,7 @@ class Handler:
     """MAIL, RCPT and DATA of one channel."""
 
     def __init__(self, gw: Gateway, metrics: Metrics, pool: ThreadPoolExecutor,
-                 rate: checks.RateLimit, channel: Channel) -> None:
+                 rate: rates.RateLimit, channel: Channel) -> None:
         self.gw, self.metrics, self.pool, self.rate = gw, metrics, pool, rate
         self.channel = channel
 

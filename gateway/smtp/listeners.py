@@ -14,7 +14,7 @@ import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from gateway.accept import checks
+from gateway.accept import rates
 from gateway.accept.context import Gateway
 from gateway.metrics import Metrics
 from gateway.smtp import tls
@@ -31,9 +31,13 @@ _FILES = {"submission": ("server.crt", "server.key"), "relay": ("operator.crt", 
 class Listeners:
     """The three listeners on one asyncio loop in a thread of their own."""
 
-    def __init__(self, gw: Gateway, metrics: Metrics, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, gw: Gateway, metrics: Metrics, pool: ThreadPoolExecutor, *,
+                 reuse_port: bool = False) -> None:
         self.gw, self.metrics, self.pool = gw, metrics, pool
-        self.rate = checks.RateLimit(gw.settings.rate_limit_per_minute)
+        # Several gateway processes bind the same ports (SO_REUSEPORT: the kernel spreads the
+        # connections; only processes of the same user may join, see socket(7)).
+        self.reuse_port = reuse_port
+        self.rate = rates.RateLimit(gw.db, gw.settings.rate_limit_per_minute)
         self.loop = asyncio.new_event_loop()
         self.servers: list[asyncio.AbstractServer] = []
         self.ports: dict[str, int] = {}
@@ -61,7 +65,8 @@ class Listeners:
                 ("relay", relay, s.relay_port, False)):
             server = await self.loop.create_server(
                 functools.partial(self._smtp, handler, name, implicit), s.listen_address, port,
-                ssl=self._implicit_context() if implicit else None)
+                ssl=self._implicit_context() if implicit else None,
+                reuse_port=self.reuse_port or None)
             self.servers.append(server)
             self.ports[name] = server.sockets[0].getsockname()[1]
 
