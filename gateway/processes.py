@@ -30,6 +30,8 @@ from typing import Any
 from core.db import Database
 from core.errors import ConfigError
 from core.settings import Settings
+from gateway.accept.context import Gateway
+from gateway.metrics import Metrics
 from gateway.service import GatewayService
 
 log = logging.getLogger("mss.gateway")
@@ -111,6 +113,16 @@ class GatewayGroup:
     @property
     def ports(self) -> dict[str, int]:
         return self.main.ports
+
+    @property
+    def gw(self) -> Gateway | None:
+        """The first process's use-case context (tests and the pair demo read it)."""
+        return self.main.gw
+
+    @property
+    def metrics(self) -> Metrics:
+        """The first process's metrics (the ones served on ``MSS_METRICS_PORT``)."""
+        return self.main.metrics
 
     @property
     def pids(self) -> list[int]:
