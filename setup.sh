@@ -19,7 +19,8 @@ RUN_PACKAGES=(openssl softhsm2 dovecot-imapd dovecot-lmtpd dovecot-sqlite doveco
 # Full-text search in Dovecot (mailstore/fts.py): the Xapian backend, and what reads the text of
 # attached PDFs (pdftotext) and .odt/.docx files (unzip).
 RUN_PACKAGES+=(dovecot-fts-xapian poppler-utils unzip)
-TEST_PACKAGES=(postgresql chromium prometheus)
+# iproute2: `ss` (which process holds a connection) and `ip netns` (the several-hosts topology test)
+TEST_PACKAGES=(postgresql chromium prometheus iproute2)
 # Node runs the demo's Pro Santé Connect stand-in (standins/psc: oidc-provider from npm) and
 # npm installs axe-core for the browser tests (tests/js). Debian's nodejs + npm unless an npm
 # is already there: NodeSource's nodejs bundles its own npm and conflicts with Debian's package.
