@@ -20,6 +20,9 @@ COPY pyproject.toml README.md ./
 COPY core ./core
 COPY certs ./certs
 COPY trust_space ./trust_space
+COPY mailformat ./mailformat
+COPY spool ./spool
+COPY peers ./peers
 COPY mailstore ./mailstore
 COPY gateway ./gateway
 COPY webmail ./webmail

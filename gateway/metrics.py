@@ -16,8 +16,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from certs import expiry
-from gateway.peer_health import PeerState
 from mailstore import quota_usage
+from peers.health import PeerState
 from trust_space import whitelist_history
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
@@ -151,7 +151,7 @@ class WhitelistCollector(Collector):
 
 class PeerCollector(Collector):
     """The peers' health (issue #20), from the last probe of each whitelisted domain
-    (``gateway.peer_health.states``; every gateway replica says the same, the rules take
+    (``peers.health.states``; every gateway replica says the same, the rules take
     max/min): ``mss_peer_probe_success{peer}`` (1: reached, certificate valid and matching
     the whitelist), ``mss_peer_probe_timestamp_seconds{peer}``,
     ``mss_peer_probe_failures_in_a_row{peer}``, and when a certificate was seen

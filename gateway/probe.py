@@ -13,18 +13,17 @@ When OpenSSL itself refuses the certificate (expired, unknown authority), a seco
 with verification off (``gateway.smtp.tls.peer_inspection_context``) reads it, so that the result
 says by what date or which issuer. Each session is bounded (``timeout`` for all its steps)
 and a few relays are probed at once (``concurrency``). Plain data out, no database here:
-``gateway.peer_health`` stores the results.
+``peers.health`` stores the results (``check`` below probes and stores).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,54 +33,19 @@ from cryptography import x509
 from certs._x509util import serial_hex
 from certs.errors import CertError
 from certs.validation import TrustStore, validate
+from core import audit
+from core.db import Database
 from core.errors import ConfigError
 from core.settings import Settings
 from gateway.smtp import tls
+from peers import health
+from peers.results import Failure, ProbeResult, Target
 from trust_space.errors import NamingError
 from trust_space.naming import normalise_dn
 
 TIMEOUT = 5.0  # seconds for one whole session (connection, EHLO, STARTTLS, EHLO, QUIT)
 CONCURRENCY = 4  # relays probed at once
-EXPIRY_WARNING_DAYS = 30
 _DAY = 86400.0
-
-
-class Failure(enum.StrEnum):
-    """Why a probe failed, the first problem found (stored in ``PeerProbe.failure``)."""
-
-    REFUSED = "refused"  # connection refused
-    TIMEOUT = "timeout"  # no answer in time
-    DNS = "dns"  # host name unknown
-    UNREACHABLE = "unreachable"  # another network error
-    SMTP = "smtp"  # an SMTP answer that is not the expected one, or the peer hung up
-    NO_STARTTLS = "no_starttls"
-    TLS_ALERT = "tls_alert"  # the peer sent a TLS alert (it refused our certificate…)
-    TLS_VERIFY = "tls_verify"  # OpenSSL refused the peer's certificate during the handshake
-    TLS_CLOSED = "tls_closed"  # the peer hung up right after the handshake, without a word
-    TLS = "tls"  # another TLS error
-    CHAIN = "chain"  # the certificate does not validate against our trusted peer CAs
-    REVOKED = "revoked"  # listed on the CRL we hold for its issuer
-    DN_MISMATCH = "dn_mismatch"  # subject DN differs from the whitelist's
-
-
-FAILURE_FR = {
-    Failure.REFUSED: "connexion refusée", Failure.TIMEOUT: "pas de réponse",
-    Failure.DNS: "nom d'hôte inconnu", Failure.UNREACHABLE: "injoignable",
-    Failure.SMTP: "dialogue SMTP interrompu", Failure.NO_STARTTLS: "pas de STARTTLS",
-    Failure.TLS_ALERT: "alerte TLS du pair", Failure.TLS_VERIFY: "certificat refusé par TLS",
-    Failure.TLS_CLOSED: "connexion fermée après TLS", Failure.TLS: "échec TLS",
-    Failure.CHAIN: "chaîne de certification invalide",
-    Failure.REVOKED: "certificat révoqué", Failure.DN_MISMATCH: "DN différent de la liste blanche",
-}
-
-
-@dataclass(frozen=True)
-class Target:
-    """One relay and the whitelisted domains routed to it, each with its expected DN."""
-
-    host: str
-    port: int
-    domains: tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -105,36 +69,6 @@ class Certificate:
     chain_detail: str
     revocation: str  # good / revoked / unchecked
     revocation_detail: str
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """The probe's verdict for one domain (``ok``: a delivery would go ahead)."""
-
-    domain: str
-    host: str
-    port: int
-    at: datetime
-    ok: bool
-    failure: str = ""
-    detail: str = ""
-    tls_version: str = ""
-    cipher: str = ""
-    subject_dn: str = ""
-    expected_dn: str = ""
-    dn_match: bool | None = None
-    chain: str = ""
-    chain_detail: str = ""
-    revocation: str = ""
-    revocation_detail: str = ""
-    not_after: datetime | None = None
-    duration_ms: int = 0
-
-    def days_left(self, now: datetime | None = None) -> float | None:
-        """Days before the peer certificate's notAfter (negative once past)."""
-        if self.not_after is None:
-            return None
-        return (self.not_after - (now or datetime.now(UTC))).total_seconds() / _DAY
 
 
 # ---------------------------------------------------------------------- one session
@@ -385,3 +319,29 @@ def probe_all(targets: Sequence[Target], contexts: Contexts, *, timeout: float =
         found = [r for rs in pool.map(lambda t: probe_relay(t, contexts, timeout), targets)
                  for r in rs]
     return sorted(found, key=lambda r: r.domain)
+
+
+def check(db: Database, settings: Settings, *, domains: Iterable[str] | None = None,
+          requested_by: str, actor: str, details: Mapping[str, object] | None = None,
+          timeout: float = TIMEOUT,
+          concurrency: int = CONCURRENCY) -> list[ProbeResult]:
+    """Probe the peers (all, or ``domains``), store the results and audit the run
+    (``peers.check``: who, which, which failed).
+
+    Raises:
+        NotFound: a domain asked for is not whitelisted.
+        ConfigError: our operator certificate or CA cannot be read.
+    """
+    with db.read() as session:
+        found = health.targets(session, settings.domain, domains)
+    contexts = Contexts.of(settings)
+    results = probe_all(found, contexts, timeout=timeout, concurrency=concurrency)
+    failed = [r.domain for r in results if not r.ok]
+    with db.transaction() as session:
+        health.save(session, results, requested_by)
+        audit.record(session, actor=actor[:254], action="peers.check",
+                     target=",".join(sorted(domains))[:254] if domains is not None else "*",
+                     outcome="failed" if failed else "ok",
+                     request={**(details or {}), "peers": len(results),
+                              "failed": failed[:50], "by": requested_by})
+    return results

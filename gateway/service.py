@@ -12,7 +12,6 @@ from cryptography import x509
 from core.db import Database, utcnow
 from core.errors import ConfigError
 from core.settings import Settings
-from gateway import peer_health
 from gateway.accept.context import DirectoryWatch, Gateway, Trust
 from gateway.accept.keys import KeyRing
 from gateway.deliver.notify import notifier_for
@@ -24,6 +23,7 @@ from gateway.smtp.listeners import Listeners
 from mailstore import quota_usage
 from mailstore.config import DovecotPaths
 from mailstore.lmtp import LmtpClient
+from peers import health
 from spool import queue as q
 from trust_space import whitelist_history
 
@@ -113,9 +113,9 @@ class GatewayService:
         with self.db.read() as session:
             return whitelist_history.status(session)
 
-    def _peers(self) -> list[peer_health.PeerState]:
+    def _peers(self) -> list[health.PeerState]:
         with self.db.read() as session:
-            return peer_health.states(session, self.settings.domain)
+            return health.states(session, self.settings.domain)
 
     @property
     def ports(self) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """``mss peers`` (``mss peer``, its first name, kept working): the peer operators.
 ``trust FILE…`` trusts a peer's certification authority. Their health (issue #20): ``check``
-probes every whitelisted peer's relay now (``gateway.peer_health.check``), ``status`` prints the
+probes every whitelisted peer's relay now (``gateway.probe.check``), ``status`` prints the
 last recorded results without probing. Both print a French table (``--json``: the results as
 JSON) and exit 1 when a peer fails, for a cron job."""
 
@@ -18,9 +18,11 @@ import click
 from core import audit
 from core.errors import MssError
 from core.localtime import french_datetime
-from gateway import peer_health
-from gateway.probe import EXPIRY_WARNING_DAYS, FAILURE_FR, TIMEOUT, Failure, ProbeResult
+from gateway import probe
+from gateway.probe import TIMEOUT
 from mss.app import app_of
+from peers import health
+from peers.results import EXPIRY_WARNING_DAYS, FAILURE_FR, Failure, ProbeResult
 
 EXIT_FAILED = 1
 _CHAIN = {"valid": "valide", "invalid": "INVALIDE", "": "—"}
@@ -147,7 +149,7 @@ def peers_check(ctx: click.Context, domain: str | None, as_json: bool, timeout: 
     app = app_of(ctx)
     if not as_json:
         click.echo("Vérification des relais des pairs …", err=True)
-    results = peer_health.check(app.db, app.settings, domains=[domain] if domain else None,
+    results = probe.check(app.db, app.settings, domains=[domain] if domain else None,
                                 requested_by="cli", actor="mss-cli", details={"via": "cli"},
                                 timeout=timeout)
     if as_json:
@@ -168,9 +170,9 @@ def peers_status(ctx: click.Context, as_json: bool) -> None:
     code de sortie 1 si le dernier résultat d'un pair est un échec."""
     app = app_of(ctx)
     with app.db.read() as session:
-        peers = [d for t in peer_health.targets(session, app.settings.domain)
+        peers = [d for t in health.targets(session, app.settings.domain)
                  for d, _ in t.domains]
-        last = peer_health.latest(session, peers)
+        last = health.latest(session, peers)
     results = [last[d] for d in sorted(peers) if d in last]
     never = sorted(d for d in peers if d not in last)
     if as_json:

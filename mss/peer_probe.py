@@ -1,5 +1,5 @@
 """Checking the peers' health (issue #20): a ``mss.run.Service`` that probes every whitelisted
-peer's relay each ``MSS_PEER_PROBE_SECONDS`` (``gateway.peer_health.check``), and the checking
+peer's relay each ``MSS_PEER_PROBE_SECONDS`` (``gateway.probe.check``), and the checking
 function handed to the webmail for its "Vérifier maintenant" button.
 
 Started with the gateway role, like the whitelist fetch: outbound work done by the process
@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 from core.db import Database
 from core.errors import MssError
 from core.settings import Settings
-from gateway import peer_health
-from gateway.probe import FAILURE_FR, Failure
+from gateway import probe
+from peers import health
+from peers.results import FAILURE_FR, Failure
 
 if TYPE_CHECKING:
     from webmail.context import PeerCheck
@@ -32,7 +33,7 @@ def checker(settings: Settings, db: Database) -> PeerCheck:
 
     def check(domain: str | None, login: str,
               details: Mapping[str, object]) -> list[tuple[str, bool, str]]:
-        results = peer_health.check(db, settings, domains=None if domain is None else [domain],
+        results = probe.check(db, settings, domains=None if domain is None else [domain],
                                     requested_by=login, actor=login, details=details)
         return [(r.domain, r.ok, _why(r.failure, r.detail)) for r in results]
 
@@ -82,10 +83,10 @@ class PeerProber:
         """Probe the domains due; the failed ones, or None when none was due."""
         every = timedelta(seconds=self.settings.peer_probe_seconds)
         with self.db.read() as session:
-            domains = peer_health.due(session, self.settings.domain, every)
+            domains = health.due(session, self.settings.domain, every)
         if not domains:
             return None
-        results = peer_health.check(self.db, self.settings, domains=domains,
+        results = probe.check(self.db, self.settings, domains=domains,
                                     requested_by=SCHEDULED, actor="gateway")
         failed = [r.domain for r in results if not r.ok]
         log.log(logging.WARNING if failed else logging.INFO,

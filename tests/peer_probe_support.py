@@ -23,10 +23,10 @@ from certs.pki import Issued, Pki
 from core import audit
 from core.db import Database
 from core.settings import Settings
-from gateway.peer_health import PeerProbe
 from gateway.smtp.tls import relay_context
 from mss.app import App
 from mss.setup import init, write_pair
+from peers.health import PeerProbe
 from spool import queue as q
 from spool.models import DeliveryEvent, Origin, QueuedMessage, RecipientKind
 from tests.mailstore_fixtures import free_port

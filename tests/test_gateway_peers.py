@@ -157,11 +157,11 @@ def test_the_probe_finds_the_other_operator_healthy(pair: tuple[Operator, Operat
                                                     ) -> None:
     """The peers' probe (issue #20) from mss.test to autre.test's real relay: what a delivery
     needs holds (mutual TLS, chain, CRL, whitelist DN), and nothing was sent."""
-    from gateway import peer_health
+    from gateway import probe
 
     a, b, _ = pair
-    [found] = peer_health.check(a.space.db, a.settings, domains=["autre.test"],
-                                requested_by="test", actor="test")
+    [found] = probe.check(a.space.db, a.settings, domains=["autre.test"],
+                          requested_by="test", actor="test")
     assert found.ok, found.detail
     assert found.port == b.port("relay") and found.tls_version in ("TLSv1.3", "TLSv1.2")
     theirs = x509.load_pem_x509_certificate((b.settings.pki_dir / "operator.crt").read_bytes())

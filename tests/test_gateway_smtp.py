@@ -7,6 +7,7 @@ import asyncio
 import base64
 import email
 import email.policy
+import email.utils
 import smtplib
 import socket
 import time
@@ -390,6 +391,18 @@ def test_a_delivery_in_doubt_after_a_crash_is_not_repeated(operator: Operator) -
     assert any("déjà livré" in d for d in events)
     copies = [r for r in operator.messages(JULIE) if b"Une seule fois" in r]
     assert len(copies) == 1
+
+
+def test_a_submission_without_date_is_dated(operator: Operator) -> None:
+    """A practice software that sends no Date field (RFC 5322 §3.6 requires one): the
+    submission server adds it (RFC 6409 §8.3), so readers do not show an empty date."""
+    raw = message("Sans date")
+    assert b"Date:" not in raw
+    operator.submit(MARIE, [PAUL], raw)
+    got = message_from_bytes(operator.wait_for(PAUL, subject_is("Sans date")))
+    assert len(got.get_all("Date")) == 1
+    sent = email.utils.parsedate_to_datetime(got["Date"])
+    assert abs(time.time() - sent.timestamp()) < 120
 
 
 def test_without_smarthost_the_notice_lands_in_the_spool(operator: Operator) -> None:

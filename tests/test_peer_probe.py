@@ -26,11 +26,12 @@ from core.audit import AuditRecord
 from core.db import Database, utcnow
 from core.errors import ConfigError
 from core.settings import Settings
-from gateway import peer_health, peer_traffic
+from gateway import probe
 from gateway.metrics import Metrics
-from gateway.peer_health import PeerProbe
-from gateway.probe import ProbeResult
 from mss.peer_probe import PeerProber, checker
+from peers import health, traffic
+from peers.health import PeerProbe
+from peers.results import ProbeResult
 from tests.peer_probe_support import DOMAINS, Scene, scene_fixture, seed_traffic
 from tests.test_cli import mss
 from tests.webmail_helpers import OPERATOR, OPERATOR_SEED, PASSWORD, token
@@ -52,7 +53,7 @@ def checked(scene: Scene) -> tuple[dict[str, ProbeResult], float]:
     """One run over every peer: the results by domain, and how long it took."""
     scene.forget_probes()
     started = time.monotonic()
-    results = peer_health.check(scene.app.db, scene.settings, requested_by="test",
+    results = probe.check(scene.app.db, scene.settings, requested_by="test",
                                 actor="test", timeout=TIMEOUT)
     return {r.domain: r for r in results}, time.monotonic() - started
 
@@ -156,7 +157,7 @@ def test_a_closed_port_and_a_silent_relay_within_the_bound(checked: Any) -> None
 
 def test_the_run_is_stored_and_audited(scene: Scene, checked: Any) -> None:
     with scene.app.db.transaction() as session:
-        last = peer_health.latest(session)
+        last = health.latest(session)
         record = session.scalars(select(AuditRecord).where(
             AuditRecord.action == "peers.check").order_by(AuditRecord.id.desc())).first()
     assert last == checked[0]
@@ -183,24 +184,24 @@ def test_results_failures_in_a_row_pruning_and_due(db: Database,
         op = Operator(name="Pair", certificate_dn="CN=relais,O=Pair")
         session.add_all([TrustedDomain(domain=d, operator=op, certificate_dn="CN=relais,O=Pair")
                          for d in ("a.test", "b.test", "c.test", "nous.test")])
-    monkeypatch.setattr(peer_health, "KEEP", 3)
+    monkeypatch.setattr(health, "KEEP", 3)
     for n, (a_ok, b_ok) in enumerate([(False, True), (True, False), (False, False),
                                       (False, False)]):
         with db.transaction() as session:
-            peer_health.save(session, [_result("a.test", a_ok, now - timedelta(hours=4 - n)),
+            health.save(session, [_result("a.test", a_ok, now - timedelta(hours=4 - n)),
                                        _result("b.test", b_ok, now - timedelta(hours=4 - n))],
                              "test")
     with db.read() as session:
-        assert peer_health.failures_in_a_row(session) == {"a.test": 2, "b.test": 3}
+        assert health.failures_in_a_row(session) == {"a.test": 2, "b.test": 3}
         kept = session.scalars(select(PeerProbe.domain)).all()
         assert sorted(kept) == ["a.test"] * 3 + ["b.test"] * 3  # the newest 3 of each
-        last = peer_health.latest(session)
+        last = health.latest(session)
         assert set(last) == {"a.test", "b.test"} and not last["a.test"].ok
         assert last["a.test"].at == now - timedelta(hours=1)
-        assert peer_health.due(session, "nous.test", timedelta(hours=2), now) == ["c.test"]
-        assert peer_health.due(session, "nous.test", timedelta(minutes=30), now) == [
+        assert health.due(session, "nous.test", timedelta(hours=2), now) == ["c.test"]
+        assert health.due(session, "nous.test", timedelta(minutes=30), now) == [
             "a.test", "b.test", "c.test"]
-        states = {s.domain: s for s in peer_health.states(session, "nous.test", now)}
+        states = {s.domain: s for s in health.states(session, "nous.test", now)}
     assert set(states) == {"a.test", "b.test"} and states["b.test"].failures_in_a_row == 3
     assert states["a.test"].days_left == pytest.approx(100 - 1 / 24, abs=0.01)
     assert states["a.test"].dn_match is None  # no certificate seen
@@ -211,7 +212,7 @@ def test_traffic_of_the_last_day(db: Database) -> None:
     dn = "CN=relais.sain.test, o=Pair Santé"  # as a whitelist may write it
     seed_traffic(db, "sain.test", dn, now)
     with db.read() as session:
-        found = peer_traffic.traffic(session, {"sain.test": dn, "calme.test": "CN=x,O=Y"},
+        found = traffic.traffic(session, {"sain.test": dn, "calme.test": "CN=x,O=Y"},
                                      now - timedelta(days=1))
     t = found["sain.test"]
     assert (t.sent, t.deferred, t.bounced, t.received, t.refused) == (1, 1, 1, 2, 2)
@@ -225,9 +226,9 @@ def test_traffic_of_the_last_day(db: Database) -> None:
 def test_metrics_from_the_last_results(scene: Scene, checked: Any) -> None:
     metrics = Metrics()
 
-    def states() -> list[peer_health.PeerState]:
+    def states() -> list[health.PeerState]:
         with scene.app.db.read() as session:
-            return peer_health.states(session, scene.settings.domain)
+            return health.states(session, scene.settings.domain)
 
     metrics.watch_peers(states)
     value = metrics.registry.get_sample_value
@@ -340,7 +341,7 @@ def test_the_schedule_probes_what_is_due(scene: Scene) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with scene.app.db.read() as session:
-                if len(peer_health.latest(session)) == len(DOMAINS):
+                if len(health.latest(session)) == len(DOMAINS):
                     break
             time.sleep(0.1)
         time.sleep(0.3)  # several polls more: nothing is due again for an hour
@@ -416,7 +417,7 @@ def _checks(scene: Scene) -> list[AuditRecord]:
 
 
 def test_the_page_shows_each_peers_health(scene: Scene, operator_client: Any) -> None:
-    peer_health.check(scene.app.db, scene.settings, requested_by="test", actor="test",
+    probe.check(scene.app.db, scene.settings, requested_by="test", actor="test",
                       timeout=TIMEOUT)
     page = operator_client(checker(scene.settings, scene.app.db)).get("/operateur/pairs")
     html = page.get_data(as_text=True)
@@ -477,7 +478,7 @@ def test_expected_dates_are_in_paris_time(scene: Scene, operator_client: Any) ->
     from core.localtime import french_datetime
 
     with scene.app.db.read() as session:
-        at = peer_health.latest(session, ["sain.test"])["sain.test"].at
+        at = health.latest(session, ["sain.test"])["sain.test"].at
     html = operator_client(None).get("/operateur/pairs").get_data(as_text=True)
     assert french_datetime(at) in html and at.astimezone(UTC).tzinfo is UTC
 

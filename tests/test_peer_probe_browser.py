@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import delete
 
 from core.db import utcnow
-from gateway import peer_health
+from gateway import probe
 from mss.run import run
 from tests.peer_probe_support import Scene, scene_fixture, seed_traffic
 from tests.webmail_browser_support import check_a11y, free_port
@@ -44,7 +44,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Scene, str]
                             otp_channel=OtpChannel.TOTP,
                             totp_secret=otp.seal_seed(OPERATOR_SEED, scene.settings.secret())))
     seed_traffic(db, "sain.test", scene.relays["ok"].dn, utcnow())
-    peer_health.check(db, scene.settings, requested_by="test", actor="test", timeout=2)
+    probe.check(db, scene.settings, requested_by="test", actor="test", timeout=2)
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(target=run, args=(scene.app, "webmail"),
                               kwargs={"ready": lambda _s: ready.set(), "stop_event": stop})

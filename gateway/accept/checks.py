@@ -20,6 +20,7 @@ check                 what                                                      
 ``check_end_to_end``  a message protected by the client: well-formed CMS, an      554 5.7.5
                       envelope addressed to every recipient's certificate
 ``message_key``       the Message-ID (added when missing), the de-duplication key  —
+``dated``             submission: a Date field when the client gave none             —
 ``trace``             a Received field with the TLS parameters, no content        —
 ====================  ==========================================================  ===========
 
@@ -151,6 +152,14 @@ def message_key(message: Message, queue_id: str, domain: str) -> tuple[Message, 
     if not head.count("date"):
         extra += f"Date: {formatdate(localtime=True)}\r\n"
     return same_form(message, head.prepended(extra.encode())), key
+
+
+def dated(head: Head) -> Head:
+    """A submitted message without Date gets one (RFC 6409 §8.3: the submission server may add
+    it; RFC 5322 §3.6 requires it): the time of acceptance, in the operator's zone."""
+    if head.count("date"):
+        return head
+    return head.prepended(f"Date: {formatdate(localtime=True)}\r\n".encode())
 
 
 def check_end_to_end(raw: bytes, routes: Sequence[Route]) -> None:

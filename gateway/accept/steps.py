@@ -12,7 +12,8 @@ step            what                                                       modul
 ==============  =========================================================  ==================
 ``header``      cut once, one reading for every reader; forged A-R off     mailformat.headers
 ``loop``        Received fields ≤ ``max_received``                         checks
-``key``         queue id; Message-ID (added when missing), the dedup key   checks
+``key``         queue id; Message-ID (added when missing), the dedup key;  checks
+                submission: Date added when missing
 ``from``        submission: From: mailboxes the identity may use; signer   checks, keys
 ``secure``      submission: sign / encrypt / stamp the local form          forms
 ``open``        relay: decrypt with a local key, verify, stamp             opening
@@ -107,6 +108,8 @@ def _key(w: Work) -> None:
         domain = w.env.mail_from.rpartition("@")[2] or "peer"
     head, w.key = checks.message_key(w.head, w.queue_id, domain)
     w.head = Head.of(head)
+    if w.authenticated:  # a submission: Date added when missing (a relayed message is kept)
+        w.head = checks.dated(w.head)
 
 
 def _from(w: Work) -> None:

@@ -5,9 +5,8 @@ The gateway keeps one ``DeliveryEvent`` row per step and recipient (``spool.even
 queued, delivered, deferred, bounced, dsn, mdn…), keyed by queue id and Message-ID; the queue
 row of a message lists its recipients by kind, among them the sender's own ``Sent`` copy. The
 timeline and the queue are read through ``spool``, below both the gateway and the webmail.
-The peers' probe results and traffic are still read from ``gateway`` (``peer_health``,
-``peer_traffic``, ``probe``: database reads and plain data, no socket): the one import of
-``gateway`` left in the webmail, allow-listed in tests/test_layers.py.
+The peers' probe results and traffic are read from ``peers`` (database reads and plain
+data, no socket), below the webmail like the queue.
 
 A timeline is shown only for a queue entry whose ``Sent`` copy went to the mailbox being
 read: a Message-ID alone is not proof (anyone can put any Message-ID in a draft).
@@ -25,6 +24,8 @@ from sqlalchemy.orm import Session
 
 from core.localtime import short_datetime
 from mailformat.replies import parse_reply
+from peers import health, traffic
+from peers.results import FAILURE_FR, Failure
 from spool import queue as q
 from spool.events import ATTEMPTS, Event, of_kinds
 from spool.models import DeliveryEvent, RecipientKind
@@ -248,19 +249,14 @@ def recent_events(session: Session, since: datetime) -> dict[str, int]:
 def peer_health(session: Session, peers: dict[str, str], since: datetime
                 ) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
     """For the operator's "Pairs" page (issue #20), ``peers`` being domain → whitelist DN:
-    each domain's last probe result (``gateway.probe.ProbeResult``), its failed probes in a
-    row, and its traffic since ``since`` (``gateway.peer_traffic.Traffic``)."""
-    from gateway import peer_health as health
-    from gateway import peer_traffic
-
+    each domain's last probe result (``peers.results.ProbeResult``), its failed probes in a
+    row, and its traffic since ``since`` (``peers.traffic.Traffic``)."""
     return (health.latest(session, list(peers)), health.failures_in_a_row(session),
-            peer_traffic.traffic(session, peers, since))
+            traffic.traffic(session, peers, since))
 
 
 def peer_failure_label(failure: str) -> str:
-    """A probe's failure code in French (``gateway.probe.FAILURE_FR``)."""
-    from gateway.probe import FAILURE_FR, Failure
-
+    """A probe's failure code in French (``peers.results.FAILURE_FR``)."""
     try:
         return FAILURE_FR[Failure(failure)]
     except ValueError:

@@ -7,7 +7,7 @@ Create Date: 2026-12-14 10:00:00.000000
 Issue #20, the trust space's health: ``peer_probe`` keeps what each probe of a peer operator's
 relay showed per whitelisted domain — reached or the precise failure, TLS protocol and suite,
 the certificate's subject against the whitelist's DN, chain, revocation, end of validity
-(``gateway.probe``, ``gateway.peer_health``).
+(``gateway.probe``, ``peers.health``).
 """
 
 from __future__ import annotations

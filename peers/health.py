@@ -1,6 +1,7 @@
 """The peers' health as recorded (issue #20): which relays to probe, the probes' results kept
-per domain, the last one of each, failures in a row, and one checking run (probe, store,
-audit) for ``mss peers check``, the schedule of ``mss run`` and the operator's button.
+per domain, the last one of each, failures in a row. The checking run (probe, store, audit)
+for ``mss peers check``, the schedule of ``mss run`` and the operator's button is
+``gateway.probe.check``: the probe is network I/O, this module database reads and writes.
 
 Several gateway processes share one database: a scheduled run probes only the domains whose
 last result is older than the period, so that replicas do not pile up probes. The results'
@@ -10,18 +11,16 @@ queue (``spool``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import BigInteger, Boolean, Index, Integer, String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
-from core import audit
-from core.db import Base, Database, UTCDateTime, utcnow
+from core.db import Base, UTCDateTime, utcnow
 from core.errors import NotFound
-from core.settings import Settings
-from gateway import probe
+from peers.results import ProbeResult, Target
 from trust_space.models import TrustedDomain
 
 KEEP = 200  # results kept per domain (a week and more at the default hourly probe)
@@ -43,7 +42,7 @@ class PeerProbe(Base):
     host: Mapped[str] = mapped_column(String(253))
     port: Mapped[int] = mapped_column(Integer)
     ok: Mapped[bool] = mapped_column(Boolean)
-    failure: Mapped[str] = mapped_column(String(32), default="")  # gateway.probe.Failure
+    failure: Mapped[str] = mapped_column(String(32), default="")  # peers.results.Failure
     detail: Mapped[str] = mapped_column(String(1000), default="")
     tls_version: Mapped[str] = mapped_column(String(16), default="")
     cipher: Mapped[str] = mapped_column(String(100), default="")
@@ -60,7 +59,7 @@ class PeerProbe(Base):
 
 
 def targets(session: Session, own_domain: str, domains: Iterable[str] | None = None
-            ) -> list[probe.Target]:
+            ) -> list[Target]:
     """The relays of the whitelisted peer domains (all, or ``domains``), as deliveries route:
     ``relay_host:relay_port``, else the domain on port 25. Our own domain is not a peer.
 
@@ -81,10 +80,10 @@ def targets(session: Session, own_domain: str, domains: Iterable[str] | None = N
     for e in entries:
         relays.setdefault((e.relay_host or e.domain, e.relay_port or 25), []).append(
             (e.domain, e.certificate_dn))
-    return [probe.Target(host, port, tuple(found)) for (host, port), found in relays.items()]
+    return [Target(host, port, tuple(found)) for (host, port), found in relays.items()]
 
 
-def save(session: Session, results: Iterable[probe.ProbeResult], requested_by: str) -> None:
+def save(session: Session, results: Iterable[ProbeResult], requested_by: str) -> None:
     """Store the results, keeping the ``KEEP`` newest of each domain."""
     domains = set()
     for r in results:
@@ -107,7 +106,7 @@ def save(session: Session, results: Iterable[probe.ProbeResult], requested_by: s
 
 
 def latest(session: Session, domains: Iterable[str] | None = None
-           ) -> dict[str, probe.ProbeResult]:
+           ) -> dict[str, ProbeResult]:
     """The newest result of each domain (of ``domains``, or of all)."""
     newest = select(func.max(PeerProbe.id)).group_by(PeerProbe.domain)
     if domains is not None:
@@ -116,9 +115,9 @@ def latest(session: Session, domains: Iterable[str] | None = None
     return {row.domain: result_of(row) for row in rows}
 
 
-def result_of(row: PeerProbe) -> probe.ProbeResult:
+def result_of(row: PeerProbe) -> ProbeResult:
     """A stored result as the probe gave it (plain data, usable once the session ends)."""
-    return probe.ProbeResult(
+    return ProbeResult(
         row.domain, row.host, row.port, row.at, row.ok, row.failure, row.detail,
         row.tls_version, row.cipher, row.subject_dn, row.expected_dn, row.dn_match, row.chain,
         row.chain_detail, row.revocation, row.revocation_detail, row.not_after,
@@ -169,29 +168,3 @@ def states(session: Session, own_domain: str, now: datetime | None = None) -> li
     return [PeerState(d, r.at, r.ok, (r.not_after - when).total_seconds() / 86400
                       if r.not_after else None, r.dn_match, in_a_row.get(d, 0))
             for d, r in sorted(rows.items()) if d in peers]
-
-
-def check(db: Database, settings: Settings, *, domains: Iterable[str] | None = None,
-          requested_by: str, actor: str, details: Mapping[str, object] | None = None,
-          timeout: float = probe.TIMEOUT,
-          concurrency: int = probe.CONCURRENCY) -> list[probe.ProbeResult]:
-    """Probe the peers (all, or ``domains``), store the results and audit the run
-    (``peers.check``: who, which, which failed).
-
-    Raises:
-        NotFound: a domain asked for is not whitelisted.
-        ConfigError: our operator certificate or CA cannot be read.
-    """
-    with db.read() as session:
-        found = targets(session, settings.domain, domains)
-    contexts = probe.Contexts.of(settings)
-    results = probe.probe_all(found, contexts, timeout=timeout, concurrency=concurrency)
-    failed = [r.domain for r in results if not r.ok]
-    with db.transaction() as session:
-        save(session, results, requested_by)
-        audit.record(session, actor=actor[:254], action="peers.check",
-                     target=",".join(sorted(domains))[:254] if domains is not None else "*",
-                     outcome="failed" if failed else "ok",
-                     request={**(details or {}), "peers": len(results),
-                              "failed": failed[:50], "by": requested_by})
-    return results
