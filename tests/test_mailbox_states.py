@@ -24,7 +24,7 @@ from core.db import Database
 from mailstore.credentials import master_credentials
 from tests.gateway_fixtures import Operator
 from tests.mailstore_fixtures import PASSWORD
-from tests.webmail_helpers import Web
+from tests.webmail_helpers import Web, post
 from tests.webmail_mail_helpers import address, box_id, post_form, wait_until
 from trust_space import directory
 from trust_space.models import (
@@ -200,6 +200,21 @@ def test_a_suspended_personal_mailbox_is_closed_at_the_next_webmail_request(
     assert answer.status_code in (302, 401, 404)
     assert answer.status_code != 302 or "/connexion" in answer.headers["Location"]
     assert leo not in client.get("/compte").get_data(as_text=True)
+
+
+def test_logging_in_to_a_suspended_personal_mailbox_says_it_is_suspended(
+        mail_web: Web, leo: str) -> None:
+    """The right password on a suspended mailbox: the page says it is suspended (it said
+    « en attente de validation », which is the wrong thing to tell a professional), and no
+    code is sent; a wrong password still gets the generic answer (no enumeration)."""
+    _set_state(mail_web.space.db, leo, MailboxState.SUSPENDED)
+    client = mail_web.client()
+    page = post(client, "/connexion", {"identifier": leo, "password": PASSWORD})
+    text = page.get_data(as_text=True)
+    assert page.status_code != 302
+    assert "suspendue par l" in text and "attente de validation" not in text
+    wrong = post(mail_web.client(), "/connexion", {"identifier": leo, "password": "Faux-123456"})
+    assert "suspendue" not in wrong.get_data(as_text=True)
 
 
 def test_a_suspended_personal_mailbox_loses_its_open_imap_sessions(

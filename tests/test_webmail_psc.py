@@ -296,7 +296,7 @@ def test_card_rules_for_accounts(app: Flask, psc: Psc) -> None:
     passwords only (Louis): PSC opens, as the card does (a strong log-in)."""
     for who, status, words, reason in (
             ("sophie", 403, "Compte suspendu", "account_suspended"),
-            ("hugo", 403, "en attente de validation", "pending_validation")):
+            ("hugo", 403, "suspendue par l", "mailbox_suspended")):
         client = _client(app)
         answer = back(client, sign_in(client, psc.settings, PEOPLE[who].national_id))
         _refused(answer, status, words)

@@ -47,12 +47,24 @@ class PendingValidation(AuthenticationFailed):
                          "Vous serez prévenu par courriel dès qu'elle sera validée.")
 
 
+class MailboxUnavailable(AuthenticationFailed):
+    """The right credentials, but the personal mailbox is suspended or closed by the operator
+    (said only after the password or the card was right: no enumeration)."""
+
+    def __init__(self, state: MailboxState) -> None:
+        self.code = f"mailbox_{state.value}"
+        what = "suspendue" if state is MailboxState.SUSPENDED else "fermée"
+        super().__init__(f"Votre boîte aux lettres est {what} par l'opérateur : la connexion "
+                         "n'est pas possible. Contactez votre opérateur pour en savoir plus.")
+
+
 def check_webmail_access(session: Session, account: Account) -> None:
     """Raise unless ``account`` is a person's active account whose mailbox is open.
 
     Raises:
         AuthenticationFailed: not a person's account (the generic message: no enumeration).
         PendingValidation: the personal mailbox awaits the operator's validation.
+        MailboxUnavailable: the personal mailbox is suspended or closed.
     """
     if account.kind is not AccountKind.PROFESSIONAL or account.state is not AccountState.ACTIVE:
         raise AuthenticationFailed()
@@ -62,7 +74,10 @@ def check_webmail_access(session: Session, account: Account) -> None:
         Mailbox.professional_id == account.professional_id, Mailbox.kind == MailboxKind.PERSONAL,
         Mailbox.operator_id.is_(None))))
     if states and MailboxState.PUBLISHED not in states:
-        raise PendingValidation()
+        if MailboxState.PENDING_VALIDATION in states:
+            raise PendingValidation()
+        raise MailboxUnavailable(MailboxState.SUSPENDED if MailboxState.SUSPENDED in states
+                                 else MailboxState.CLOSED)
 
 
 def card_account(session: Session, pem: str | None, store: TrustStore) -> Account:
