@@ -170,12 +170,14 @@ def test_the_probe_finds_the_other_operator_healthy(pair: tuple[Operator, Operat
     assert found.not_after == theirs.not_valid_after_utc
 
 
-def test_tampered_signature_is_refused(pair: tuple[Operator, Operator, Path]) -> None:
+def relay_tampered(pair: tuple[Operator, Operator, Path], subject: str) -> tuple[int, bytes]:
+    """Marie's message signed with her key, then altered, relayed by mss.test's operator
+    certificate to autre.test: the DATA reply."""
     a, b, tmp = pair
     crt, key = mailbox_pair(a, MARIE_A, tmp)
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    signed = smime.sign(new_message("Altere", MARIE_A, PAUL_B),
+    signed = smime.sign(new_message(subject, MARIE_A, PAUL_B),
                         x509.load_pem_x509_certificate(crt.read_bytes()),
                         load_pem_private_key(key.read_bytes(), None))  # type: ignore[arg-type]
     tampered = signed.replace(b"Compte rendu.", b"Compte rendu!")
@@ -183,7 +185,11 @@ def test_tampered_signature_is_refused(pair: tuple[Operator, Operator, Path]) ->
     with relay_client(b, pki / "operator.crt", pki / "operator.key") as smtp:
         assert smtp.mail(MARIE_A)[0] == 250
         assert smtp.rcpt(PAUL_B)[0] == 250
-        code, text = smtp.data(tampered)
+        return smtp.data(tampered)
+
+
+def test_tampered_signature_is_refused(pair: tuple[Operator, Operator, Path]) -> None:
+    code, text = relay_tampered(pair, "Altere")
     assert code == 550 and text.startswith(b"5.7.7")
 
 
@@ -191,22 +197,11 @@ def test_tampered_signature_in_quarantine_mode_is_held_then_released(
         pair: tuple[Operator, Operator, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """``MSS_BAD_SIGNATURE=quarantine``: accepted, held (not delivered), its timeline says
     so; ``mss queue retry`` releases it and the reader sees the failed signature."""
-    a, b, tmp = pair
+    _a, b, _tmp = pair
     assert b.gateway.gw is not None
     monkeypatch.setattr(b.gateway.gw, "settings",
                         replace(b.gateway.gw.settings, bad_signature="quarantine"))
-    crt, key = mailbox_pair(a, MARIE_A, tmp)
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    signed = smime.sign(new_message("Quarantaine", MARIE_A, PAUL_B),
-                        x509.load_pem_x509_certificate(crt.read_bytes()),
-                        load_pem_private_key(key.read_bytes(), None))  # type: ignore[arg-type]
-    tampered = signed.replace(b"Compte rendu.", b"Compte rendu!")
-    pki = a.settings.pki_dir
-    with relay_client(b, pki / "operator.crt", pki / "operator.key") as smtp:
-        assert smtp.mail(MARIE_A)[0] == 250
-        assert smtp.rcpt(PAUL_B)[0] == 250
-        code, text = smtp.data(tampered)
+    code, text = relay_tampered(pair, "Quarantaine")
     assert code == 250, text
     queue_id = text.decode().rsplit(" ", 1)[1]
     time.sleep(1)  # the workers had their chance: a held message is not delivered
