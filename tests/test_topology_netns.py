@@ -19,8 +19,10 @@ nothing that was acknowledged."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -98,6 +100,26 @@ class Network:
         self.created.clear()
 
 
+def _sweep_orphans() -> None:
+    """Remove the namespaces of an earlier run that was killed before its clean-up
+    (``mss<pid>-…`` whose pid no longer runs), their processes first."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                            timeout=10).stdout
+    for name in (line.split()[0] for line in listed.splitlines() if line.strip()):
+        match = re.fullmatch(r"mss(\d+)-[a-z0-9]+", name)
+        if match is None or int(match.group(1)) == os.getpid() % 100000:
+            continue
+        if any(int(pid) % 100000 == int(match.group(1)) for pid in os.listdir("/proc")
+               if pid.isdigit()):
+            continue  # its run may still be going
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
+                              timeout=10).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
 def _namespaces_or_skip() -> None:
     probe = f"mssprobe{os.getpid() % 100000}"
     try:
@@ -109,6 +131,7 @@ def _namespaces_or_skip() -> None:
         pytest.skip("espaces de noms réseau indisponibles (ip netns add : "
                     f"{made.stderr.strip() or made.returncode}) : il faut root ou CAP_SYS_ADMIN")
     subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=10)
+    _sweep_orphans()
 
 
 class Hosts:
@@ -291,3 +314,21 @@ def test_several_hosts_deliver_once_and_survive_a_killed_gateway(hosts: Hosts) -
           f"passerelle 2 {len(acked['gw2'])}/{BURST} ; non acquittés remis : "
           f"{len(set(found) & (set(first) - confirmed))} ; tout remis "
           f"{time.monotonic() - killed_at:.1f} s après la fin des envois")
+
+
+def test_namespaces_left_by_a_killed_run_are_removed() -> None:
+    """A run killed before its clean-up (SIGKILL of pytest) leaves ``mss<pid>-…``
+    namespaces; the next run removes those whose pid is gone, and no other."""
+    _namespaces_or_skip()
+    running = {int(pid) % 100000 for pid in os.listdir("/proc") if pid.isdigit()}
+    gone = next(n for n in range(99999, 1, -1) if n not in running)
+    orphan, other = f"mss{gone}-hub", f"keep{gone}-hub"
+    for name in (orphan, other):
+        subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+    try:
+        _sweep_orphans()
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert orphan not in left and other in left
+    finally:
+        for name in (orphan, other):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
