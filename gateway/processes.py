@@ -169,8 +169,9 @@ class GatewayGroup:
                     pauses[acceptor.slot] = min(pauses[acceptor.slot] * 2, MAX_RESTART_PAUSE)
 
     def endpoints(self) -> list[str]:
-        return self.main.endpoints() + [
-            f"processus SMTP   {self.count} (SO_REUSEPORT, pids {' '.join(map(str, self.pids))})"]
+        pids = " ".join(map(str, self.pids))
+        shared = f"ports partagés (SO_REUSEPORT), pids {pids}" if self.count > 1 else f"pid {pids}"
+        return self.main.endpoints() + [f"processus SMTP   {self.count} ({shared})"]
 
     def stop(self) -> None:
         self._stopping.set()
