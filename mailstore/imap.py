@@ -12,6 +12,7 @@ Organisational mailboxes are folders of the shared namespace: ``shared_folder(ad
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.parser
 import email.policy
@@ -223,10 +224,14 @@ class MailboxSession:
         self._call(self.client.noop)
 
     def logout(self) -> None:
+        """LOGOUT, then the socket closed; on a connection the server already ended (a
+        kicked session, a dead Dovecot) imaplib raises before closing its socket, so it is
+        closed here."""
         try:
             self.client.logout()
         except (IMAPClientError, OSError):
-            pass
+            with contextlib.suppress(IMAPClientError, OSError):
+                self.client.shutdown()
 
     def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -221,12 +221,16 @@ class DovecotService:
         rewritten and the sessions that lost their right kicked (``mailstore.states``)."""
         before = self._closed
         try:
+            who = states.connected(self.paths)  # first: the states read below are newer
             with self.db.read() as session:
                 now = states.closed(session)
-                if now == before:
-                    return
-                kicked = states.to_kick(session, before, now) if before is not None else {}
-            acl.sync(self.db, self.paths, self.users)
+                changed = now != before
+                kicked = states.to_kick(session, before, now) \
+                    if changed and before is not None else {}
+            if changed:
+                acl.sync(self.db, self.paths, self.users)
+            for login, why in states.still_connected(who, now).items():
+                kicked.setdefault(login, why)
             states.kick(self.db, self.paths, kicked)
         except (SQLAlchemyError, OSError) as exc:  # database or disk away: the next round
             log.warning("suivi des états des boîtes en échec : %s", type(exc).__name__)

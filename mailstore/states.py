@@ -76,6 +76,37 @@ def to_kick(session: Session, before: Closed, now: Closed) -> dict[str, str]:
     return found
 
 
+def still_connected(who: set[str], now: Closed) -> dict[str, str]:
+    """Login → why of every login in ``who`` (``connected``, asked *before* the states
+    ``now`` were read: a session opened after a republication is never matched against an
+    older state) that is a closed mailbox or a suspended account. The difference of two
+    polls (``to_kick``) misses a mailbox suspended, published and suspended again between
+    them; what is connected does not."""
+    barred = {address for address, state in now.mailboxes.items()
+              if state is not MailboxState.PENDING_VALIDATION} | set(now.accounts)
+    return {login: login for login in who & barred}
+
+
+def connected(paths: DovecotPaths) -> set[str]:
+    """The logins with an IMAP session open now (lower case); empty when Dovecot does not
+    answer (the next round asks again)."""
+    binary = shutil.which("doveadm") or "/usr/bin/doveadm"
+    try:
+        done = subprocess.run([binary, "-c", str(paths.conf), "-f", "tab", "who", "-1"],
+                              capture_output=True, text=True, timeout=KICK_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    lines = done.stdout.splitlines()
+    if done.returncode != 0 or not lines:
+        return set()
+    header = lines[0].split("\t")
+    if "username" not in header:
+        return set()
+    column = header.index("username")
+    return {fields[column].lower() for fields in (line.split("\t") for line in lines[1:])
+            if len(fields) > column and fields[column]}
+
+
 def kick(db: Database, paths: DovecotPaths, logins: dict[str, str]) -> None:
     """End the IMAP sessions of ``logins`` (login → the closed address it is kicked for) and
     audit each kick. Best effort: a login that cannot be kicked is logged, and Dovecot still

@@ -182,12 +182,17 @@ def test_the_webmail_shows_only_published_organisational_mailboxes(
 
 @pytest.fixture
 def leo(mail_operator: Operator) -> Iterator[str]:
-    """Léo's personal mailbox, published again after the test."""
+    """Léo's personal mailbox, published again after the test, once the mail store's
+    supervisor has seen it published: a round that read it suspended kicks its sessions a
+    moment later, which would cut the next test's fresh sessions."""
     yield address("leo")
     with mail_operator.space.db.transaction() as session:
         box = session.scalar(select(Mailbox).where(Mailbox.address == address("leo")))
         if box.state is not MailboxState.PUBLISHED:
             directory.publish(session, box)
+    supervisor = mail_operator.dovecot
+    wait_until(lambda: supervisor._closed is not None  # noqa: SLF001 — its last round's view
+               and address("leo") not in supervisor._closed.mailboxes, timeout=15)
 
 
 def test_a_suspended_personal_mailbox_is_closed_at_the_next_webmail_request(
