@@ -10,7 +10,10 @@ rows are read ``FOR UPDATE SKIP LOCKED``, so concurrent workers of several proce
 disjoint rows without waiting; on SQLite every transaction starts with ``BEGIN IMMEDIATE``
 (``core.db``), so the claim is serialised. Either way the UPDATE repeats the due condition and
 marks the rows with a unique lease token, and only the rows carrying that token are returned:
-a row is never handed to two workers at once.
+a row is never handed to two workers at once. While a batch is out its worker renews the
+lease every third of it (``renew``), so only a dead or stalled process loses its rows; and a
+stalled one that wakes up records nothing over the worker that took them over (``still_held``:
+outcomes are written only for rows still carrying the claim's token).
 
 **At-least-once, de-duplicated per (Message-ID, recipient).** When a local delivery is claimed,
 its key (Message-ID, recipient) is reserved in ``DeliveredKey`` (unique) for that queue entry,
@@ -157,6 +160,7 @@ class Claimed:
     raw_peer: bytes | None
     raw_clear: bytes | None
     rows: list[Row] = field(default_factory=list)
+    token: str = ""  # the lease token the rows carry while this worker holds them
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -190,6 +194,24 @@ def claim(db: Database, owner: str, *, limit: int, lease_seconds: float,
         return _load_claimed(session, token)
 
 
+def renew(db: Database, tokens: Iterable[str], lease_seconds: float,
+          now: datetime | None = None) -> int:
+    """Push back the lease of the rows still carrying one of ``tokens`` (a worker's heartbeat
+    while its batch is out: a slow peer or a busy mail store must not let another worker take
+    the rows over and deliver them a second time); the number of rows renewed."""
+    tokens = sorted(set(tokens))
+    if not tokens:
+        return 0
+    now = now or utcnow()
+    with writing(db) as session:
+        result = cast(CursorResult[Any], session.execute(
+            update(QueueRecipient).where(QueueRecipient.lease_owner.in_(tokens),
+                                         QueueRecipient.state == RecipientState.DELIVERING)
+            .values(lease_until=now + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)))
+        return result.rowcount
+
+
 def _load_claimed(session: Session, token: str) -> list[Claimed]:
     rows = session.execute(select(QueueRecipient, QueuedMessage).join(QueuedMessage).where(
         QueueRecipient.lease_owner == token).order_by(QueueRecipient.id)).all()
@@ -201,7 +223,7 @@ def _load_claimed(session: Session, token: str) -> list[Claimed]:
         if group is None:
             group = groups[msg.id] = Claimed(
                 msg.id, msg.origin, msg.envelope_from, msg.message_key, msg.created_at,
-                msg.raw_local, msg.raw_peer, msg.raw_clear)
+                msg.raw_local, msg.raw_peer, msg.raw_clear, token=token)
         owner = owners.get((msg.message_key, dedup_key(rcpt.kind, rcpt.address)), msg.id)
         if owner != msg.id:
             _close_duplicate(session, msg.message_key, rcpt, owner)
@@ -246,11 +268,29 @@ class Done:
     in_doubt: bool = False  # QUEUED with no reply after the data: look before delivering again
 
 
-def record(session: Session, items: Sequence[Done]) -> None:
+def still_held(session: Session, items: Sequence[Done]) -> list[Done]:
+    """The outcomes whose rows this worker still holds (fencing): a row whose lease was lost
+    (the process stalled past it) belongs to the worker that took it over, which records it;
+    an outcome written over its claim would undo that worker's. The rows are locked (on
+    PostgreSQL) until the caller's transaction ends, so no claim slips in between."""
+    wanted = {(d.row.id, d.claimed.token) for d in items}
+    if not wanted:
+        return []
+    query = select(QueueRecipient.id, QueueRecipient.lease_owner).where(
+        QueueRecipient.id.in_({row_id for row_id, _ in wanted}))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    held = {(row_id, owner) for row_id, owner in session.execute(query)}
+    return [d for d in items if (d.row.id, d.claimed.token) in held]
+
+
+def record(session: Session, items: Sequence[Done]) -> list[Done]:
     """Write a batch of outcomes with a few statements: the rows' states, the de-duplication
-    keys of the deliveries (same transaction), the timeline."""
+    keys of the deliveries (same transaction), the timeline. Only the rows still held
+    (``still_held``); the outcomes written are returned."""
+    items = still_held(session, items)
     if not items:
-        return
+        return []
     now = utcnow()
     session.execute(update(QueueRecipient), [{
         "id": d.row.id, "state": d.state, "lease_owner": None, "lease_until": None,
@@ -274,6 +314,7 @@ def record(session: Session, items: Sequence[Done]) -> None:
         "recipient": d.row.address, "event": _EVENTS[d.state],
         "detail": detail(d.row.kind, d.code, d.reason),
     } for d in items])
+    return list(items)
 
 
 _EVENTS = {RecipientState.DELIVERED: Event.DELIVERED, RecipientState.QUEUED: Event.DEFERRED,

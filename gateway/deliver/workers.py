@@ -33,7 +33,8 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -112,6 +113,49 @@ class MailboxProbe:
         return None
 
 
+class Leases:
+    """The heartbeat of the batches out (``spool.queue.renew``): every third of the lease, one
+    UPDATE pushes back the lease of every batch this Deliverer's workers hold. One thread,
+    alive only while a batch is held."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self._held: dict[str, int] = {}
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def holding(self, token: str) -> Iterator[None]:
+        with self._lock:
+            self._held[token] = self._held.get(token, 0) + 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._beat, name="lease-renewal",
+                                                daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held[token] -= 1
+                if not self._held[token]:
+                    del self._held[token]
+                self._lock.notify_all()
+
+    def _beat(self) -> None:
+        lease = self.gw.settings.queue_lease_seconds
+        while True:
+            with self._lock:
+                self._lock.wait(lease / 3)
+                tokens = list(self._held)
+                if not tokens:
+                    self._thread = None
+                    return
+            try:
+                q.renew(self.gw.db, tokens, lease)
+            except Exception:  # noqa: BLE001 — the next beat tries again; fencing covers a miss
+                log.exception("livraison : renouvellement du bail en échec")
+
+
 class Deliverer:
     """One batch at a time; thread-safe (each call has its own claim)."""
 
@@ -120,22 +164,28 @@ class Deliverer:
                  probe: Callable[[str, str, str], bool | None]) -> None:
         self.gw, self.metrics, self.lmtp = gw, metrics, lmtp
         self.outbound, self.notifier, self.probe = outbound, notifier, probe
+        self.leases = Leases(gw)
 
     def run_once(self, owner: str, limit: int = BATCH) -> int:
         """Claim, deliver and record one batch; the number of recipients handled."""
         lease = self.gw.settings.queue_lease_seconds
         batch = q.claim(self.gw.db, owner, limit=limit, lease_seconds=lease)
-        # Past half the lease, hand the rest back: a claim must never outlive its lease, or
-        # another worker would take the rows over while they are being delivered.
+        if not batch:
+            return 0
+        # The lease is renewed while the batch is out (``Leases``), so a slow peer or mail
+        # store does not let another worker take the rows over; past half the lease the rest
+        # of the batch is handed back all the same, so that one slow batch does not hold the
+        # others' messages.
         deadline = time.monotonic() + lease / 2
         outcomes = []
-        for claimed in batch:
-            if time.monotonic() < deadline:
-                outcomes += self.deliver(claimed)
-            else:
-                outcomes += [Outcome(claimed, row, "released", "") for row in claimed.rows]
-        if outcomes:
-            self.finish(batch, outcomes)
+        with self.leases.holding(batch[0].token):
+            for claimed in batch:
+                if time.monotonic() < deadline:
+                    outcomes += self.deliver(claimed)
+                else:
+                    outcomes += [Outcome(claimed, row, "released", "") for row in claimed.rows]
+            if outcomes:
+                self.finish(batch, outcomes)
         return len(outcomes)
 
     def deliver(self, claimed: Claimed) -> list[Outcome]:
@@ -224,14 +274,19 @@ class Deliverer:
         transaction for the batch."""
         outcomes = [self._expire(o) for o in outcomes]
         done = [self._done(o) for o in outcomes]
-        failures: dict[str, list[Failure]] = defaultdict(list)
-        for d, o in zip(done, outcomes, strict=True):
-            if d.state is RecipientState.BOUNCED:
-                failures[o.claimed.queue_id].append(
-                    Failure(o.row.address, o.enhanced or "5.0.0", f"{o.code} {o.reason}".strip()))
         s = self.gw.settings
         with q.writing(self.gw.db) as session, session.no_autoflush:
-            q.record(session, done)
+            recorded = {id(d) for d in q.record(session, done)}
+            if len(recorded) < len(done):  # the process stalled past a lease (see Leases)
+                log.warning("livraison : %d destinataire(s) repris par un autre processus "
+                            "(bail expiré) : leur issue est la sienne", len(done) - len(recorded))
+                pairs = [(d, o) for d, o in zip(done, outcomes, strict=True) if id(d) in recorded]
+                done, outcomes = [d for d, _ in pairs], [o for _, o in pairs]
+            failures: dict[str, list[Failure]] = defaultdict(list)
+            for d, o in zip(done, outcomes, strict=True):
+                if d.state is RecipientState.BOUNCED:
+                    failures[o.claimed.queue_id].append(Failure(
+                        o.row.address, o.enhanced or "5.0.0", f"{o.code} {o.reason}".strip()))
             for claimed in batch:
                 mine = [d for d in done if d.claimed is claimed]
                 local = [d.row for d in mine if d.state is RecipientState.DELIVERED

@@ -1,0 +1,129 @@
+"""Leases on a batch out: renewed while a slow mail store or peer holds it, and fenced when a
+stalled process lost it (issue #19: a batch that outlived its lease was taken over and
+delivered twice)."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from core.db import Database, utcnow
+from gateway.deliver.workers import Leases, Workers
+from mailstore.lmtp import LmtpClient, Result
+from spool import queue as q
+from spool.models import DeliveredKey, DeliveryEvent, QueueRecipient, RecipientState
+from tests.gateway_fixtures import Operator, build_operator, start_operator, stop_operator
+from tests.mailstore_fixtures import open_tempdir
+from tests.test_gateway_queue import put, state
+
+pytest_plugins = ["tests.mailstore_fixtures", "tests.gateway_fixtures"]
+MARIE, JULIE = "marie.martin@mss.test", "julie.bernard@mss.test"
+LEASE = 3  # seconds: the heartbeat every second
+
+
+# ---------------------------------------------------------------------- the queue itself
+def test_a_renewed_lease_is_not_taken_over(db: Database) -> None:
+    put(db, "<r1@x>", "b@x.test")
+    first = q.claim(db, "w1", limit=10, lease_seconds=60)
+    assert q.renew(db, [first[0].token], 60, now=utcnow() + timedelta(seconds=50)) == 1
+    # 61 s after the claim the first lease would have expired; the renewal runs to 110 s.
+    assert q.claim(db, "w2", limit=10, lease_seconds=60,
+                   now=utcnow() + timedelta(seconds=61)) == []
+    assert q.claim(db, "w2", limit=10, lease_seconds=60, now=utcnow() + timedelta(seconds=111))
+    assert q.renew(db, [], 60) == 0
+
+
+def test_a_lost_lease_records_nothing_over_the_new_holder(db: Database) -> None:
+    """w1 stalled past its lease, w2 took the row over (in doubt) and delivered it: w1's late
+    outcome (a deferral, here) must not put the row back in the queue nor touch the key."""
+    queue_id = put(db, "<r2@x>", "b@x.test")
+    stale = q.claim(db, "w1", limit=10, lease_seconds=60)[0]
+    later = utcnow() + timedelta(seconds=61)
+    fresh = q.claim(db, "w2", limit=10, lease_seconds=60, now=later)[0]
+    assert fresh.rows[0].in_doubt and fresh.token != stale.token
+    with db.transaction() as session:
+        assert q.record(session, [q.Done(stale, stale.rows[0], RecipientState.QUEUED, "451",
+                                         "trop tard", retry_in=30)]) == []
+    assert state(db, queue_id) == {RecipientState.DELIVERING}  # still w2's
+    with db.transaction() as session:
+        written = q.record(session, [q.Done(fresh, fresh.rows[0], RecipientState.DELIVERED,
+                                            "250")])
+    assert len(written) == 1
+    with db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(DeliveryEvent).where(
+            DeliveryEvent.queue_id == queue_id, DeliveryEvent.event == "deferred")) == 0
+        assert session.scalar(select(DeliveredKey.queue_id).where(
+            DeliveredKey.message_key == "<r2@x>")) == queue_id
+    # Renewing a lost lease renews nothing.
+    assert q.renew(db, [stale.token], 60) == 0
+
+
+# ---------------------------------------------------------------------- a real gateway
+class SlowStore:
+    """The real LMTP client, after a pause longer than the lease: a mail store under load."""
+
+    def __init__(self, real: LmtpClient, pause: float) -> None:
+        self.real, self.pause = real, pause
+        self.calls = 0
+
+    def deliver(self, raw: bytes, sender: str, recipients: list[str]) -> dict[str, Result]:
+        self.calls += 1
+        time.sleep(self.pause)
+        return self.real.deliver(raw, sender, recipients)
+
+
+@pytest.fixture(scope="module")
+def leased() -> Iterator[Operator]:
+    root = open_tempdir("mss-lease-")
+    op = start_operator(build_operator(root, "mss.test", "Operateur Bail",
+                                       queue_lease_seconds=LEASE, retry_base_seconds=1))
+    yield op
+    stop_operator(op)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_batch_slower_than_its_lease_is_delivered_once(leased: Operator) -> None:
+    gateway = leased.gateway
+    assert gateway.workers is not None and gateway.deliverer is not None and gateway.gw
+    gateway.workers.stop()
+    subject = f"Lent {uuid.uuid4().hex[:6]}"
+    try:
+        raw = (f"From: {MARIE}\r\nTo: {JULIE}\r\nSubject: {subject}\r\nMessage-ID: "
+               f"<{uuid.uuid4().hex}@mss.test>\r\n\r\nBonjour.\r\n").encode()
+        queue_id = leased.submit(MARIE, [JULIE], raw)
+        slow = copy.copy(gateway.deliverer)
+        slow.lmtp = SlowStore(gateway.deliverer.lmtp, pause=2.5 * LEASE)  # type: ignore[assignment]
+        slow.leases = Leases(gateway.gw)
+        taken: list[int] = []
+        worker = threading.Thread(target=lambda: taken.append(slow.run_once("lent")))
+        worker.start()
+        while slow.lmtp.calls == 0:  # type: ignore[attr-defined]
+            time.sleep(0.05)
+        # Another process's worker keeps trying while the slow one holds the batch.
+        others = 0
+        while worker.is_alive():
+            others += gateway.deliverer.run_once("autre")
+            time.sleep(0.2)
+        worker.join()
+        assert others == 0 and taken == [2]  # JULIE and MARIE's Sent copy
+    finally:
+        gateway.workers = Workers(gateway.deliverer, 2, owner="test")
+        gateway.gw.wake = gateway.workers.wake
+        gateway.workers.start()
+    with leased.space.db.transaction() as session:
+        rows = session.scalars(select(QueueRecipient).where(
+            QueueRecipient.queue_id == queue_id)).all()
+        events = [e.event for e in session.scalars(select(DeliveryEvent).where(
+            DeliveryEvent.queue_id == queue_id))]
+    assert rows == [] or {r.state for r in rows} == {RecipientState.DELIVERED}
+    assert events.count("delivered") == 2
+    copies = [r for r in leased.messages(JULIE) if subject.encode() in r]
+    assert len(copies) == 1
