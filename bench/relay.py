@@ -5,8 +5,9 @@ rates, with the ratios the issue sets as targets:
 
 - in-process sign+encrypt of a 10 KB message (``gateway.accept.protection.protect``);
 - one durable write (a 10 KB row committed in SQLite WAL, synchronous=FULL);
-- a bare LMTP client's delivery rate into the same Dovecot (INBOX + the sender's Sent copy in
-  one transaction, as the relay delivers them), with as many threads as the relay's workers;
+- a bare LMTP client's delivery rate into the same Dovecot, of the same bytes the relay delivers
+  (its signed local form; INBOX + the sender's Sent copy in one transaction, as the relay
+  delivers them), with as many threads as the relay's workers (``BENCH_WORKERS``, default 4);
 - a do-nothing aiosmtpd (STARTTLS, AUTH PLAIN accepted, DATA → 250) with the same client:
   aiosmtplib, ``--sessions`` concurrent sessions;
 - the relay (a ``tests.gateway_runner`` process): accepted rate and CPU per message for
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiosmtplib  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import select, text  # noqa: E402
 
 from core.db import Database  # noqa: E402
 from gateway.accept import protection  # noqa: E402
@@ -59,6 +60,7 @@ from tests.mailstore_fixtures import (  # noqa: E402
 
 MARIE, PAUL = "marie.martin@mss.test", "paul.durand@mss.test"
 TICK = os.sysconf("SC_CLK_TCK")
+WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))  # the gateway's delivery threads
 
 
 def message(size: int, protect: bool = True) -> bytes:
@@ -114,10 +116,22 @@ def durable_write_cost(tmp: Path, count: int = 200) -> tuple[float, float]:
     return result
 
 
-def bare_lmtp_rate(space, count: int, threads: int) -> float:  # type: ignore[no-untyped-def]
+def queued_form(space) -> bytes:  # type: ignore[no-untyped-def]
+    """The local form of a message the relay accepted (signed, traced, sealed): what its
+    workers hand to LMTP, so that the bare client delivers the same bytes."""
+    from spool.models import QueuedMessage
+
+    with space.db.read() as session:
+        raw = session.scalar(select(QueuedMessage.raw_local).limit(1))
+    assert raw, "aucun message en file"
+    return bytes(raw)
+
+
+def bare_lmtp_rate(space, count: int, threads: int,  # type: ignore[no-untyped-def]
+                   raw: bytes | None = None) -> float:
     """Messages per second, INBOX + Sent copy per message, ``threads`` clients."""
     client = LmtpClient.for_settings(space.settings)
-    raw = message(10_240, protect=False)
+    raw = raw or message(10_240, protect=False)
     todo = list(range(count))
 
     def run() -> None:
@@ -376,8 +390,6 @@ def report(space, root: Path, context: ssl.SSLContext, count: int, sessions: int
            big: int, old: Path | None = None) -> None:
     crypto = crypto_cost(space)
     write_wall, write_cpu = durable_write_cost(root)
-    lmtp1 = bare_lmtp_rate(space, count // 2, 1)
-    lmtp4 = bare_lmtp_rate(space, count, 4)
     pki = space.settings.pki_dir
     null_port = free_port()
     null, _ = spawn([str(Path(__file__)), "--serve-null", str(null_port),
@@ -388,6 +400,11 @@ def report(space, root: Path, context: ssl.SSLContext, count: int, sessions: int
     port = free_port()
     accepted, relay_cpu = accepted_by(space, ROOT, port, context, count, sessions)
     queued = count
+    # The bare client delivers the relay's own local form (signed, with its trace fields),
+    # so that the mail store does the same work for both (parsing, full-text indexing).
+    local_form = queued_form(space)
+    lmtp1 = bare_lmtp_rate(space, count // 2, 1, local_form)
+    lmtp4 = bare_lmtp_rate(space, count, WORKERS, local_form)
     before: list[tuple[float, float]] = []
     if old is not None:  # alternate: old, new, old (the first new run is above)
         before.append(accepted_by(space, old, port, context, count, sessions))
@@ -395,7 +412,7 @@ def report(space, root: Path, context: ssl.SSLContext, count: int, sessions: int
         before.append(accepted_by(space, old, port, context, count, sessions))
         accepted, relay_cpu = (accepted + again[0]) / 2, (relay_cpu + again[1]) / 2
         queued = 4 * count
-    drain = gateway(space, 4, free_port())  # workers only: the delivery rate
+    drain = gateway(space, WORKERS, free_port())  # workers only: the delivery rate
     delivered = drain_rate(space, drain, queued)
     drain.terminate()
     drain.wait()
@@ -408,15 +425,15 @@ def report(space, root: Path, context: ssl.SSLContext, count: int, sessions: int
         ("sign+encrypt, 10 KB (CPU)", f"{crypto * 1000:.2f} ms"),
         ("durable write, 10 KB (wall / CPU)", f"{write_wall * 1000:.2f} / "
                                               f"{write_cpu * 1000:.2f} ms"),
-        ("bare LMTP, INBOX+Sent (1 / 4 threads)", f"{lmtp1:.0f} / {lmtp4:.0f} msg/s"),
+        (f"bare LMTP, INBOX+Sent (1 / {WORKERS} threads)", f"{lmtp1:.0f} / {lmtp4:.0f} msg/s"),
         (f"do-nothing aiosmtpd, {sessions} sessions", f"{null_rate:.0f} msg/s, "
                                                       f"{null_cpu * 1000:.2f} ms CPU/msg"),
         ("relay accepted (sign+encrypt asked)", f"{accepted:.0f} msg/s, "
                                                 f"{relay_cpu * 1000:.2f} ms CPU/msg"),
-        ("relay delivered (4 workers)", f"{delivered:.0f} msg/s"),
+        (f"relay delivered ({WORKERS} workers)", f"{delivered:.0f} msg/s"),
         ("1 MB: do-nothing / relay", f"{null_big:.1f} / {relay_big:.1f} msg/s"),
         ("accepted / do-nothing (target ≥ 0.35)", f"{accepted / null_rate:.2f}"),
-        ("delivered / bare LMTP 4 threads (≥ 0.7)", f"{delivered / lmtp4:.2f}"),
+        (f"delivered / bare LMTP {WORKERS} threads (≥ 0.8)", f"{delivered / lmtp4:.2f}"),
         ("CPU / unavoidable parts (target ≤ 1.5)", f"{relay_cpu / unavoidable:.2f}"),
     ]
     if before:

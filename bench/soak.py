@@ -7,6 +7,14 @@ last of those messages is delivered, so it is what acceptance and delivery susta
 then the steady phase submits at half of it while IMAP readers and webmail page loads run.
 Printed: latency percentiles per activity, errors, delivered vs accepted, and the resident
 memory (RSS of each role's process and its descendants) sampled every 5 s, with its trend.
+
+``visibility`` is the time from a submission's first command to the moment an IMAP client
+waiting in IDLE on the recipient's INBOX sees the message (issue #19: p99 ≤ 250 ms at half the
+maximum rate): a probe sends one message every 2 s to a mailbox of its own while the load runs.
+
+The exit code is 0 only with no error, every accepted message delivered, a visibility p99
+within 250 ms and every role's RSS within ±5 MB between the first and the last sample of the
+steady phase (issue #19's soak).
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ from tests.mailstore_fixtures import free_port, open_tempdir  # noqa: E402
 MSS = [sys.executable, "-m", "mss.cli"]
 PASSWORD = "Demo-Passw0rd"
 SENDER, RECIPIENT = "marie.martin@mss.test", "paul.durand@mss.test"
+PROBE = "julie.bernard@mss.test"  # the visibility probe's recipient: no other traffic
+VISIBLE_P99 = 0.250  # seconds
+RSS_BAND = 5.0  # MB
 ROLES = ("gateway", "webmail", "mailstore")  # mail store last (see tests/test_topology.py)
 
 
@@ -51,7 +62,10 @@ class Services:
                                                "IMAPS", "WEB", "METRICS")}
         self.env.update({f"MSS_{n}_PORT": str(p) for n, p in self.ports.items()})
         self.env.update(MSS_DATA_DIR=str(self.data), MSS_DEMO_PASSWORD=PASSWORD,
-                        MSS_RATE_LIMIT_PER_MINUTE="0", MSS_LOG_LEVEL="WARNING")
+                        MSS_RATE_LIMIT_PER_MINUTE="0", MSS_LOG_LEVEL="WARNING",
+                        # the demo password over SMTP and IMAP (by default only application
+                        # passwords are): the soak is about the load, not the login policy
+                        MSS_IMAP_SMTP_WEB_PASSWORD="true")
         if database_url:
             self.env["MSS_DATABASE_URL"] = database_url
         self.procs: dict[str, subprocess.Popen[str]] = {}
@@ -159,6 +173,61 @@ class Load:
                 due += interval
                 self.stop.wait(max(0.0, due - time.monotonic()))
 
+    def visibility(self) -> None:
+        """Submit → visible over IMAP: one message every 2 s to PROBE, watched in IDLE."""
+        from imapclient import IMAPClient
+
+        imap: IMAPClient | None = None
+        smtp: smtplib.SMTP | None = None
+        while not self.stop.is_set():
+            try:
+                if imap is None:
+                    imap = IMAPClient("127.0.0.1", port=self.s.ports["IMAPS"], ssl=True,
+                                      ssl_context=self.ctx, timeout=30)
+                    imap.login(PROBE, PASSWORD)
+                    imap.select_folder("INBOX", readonly=True)
+                if smtp is None:
+                    smtp = self._session()
+                self._probe_once(imap, smtp)
+            except Exception as exc:  # counted; the sessions are opened again
+                with self.rec.lock:
+                    self.rec.errors["visibility"].append(f"{type(exc).__name__}: {exc}"[:200])
+                for close in (getattr(imap, "logout", None), getattr(smtp, "close", None)):
+                    try:
+                        if close:
+                            close()
+                    except Exception:  # noqa: BLE001, S110 — already broken
+                        pass
+                imap = smtp = None
+            self.stop.wait(2.0)
+        if imap is not None:
+            imap.logout()
+        if smtp is not None:
+            smtp.quit()
+
+    def _probe_once(self, imap, smtp: smtplib.SMTP) -> None:  # type: ignore[no-untyped-def]
+        tag = uuid.uuid4().hex
+        raw = (f"From: {SENDER}\r\nTo: {PROBE}\r\nSubject: visibilite {tag}\r\n"
+               f"Message-ID: <{tag}@soak.test>\r\n\r\nSonde.\r\n").encode()
+        imap.idle()
+        try:
+            start = time.monotonic()
+            smtp.sendmail(SENDER, [PROBE], raw)
+            while True:
+                left = 30 - (time.monotonic() - start)
+                if left <= 0:
+                    raise TimeoutError(f"message {tag} invisible après 30 s")
+                if any(len(r) > 1 and r[1] == b"EXISTS" for r in imap.idle_check(left)):
+                    seen = time.monotonic()
+                    break
+        finally:
+            imap.idle_done()
+        found = imap.search(["HEADER", "Message-ID", f"<{tag}@soak.test>"])
+        if not found:
+            raise AssertionError(f"EXISTS reçu, mais pas le message {tag}")
+        with self.rec.lock:
+            self.rec.latency["visibility"].append(seen - start)
+
     def imap_reader(self) -> None:
         def read() -> None:
             with imaplib.IMAP4_SSL("127.0.0.1", self.s.ports["IMAPS"], ssl_context=self.ctx,
@@ -205,7 +274,8 @@ def inbox_count(load: Load) -> int:
 def percentiles(values: list[float]) -> str:
     if not values:
         return "aucune mesure"
-    q = statistics.quantiles(values, n=100) if len(values) > 1 else [values[0]] * 99
+    q = (statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1
+         else [values[0]] * 99)
     return (f"n={len(values)} p50={q[49] * 1000:.0f} ms p95={q[94] * 1000:.0f} ms "
             f"p99={q[98] * 1000:.0f} ms max={max(values) * 1000:.0f} ms")
 
@@ -259,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         targets: list[tuple[object, tuple[object, ...]]] = [
             (load.submitter, (args.threads / rate, "submission"))] * args.threads
         targets += [(load.imap_reader, ()), (load.web_user, ())] * args.readers
-        targets.append((sample, ()))
+        targets += [(sample, ()), (load.visibility, ())]
         run_threads(targets, args.minutes * 60, load)
         deadline = time.monotonic() + 120
         accepted = calibration + load.accepted
@@ -267,17 +337,29 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1)
         print(f"acceptés {accepted} (dont {load.accepted} en régime), remis {delivered} "
               f"(INBOX de {RECIPIENT}, vide au départ)")
-        for name in ("submission", "imap", "webmail"):
+        for name in ("submission", "visibility", "imap", "webmail"):
             print(f"{name:11} {percentiles(rec.latency[name])} erreurs={len(rec.errors[name])}")
+        flat = True
         for role, points in samples.items():
             mbs = [m for _, m in points]
-            print(f"RSS {role:9} début {mbs[0]:.0f} Mo, fin {mbs[-1]:.0f} Mo, max "
-                  f"{max(mbs):.0f} Mo, tendance {trend(points):+.2f} Mo/min")
+            drift = mbs[-1] - mbs[0]
+            flat = flat and abs(drift) <= RSS_BAND
+            print(f"RSS {role:9} début {mbs[0]:.0f} Mo, fin {mbs[-1]:.0f} Mo, écart "
+                  f"{drift:+.1f} Mo (±{RSS_BAND:g} admis), max {max(mbs):.0f} Mo, tendance "
+                  f"{trend(points):+.2f} Mo/min")
         for name, errors in rec.errors.items():
             for error in errors[:3]:
                 print(f"erreur {name}: {error}")
         errors = sum(len(e) for n, e in rec.errors.items() if n != "calibration")
-        return 0 if errors == 0 and delivered == accepted else 1
+        seen = rec.latency["visibility"]
+        p99 = (statistics.quantiles(seen, n=100, method="inclusive")[98] if len(seen) > 1
+               else float("inf"))
+        verdicts = {"erreurs": errors == 0, "acceptés = remis": delivered == accepted,
+                    f"visibilité p99 ≤ {VISIBLE_P99 * 1000:.0f} ms": p99 <= VISIBLE_P99,
+                    f"RSS à ±{RSS_BAND:g} Mo": flat}
+        print("verdict : " + ", ".join(f"{k} {'oui' if v else 'NON'}"
+                                        for k, v in verdicts.items()))
+        return 0 if all(verdicts.values()) else 1
     finally:
         services.stop()
         shutil.rmtree(root, ignore_errors=True)

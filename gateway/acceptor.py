@@ -1,8 +1,9 @@
 """``python -m gateway.acceptor``: one more gateway process of ``mss run``
 (``gateway.processes.GatewayGroup``). Reads its settings as one JSON line on stdin, binds the
 group's ports with ``SO_REUSEPORT``, runs its listeners and delivery workers, answers one JSON
-line on stdout (``{"ports": …}`` or ``{"error": …}``), and runs until SIGTERM or until the
-process that started it is gone."""
+line on stdout (``{"ports": …, "metrics": port}`` or ``{"error": …}``; its counters are served
+on 127.0.0.1 at that port for the first process's endpoint), and runs until SIGTERM or until
+the process that started it is gone."""
 
 from __future__ import annotations
 
@@ -52,9 +53,13 @@ def main() -> int:
     except MssError as exc:
         print(json.dumps({"error": exc.message}), flush=True)
         return 1
-    print(json.dumps({"ports": service.ports, "pid": os.getpid()}), flush=True)
+    endpoint = service.metrics.serve_local()  # merged into the first process's /metrics
+    print(json.dumps({"ports": service.ports, "pid": os.getpid(),
+                      "metrics": endpoint.server_port}), flush=True)
     stop.wait()
     service.stop()
+    endpoint.shutdown()
+    endpoint.server_close()
     db.dispose()
     return 0
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from certs import expiry
 from mailstore import quota_usage
@@ -29,6 +33,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # (process slot, exposition text) of the group's other processes (gateway.processes)
+        self.others: Callable[[], list[tuple[str, str]]] | None = None
         r = self.registry
         self.accepted = Counter("mss_smtp_accepted", "Messages accepted (250 after DATA)",
                                 ["channel"], registry=r)
@@ -90,8 +96,45 @@ class Metrics:
         """Start the HTTP endpoint (port 0: disabled); the server, to shut it down."""
         if not port:
             return None
-        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        exposed = cast(CollectorRegistry, Merged(self)) if self.others else self.registry
+        server, _thread = start_http_server(port, addr=address, registry=exposed)
         return server
+
+    def serve_local(self) -> WSGIServer:
+        """This process's counters on 127.0.0.1, a port chosen by the system (an acceptor of
+        ``gateway.processes``: its group's first process merges them into its endpoint)."""
+        server, _thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
+        return server
+
+
+class Merged:
+    """The endpoint of a group of gateway processes (``gateway.processes``): this process's
+    metrics, and the counters and histograms of the others, read from their local endpoints
+    at each scrape. Every sample of a metric the other processes have carries a ``process``
+    label (0 for this one, the slot for the others): each process's counters stay separate
+    series, so that one process started again (its counters back to 0) reads as that series'
+    reset, which ``rate()`` handles, not as a drop of a sum. An acceptor that does not answer
+    (restarting) has no samples at that scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        others: dict[str, list[tuple[str, Metric]]] = {}
+        for slot, text in self.metrics.others() if self.metrics.others else []:
+            for family in text_string_to_metric_families(text):
+                others.setdefault(family.name, []).append((slot, family))
+        for family in self.metrics.registry.collect():
+            theirs = others.get(family.name)
+            if theirs:
+                family.samples = [_labelled(sample, "0") for sample in family.samples]
+                for slot, other in theirs:
+                    family.samples += [_labelled(sample, slot) for sample in other.samples]
+            yield family
+
+
+def _labelled(sample: Sample, process: str) -> Sample:
+    return sample._replace(labels={**sample.labels, "process": process})
 
 
 class CertificateCollector(Collector):

@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import threading
+import urllib.request
 from dataclasses import fields
 from typing import Any
 
@@ -48,6 +49,7 @@ class Acceptor:
         self.slot, self.settings, self.ports = slot, settings, ports
         self.proc: subprocess.Popen[str] | None = None
         self.restarts = 0
+        self.metrics_port = 0  # its counters on 127.0.0.1 (gateway.metrics.Merged)
 
     @property
     def pid(self) -> int | None:
@@ -68,6 +70,20 @@ class Acceptor:
             self.kill()
             raise ConfigError(f"processus SMTP {self.slot} : "
                               f"{answer.get('error', 'arrêté au démarrage')}")
+        self.metrics_port = int(answer.get("metrics") or 0)
+
+    def exposition(self) -> str | None:
+        """Its metrics (Prometheus text), or None: not running, or no answer within 2 s."""
+        if not self.alive() or not self.metrics_port:
+            return None
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(url, timeout=2) as response:
+                return str(response.read().decode())
+        except OSError as exc:
+            log.warning("métriques du processus SMTP %d illisibles : %s", self.slot, exc)
+            return None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -106,6 +122,8 @@ class GatewayGroup:
         self.count = processes or settings.effective_gateway_processes
         self.main = GatewayService(settings, db, reuse_port=self.count > 1)
         self.acceptors: list[Acceptor] = []
+        if self.count > 1:
+            self.main.metrics.others = self._expositions
         self.restart_pause = restart_pause
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,8 +139,13 @@ class GatewayGroup:
 
     @property
     def metrics(self) -> Metrics:
-        """The first process's metrics (the ones served on ``MSS_METRICS_PORT``)."""
+        """The first process's metrics; its endpoint (``MSS_METRICS_PORT``) also serves the
+        other processes' counters, labelled by process (``gateway.metrics.Merged``)."""
         return self.main.metrics
+
+    def _expositions(self) -> list[tuple[str, str]]:
+        found = [(str(a.slot), a.exposition()) for a in list(self.acceptors)]
+        return [(slot, text) for slot, text in found if text is not None]
 
     @property
     def pids(self) -> list[int]:

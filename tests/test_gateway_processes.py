@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +132,32 @@ def test_connections_land_on_every_process(topo: tuple[Topology, Group, Group]) 
     assert set(seen) == free.pids(), seen  # both processes accepted and queued
     found = _delivered(topology, context, tokens)
     assert all(found.get(t) == 1 for t in tokens), "message perdu ou remis deux fois"
+    # One endpoint for the group: each process's counters, labelled by process, as Prometheus
+    # reads them (its own text parser, the same as promtool's format).
+    accepted = _accepted_by_process(free)
+    assert set(accepted) == {"0", "1"}, accepted
+    assert sorted(accepted.values()) == sorted(seen.values()), (accepted, seen)
+
+
+def _accepted_by_process(group: Group) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{group.ports['METRICS']}/metrics"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as response:
+        text = response.read().decode()
+    assert text.count("# HELP mss_smtp_accepted_total ") == 1  # one family, not two
+    lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                          text=True, check=False)
+    assert "error" not in (lint.stdout + lint.stderr).lower(), lint.stdout + lint.stderr
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "mss_smtp_accepted":
+            for sample in family.samples:
+                if sample.name == "mss_smtp_accepted_total":
+                    process = sample.labels["process"]
+                    found[process] = found.get(process, 0) + sample.value
+    return found
 
 
 def test_one_rate_limit_across_processes(topo: tuple[Topology, Group, Group]) -> None:
