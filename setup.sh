@@ -109,7 +109,8 @@ echo "== lint"
 .venv/bin/ruff check .
 echo "== tests"
 set +e
-.venv/bin/python -m pytest -p no:cacheprovider "${@:2}"
+# The 30 slowest tests at the end of the log: where the suite's time goes.
+.venv/bin/python -m pytest -p no:cacheprovider --durations=30 "${@:2}"
 status=$?
 set -e
 if [ $status -eq 5 ]; then
