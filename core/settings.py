@@ -136,6 +136,12 @@ class Settings:
     # host name or an address the server certificate names (``mss init`` adds them to it).
     imap_host: str = ""
     submission_host: str = ""
+    # issue #19, several mail-store hosts: "name=address,name=address" (IP addresses), the
+    # first being the default store (mailboxes with no store of their own). Empty: one store,
+    # no proxying. Each store's Dovecot proxies IMAP/ManageSieve logins of mailboxes living on
+    # another store; the gateways deliver to each recipient's store (mailstore.stores).
+    mail_stores: str = ""
+    mail_store: str = ""  # the store this host runs (mailstore role); empty: the first
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ loading
@@ -219,6 +225,10 @@ class Settings:
                                   f"« {getattr(self, name)} »")
         if bool(self.lmtp_client_cert) != bool(self.lmtp_client_key):
             raise ConfigError("MSS_LMTP_CLIENT_CERT et MSS_LMTP_CLIENT_KEY vont ensemble")
+        stores = parse_mail_stores(self.mail_stores)
+        if self.mail_store and self.mail_store not in {s.name for s in stores}:
+            raise ConfigError(f"MSS_MAIL_STORE « {self.mail_store} » n'est pas dans "
+                              "MSS_MAIL_STORES")
         self._validate_oidc()
         self._validate_annuaire()
         self._validate_whitelist()
@@ -299,6 +309,18 @@ class Settings:
         if self.listen_address in ("", "*", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost"):
             return "127.0.0.1"
         return self.hostname
+
+    @property
+    def stores(self) -> tuple[MailStore, ...]:
+        """``MSS_MAIL_STORES`` parsed; empty: one mail store, no proxying."""
+        return parse_mail_stores(self.mail_stores)
+
+    @property
+    def own_store(self) -> str:
+        """The name of the store this host runs (``MSS_MAIL_STORE``, else the first), or ""
+        with one store."""
+        stores = self.stores
+        return (self.mail_store or stores[0].name) if stores else ""
 
     @property
     def lmtp_client_pair(self) -> tuple[Path, Path]:
@@ -405,6 +427,44 @@ def parse_lmtp_url(url: str) -> LmtpEndpoint | None:
         raise ConfigError(f"MSS_LMTP_URL invalide « {url} » : attendu unix:/chemin ou "
                           "lmtps://hôte:port (LMTP sur TLS, jamais en clair entre hôtes)")
     return LmtpEndpoint(host=parts.hostname, port=port)
+
+
+STORE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class MailStore:
+    """One mail-store host of ``MSS_MAIL_STORES``: its name (what ``mailbox.mail_store``
+    holds) and the IP address the other stores and the gateways reach it at."""
+
+    name: str
+    address: str
+
+
+def parse_mail_stores(value: str) -> tuple[MailStore, ...]:
+    """``name=address[,name=address…]``; () for an empty value.
+
+    Raises:
+        ConfigError: a malformed entry, a name used twice, an address that is not an IP
+            address (Dovecot's allow_real_nets and login_trusted_networks take addresses).
+    """
+    import ipaddress
+
+    stores: list[MailStore] = []
+    for entry in (e.strip() for e in value.split(",") if e.strip()):
+        name, sep, address = (p.strip() for p in entry.partition("="))
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            address = ""
+        if not sep or not STORE_NAME.match(name) or not address:
+            raise ConfigError(f"MSS_MAIL_STORES : entrée invalide « {entry} » (attendu "
+                              "nom=adresse IP, par exemple store1=198.18.0.2 ; nom en "
+                              "minuscules, chiffres et tirets, 32 caractères au plus)")
+        if name in {s.name for s in stores}:
+            raise ConfigError(f"MSS_MAIL_STORES : le nom « {name} » apparaît deux fois")
+        stores.append(MailStore(name, address))
+    return tuple(stores)
 
 
 _HINTS = typing.get_type_hints(Settings)

@@ -20,9 +20,8 @@ from gateway.deliver.workers import Deliverer, MailboxProbe, Workers
 from gateway.metrics import Metrics
 from gateway.smtp import tls
 from gateway.smtp.listeners import Listeners
-from mailstore import quota_usage
+from mailstore import quota_usage, stores
 from mailstore.config import DovecotPaths
-from mailstore.lmtp import LmtpClient
 from peers import health
 from spool import queue as q
 from trust_space import whitelist_history
@@ -97,7 +96,7 @@ class GatewayService:
                             trust.store)
         notifier = notifier_for(s.smarthost, s.hostname, s.data_dir)
         probe = MailboxProbe(DovecotPaths.from_settings(s))
-        return Deliverer(gw, self.metrics, lmtp=LmtpClient.for_settings(s), outbound=outbound,
+        return Deliverer(gw, self.metrics, lmtp=stores.lmtp_for(s, self.db), outbound=outbound,
                          notifier=notifier, probe=probe.holds)
 
     def _depth(self) -> float:

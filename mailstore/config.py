@@ -133,9 +133,13 @@ def prepare(settings: Settings, users: ProcessUsers, options: Options | None = N
             raise ConfigError(f"{pki / name} absent : lancez d'abord « mss init »")
     _make_dirs(paths, users)
     source = sql.sql_source(settings.effective_database_url)
+    proxying = proxying_of(settings)
     _write_sql_files(paths, source, settings.mailbox_quota_mb,
-                     web_password=settings.imap_smtp_web_password)
-    credentials.write_master_users(paths.conf_dir, users.internal if users.privileged else None)
+                     web_password=settings.imap_smtp_web_password, proxying=proxying)
+    credentials.write_master_users(
+        paths.conf_dir, users.internal if users.privileged else None,
+        (sql.PROXY_MASTER, proxying.secret, [_net(s.address) for s in proxying.stores])
+        if proxying else None)
     write_client_ca(settings, paths)
     _write(paths.conf_dir / GLOBAL_ACL_FILE, f"* owner {OWNER_RIGHTS}\n")
     fts.write_decoder(paths.conf_dir)
@@ -149,6 +153,19 @@ def prepare(settings: Settings, users: ProcessUsers, options: Options | None = N
                    oauth.passdb_args(settings, hooks.base_url, hooks.secret), 0o600)
     _write(paths.conf, render(settings, paths, users, options or Options(), hooks))
     return paths
+
+
+def proxying_of(settings: Settings) -> sql.Proxying | None:
+    """How this store proxies the mailboxes of the others (``MSS_MAIL_STORES``); None with one
+    store. Every store listens on the same IMAPS and ManageSieve ports."""
+    if not settings.stores:
+        return None
+    return sql.Proxying(settings.stores, settings.own_store, settings.imaps_port,
+                        settings.managesieve_port, credentials.proxy_secret(settings))
+
+
+def _net(address: str) -> str:
+    return f"{address}/{32 if ':' not in address else 128}"
 
 
 def write_client_ca(settings: Settings, paths: DovecotPaths) -> None:
@@ -207,17 +224,20 @@ def _open_traversal(data_dir: Path) -> None:
 
 
 def _write_sql_files(paths: DovecotPaths, source: sql.SqlSource, quota_mb: int, *,
-                     web_password: bool = False) -> None:
+                     web_password: bool = False, proxying: sql.Proxying | None = None) -> None:
     files = {
         "sql-password.conf.ext": sql.passdb_file(
-            source, sql.password_query(source.driver, web_password=web_password)),
-        "sql-external.conf.ext": sql.passdb_file(source, sql.external_query()),
+            source, sql.password_query(source.driver, web_password=web_password,
+                                       proxying=proxying)),
+        "sql-external.conf.ext": sql.passdb_file(source, sql.external_query(proxying)),
         "sql-userdb.conf.ext": sql.userdb_file(source, quota_mb,
                                                master_plugins=WEBMAIL_IMAP_PLUGINS,
-                                               master_user=credentials.MASTER_USER),
+                                               master_user=credentials.MASTER_USER,
+                                               proxying=proxying),
     }
     for name, text in files.items():
-        _write(paths.conf_dir / name, text, 0o600)  # may hold a PostgreSQL password
+        # may hold a PostgreSQL password, and mss-proxy's secret with several stores
+        _write(paths.conf_dir / name, text, 0o600)
 
 
 def _write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
@@ -292,6 +312,11 @@ version_ignore = yes
 
 def _ssl(settings: Settings, paths: DovecotPaths) -> str:
     pki = settings.pki_dir.resolve()
+    # With several stores, the login processes proxy to the others over TLS and check their
+    # certificate against the trust space's CA and the address they dialled. The other stores
+    # are not in login_trusted_networks: a trusted client may log in without TLS (Dovecot
+    # 2.3's client->secured), and the proxy's master login needs no client address.
+    proxy = f"ssl_client_ca_file = {pki / 'ca.pem'}\n" if settings.stores else ""
     # ssl = required: no authentication at all before TLS (STARTTLS or implicit).
     return f"""\
 ssl = required
@@ -306,7 +331,7 @@ ssl_cipher_list = {MODERN_TLS12_SUITES}
 ssl_cipher_suites = {TLS13_SUITES}
 ssl_prefer_server_ciphers = yes
 disable_plaintext_auth = yes
-"""
+{proxy}"""
 
 
 def _auth(paths: DovecotPaths, options: Options, *, tokens: bool = False) -> str:

@@ -7,6 +7,12 @@ processes only); Dovecot gets only its salted SHA-512 in ``master-users`` (a fas
 for a random 256-bit secret; argon2 is for human passwords). The master passdb has ``pass =
 yes``: the target account must still pass mss's normal rules (active, not locked, mailbox
 published), and the session is the user's own, ACLs included (``acl_user = %u``).
+
+With several mail stores (``MSS_MAIL_STORES``) a second master user, ``mss-proxy``, lets one
+store open a mailbox of another after checking the client's credentials itself
+(``mailstore.sql.Proxying``). Its secret is derived from mss's secret key (HMAC-SHA-256), which
+every host of an installation shares, and its ``allow_real_nets`` are the stores' addresses:
+the master secret is refused from any other address, whatever the client claims.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import base64
 import grp
 import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass
@@ -45,6 +52,11 @@ def master_credentials(settings: Settings) -> MasterCredentials:
     return MasterCredentials(MASTER_USER, _secret(settings.data_dir.resolve() / "dovecot"))
 
 
+def proxy_secret(settings: Settings) -> str:
+    """The secret of ``mss-proxy`` (hex, safe inside Dovecot's SQL and passwd-file)."""
+    return hmac.new(settings.secret(), b"mss dovecot proxy master", hashlib.sha256).hexdigest()
+
+
 def _secret(conf_dir: Path) -> str:
     path = conf_dir / MASTER_SECRET_FILE
     if not path.exists():
@@ -65,16 +77,28 @@ def ssha512(secret: str, salt: bytes | None = None) -> str:
     return "{SSHA512}" + base64.b64encode(digest + salt).decode()
 
 
-def write_master_users(conf_dir: Path, group: str | None) -> Path:
+def write_master_users(conf_dir: Path, group: str | None,
+                       proxy: tuple[str, str, list[str]] | None = None) -> Path:
     """Write Dovecot's ``master-users`` passwd-file. ``group``: the group of Dovecot's auth
-    process when running as root (it reads the file after dropping privileges)."""
+    process when running as root (it reads the file after dropping privileges). ``proxy``:
+    (user, secret, addresses it may come from) of the stores' proxy master user."""
     secret = _secret(conf_dir)
     path = conf_dir / MASTER_USERS_FILE
-    if not (path.exists() and _matches(path, secret)):  # else keep it: no rewrite per start
+    lines = path.read_text().splitlines() if path.exists() else []
+    keep = [line for line in lines if line.startswith(f"{MASTER_USER}:")][:1]
+    wanted = keep if keep and _matches(keep[0], secret) else [f"{MASTER_USER}:{ssha512(secret)}"]
+    if proxy is not None:
+        user, proxy_secret, nets = proxy
+        extra = "allow_real_nets=" + ",".join(nets)
+        old = [line for line in lines if line.startswith(f"{user}:")][:1]
+        wanted.append(old[0] if old and old[0].endswith(f"::::::{extra}")
+                      and _matches(old[0].removesuffix(f"::::::{extra}"), proxy_secret)
+                      else f"{user}:{ssha512(proxy_secret)}::::::{extra}")
+    if wanted != lines:  # else keep it: no rewrite per start
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, "w") as fh:
-            fh.write(f"{MASTER_USER}:{ssha512(secret)}\n")
+            fh.write("".join(f"{line}\n" for line in wanted))
         os.replace(tmp, path)
     if group is not None:
         os.chown(path, 0, grp.getgrnam(group).gr_gid)
@@ -82,8 +106,7 @@ def write_master_users(conf_dir: Path, group: str | None) -> Path:
     return path
 
 
-def _matches(path: Path, secret: str) -> bool:
-    line = path.read_text().strip()
+def _matches(line: str, secret: str) -> bool:
     _, _, hashed = line.partition(":")
     if not hashed.startswith("{SSHA512}"):
         return False

@@ -26,6 +26,16 @@ the gateway's SMTP AUTH):
 
 Both passdbs also require a TLS session (``%{secured}``), see ``_TLS_ONLY``. ``%u`` is
 lower-cased by ``auth_username_format`` and SQL-escaped by Dovecot.
+
+Several mail stores (``MSS_MAIL_STORES``, issue #19): every store runs this same passdb, which
+also returns Dovecot's proxy fields (``Proxying``) when the mailbox lives on another store
+(``mailbox.mail_store``). The store a client reaches checks the credentials itself, whatever
+they are (password, application password, certificate), then logs in to the mailbox's store
+as the master user ``mss-proxy`` over TLS checked against the trust space's CA; a webmail
+session (master user ``webmail``) is handed over as such (Dovecot forwards the master login
+itself when the passdb names no ``master``), so the remote store sees the webmail as locally.
+The userdb answers only for the mailboxes of this store: a delivery or ``doveadm`` aimed at
+the wrong store finds no user instead of writing a second copy of the mailbox.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import URL, make_url
 
 from core.errors import ConfigError
+from core.settings import MailStore
 from trust_space.app_passwords import PREFIX_LENGTH
 
 # A local mailbox that may be opened: published, on this operator.
@@ -94,6 +105,54 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+PROXY_MASTER = "mss-proxy"  # the master user one store logs in to another with
+
+
+@dataclass(frozen=True)
+class Proxying:
+    """What the passdb needs to proxy a login to the mailbox's store: the stores, the one
+    this Dovecot runs, the ports every store listens on and ``mss-proxy``'s secret."""
+
+    stores: tuple[MailStore, ...]
+    own: str
+    imaps_port: int
+    sieve_port: int
+    secret: str
+
+    def store_of(self, column: str) -> str:
+        """The SQL expression of a mailbox's store name (NULL is the default, first one)."""
+        return f"COALESCE({column}, '{self.stores[0].name}')"
+
+    def columns(self, column: str) -> str:
+        """The passdb's proxy fields, NULL (so absent) for a mailbox of this store. ``host``
+        only ever comes with ``proxy``: alone, Dovecot would send a login referral."""
+        store = self.store_of(column)
+        remote = f"{store} <> '{self.own}'"
+        sieve = "'%{service}' = 'sieve'"
+        hosts = " ".join(f"WHEN '{s.name}' THEN '{s.address}'" for s in self.stores)
+        # no `master`/`pass` for a master-user login (the webmail): Dovecot then forwards the
+        # master user and the secret it was given (auth-request-handler.c, "the master
+        # username needs to be forwarded").
+        first = f"{remote} AND '%{{master_user}}' = ''"
+        return (f", CASE WHEN {remote} THEN 'Y' END AS proxy"
+                f", CASE WHEN {remote} THEN CASE {store} {hosts} END END AS host"
+                f", CASE WHEN {remote} THEN CASE WHEN {sieve} THEN '{self.sieve_port}' "
+                f"ELSE '{self.imaps_port}' END END AS port"
+                f", CASE WHEN {remote} AND NOT {sieve} THEN 'Y' END AS ssl"
+                f", CASE WHEN {remote} AND {sieve} THEN 'Y' END AS starttls"
+                f", CASE WHEN {first} THEN '{PROXY_MASTER}' END AS master"
+                f", CASE WHEN {first} THEN '{self.secret}' END AS pass")
+
+    def here(self, column: str) -> str:
+        """The SQL condition: a mailbox of this store."""
+        return f"{self.store_of(column)} = '{self.own}'"
+
+
+# The store of an account's own mailbox (its login is the mailbox's address).
+_ACCOUNT_STORE = ("(SELECT mb.mail_store FROM mailbox mb WHERE mb.address = a.login "
+                  "AND mb.operator_id IS NULL)")
+
+
 # An application password is "<prefix>-<secret>": its first 8 characters pick at most one row
 # (unique column) in the same single look-up, and Dovecot compares SHA-256 of the whole
 # password in C. ``%w`` is the plaintext password, SQL-escaped by Dovecot like every variable.
@@ -104,7 +163,8 @@ _APP_PASSWORD = (
 )
 
 
-def password_query(driver: str, *, web_password: bool = False) -> str:
+def password_query(driver: str, *, web_password: bool = False,
+                   proxying: Proxying | None = None) -> str:
     """The passdb query for PLAIN/LOGIN, also the target check of master-user logins.
 
     One row per account: the application password's hash when ``%w`` starts with one of the
@@ -116,11 +176,13 @@ def password_query(driver: str, *, web_password: bool = False) -> str:
     """
     # MSS_IMAP_SMTP_WEB_PASSWORD on: every account's own password but an operator's.
     own = "NOT a.is_operator" + ("" if web_password else " AND a.kind = 'applicative'")
+    proxy = proxying.columns(_ACCOUNT_STORE) if proxying else ""
+    org_proxy = proxying.columns("m.mail_store") if proxying else ""
     return (
         "SELECT a.login AS \"user\", CASE "
         "WHEN ap.id IS NOT NULL AND NOT a.is_operator THEN '{SHA256.HEX}' || ap.secret_hash "
         f"WHEN {own} AND a.password_hash IS NOT NULL THEN '{{ARGON2ID}}' || a.password_hash "
-        "ELSE NULL END AS password "
+        f"ELSE NULL END AS password{proxy} "
         "FROM account a LEFT JOIN professional p ON p.id = a.professional_id "
         f"{_APP_PASSWORD} "
         f"WHERE (a.login = '%u' OR {_NATIONAL_ID}) "
@@ -128,16 +190,17 @@ def password_query(driver: str, *, web_password: bool = False) -> str:
         f"AND {_NOT_LOCKED[driver]} AND {_OWN_MAILBOX} AND {_TLS_ONLY} "
         # An organisational mailbox has no account and no password: this row only lets the
         # webmail's master user open it (its Sieve script, mailstore.managesieve).
-        "UNION ALL SELECT m.address AS \"user\", NULL AS password FROM mailbox m "
+        f"UNION ALL SELECT m.address AS \"user\", NULL AS password{org_proxy} FROM mailbox m "
         "WHERE m.address = '%u' AND m.kind = 'organisational' AND m.operator_id IS NULL "
         f"AND m.state = 'published' AND {_TLS_ONLY}"
     )
 
 
-def external_query() -> str:
+def external_query(proxying: Proxying | None = None) -> str:
     """The passdb query for SASL EXTERNAL: ``%u`` is the certificate's serialNumber."""
+    proxy = proxying.columns(_ACCOUNT_STORE) if proxying else ""
     return (
-        "SELECT a.login AS \"user\", NULL AS password, 'Y' AS nopassword "
+        f"SELECT a.login AS \"user\", NULL AS password, 'Y' AS nopassword{proxy} "
         "FROM account a LEFT JOIN professional p ON p.id = a.professional_id "
         "WHERE a.state = 'active' AND ("
         f"(a.kind = 'professional' AND {_NATIONAL_ID}) "
@@ -147,7 +210,7 @@ def external_query() -> str:
 
 
 def user_query(default_quota_mb: int, *, master_plugins: str = "",
-               master_user: str = "") -> str:
+               master_user: str = "", proxying: Proxying | None = None) -> str:
     """The userdb query: a local mailbox that is not closed, with its storage quota.
 
     ``master_plugins``: the ``mail_plugins`` of an IMAP session opened by ``master_user`` (the
@@ -159,19 +222,21 @@ def user_query(default_quota_mb: int, *, master_plugins: str = "",
     if master_plugins:
         plugins = (f", CASE WHEN '%{{master_user}}' = '{master_user}' "
                    f"AND '%{{service}}' = 'imap' THEN '{master_plugins}' END AS mail_plugins")
+    here = f" AND {proxying.here('m.mail_store')}" if proxying else ""
     return (
         "SELECT m.address AS \"user\", "
         f"'*:storage=' || COALESCE(m.quota_mb, {int(default_quota_mb)}) || 'M' AS quota_rule"
         f"{plugins} "
         "FROM mailbox m WHERE m.address = '%u' AND m.operator_id IS NULL "
-        "AND m.state <> 'closed'"
+        f"AND m.state <> 'closed'{here}"
     )
 
 
-def iterate_query() -> str:
-    """Every local mailbox (``doveadm … -A``)."""
+def iterate_query(proxying: Proxying | None = None) -> str:
+    """Every local mailbox (``doveadm … -A``), of this store with several."""
+    here = f" AND {proxying.here('mail_store')}" if proxying else ""
     return ("SELECT address AS \"user\" FROM mailbox WHERE operator_id IS NULL "
-            "AND state <> 'closed'")
+            f"AND state <> 'closed'{here}")
 
 
 def passdb_file(source: SqlSource, query: str) -> str:
@@ -181,9 +246,10 @@ def passdb_file(source: SqlSource, query: str) -> str:
 
 
 def userdb_file(source: SqlSource, default_quota_mb: int, *, master_plugins: str = "",
-                master_user: str = "") -> str:
+                master_user: str = "", proxying: Proxying | None = None) -> str:
     """The text of the userdb's ``dovecot-sql.conf.ext`` file."""
-    query = user_query(default_quota_mb, master_plugins=master_plugins, master_user=master_user)
+    query = user_query(default_quota_mb, master_plugins=master_plugins, master_user=master_user,
+                       proxying=proxying)
     return (f"driver = {source.driver}\nconnect = {source.connect}\n"
             f"user_query = {query}\n"
-            f"iterate_query = {iterate_query()}\n")
+            f"iterate_query = {iterate_query(proxying)}\n")

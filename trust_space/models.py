@@ -182,6 +182,10 @@ class Mailbox(Base):
     dematerialisation: Mapped[bool] = mapped_column(Boolean, default=False)
     notify_usual_email: Mapped[bool] = mapped_column(Boolean, default=False)
     quota_mb: Mapped[int | None] = mapped_column(Integer)
+    # issue #19: the mail-store host (a name of MSS_MAIL_STORES) holding a local mailbox's
+    # mail; NULL: the default store (the first). Read by Dovecot's SQL passdb (mailstore.sql)
+    # and the gateways' LMTP routing (mailstore.stores).
+    mail_store: Mapped[str | None] = mapped_column(String(32))
     # The mailbox's current S/MIME certificate (PEM) and, for local mailboxes, its private key
     # encrypted at rest with the data directory's secret (PKCS#8, BestAvailableEncryption).
     smime_cert_pem: Mapped[str | None] = mapped_column(Text)

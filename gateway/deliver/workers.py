@@ -48,7 +48,8 @@ from gateway.deliver.outbound import Outbound, PeerNotTrusted, PeerTlsFailure, P
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from mailstore.config import BASE_PLUGINS, DovecotPaths
-from mailstore.lmtp import LmtpClient, Result
+from mailstore.lmtp import Result
+from mailstore.stores import Delivers
 from spool import queue as q
 from spool.models import Origin, RecipientKind, RecipientState
 from spool.queue import Claimed, Row
@@ -159,7 +160,7 @@ class Leases:
 class Deliverer:
     """One batch at a time; thread-safe (each call has its own claim)."""
 
-    def __init__(self, gw: Gateway, metrics: Metrics, *, lmtp: LmtpClient, outbound: Outbound,
+    def __init__(self, gw: Gateway, metrics: Metrics, *, lmtp: Delivers, outbound: Outbound,
                  notifier: Notifier | None,
                  probe: Callable[[str, str, str], bool | None]) -> None:
         self.gw, self.metrics, self.lmtp = gw, metrics, lmtp
