@@ -87,10 +87,11 @@ class StoreLmtp:
 
         bare = {a: _without_detail(a) for a in addresses}
         with self.db.read() as session:
-            rows = dict(session.execute(
-                select(Mailbox.address, Mailbox.mail_store).where(
-                    Mailbox.address.in_(set(bare.values())), Mailbox.operator_id.is_(None))
-            ).tuples().all())
+            rows: dict[str, str | None] = {
+                address: store for address, store in session.execute(
+                    select(Mailbox.address, Mailbox.mail_store).where(
+                        Mailbox.address.in_(set(bare.values())),
+                        Mailbox.operator_id.is_(None)))}
         return {a: rows.get(b) or self.default for a, b in bare.items()}
 
     def deliver(self, raw: bytes, sender: str, recipients: Sequence[str],

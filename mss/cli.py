@@ -30,6 +30,7 @@ from mss import (
     cli_queue,
     cli_quota,
     cli_run,
+    cli_stores,
     cli_whitelist,
 )
 
@@ -63,7 +64,7 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
 
 
 for sub in (cli_run, cli_cert, cli_admin, cli_accounts, cli_directory, cli_whitelist, cli_peers,
-            cli_queue, cli_annuaire, cli_dns, cli_indicators, cli_ops, cli_quota):
+            cli_queue, cli_annuaire, cli_dns, cli_indicators, cli_ops, cli_quota, cli_stores):
     sub.register(main)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,251 @@
+"""Several mail-store hosts (issue #19): two real Dovecots, ``store1`` on 127.0.0.1 and
+``store2`` on 127.0.0.2 (the same ports, as two hosts would have), on one database and CA,
+each started by ``DovecotService`` with ``MSS_MAIL_STORES=store1=127.0.0.1,store2=127.0.0.2``.
+Marie's mailbox lives on store2, everyone else's on store1 (NULL, the default).
+
+What is checked, with real clients over real TLS: the gateway's LMTP routing puts each
+recipient's copy on its store only; IMAP at either store reads a mailbox of the other (the
+passdb's proxy fields, Dovecot logging in as ``mss-proxy`` over TLS), with a password, a card
+(SASL EXTERNAL) or the webmail's master user; a wrong password is refused by the store the
+client reached; ``mss-proxy``'s secret is refused from an address that is not a store's; a
+delivery aimed at the wrong store is refused; the operator's ``mss store place``."""
+
+from __future__ import annotations
+
+import imaplib
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, update
+
+from core.audit import AuditRecord
+from core.settings import Settings
+from mailstore import credentials, sql
+from mailstore.errors import UnknownMailbox
+from mailstore.lmtp import LmtpClient
+from mailstore.lmtps import LMTP_CLIENT_NAME
+from mailstore.service import DovecotService
+from mailstore.stores import StoreLmtp
+from mss.setup import write_pair
+from tests.mailstore_fixtures import (
+    TEST_OPTIONS,
+    TrustSpace,
+    build,
+    free_port,
+    make_settings,
+    open_tempdir,
+)
+from trust_space.models import Mailbox
+
+pytestmark = pytest.mark.timeout(180)
+
+STORES = "store1=127.0.0.1,store2=127.0.0.2"
+SECRET_KEY = "0123456789abcdef" * 4  # MSS_SECRET_KEY, shared by every host of an installation
+SENDER = "emma.garnier@mss.test"
+MARIE = "marie.martin@mss.test"  # on store2
+PAUL = "paul.durand@mss.test"  # on store1 (default)
+
+
+@dataclass
+class Stores:
+    space: TrustSpace
+    one: Settings
+    two: Settings
+    services: list[DovecotService]
+
+    def imaps(self, settings: Settings, card: str | None = None) -> imaplib.IMAP4_SSL:
+        return imaplib.IMAP4_SSL(settings.listen_address, settings.imaps_port,
+                                 ssl_context=self.space.tls_context(card), timeout=10)
+
+    def count(self, settings: Settings, user: str, token: str) -> int:
+        """Messages carrying ``token`` in ``user``'s INBOX, read at ``settings``' store."""
+        with self.imaps(settings) as imap:
+            imap.login(user, self.space.password)
+            return _count(imap, token)
+
+
+def _count(imap: imaplib.IMAP4, token: str) -> int:
+    imap.select("INBOX", readonly=True)
+    _, data = imap.search(None, "HEADER", "Message-ID", f"<{token}@stores.test>")
+    return len(data[0].split())
+
+
+def _message(token: str) -> bytes:
+    return (f"From: {SENDER}\r\nTo: {MARIE}, {PAUL}\r\nSubject: magasins\r\n"
+            f"Message-ID: <{token}@stores.test>\r\n\r\nBonjour.\r\n").encode()
+
+
+def _home(settings: Settings, address: str) -> Path:
+    local, _, domain = address.partition("@")
+    return settings.data_dir.resolve() / "mail" / domain / local
+
+
+@pytest.fixture(scope="module")
+def stores() -> Iterator[Stores]:
+    root = open_tempdir("mss-stores-")
+    lmtps = free_port()
+    one = make_settings(root / "data", mail_stores=STORES, mail_store="store1",
+                        secret_key=SECRET_KEY, lmtp_url=f"lmtps://127.0.0.1:{lmtps}")
+    space = build(one)
+    two = space.sibling_settings(
+        mail_stores=STORES, mail_store="store2", secret_key=SECRET_KEY,
+        listen_address="127.0.0.2", imap_port=one.imap_port, imaps_port=one.imaps_port,
+        managesieve_port=one.managesieve_port, lmtp_url=f"lmtps://127.0.0.2:{lmtps}")
+    with space.db.transaction() as session:
+        session.execute(update(Mailbox).where(Mailbox.address == MARIE)
+                        .values(mail_store="store2"))
+        write_pair(space.pki.issue_server(session, ["localhost"], ["127.0.0.2"]),
+                   two.pki_dir / "server.crt", two.pki_dir / "server.key")
+        cert, key = one.lmtp_client_pair  # the gateway's LMTP client certificate
+        write_pair(space.pki.issue_client(session, f"{LMTP_CLIENT_NAME} gw1"), cert, key)
+    # the webmail's master secret, the same on every store (README, Scaling)
+    secret = credentials.master_credentials(one).secret
+    (two.data_dir / "dovecot").mkdir(parents=True)
+    (two.data_dir / "dovecot" / credentials.MASTER_SECRET_FILE).write_text(secret)
+    services: list[DovecotService] = []
+    try:
+        for settings in (one, two):
+            services.append(DovecotService(settings, space.db, options=TEST_OPTIONS))
+            services[-1].start()
+        yield Stores(space, one, two, services)
+    finally:
+        for service in services:
+            service.stop()
+        space.db.dispose()
+        for path in (root, *space.scratch):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def test_gateway_delivers_to_each_recipients_store(stores: Stores) -> None:
+    router = StoreLmtp(stores.one, stores.space.db)
+    token = f"route{time.monotonic_ns()}"
+    results = router.deliver(_message(token), SENDER, [MARIE, PAUL, "marie.martin+Sent@mss.test"])
+    assert all(r.delivered for r in results.values()), results
+    # each mailbox's mail is on its own store's disk, and nowhere else
+    assert _home(stores.two, MARIE).is_dir() and not _home(stores.one, MARIE).exists()
+    assert _home(stores.one, PAUL).is_dir() and not _home(stores.two, PAUL).exists()
+    assert stores.count(stores.two, MARIE, token) == 1  # local at store2
+    assert stores.count(stores.one, PAUL, token) == 1  # local at store1
+
+
+def test_login_at_either_store_reads_a_mailbox_of_the_other(stores: Stores) -> None:
+    token = f"either{time.monotonic_ns()}"
+    StoreLmtp(stores.one, stores.space.db).deliver(_message(token), SENDER, [MARIE, PAUL])
+    assert stores.count(stores.one, MARIE, token) == 1  # store1 proxies to store2
+    assert stores.count(stores.two, PAUL, token) == 1  # store2 proxies to store1
+    # the proxied session is a real one on the other store: what it writes is there
+    with stores.imaps(stores.one) as imap:
+        imap.login(MARIE, stores.space.password)
+        assert imap.create("Dossier-store2")[0] == "OK"
+    assert any(p.name == "Dossier-store2"
+               for p in (_home(stores.two, MARIE) / "sdbox" / "mailboxes").iterdir())
+
+
+def test_wrong_password_is_refused_by_the_store_reached(stores: Stores) -> None:
+    with stores.imaps(stores.one) as imap, pytest.raises(imaplib.IMAP4.error,
+                                                         match="AUTHENTICATIONFAILED"):
+        imap.login(MARIE, "Pas-le-bon-1")
+    log = (stores.one.data_dir / "log" / "dovecot.log").read_text()
+    assert f"sql({MARIE},127.0.0.1,<" in log and "Password mismatch" in log  # at store1
+
+
+def test_card_login_is_proxied(stores: Stores) -> None:
+    token = f"card{time.monotonic_ns()}"
+    StoreLmtp(stores.one, stores.space.db).deliver(_message(token), SENDER, [MARIE])
+    with stores.imaps(stores.one, card="marie") as imap:
+        assert imap.authenticate("EXTERNAL", lambda _: b"")[0] == "OK"
+        assert _count(imap, token) == 1
+    log = (stores.one.data_dir / "log" / "dovecot.log").read_text()
+    assert "Started proxying to <127.0.0.2> (master mss-proxy)" in log
+    assert any("(master mss-proxy)" in line and "method=EXTERNAL" in line
+               for line in log.splitlines())
+
+
+def test_webmail_master_login_is_proxied(stores: Stores) -> None:
+    token = f"webmail{time.monotonic_ns()}"
+    StoreLmtp(stores.one, stores.space.db).deliver(_message(token), SENDER, [MARIE])
+    master = credentials.master_credentials(stores.one)
+    with stores.imaps(stores.one) as imap:
+        imap.login(master.login_for(MARIE), master.secret)
+        assert _count(imap, token) == 1
+    # store1 handed the webmail's master login over as such (not as mss-proxy's): store2 opens
+    # it as a webmail session (its full-text search, mailstore.sql.user_query)
+    log = (stores.one.data_dir / "log" / "dovecot.log").read_text()
+    assert "Started proxying to <127.0.0.2> (master webmail)" in log
+
+
+class _FromAddress(imaplib.IMAP4_SSL):
+    """imaplib over TLS from a chosen local address (another host, on the loopback)."""
+
+    source = "127.0.0.1"
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        raw = socket.create_connection((self.host, self.port), timeout,
+                                       source_address=(self.source, 0))
+        return self.ssl_context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def test_proxy_master_secret_is_refused_outside_the_stores(stores: Stores) -> None:
+    secret = credentials.proxy_secret(stores.two)
+    login = f"{PAUL}*{sql.PROXY_MASTER}"  # Paul lives on store1: log in there directly
+
+    class Outsider(_FromAddress):
+        source = "127.0.0.3"
+
+    with Outsider("127.0.0.1", stores.one.imaps_port, ssl_context=stores.space.tls_context(),
+                  timeout=10) as imap, pytest.raises(imaplib.IMAP4.error):
+        imap.login(login, secret)
+    log = (stores.one.data_dir / "log" / "dovecot.log").read_text()
+    assert "allow_real_nets check failed: IP 127.0.0.3 not in allowed networks" in log
+    class Store2(_FromAddress):
+        source = "127.0.0.2"  # store2's own address: the same secret opens the mailbox
+
+    with Store2("127.0.0.1", stores.one.imaps_port, ssl_context=stores.space.tls_context(),
+                timeout=10) as imap:
+        assert imap.login(login, secret)[0] == "OK"
+
+
+def test_delivery_at_the_wrong_store_is_refused(stores: Stores) -> None:
+    token = f"wrong{time.monotonic_ns()}"
+    client = LmtpClient.for_settings(stores.one, timeout=10)  # store1 only
+    result = client.deliver(_message(token), SENDER, [MARIE])[MARIE]
+    assert isinstance(result.error, UnknownMailbox), result
+    assert not _home(stores.one, MARIE).exists()
+
+
+def test_operator_places_a_mailbox(stores: Stores) -> None:
+    from mss.cli import main
+
+    env = {"MSS_DATA_DIR": str(stores.one.data_dir), "MSS_MAIL_STORES": STORES,
+           "MSS_SECRET_KEY": SECRET_KEY}
+    runner = CliRunner()
+    bad = runner.invoke(main, ["store", "place", "julie.bernard@mss.test", "store9"], env=env)
+    assert bad.exit_code == 1 and "magasin de courrier inconnu : « store9 »" in bad.output
+    unknown = runner.invoke(main, ["store", "place", "nobody@mss.test", "store2"], env=env)
+    assert unknown.exit_code == 1 and "boîte aux lettres inconnue" in unknown.output
+    opened = runner.invoke(main, ["store", "place", "julie.bernard@mss.test", "store2"], env=env)
+    assert opened.exit_code == 1 and "est déjà ouverte" in opened.output  # may hold mail
+    ok = runner.invoke(main, ["store", "place", "julie.bernard@mss.test", "store2", "--moved"],
+                       env=env)
+    assert ok.exit_code == 0, ok.output
+    listing = runner.invoke(main, ["store", "list"], env=env)
+    assert "store2" in listing.output and "127.0.0.2" in listing.output
+    with stores.space.db.read() as session:
+        box = session.scalars(select(Mailbox).where(
+            Mailbox.address == "julie.bernard@mss.test")).one()
+        assert box.mail_store == "store2"
+        record = session.scalars(select(AuditRecord).where(
+            AuditRecord.action == "mailbox.store").order_by(AuditRecord.id.desc())).first()
+        assert record is not None and record.target == "julie.bernard@mss.test"
+    token = f"placed{time.monotonic_ns()}"
+    results = StoreLmtp(stores.one, stores.space.db).deliver(_message(token), SENDER,
+                                                             ["julie.bernard@mss.test"])
+    assert all(r.delivered for r in results.values()), results
+    assert _home(stores.two, "julie.bernard@mss.test").is_dir()
+    assert stores.count(stores.one, "julie.bernard@mss.test", token) == 1
