@@ -63,10 +63,12 @@ def server_addresses(settings: Settings) -> list[str]:
 
 def reached_hosts(settings: Settings) -> list[str]:
     """The names other hosts check our server certificate against (issue #19): the webmail's
-    IMAP and submission targets and the host of the LMTP URL."""
+    IMAP and submission targets, the host of the LMTP URL and the mail stores' addresses
+    (``MSS_MAIL_STORES``: the stores proxy to each other and the gateways deliver to each)."""
     endpoint = settings.lmtp_endpoint
     lmtp = endpoint.host if endpoint and endpoint.tls else ""
-    return [h for h in (settings.imap_host, settings.submission_host, lmtp) if h]
+    stores = [s.address for s in settings.stores]
+    return [h for h in (settings.imap_host, settings.submission_host, lmtp, *stores) if h]
 
 
 def _is_address(host: str) -> bool:

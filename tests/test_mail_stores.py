@@ -249,3 +249,53 @@ def test_operator_places_a_mailbox(stores: Stores) -> None:
     assert all(r.delivered for r in results.values()), results
     assert _home(stores.two, "julie.bernard@mss.test").is_dir()
     assert stores.count(stores.one, "julie.bernard@mss.test", token) == 1
+
+
+# ---------------------------------------------------------------- settings, defaults, names
+@pytest.mark.parametrize(("value", "error"), [
+    ("store1", "entrée invalide « store1 »"),
+    ("store1=dovecot.example", "entrée invalide « store1=dovecot.example »"),  # not an address
+    ("Store 1=198.18.0.2", "entrée invalide"),
+    ("store1=198.18.0.2,store1=198.18.0.6", "le nom « store1 » apparaît deux fois"),
+])
+def test_bad_store_lists_are_refused_in_french(value: str, error: str, tmp_path: Path) -> None:
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=error):
+        Settings.load(data_dir=tmp_path, environ={"MSS_MAIL_STORES": value})
+
+
+def test_own_store_must_be_listed(tmp_path: Path) -> None:
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="MSS_MAIL_STORE « store3 » n'est pas dans"):
+        Settings.load(data_dir=tmp_path, environ={"MSS_MAIL_STORES": STORES,
+                                                  "MSS_MAIL_STORE": "store3"})
+    settings = Settings.load(data_dir=tmp_path, environ={"MSS_MAIL_STORES": STORES})
+    assert settings.own_store == "store1"  # the first, by default
+    assert [s.address for s in settings.stores] == ["127.0.0.1", "127.0.0.2"]
+
+
+def test_one_store_keeps_the_queries_and_the_client(tmp_path: Path) -> None:
+    """The default (no MSS_MAIL_STORES): no proxy field, no store filter, the plain client."""
+    from core.db import Database
+    from mailstore import config
+    from mailstore.stores import lmtp_for
+
+    settings = Settings.load(data_dir=tmp_path, environ={})
+    assert settings.stores == () and settings.own_store == ""
+    assert config.proxying_of(settings) is None
+    for query in (sql.password_query("sqlite"), sql.external_query(), sql.user_query(10),
+                  sql.iterate_query()):
+        assert "proxy" not in query and "mail_store" not in query
+    db = Database(settings.effective_database_url)
+    assert isinstance(lmtp_for(settings, db), LmtpClient)
+    db.dispose()
+
+
+def test_init_names_every_store_in_the_server_certificate(tmp_path: Path) -> None:
+    from mss.setup import reached_hosts, server_addresses
+
+    settings = Settings.load(data_dir=tmp_path, environ={"MSS_MAIL_STORES": STORES})
+    assert {"127.0.0.1", "127.0.0.2"} <= set(reached_hosts(settings))
+    assert "127.0.0.2" in server_addresses(settings)
