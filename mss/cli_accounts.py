@@ -49,7 +49,7 @@ def account_list(ctx: click.Context, pending: bool) -> None:
             click.echo(f"{row.login:40} {row.kind.value:13} {', '.join(flags)}")
 
 
-def _decide(ctx: click.Context, address: str, accept: bool) -> list[str]:
+def _decide(ctx: click.Context, address: str, accept: bool, store: str = "") -> list[str]:
     from core.mailer import outbound_mailer
     from webmail.operator.decision import decide
 
@@ -57,15 +57,18 @@ def _decide(ctx: click.Context, address: str, accept: bool) -> list[str]:
     s = app.settings
     url = s.webmail_url or f"https://{s.hostname}:{s.web_port}/"
     return decide(app.db, s, outbound_mailer(s), address, accept=accept, actor="mss-cli",
-                  webmail_url=url)
+                  webmail_url=url, store=store)
 
 
 @account.command("validate")
 @click.argument("address")
+@click.option("--store", default="", metavar="NOM",
+              help="Magasin de courrier (MSS_MAIL_STORES) où placer ses boîtes ; "
+                   "défaut : le premier.")
 @click.pass_context
-def account_validate(ctx: click.Context, address: str) -> None:
+def account_validate(ctx: click.Context, address: str, store: str) -> None:
     """Valide l'inscription d'ADDRESS : publie ses boîtes et prévient le professionnel."""
-    addresses = _decide(ctx, address, True)
+    addresses = _decide(ctx, address, True, store)
     click.echo(f"Inscription validée, publiée dans l'annuaire : {', '.join(addresses)}")
 
 

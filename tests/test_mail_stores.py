@@ -13,6 +13,7 @@ delivery aimed at the wrong store is refused; the operator's ``mss store place``
 from __future__ import annotations
 
 import imaplib
+import re
 import shutil
 import socket
 import subprocess
@@ -315,3 +316,36 @@ def test_init_names_every_store_in_the_server_certificate(tmp_path: Path) -> Non
     settings = Settings.load(data_dir=tmp_path, environ={"MSS_MAIL_STORES": STORES})
     assert {"127.0.0.1", "127.0.0.2"} <= set(reached_hosts(settings))
     assert "127.0.0.2" in server_addresses(settings)
+
+
+def test_operator_validates_a_registration_onto_a_store(tmp_path: Path) -> None:
+    """``mss account validate ADDRESS --store NAME``, the real command on a data directory of
+    its own (``mss init``): a bad name changes nothing, a good one places the mailboxes, in
+    the validation's audit record; the gateways then route to that store."""
+    from mss.app import App
+    from tests.test_cli import assert_clean_error, mss
+    from tests.test_webmail_cli import _register
+
+    data = tmp_path / "data"
+    env = {"MSS_MAIL_STORES": STORES}
+    assert mss(data, "init", env=env).returncode == 0
+    settings = Settings.load(data_dir=data, environ=env)
+    app = App(settings)
+    address = _register(app, "Anne", "10000000091", "anne@exemple.fr")
+    assert_clean_error(mss(data, "account", "validate", address, "--store", "store9", env=env),
+                       "magasin de courrier inconnu : « store9 »")
+    with app.db.read() as session:  # nothing decided
+        box = session.scalars(select(Mailbox).where(Mailbox.address == address)).one()
+        assert box.state.value == "pending_validation" and box.mail_store is None
+    done = mss(data, "account", "validate", address, "--store", "store2", env=env)
+    assert done.returncode == 0, done.stderr
+    with app.db.read() as session:
+        box = session.scalars(select(Mailbox).where(Mailbox.address == address)).one()
+        assert box.state.value == "published" and box.mail_store == "store2"
+        record = session.scalars(select(AuditRecord).where(
+            AuditRecord.action == "registration.validate")).one()
+        assert '"store": "store2"' in record.request
+    assert StoreLmtp(settings, app.db, clients={}).store_of([address]) == {address: "store2"}
+    listed = mss(data, "store", "list", env=env)
+    assert re.search(r"^store2 +127\.0\.0\.2 +1 boîte", listed.stdout, re.M), listed.stdout
+    app.close()

@@ -47,14 +47,20 @@ def clean_reason(text: str) -> str:
 
 
 def decide(db: Database, settings: Settings, mailer: Mailer, address: str, *, accept: bool,
-           actor: str, webmail_url: str, reason: str = "") -> list[str]:
+           actor: str, webmail_url: str, reason: str = "", store: str = "") -> list[str]:
     """Validate (publish) or refuse the registration ``address`` belongs to; e-mail the
     professional (a refusal with ``reason`` and the operator's contact). Returns the
-    addresses concerned.
+    addresses concerned. ``store``: the mail store (``MSS_MAIL_STORES``) the validated
+    mailboxes are placed on; empty: the default one.
 
     Raises:
         NotFound: no registration pending for ``address``.
+        ConfigError: ``store`` is not a configured mail store.
     """
+    from mailstore import stores
+
+    if store:
+        stores.check_store(settings, store)
     issue = certificate_issuer(settings) if accept else None
     with db.transaction() as session:
         pending = registration.find_pending(session, address)
@@ -62,10 +68,14 @@ def decide(db: Database, settings: Settings, mailer: Mailer, address: str, *, ac
             raise NotFound(f"Aucune inscription en attente pour « {address} ».")
         addresses = (registration.validate(session, pending, issue) if accept
                      else registration.refuse(session, pending))
+        if accept and store:
+            for placed in addresses:
+                stores.place(session, settings, placed, store)
         to = pending.professional.usual_email
         audit.record(session, actor=actor, action="registration." +
                      ("validate" if accept else "refuse"), target=addresses[0],
                      outcome="ok", request={"addresses": addresses, **(
+                         {"store": store} if accept and store else {}), **(
                          {} if accept else {"reason": reason, "mailed": bool(to)})})
     subject, text = (validated_text(addresses, webmail_url) if accept else
                      refused_text(reason, settings.effective_operator_contact))
