@@ -182,6 +182,23 @@ def test_webmail_master_login_is_proxied(stores: Stores) -> None:
     assert "Started proxying to <127.0.0.2> (master webmail)" in log
 
 
+def test_webmail_filters_are_proxied_over_managesieve(stores: Stores) -> None:
+    """The webmail's ManageSieve client at store1 edits Marie's scripts on store2 (the proxy
+    speaks STARTTLS to store2's ManageSieve port)."""
+    from mailstore.managesieve import SieveService
+
+    service = SieveService.for_settings(stores.one)
+    assert service.host == "127.0.0.1"
+    with service.session(MARIE) as sieve:
+        sieve.put_script("magasins", 'require "fileinto";\nkeep;\n')
+        assert "magasins" in {s.name for s in sieve.list_scripts()}
+    assert list((_home(stores.two, MARIE)).glob("**/magasins.sieve"))
+    assert not _home(stores.one, MARIE).exists()
+    log = (stores.one.data_dir / "log" / "dovecot.log").read_text()
+    assert any("managesieve-login" in line and "Started proxying to <127.0.0.2>" in line
+               for line in log.splitlines())
+
+
 class _FromAddress(imaplib.IMAP4_SSL):
     """imaplib over TLS from a chosen local address (another host, on the loopback)."""
 
