@@ -4,8 +4,9 @@ namespaces, in 198.18.0.0/24 (RFC 2544's benchmarking range); everything removed
 failure or not. Nothing listens on the machine's own interfaces.
 
     198.18.0.1   PostgreSQL           198.18.0.4   gateway 2
-    198.18.0.2   mail store (Dovecot, LMTP over TLS on 2424)
+    198.18.0.2   mail store 1 (Dovecot, LMTP over TLS on 2424; the default store)
     198.18.0.3   gateway 1            198.18.0.5   webmail
+    198.18.0.6   mail store 2 (Julie's mailbox; a data directory of its own)
     198.18.0.10  the client (smtplib, imaplib, an HTTPS browser: tests/netns_client.py)
 
 Each role is ``ip netns exec HOST mss run --role …``; the data directory is shared through the
@@ -15,7 +16,9 @@ namespaces' addresses: the gateways deliver with ``MSS_LMTP_URL=lmtps://198.18.0
 ``MSS_IMAP_HOST`` and submits at ``MSS_SUBMISSION_HOST``, both checked against the server
 certificate's names. A message submitted to each gateway and one through the webmail arrive
 once each; a burst to both gateways while one is killed with SIGKILL loses and duplicates
-nothing that was acknowledged."""
+nothing that was acknowledged. Two mail stores (``MSS_MAIL_STORES``, issue #19): a message
+to Julie, placed on store 2, goes from gateway 1 to store 2 over LMTPS, and Julie reads it
+with IMAP at store 1, which proxies her login to store 2."""
 
 from __future__ import annotations
 
@@ -46,7 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Demo-Passw0rd"
 SENDER, RECIPIENT = "marie.martin@mss.test", "paul.durand@mss.test"
 NET = "198.18.0"
-HOSTS = {"pg": 1, "store": 2, "gw1": 3, "gw2": 4, "web": 5, "client": 10}
+HOSTS = {"pg": 1, "store": 2, "gw1": 3, "gw2": 4, "web": 5, "store2": 6, "client": 10}
+JULIE = "julie.bernard@mss.test"  # placed on store2
 LMTPS_PORT = 2424
 SUBMISSION, IMAPS, WEB = 5870, 9930, 8443  # the defaults: each host has its own ports
 BURST = 60  # messages to each gateway while gateway 1 is killed
@@ -146,6 +150,7 @@ class Hosts:
             PYTHONPATH=str(ROOT), MSS_DATA_DIR=str(data), MSS_DATABASE_URL=database_url,
             MSS_DEMO_PASSWORD=PASSWORD, MSS_LMTP_URL=f"lmtps://{ip('store')}:{LMTPS_PORT}",
             MSS_IMAP_HOST=ip("store"), MSS_SUBMISSION_HOST=ip("gw1"),
+            MSS_MAIL_STORES=f"store1={ip('store')},store2={ip('store2')}",
             MSS_RATE_LIMIT_PER_MINUTE="0", MSS_RETRY_BASE_SECONDS="1",
             MSS_QUEUE_LEASE_SECONDS="10",  # a dead gateway's claims are taken over soon
             MSS_UNDO_SEND_SECONDS="0",  # the webmail submits at once: 302 = acknowledged
@@ -209,14 +214,14 @@ class Hosts:
                 proc.stdout.close()
 
     # ------------------------------------------------------------------ the client host
-    def submit(self, host: str, tokens: list[str],
-               acked: list[str] | None = None) -> list[str]:
+    def submit(self, host: str, tokens: list[str], acked: list[str] | None = None,
+               recipient: str = RECIPIENT) -> list[str]:
         """Submit ``tokens`` to ``host``'s gateway from the client host, one session; the
         acknowledged ones, appended to ``acked`` as each 250 comes (another thread watches)."""
         acked = [] if acked is None else acked
         with subprocess.Popen(
                 [*self.net.exec("client"), *PYTHON, "tests.netns_client", "submit", ip(host),
-                 str(SUBMISSION), SENDER, PASSWORD, RECIPIENT,
+                 str(SUBMISSION), SENDER, PASSWORD, recipient,
                  str(self.data / "pki" / "ca.pem"), *tokens],
                 env=self.env, cwd=ROOT, text=True, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL) as proc:
@@ -226,15 +231,15 @@ class Hosts:
                     acked.append(line[3:].strip())
         return acked
 
-    def inbox(self) -> Counter[str]:
+    def inbox(self, recipient: str = RECIPIENT) -> Counter[str]:
         out = self.run("client", "tests.netns_client", "count", ip("store"), str(IMAPS),
-                       RECIPIENT, PASSWORD, str(self.data / "pki" / "ca.pem"), timeout=60)
+                       recipient, PASSWORD, str(self.data / "pki" / "ca.pem"), timeout=60)
         return Counter(json.loads(out.strip().splitlines()[-1]))
 
-    def wait_delivered(self, wanted: set[str]) -> Counter[str]:
+    def wait_delivered(self, wanted: set[str], recipient: str = RECIPIENT) -> Counter[str]:
         deadline = time.monotonic() + DEADLINE
         while True:
-            found = self.inbox()
+            found = self.inbox(recipient)
             if wanted <= set(found) or time.monotonic() > deadline:
                 return found
             time.sleep(1)
@@ -253,7 +258,20 @@ def hosts() -> Iterator[Hosts]:
         url = pg.start()
         topo = Hosts(net, root / "data", url)
         topo.run("client", "mss.cli", "demo")  # init: CA, server certificate, LMTP client
+        topo.run("client", "mss.cli", "store", "place", JULIE, "store2", "--moved")
         topo.start("store", "mailstore", MSS_LOG_LEVEL="DEBUG")
+        # store 2: a data directory of its own, with what every host shares (the CA and the
+        # server certificate naming both stores, mss's secret, the webmail's master secret,
+        # the webmail's submission password: `mss run` would otherwise issue a new one)
+        data2 = root / "data2"
+        shutil.copytree(root / "data" / "pki", data2 / "pki")
+        (data2 / "dovecot").mkdir()
+        shutil.copy(root / "data" / "dovecot" / "master-secret", data2 / "dovecot")
+        for name in ("secret.key", "webmail.secret", "mss.toml"):
+            shutil.copy(root / "data" / name, data2 / name)
+        topo.start("store2", "mailstore", MSS_DATA_DIR=str(data2), MSS_MAIL_STORE="store2",
+                   MSS_LOG_LEVEL="DEBUG",
+                   MSS_LMTP_URL=f"lmtps://{ip('store2')}:{LMTPS_PORT}")
         topo.start("gw1", "gateway")
         topo.start("gw2", "gateway")
         topo.start("web", "webmail", MSS_WEBMAIL_URL=f"https://{ip('web')}:{WEB}/")
@@ -285,6 +303,15 @@ def test_several_hosts_deliver_once_and_survive_a_killed_gateway(hosts: Hosts) -
     store_log = hosts.log("store")
     for gw in ("gw1", "gw2"):
         assert f"LMTP sur TLS : passerelle {ip(gw)} " in store_log, gw
+
+    # two stores: gateway 1 delivers Julie's copy to store 2, her login at store 1 is proxied
+    third = f"j{uuid.uuid4().hex[:12]}"
+    assert hosts.submit("gw1", [third], recipient=JULIE) == [third]
+    assert hosts.wait_delivered({third}, JULIE)[third] == 1
+    assert f"LMTP sur TLS : passerelle {ip('gw1')} " in hosts.log("store2")
+    proxied = (hosts.data / "log" / "dovecot.log").read_text(errors="replace")
+    assert f"Started proxying to <{ip('store2')}> (master mss-proxy)" in proxied
+    assert (hosts.data.parent / "data2" / "mail" / "mss.test" / "julie.bernard").is_dir()
 
     # 2. a burst to both gateways; gateway 1 is killed with SIGKILL part-way
     first = [f"k{uuid.uuid4().hex[:12]}" for _ in range(BURST)]
