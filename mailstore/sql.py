@@ -209,6 +209,19 @@ def external_query(proxying: Proxying | None = None) -> str:
     )
 
 
+def token_proxy_query(proxying: Proxying) -> str:
+    """The passdb after ``passdb oauth2`` (``mailstore.oauth``) with several stores: Dovecot
+    runs it only once the token was accepted (``skip = unauthenticated``, the token's passdb
+    ending in ``continue-ok``) and takes from it the proxy fields of an account whose mailbox
+    lives on another store; no row (a mailbox of this store) leaves the token's success as
+    it was."""
+    return (
+        f"SELECT a.login AS \"user\", NULL AS password, 'Y' AS nopassword"
+        f"{proxying.columns(_ACCOUNT_STORE)} FROM account a WHERE a.login = '%u' "
+        f"AND {proxying.store_of(_ACCOUNT_STORE)} <> '{proxying.own}'"
+    )
+
+
 def user_query(default_quota_mb: int, *, master_plugins: str = "",
                master_user: str = "", proxying: Proxying | None = None) -> str:
     """The userdb query: a local mailbox that is not closed, with its storage quota.

@@ -34,8 +34,12 @@ from mailstore.lmtp import LmtpClient
 from mailstore.lmtps import LMTP_CLIENT_NAME
 from mailstore.service import DovecotService
 from mailstore.stores import StoreLmtp
+from mss.app import App
+from mss.psc_standin import LPS_CLIENT, PscStandIn, demo_settings, sign_in
 from mss.setup import write_pair
 from tests.mailstore_fixtures import (
+    PASSWORD,
+    PEOPLE,
     TEST_OPTIONS,
     TrustSpace,
     build,
@@ -95,6 +99,11 @@ def stores() -> Iterator[Stores]:
     one = make_settings(root / "data", mail_stores=STORES, mail_store="store1",
                         secret_key=SECRET_KEY, lmtp_url=f"lmtps://127.0.0.1:{lmtps}")
     space = build(one)
+    # Pro Santé Connect tokens on IMAP at store1 (its stand-in, as tests/test_oauth_sasl.py)
+    one = space.settings = one.replace(**demo_settings(one, free_port()))
+    app = App(one)
+    standin = PscStandIn(app, access_token_seconds=120)
+    standin.start()
     two = space.sibling_settings(
         mail_stores=STORES, mail_store="store2", secret_key=SECRET_KEY,
         listen_address="127.0.0.2", imap_port=one.imap_port, imaps_port=one.imaps_port,
@@ -119,6 +128,8 @@ def stores() -> Iterator[Stores]:
     finally:
         for service in services:
             service.stop()
+        standin.stop()
+        app.close()
         space.db.dispose()
         for path in (root, *space.scratch):
             shutil.rmtree(path, ignore_errors=True)
@@ -167,6 +178,46 @@ def test_card_login_is_proxied(stores: Stores) -> None:
     assert "Started proxying to <127.0.0.2> (master mss-proxy)" in log
     assert any("(master mss-proxy)" in line and "method=EXTERNAL" in line
                for line in log.splitlines())
+
+
+def test_token_login_is_proxied(stores: Stores) -> None:
+    """OAUTHBEARER with a real access token of the PSC stand-in: store1 checks the token (its
+    passdb oauth2 asking mss), then the token-proxy passdb sends the session to store2."""
+    from imapclient import IMAPClient
+    from imapclient.exceptions import LoginError
+
+    token = f"jeton{time.monotonic_ns()}"
+    StoreLmtp(stores.one, stores.space.db).deliver(_message(token), SENDER, [MARIE])
+    access = sign_in(stores.one, PEOPLE["marie"].national_id, PASSWORD,
+                     client_id=LPS_CLIENT)["access_token"]
+    client = IMAPClient("127.0.0.1", port=stores.one.imaps_port, ssl=True,
+                        ssl_context=stores.space.tls_context(), timeout=15)
+    try:
+        client.oauthbearer_login(MARIE, access)
+        client.select_folder("INBOX", readonly=True)
+        assert len(client.search(["HEADER", "Message-ID", f"<{token}@stores.test>"])) == 1
+    finally:
+        client.logout()
+    log = (stores.one.data_dir / "log" / "dovecot.log").read_text()
+    assert any("(master mss-proxy)" in line and "method=OAUTHBEARER" in line
+               for line in log.splitlines())
+    assert access not in log  # the token is never logged
+    # a mailbox of store1 (Paul's): the token-proxy passdb finds no row, the login stays local
+    local = IMAPClient("127.0.0.1", port=stores.one.imaps_port, ssl=True,
+                       ssl_context=stores.space.tls_context(), timeout=15)
+    try:
+        local.oauthbearer_login(PAUL, sign_in(stores.one, PEOPLE["paul"].national_id, PASSWORD,
+                                              client_id=LPS_CLIENT)["access_token"])
+        assert local.select_folder("INBOX", readonly=True)
+    finally:
+        local.logout()
+    log = (stores.one.data_dir / "log" / "dovecot.log").read_text()
+    assert any(f"Login: user=<{PAUL}>, method=OAUTHBEARER" in line for line in log.splitlines())
+    # and a token that is not one is refused at store1, never proxied
+    with IMAPClient("127.0.0.1", port=stores.one.imaps_port, ssl=True,
+                    ssl_context=stores.space.tls_context(), timeout=15) as bad, \
+            pytest.raises(LoginError):
+        bad.oauthbearer_login(MARIE, "pas-un-jeton")
 
 
 def test_webmail_master_login_is_proxied(stores: Stores) -> None:
