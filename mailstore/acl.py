@@ -32,12 +32,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db import Database
+from core.settings import Settings
 from mailstore.config import OWNER_RIGHTS, SPECIAL_FOLDERS, DovecotPaths, ProcessUsers
 from trust_space.holdings import NOT_CLOSED, local_mailboxes, logins_of, mailboxes_of
-from trust_space.models import MailboxKind, MailboxState
+from trust_space.models import Mailbox, MailboxKind, MailboxState
 from trust_space.policy import imap_acl_rights
 
 ADMIN_RIGHT = "a"  # RFC 4314 §2.1: administer (SETACL/DELETEACL/GETACL/LISTRIGHTS)
@@ -70,10 +72,19 @@ def delegations(session: Session) -> dict[str, dict[str, str]]:
     return result
 
 
-def sync(db: Database, paths: DovecotPaths, users: ProcessUsers) -> AclReport:
-    """Rewrite the ACL files of every organisational mailbox and the shared dictionary."""
+def sync(db: Database, paths: DovecotPaths, users: ProcessUsers,
+         settings: Settings | None = None) -> AclReport:
+    """Rewrite the ACL files of every organisational mailbox and the shared dictionary; with
+    several mail stores (``settings``' ``MSS_MAIL_STORES``), of this store's mailboxes only
+    (no folders made on a store for a mailbox that lives on another)."""
     with db.transaction() as session:
         wanted = delegations(session)
+        if settings is not None and settings.stores:
+            default = settings.stores[0].name
+            placed = dict(session.execute(select(Mailbox.address, Mailbox.mail_store).where(
+                Mailbox.address.in_(list(wanted)), Mailbox.operator_id.is_(None))).all())
+            wanted = {a: r for a, r in wanted.items()
+                      if (placed.get(a) or default) == settings.own_store}
     for address, rights in wanted.items():
         store = mailbox_store(paths, address)
         _ensure_folders(store, paths.mail_dir, users)

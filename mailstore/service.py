@@ -178,7 +178,7 @@ class DovecotService:
     def sync_acls(self) -> acl.AclReport:
         """Regenerate the organisational mailboxes' ACLs from the delegations (no reload
         needed: Dovecot re-reads ACL files within ``acl_cache_secs``)."""
-        return acl.sync(self.db, self.paths, self.users)
+        return acl.sync(self.db, self.paths, self.users, self.settings)
 
     def master_credentials(self) -> MasterCredentials:
         """The webmail's master user (see ``mailstore.credentials``)."""
@@ -202,7 +202,7 @@ class DovecotService:
         if self._closed is None:  # later rounds are the supervisor's (``_watch_states``)
             with self.db.read() as session:
                 self._closed = states.closed(session)
-        acl.sync(self.db, self.paths, self.users)
+        acl.sync(self.db, self.paths, self.users, self.settings)
 
     def _watch_pki(self) -> None:
         """A new CRL, CA bundle or server certificate on disk (``ssl_cert = <file`` is read
@@ -228,7 +228,7 @@ class DovecotService:
                 kicked = states.to_kick(session, before, now) \
                     if changed and before is not None else {}
             if changed:
-                acl.sync(self.db, self.paths, self.users)
+                acl.sync(self.db, self.paths, self.users, self.settings)
             for login, why in states.still_connected(who, now).items():
                 kicked.setdefault(login, why)
             states.kick(self.db, self.paths, kicked)

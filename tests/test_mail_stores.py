@@ -417,3 +417,11 @@ def test_operator_validates_a_registration_onto_a_store(tmp_path: Path) -> None:
     listed = mss(data, "store", "list", env=env)
     assert re.search(r"^store2 +127\.0\.0\.2 +1 boîte", listed.stdout, re.M), listed.stdout
     app.close()
+
+
+def test_organisational_acls_are_written_by_their_own_store_only(stores: Stores) -> None:
+    """The pharmacy's mailbox lives on store1: store1 makes its folders and ACL files,
+    store2 makes nothing for it (both wrote their ACLs at start, ``mailstore.acl.sync``)."""
+    org = stores.space.address("org")
+    assert list(_home(stores.one, org).glob("sdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl"))
+    assert not _home(stores.two, org).exists()

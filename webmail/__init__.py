@@ -126,6 +126,6 @@ def _mailstore_acl_sync(settings: Settings, db: Database) -> Callable[[], None]:
         if not Path(paths.conf).exists():
             log.info("ACL non synchronisées : magasin de courrier non configuré ici")
             return
-        acl.sync(db, paths, config.ProcessUsers.detect())
+        acl.sync(db, paths, config.ProcessUsers.detect(), settings)
 
     return sync
