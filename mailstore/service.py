@@ -157,6 +157,9 @@ class DovecotService:
              if (lmtps := s.lmtp_endpoint) and lmtps.tls else []) + (
             [f"ManageSieve      {s.listen_address}:{s.managesieve_port} (STARTTLS)"]
              if s.managesieve_port > 0 else []) + (
+            [f"Magasin          {s.own_store} parmi {', '.join(m.name for m in s.stores)} "
+             "(les connexions aux boîtes des autres magasins leur sont relayées)"]
+            if s.stores else []) + (
             [] if not s.oidc_issuer or config.imap_tokens(s) else [
             "IMAP : jetons Pro Santé Connect indisponibles sur PostgreSQL (Dovecot 2.3.19, "
             "voir mailstore/config.py imap_tokens) ; SMTP les accepte"])

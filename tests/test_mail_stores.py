@@ -425,3 +425,8 @@ def test_organisational_acls_are_written_by_their_own_store_only(stores: Stores)
     org = stores.space.address("org")
     assert list(_home(stores.one, org).glob("sdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl"))
     assert not _home(stores.two, org).exists()
+
+
+def test_mss_run_names_the_store(stores: Stores) -> None:
+    lines = stores.services[1].endpoints()
+    assert any(line.startswith("Magasin          store2 parmi store1, store2") for line in lines)
