@@ -158,6 +158,16 @@ def test_login_at_either_store_reads_a_mailbox_of_the_other(stores: Stores) -> N
         assert imap.create("Dossier-store2")[0] == "OK"
     assert any(p.name == "Dossier-store2"
                for p in (_home(stores.two, MARIE) / "sdbox" / "mailboxes").iterdir())
+    # and audited by store2 (its Dovecot's events, mailstore.events), as Marie's, via the proxy
+    deadline = time.monotonic() + 15
+    found: str | None = None
+    while found is None and time.monotonic() < deadline:
+        with stores.space.db.read() as session:
+            found = session.scalars(select(AuditRecord.request).where(
+                AuditRecord.action == "imap.folder_create", AuditRecord.target == MARIE,
+                AuditRecord.request.contains("Dossier-store2"))).first()
+        time.sleep(0.2)
+    assert found is not None and '"via": "mss-proxy"' in found, found
 
 
 def test_wrong_password_is_refused_by_the_store_reached(stores: Stores) -> None:
