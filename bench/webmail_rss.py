@@ -105,7 +105,7 @@ def serve(data_dir: str, options: str) -> None:
 
     opts = json.loads(options)
     if opts["tracemalloc"]:
-        tracemalloc.start(8)
+        tracemalloc.start(1)
     settings = Settings.load(data_dir=data_dir, environ={}, **opts["settings"])
     service = WebmailService(settings, Database(settings.effective_database_url),
                              test_config={"RATE_LOGIN": "100000 per minute"})
@@ -414,6 +414,10 @@ def report(variants: list[Variant], warmup: int) -> None:
                     print(f"      {line}")
 
 
+def _terminate(*_: object) -> None:
+    raise SystemExit(143)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--serve"]:
@@ -436,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     from mailstore.config import Options
     from mailstore.service import DovecotService
 
+    signal.signal(signal.SIGTERM, _terminate)  # a timeout(1) still stops Dovecot
     root = open_tempdir("mss-bench-rss-")
     space = build(make_settings(root / "data"))
     dovecot = DovecotService(space.settings, space.db, options=Options())
