@@ -223,6 +223,15 @@ class MailboxSession:
     def noop(self) -> None:
         self._call(self.client.noop)
 
+    def forget_responses(self) -> None:
+        """Drop what imaplib kept that no command read: the response codes of tagged answers
+        (Dovecot's ``[CLIENTBUG]`` on each STATUS of the selected folder, which the sidebar's
+        counts ask) and unsolicited EXISTS, RECENT, FETCH… imaplib appends them to lists only
+        a SELECT empties, and a pooled session stays selected: a user's session grew with each
+        page for as long as it was in use (issue 19). Called between two borrowings
+        (``mailstore.pool``), when no command is waiting for any of them."""
+        imaplib_of(self.client).untagged_responses.clear()
+
     def logout(self) -> None:
         """LOGOUT, then the socket closed; on a connection the server already ended (a
         kicked session, a dead Dovecot) imaplib raises before closing its socket, so it is

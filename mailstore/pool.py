@@ -5,7 +5,8 @@ Sessions log in as the user through the master user (``mailstore.credentials``) 
 TLS, the server certificate verified against mss's CA. Idle sessions are kept per user (at most
 ``per_user`` each, ``max_idle`` in all, least recently used dropped first), checked with NOOP
 when they have been idle more than ``check_after`` seconds, and logged out after ``idle_ttl``.
-A session that raised during use is closed, never returned to the pool. Thread-safe: each
+A session that raised during use is closed, never returned to the pool; one returned has
+the responses no command read dropped (``MailboxSession.forget_responses``). Thread-safe: each
 borrowed session is used by one thread at a time.
 """
 
@@ -133,6 +134,7 @@ class ImapPool:
             return False
 
     def _checkin(self, user: str, session: MailboxSession) -> None:
+        session.forget_responses()  # else they pile up for as long as the session is reused
         evicted: list[MailboxSession] = []
         with self._lock:
             entries = self._idle.setdefault(user, [])

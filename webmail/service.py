@@ -9,6 +9,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from cheroot import server as cheroot_server
 from cheroot import wsgi
 
 from core.db import Database
@@ -31,9 +32,30 @@ THREADS = 16  # worker threads for requests: they are short, IMAP work is I/O bo
 http_log = logging.getLogger("mss.webmail.http")
 
 
+class _HttpConnection(cheroot_server.HTTPConnection):
+    """cheroot's connection without its reference cycle, so that it is freed when closed.
+
+    cheroot (11.1) stores on each connection two ``lru_cache`` wrappers of its own bound
+    methods (peer credentials of a UNIX socket, unused on TCP): the connection refers to
+    itself, so it, its socket and its TLS connection (OpenSSL's buffers, tens of KB of native
+    memory) were freed only by a full collection of the cyclic garbage collector, which comes
+    once the Python heap's long-lived objects have grown by a quarter: thousands of connections
+    apart. The webmail's RSS grew by several KB per TLS connection (issue 19:
+    ``bench/webmail_rss.py``). Without the two instance attributes the class's methods are
+    used, uncached. Reported upstream: cherrypy/cheroot#746 (fix proposed in #755)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("resolve_peer_creds", "get_peer_creds"):
+            self.__dict__.pop(name, None)
+
+
 class _Server(wsgi.Server):
     """cheroot's server, logging through ``logging`` instead of writing to stderr. Browsers
-    and proxies routinely drop TLS connections; those are reported at DEBUG only."""
+    and proxies routinely drop TLS connections; those are reported at DEBUG only. Its
+    connections are ``_HttpConnection`` (no reference cycle)."""
+
+    ConnectionClass = _HttpConnection
 
     def error_log(self, msg: str = "", level: int = logging.INFO,
                   traceback: bool = False) -> None:
