@@ -318,6 +318,13 @@ class Running:
         raise KeyError(name)
 
 
+# Services are built one at a time, and started side by side (``start_both``): building the
+# webmail compiles its URL rules with ``ast.parse`` (werkzeug), and CPython 3.11.7 raised
+# "SystemError: AST constructor recursion depth mismatch" from two threads parsing at once
+# (seen in CI, test_demo_pair; CPython gh-106905).
+_BUILDING = threading.Lock()
+
+
 def start(app: App, roles: Iterable[str] = ROLES) -> Running:
     """Start ``app``'s services of ``roles`` in order (as ``mss run`` does); on a failure the
     ones already started are stopped and the error is raised."""
@@ -325,7 +332,8 @@ def start(app: App, roles: Iterable[str] = ROLES) -> Running:
     try:
         for role in roles:
             for factory in services_for(role, app):
-                service = factory(app)
+                with _BUILDING:
+                    service = factory(app)
                 service.start()
                 started.append(service)
     except BaseException:

@@ -324,6 +324,7 @@ def test_keyboard_shortcuts_list_read_view_help_and_turning_them_off(
     assert page.evaluate("document.activeElement.textContent") == "Clavier 4"
     # "#" deletes the row under the cursor (it follows the focus: Clavier 4, then j).
     _keys(page, "j")
+    expect(page.locator(f"{ROWS}.cursor")).to_contain_text("Clavier 3")  # before "#" (CI load)
     _keys(page, "#")
     expect(page.locator(".flash-success")).to_contain_text("1 message placé dans la Corbeille.")
     expect(page.locator(SUBJECTS)).to_have_text(["Clavier 4", "Clavier 2", "Clavier 1",
