@@ -70,6 +70,7 @@ class DovecotService:
         self.restarts = 0
         self._pki_stamp: tuple[tuple[int, int], ...] = ()
         self._closed: states.Closed | None = None
+        self.state_rounds = 0  # rounds of _watch_states finished (tests wait for a whole one)
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._ready = threading.Event()
@@ -238,6 +239,8 @@ class DovecotService:
         except (SQLAlchemyError, OSError) as exc:  # database or disk away: the next round
             log.warning("suivi des états des boîtes en échec : %s", type(exc).__name__)
             return
+        finally:
+            self.state_rounds += 1
         self._closed = now
 
     def _spawn(self, binary: str) -> None:
