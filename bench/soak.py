@@ -22,6 +22,7 @@ grown by at most 5 MB, from the median of its first tenth of samples to that of 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import imaplib
 import os
@@ -211,12 +212,11 @@ class Load:
             except Exception as exc:  # counted; the sessions are opened again
                 with self.rec.lock:
                     self.rec.errors["visibility"].append(f"{type(exc).__name__}: {exc}"[:200])
+                # Already broken: closing them may fail too, which changes nothing.
                 for close in (getattr(imap, "logout", None), getattr(smtp, "close", None)):
-                    try:
+                    with contextlib.suppress(Exception):
                         if close:
                             close()
-                    except Exception:  # noqa: BLE001, S110 — already broken
-                        pass
                 imap = smtp = None
             self.stop.wait(2.0)
         if imap is not None:
