@@ -163,12 +163,14 @@ def _subjects(service: Service, who: str, folder: str = "INBOX") -> list[str]:
                            ssl_context=context) as imap:
         imap.login(who, PASSWORD)
         imap.select(folder, readonly=True)
-        _, data = imap.search(None, "ALL")
+        _, data = imap.uid("SEARCH", "ALL")
         found = []
-        for num in data[0].split():
-            _, parts = imap.fetch(num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-            header = email.message_from_bytes(parts[0][1], policy=email.policy.default)  # type: ignore[index]
-            found.append(str(header["Subject"]))
+        for num in data[0].split():  # UIDs: see _message on drafts replaced while we read
+            _, parts = imap.uid("FETCH", num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            for part in parts:
+                if isinstance(part, tuple):
+                    header = email.message_from_bytes(part[1], policy=email.policy.default)
+                    found.append(str(header["Subject"]))
         return found
 
 
@@ -180,10 +182,15 @@ def _message(service: Service, who: str, subject: str, folder: str = "INBOX"
                            ssl_context=context) as imap:
         imap.login(who, PASSWORD)
         imap.select(folder, readonly=True)
-        _, data = imap.search(None, "ALL")
+        _, data = imap.uid("SEARCH", "ALL")
         for num in reversed(data[0].split()):
-            _, parts = imap.fetch(num, "(BODY.PEEK[])")
-            message = email.message_from_bytes(parts[0][1], policy=email.policy.default)  # type: ignore[index]
+            # UIDs: the autosave replaces the draft (APPEND then EXPUNGE) while we read, and a
+            # message gone since SEARCH answers with no body, only untagged FLAGS/EXPUNGE lines.
+            _, parts = imap.uid("FETCH", num, "(BODY.PEEK[])")
+            bodies = [p[1] for p in parts if isinstance(p, tuple)]
+            if not bodies:
+                continue
+            message = email.message_from_bytes(bodies[0], policy=email.policy.default)
             if str(message["Subject"]) == subject:
                 assert isinstance(message, EmailMessage)
                 return message
