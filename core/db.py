@@ -95,8 +95,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 # Packages that declare tables. Named, not imported, so core depends on nothing above it.
-MODEL_MODULES = ("core.audit", "certs.models", "trust_space.models", "trust_space.changes",
-                 "spool.models", "gateway.accept.rates",
+MODEL_MODULES = ("core.audit", "core.counters", "certs.models", "trust_space.models",
+                 "trust_space.changes", "spool.models", "gateway.accept.rates",
                  "peers.health", "webmail.models", "trust_space.whitelist_history",
                  "webmail.mail.mailrules", "webmail.mail.preferences", "webmail.mail.notify",
                  "webmail.contacts.models")

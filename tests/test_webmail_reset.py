@@ -51,9 +51,9 @@ def web(mail_web: Web) -> Iterator[Web]:
 
 def _forget(web: Web) -> None:
     guards = web.app.extensions["mss.reset"]
-    for counter in (guards.requests, guards.wrong_codes, web.app.extensions["mss.phantoms"]):
-        counter._entries.clear()
     with web.space.db.transaction() as session:
+        for counter in (guards.requests, guards.wrong_codes, web.app.extensions["mss.phantoms"]):
+            counter.forget(session)
         session.execute(update(Account).where(Account.login != "louis.petit@mss.test")
                         .values(failed_attempts=0, code_failures=0, locked_until=None))
         session.execute(update(Account).where(Account.login == MARIE)

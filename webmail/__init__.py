@@ -41,7 +41,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # Cross-site POSTs are refused anyway (Lax, and the CSRF token on every form).
     "SESSION_COOKIE_SAMESITE": "Lax",
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
-    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_STORAGE_URI": "mss-db://",  # webmail.limits: shared by every process
     "RATELIMIT_HEADERS_ENABLED": False,
     "RATE_LOGIN": "30 per minute",
     "RATE_CODE": "30 per minute",

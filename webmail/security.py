@@ -12,7 +12,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
-limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
+# Counts in mss's database (webmail.limits): RATELIMIT_STORAGE_URI = "mss-db://".
+limiter = Limiter(key_func=get_remote_address)
 
 # No inline script or style anywhere: everything comes from /static (CSP level 2).
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -86,5 +87,7 @@ def init_app(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.session_protection = None  # sessions are server-side (webmail.sessions)
     login_manager.unauthorized_handler(_unauthorized)
+    import webmail.limits  # noqa: F401  (registers the "mss-db" storage scheme)
+
     limiter.init_app(app)
     app.after_request(_add_headers)

@@ -66,8 +66,8 @@ class Guards:
 def init_app(app: Flask) -> None:
     s = app.extensions["mss"].settings
     app.extensions["mss.reset"] = Guards(
-        PhantomLocks(REQUESTS_PER_WINDOW, s.login_lock_minutes),
-        PhantomLocks(s.login_max_failures, s.login_lock_minutes))
+        PhantomLocks("reset-request", REQUESTS_PER_WINDOW, s.login_lock_minutes),
+        PhantomLocks("reset-code", s.login_max_failures, s.login_lock_minutes))
     app.register_blueprint(bp)
 
 
@@ -110,12 +110,12 @@ def request_code() -> Response:
         account = find_account(db, identifier)
         key = f"account:{account.id}" if account is not None else identifier
         try:
-            _guards().requests.check(key)
+            _guards().requests.check(db, key)
         except AccountLocked as exc:
             record(db, "password.reset.request", "throttled", actor=identifier[:254],
                    target=account.login if account else "")
             return _start_page(form, _too_many("demandes", exc), 429)
-        _guards().requests.fail(key)
+        _guards().requests.fail(db, key)
         destination = _destination(account, channel)
         challenge, code = otp.start_code(channel, _code_key(), utcnow(),
                                          account.id if account and destination else 0)
@@ -175,7 +175,8 @@ def code() -> Response:
         return _page("reset_code.html", 400 if request.method == "POST" else 200, form=form,
                      sms=sms)
     try:
-        _guards().wrong_codes.check(state["key"])
+        with mss().db.read() as db:
+            _guards().wrong_codes.check(db, state["key"])
     except AccountLocked as exc:
         session.pop(STATE, None)
         flash(_too_many("codes incorrects", exc), "error")
@@ -212,7 +213,7 @@ def _check_code(state: dict[str, Any], form: CodeForm, sms: bool) -> Response:
 def _count_wrong(db: Session, key: str, account: Account | None, now: datetime) -> None:
     """A wrong reset code: the identifier's limit, and the account's one lock-out (a guess
     at the code is a guess at the account; the reset itself stays possible, within limits)."""
-    _guards().wrong_codes.fail(key)
+    _guards().wrong_codes.fail(db, key)
     if account is None:
         return
     s = mss().settings

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -15,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from certs.validation import TrustStore, card_identity, validate
+from core import counters
 from trust_space.accounts import find_account
 from trust_space.errors import AccountLocked, AuthenticationFailed
 from trust_space.models import (
@@ -220,37 +219,36 @@ def check_not_locked(account: Account, now: datetime) -> None:
 
 class PhantomLocks:
     """Failure counts for identifiers that match no account, so that they get locked exactly
-    like real accounts and the answers do not tell which identifiers exist. In memory, per
-    process, keyed by a hash of the identifier; entries expire with the lock window.
+    like real accounts and the answers do not tell which identifiers exist. Counted in the
+    database (``core.counters``, key ``<name>:`` + a hash of the identifier), so every webmail
+    process and host sees the same count (issue #19); a window runs from the last failure.
 
     The password reset uses two more of these as rate limits per identifier, for known and
     unknown ones alike (codes asked, wrong codes): they lock nothing, the account's one
-    lock-out stays ``Account.locked_until``."""
+    lock-out stays ``Account.locked_until``. Each method takes the caller's unit of work."""
 
-    def __init__(self, max_failures: int, lock_minutes: int) -> None:
+    def __init__(self, name: str, max_failures: int, lock_minutes: int) -> None:
+        self.name = name
         self.max_failures = max_failures
         self.window = lock_minutes * 60
-        self._entries: dict[str, tuple[int, float]] = {}
-        self._lock = threading.Lock()
 
-    @staticmethod
-    def _key(identifier: str) -> str:
-        return hashlib.sha256(identifier.strip().lower().encode()).hexdigest()
+    def _key(self, identifier: str) -> str:
+        digest = hashlib.sha256(identifier.strip().lower().encode()).hexdigest()
+        return f"{self.name}:{digest}"
 
-    def check(self, identifier: str) -> None:
+    def check(self, db: Session, identifier: str) -> None:
         """Raises AccountLocked if this unknown identifier is "locked"."""
-        count, since = self._entries.get(self._key(identifier), (0, 0.0))
-        if count >= self.max_failures and time.time() - since < self.window:
-            raise AccountLocked(datetime.fromtimestamp(since + self.window, UTC))
+        count, expires = counters.read(db, self._key(identifier))
+        if count >= self.max_failures and expires is not None:
+            raise AccountLocked(datetime.fromtimestamp(expires, UTC))
 
-    def count(self, identifier: str) -> int:
+    def count(self, db: Session, identifier: str) -> int:
         """Failures counted for ``identifier`` inside the window."""
-        count, since = self._entries.get(self._key(identifier), (0, 0.0))
-        return count if time.time() - since < self.window else 0
+        return counters.read(db, self._key(identifier))[0]
 
-    def fail(self, identifier: str) -> None:
-        now = time.time()
-        with self._lock:
-            self._entries = {k: v for k, v in self._entries.items() if now - v[1] < self.window}
-            count, _since = self._entries.get(self._key(identifier), (0, now))
-            self._entries[self._key(identifier)] = (count + 1, now)
+    def fail(self, db: Session, identifier: str) -> None:
+        counters.add(db, self._key(identifier), self.window, extend=True)
+
+    def forget(self, db: Session) -> int:
+        """Forget every count of this kind (tests, and an operator clearing locks)."""
+        return counters.clear_prefix(db, self.name + ":")

@@ -51,7 +51,8 @@ PENDING_NEXT = "pending_login_next"  # the page that asked for the log-in (safe_
 
 def init_app(app: Flask) -> None:
     s = app.extensions["mss"].settings
-    app.extensions["mss.phantoms"] = PhantomLocks(s.login_max_failures, s.login_lock_minutes)
+    app.extensions["mss.phantoms"] = PhantomLocks("phantom", s.login_max_failures,
+                                                  s.login_lock_minutes)
     app.register_blueprint(bp)
     from webmail.auth import reset  # the "Mot de passe oublié ?" pages (issue #15 item 2)
 
@@ -122,14 +123,14 @@ def _check_password(identifier: str, password: str) -> int:
         unknown = find_account(db, identifier) is None
         try:
             if unknown:
-                phantoms.check(identifier)
+                phantoms.check(db, identifier)
             account = authenticate_password(db, identifier, password,
                                             max_failures=s.login_max_failures,
                                             lock_minutes=s.login_lock_minutes)
             check_webmail_access(db, account)
         except AuthenticationFailed as exc:
             if unknown and not isinstance(exc, AccountLocked):
-                phantoms.fail(identifier)
+                phantoms.fail(db, identifier)
             record(db, "login.password", exc.code, actor=identifier[:254], target="")
             refusal = _refusal(db, exc, identifier, unknown)
         else:
@@ -148,7 +149,7 @@ def _refusal(db: Session, exc: AuthenticationFailed, identifier: str,
         exc.message = locked_message(exc.locked_until, utcnow())
     elif type(exc) is AuthenticationFailed:
         account = None if unknown else find_account(db, identifier)
-        failures = mss_phantoms().count(identifier) if unknown else \
+        failures = mss_phantoms().count(db, identifier) if unknown else \
             (account.failed_attempts or 0) if account is not None else 0
         exc.message += failure_warning(failures, s.login_max_failures, s.login_lock_minutes)
     return exc
