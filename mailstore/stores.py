@@ -128,13 +128,13 @@ def check_store(settings: Settings, name: str) -> MailStore:
     """
     stores = settings.stores
     if not stores:
-        raise ConfigError("un seul magasin de courrier (MSS_MAIL_STORES est vide) : "
-                              "--store est sans objet")
+        raise ConfigError("un seul magasin de courrier (MSS_MAIL_STORES est vide) : toutes "
+                          "les boîtes y sont, il n'y a pas de magasin à choisir")
     for store in stores:
         if store.name == name:
             return store
     raise ConfigError(f"magasin de courrier inconnu : « {name} » (MSS_MAIL_STORES : "
-                          f"{', '.join(s.name for s in stores)})")
+                      f"{', '.join(s.name for s in stores)})")
 
 
 def place(session: object, settings: Settings, address: str, name: str) -> str | None:

@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from core.audit import AuditRecord
+from core.errors import ConfigError
 from core.settings import Settings
 from mailstore import credentials, sql
 from mailstore.errors import UnknownMailbox
@@ -386,6 +387,11 @@ def test_one_store_keeps_the_queries_and_the_client(tmp_path: Path) -> None:
     db = Database(settings.effective_database_url)
     assert isinstance(lmtp_for(settings, db), LmtpClient)
     db.dispose()
+    from mailstore.stores import check_store
+
+    with pytest.raises(ConfigError) as refused:  # `mss store place` with a single store
+        check_store(settings, "store2")
+    assert "pas de magasin à choisir" in str(refused.value) and "--" not in str(refused.value)
 
 
 def test_init_names_every_store_in_the_server_certificate(tmp_path: Path) -> None:
