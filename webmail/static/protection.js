@@ -55,4 +55,7 @@
 
   for (const f of fields) { f.addEventListener("input", later); f.addEventListener("change", later); }
   for (const c of [sign, encrypt]) { if (c) { c.addEventListener("change", update); } }
+  // Recipients already there when this script runs (typed while the page was still loading,
+  // a form the browser restored): their protection now, not at the next keystroke.
+  if (addresses().length) { update(); }
 })();
