@@ -353,6 +353,10 @@ class Workers:
 
     def __init__(self, deliverer: Deliverer, count: int, owner: str, poll: float = 0.5) -> None:
         self.deliverer, self.count, self.owner, self.poll = deliverer, count, owner, poll
+        # A claim takes one worker's share of a batch: the first worker to wake must not take
+        # the whole backlog, one message after the other, while the others sit idle (issue
+        # #19: submit → visible over IMAP).
+        self.batch = max(2, BATCH // max(1, count))
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -376,7 +380,7 @@ class Workers:
     def _loop(self, owner: str) -> None:
         while not self._stop.is_set():
             try:
-                done = self.deliverer.run_once(owner)
+                done = self.deliverer.run_once(owner, self.batch)
             except Exception:  # noqa: BLE001 — a worker never dies; the lease retakes rows
                 log.exception("livraison : lot en échec")
                 self._stop.wait(1.0)
