@@ -69,6 +69,7 @@ class Services:
                         # the demo password over SMTP and IMAP (by default only application
                         # passwords are): the soak is about the load, not the login policy
                         MSS_IMAP_SMTP_WEB_PASSWORD="true")
+        self.database_url = database_url
         if database_url:
             self.env["MSS_DATABASE_URL"] = database_url
         self.procs: dict[str, subprocess.Popen[str]] = {}
@@ -162,6 +163,8 @@ class Load:
         self.ctx.check_hostname = False
         self.stop = threading.Event()
         self.accepted = 0
+        # The probes seen: (Message-ID, wall clock at MAIL FROM, at the 250, when visible).
+        self.probes: list[tuple[str, float, float, float]] = []
 
     def _session(self) -> smtplib.SMTP:
         smtp = smtplib.SMTP("127.0.0.1", self.s.ports["SUBMISSION"], timeout=30)
@@ -228,8 +231,9 @@ class Load:
         tag = uuid.uuid4().hex
         raw = (f"From: {SENDER}\r\nTo: {PROBE}\r\nSubject: visibilite {tag}\r\n"
                f"Message-ID: <{tag}@soak.test>\r\n\r\nSonde.\r\n").encode()
-        start = time.monotonic()
+        start, wall = time.monotonic(), time.time()
         smtp.sendmail(SENDER, [PROBE], raw)
+        acknowledged = time.monotonic()
         # NOOP every 20 ms: the moment the store shows the message to a client that asks.
         # (A client in IDLE is told 0.5 s later: Dovecot 2.3 waits NOTIFY_DELAY_MSECS = 500
         # after a change before it notifies, src/lib-storage/mailbox-watch.c.)
@@ -243,6 +247,8 @@ class Load:
             raise AssertionError(f"EXISTS reçu, mais pas le message {tag}")
         with self.rec.lock:
             self.rec.latency["visibility"].append(seen - start)
+            self.probes.append((f"<{tag}@soak.test>", wall, wall + acknowledged - start,
+                                wall + seen - start))
 
     def imap_reader(self) -> None:
         def read() -> None:
@@ -302,6 +308,49 @@ def trend(samples: list[tuple[float, float]]) -> float:
         return 0.0
     return statistics.linear_regression([t for t, _ in samples],
                                         [m for _, m in samples]).slope * 60
+
+
+def slowest_probes(services: Services, probes: list[tuple[str, float, float, float]],
+                   count: int = 6) -> None:
+    """Where the slowest probes spent their time, from the delivery timeline: the 250, the
+    delivery recorded (after the worker's whole batch, so it may follow the moment the store
+    shows the message) and the moment the polling client saw it, each from MAIL FROM."""
+    from sqlalchemy import create_engine, select
+
+    from spool.events import Event
+    from spool.models import DeliveryEvent
+
+    slow = sorted(probes, key=lambda p: p[1] - p[3])[:count]
+    if not slow:
+        return
+    url = services.database_url or f"sqlite:///{services.data / 'mss.db'}"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(DeliveryEvent.message_key, DeliveryEvent.at).where(
+                DeliveryEvent.message_key.in_([p[0] for p in slow]),
+                DeliveryEvent.recipient == PROBE,
+                DeliveryEvent.event == Event.DELIVERED.value)).all()
+    finally:
+        engine.dispose()
+    recorded = {key: at.timestamp() for key, at in rows}
+    for key, wall, acked, seen in slow:
+        done = (f"{(recorded[key] - wall) * 1000:.0f} ms" if key in recorded
+                else "introuvable")
+        print(f"sonde lente {key[1:9]} : 250 à {(acked - wall) * 1000:.0f} ms, remise "
+              f"enregistrée à {done}, visible à {(seen - wall) * 1000:.0f} ms")
+
+
+def rss_shape(each: list[dict[tuple[str, int, str], float]],
+              keys: list[tuple[str, int, str]]) -> None:
+    """The anonymous RSS of ``keys`` minute by minute (the lowest sample of each minute;
+    samples every 5 s): growth that levels off (warm-up) and a steady leak look alike in a
+    start-to-end difference, not here."""
+    for key in keys:
+        minutes = [min((s[key] for s in each[i:i + 12] if key in s), default=float("nan"))
+                   for i in range(0, len(each), 12)]
+        print(f"RSS anonyme {key[0]:9} {key[2]} (pid {key[1]}) par minute : "
+              + " ".join(f"{mb:.1f}" for mb in minutes))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,8 +433,14 @@ def main(argv: list[str] | None = None) -> int:
                                                 key=lambda kv: -abs(kv[1][1] - kv[1][0]))[:8]:
             print(f"RSS anonyme {role:9} {name} (pid {pid}) {a:.1f} → {b:.1f} Mo, "
                   f"écart {b - a:+.1f} Mo (croissance admise ≤ {RSS_BAND:g})")
-        for name, errors in rec.errors.items():
-            for error in errors[:3]:
+        growing = sorted(drifts, key=lambda k: drifts[k][0] - drifts[k][1])[:3]
+        rss_shape(each, growing)
+        try:
+            slowest_probes(services, load.probes)
+        except Exception as exc:  # noqa: BLE001 — a diagnosis only: the verdicts stand
+            print(f"détail des sondes lentes indisponible : {type(exc).__name__}: {exc}")
+        for name, failures in rec.errors.items():
+            for error in failures[:3]:
                 print(f"erreur {name}: {error}")
         errors = sum(len(e) for n, e in rec.errors.items() if n != "calibration")
         seen = rec.latency["visibility"]

@@ -3,6 +3,7 @@ errors, a leftover Dovecot replaced, the generated configuration accepted by dov
 
 from __future__ import annotations
 
+import imaplib
 import os
 import shutil
 import signal
@@ -35,8 +36,14 @@ def _eventually(check: Callable[[], bool], timeout: float = 8.0) -> bool:
     return check()
 
 
-def _external_ok(space: TrustSpace, card: str) -> bool:
-    conn = space.imaps(card)
+def _external_ok(space: TrustSpace, card: str) -> bool | None:
+    """True: EXTERNAL accepted; False: refused (AUTHENTICATIONFAILED); None: the connection
+    closed before the greeting, which a connection taken by a login process that a reload is
+    stopping gets (seen in CI): no answer, asked again by ``_eventually``."""
+    try:
+        conn = space.imaps(card)
+    except (imaplib.IMAP4.abort, OSError):  # EOF, reset, TLS cut short
+        return None
     try:
         return conn.authenticate("EXTERNAL", lambda _: b"")[0] == "OK"
     except conn.error:
@@ -81,7 +88,7 @@ def test_reload_applies_a_new_crl(dovecot: DovecotService, mailstore_space: Trus
     assert _external_ok(mailstore_space, "julie")
     mailstore_space.revoke("julie")
     dovecot.reload()
-    assert _eventually(lambda: not _external_ok(mailstore_space, "julie"))
+    assert _eventually(lambda: _external_ok(mailstore_space, "julie") is False)
 
 
 def test_a_new_crl_is_picked_up_without_reload(dovecot: DovecotService,
@@ -89,7 +96,7 @@ def test_a_new_crl_is_picked_up_without_reload(dovecot: DovecotService,
     """``mss`` revoking from another process: the supervisor sees the new crl.pem."""
     assert _external_ok(mailstore_space, "emma")
     mailstore_space.revoke("emma")
-    assert _eventually(lambda: not _external_ok(mailstore_space, "emma"))
+    assert _eventually(lambda: _external_ok(mailstore_space, "emma") is False)
 
 
 def test_reload_running_from_another_process(dovecot: DovecotService,
