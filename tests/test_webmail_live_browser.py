@@ -333,6 +333,46 @@ def test_a_refresh_keeps_the_focus_and_what_was_on_screen(site: Site, browser: A
     shot(site, page, "defilement-conserve", full_page=False)
 
 
+def test_a_tick_and_a_move_made_while_the_list_is_asked_again_survive_it(
+        site: Site, browser: Any) -> None:
+    """A message arrives, the list is asked again; before the answer comes (a slow network,
+    a loaded server), Marie ticks a row and moves on with j: the refreshed list keeps that
+    tick and that row (what was on screen when the answer came, not when it was asked)."""
+    for n in range(3):
+        deliver(site, MARIE, f"Courrier de la veille {n}")
+    page = signed_in(browser, site, MARIE)
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        if route.request.headers.get("x-mss-fragment") == "1":
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/courrier/**", hold)
+    rows = page.locator("#liste tbody tr[data-uid]")
+    assert rows.count() >= 3
+    first, second = (rows.nth(i).get_attribute("data-uid") for i in (0, 1))
+    rows.nth(0).locator("td.col-subject a").focus()
+    deliver(site, MARIE, "Arrivé pendant la réponse")
+    deadline = time.monotonic() + 5
+    while not held:
+        assert time.monotonic() < deadline, "la liste n'a pas été redemandée"
+        page.wait_for_timeout(20)
+    # While the request is on its way: a tick, and j to the next row.
+    page.locator(f"#liste tr[data-uid='{first}'] input[name=uid]").check()
+    page.keyboard.press("j")
+    expect(page.locator("#liste tr.cursor")).to_have_attribute("data-uid", second)
+    held[0].continue_()
+    expect(page.locator("#liste td.col-subject", has_text="Arrivé pendant la réponse")
+           ).to_have_count(1)
+    assert page.locator(f"#liste tr[data-uid='{first}'] input[name=uid]").is_checked()
+    expect(page.locator("#liste tr.cursor")).to_have_attribute("data-uid", second)
+    assert page.evaluate("document.activeElement.closest('tr')?.dataset.uid") == second
+    page.unroute("**/courrier/**")
+    page.context.close()
+
+
 # ---------------------------------------------------------------------- the quota gauge
 def test_quota_gauge_under_80_from_80_amber_from_90_red(site: Site, browser: Any) -> None:
     """Julie's mailbox gets a 1 Mo quota; messages fill it while her page is open."""

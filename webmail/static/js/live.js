@@ -261,11 +261,13 @@ class Live {
     try {
       const list = document.getElementById("liste");
       const url = list.dataset.url || location.href;
-      const kept = keep(list);
       const html = await fragment(url);
       const next = parseFragment(html).getElementById("liste");
       const current = document.getElementById("liste");
       if (!next || !current) { return; }
+      // What the person did while the list was asked for (a tick, j/k, a scroll) is what
+      // survives: taken now, not when the request left.
+      const kept = keep(current);
       current.replaceWith(next);
       restore(next, kept, asked);
       for (const uid of fresh) {
