@@ -344,6 +344,60 @@ def slowest_probes(services: Services, probes: list[tuple[str, float, float, flo
               f"enregistrée à {done}, visible à {(seen - wall) * 1000:.0f} ms")
 
 
+def stage_buckets(services: Services) -> dict[tuple[str, str], dict[float, float]]:
+    """The gateway's delivery-stage histograms (``mss_delivery_stage_seconds`` for local
+    recipients, ``mss_delivery_record_seconds``): (metric, stage) → {upper bound: count}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{services.ports['METRICS']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 — loopback
+        text = reply.read().decode()
+    found: dict[tuple[str, str], dict[float, float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("mss_delivery_stage_seconds", "mss_delivery_record_seconds"):
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if not sample.name.endswith("_bucket") or labels.get("kind", "local") != "local":
+                continue
+            key = (family.name, labels.get("stage", "batch"))
+            bound = float(labels["le"])
+            found[key][bound] = found[key].get(bound, 0.0) + sample.value
+    return found
+
+
+def bucket_quantile(q: float, buckets: dict[float, float]) -> float:
+    """Prometheus's ``histogram_quantile`` on cumulative buckets (linear within one)."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = bound, count
+    return lower
+
+
+def stage_report(before: dict[tuple[str, str], dict[float, float]],
+                 after: dict[tuple[str, str], dict[float, float]]) -> None:
+    """Where the steady phase's local deliveries spent their time (issue #19): waiting in
+    the queue, the LMTP attempt, recording the batch; p50/p99 from the gateway's buckets."""
+    names = {("mss_delivery_stage_seconds", "queue"): "file d'attente (acceptation → essai)",
+             ("mss_delivery_stage_seconds", "attempt"): "essai LMTP",
+             ("mss_delivery_record_seconds", "batch"): "enregistrement d'un lot"}
+    for key, label in names.items():
+        now, then = after.get(key, {}), before.get(key, {})
+        steady = {b: c - then.get(b, 0.0) for b, c in now.items()}
+        count = steady.get(float("inf"), 0.0)
+        print(f"étape {label} : n={count:.0f} p50≈{bucket_quantile(0.5, steady) * 1000:.0f} ms "
+              f"p99≈{bucket_quantile(0.99, steady) * 1000:.0f} ms")
+
+
 def rss_shape(each: list[dict[tuple[str, int, str], float]],
               keys: list[tuple[str, int, str]]) -> None:
     """The anonymous RSS of ``keys`` minute by minute (the lowest sample of each minute;
@@ -399,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, failures in load.rec.errors.items():
                 rec.errors[f"{name} (mise en route)"].extend(failures)
             load.rec, warmed, load.accepted = rec, load.accepted, 0
+        stages_before = stage_buckets(services)
         samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
         each: list[dict[tuple[str, int, str], float]] = []  # anonymous RSS, every 5 s
         start = time.monotonic()
@@ -448,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"écart {b - a:+.1f} Mo (croissance admise ≤ {RSS_BAND:g})")
         growing = sorted(drifts, key=lambda k: drifts[k][0] - drifts[k][1])[:3]
         rss_shape(each, growing)
+        try:
+            stage_report(stages_before, stage_buckets(services))
+        except Exception as exc:  # noqa: BLE001 — a diagnosis only: the verdicts stand
+            print(f"étapes de la remise indisponibles : {type(exc).__name__}: {exc}")
         try:
             slowest_probes(services, load.probes)
         except Exception as exc:  # noqa: BLE001 — a diagnosis only: the verdicts stand

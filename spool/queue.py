@@ -171,16 +171,23 @@ def _due(now: datetime) -> ColumnElement[bool]:
 
 
 def claim(db: Database, owner: str, *, limit: int, lease_seconds: float,
-          now: datetime | None = None) -> list[Claimed]:
-    """Take up to ``limit`` due recipients (see the module docstring), grouped by message."""
+          now: datetime | None = None, share: int = 1) -> list[Claimed]:
+    """Take up to ``limit`` due recipients (see the module docstring), grouped by message.
+
+    ``share``: how many workers share the backlog; this claim takes its share of the messages
+    due, oldest first (at least one message, at most ``limit`` rows), so that a few messages
+    arriving together go to several idle workers at once instead of one after the other to
+    the first awake (issue #19: submit → visible), while a large backlog still goes in batches
+    of ``limit`` (fewer commits)."""
     now = now or utcnow()
     token = f"{owner}:{os.getpid()}:{next(_tokens)}"[:64]
     with writing(db) as session:
-        query = (select(QueueRecipient.id).where(_due(now))
-                 .order_by(QueueRecipient.next_attempt_at).limit(limit))
+        query = (select(QueueRecipient.id, QueueRecipient.queue_id).where(_due(now))
+                 .order_by(QueueRecipient.next_attempt_at, QueueRecipient.id)
+                 .limit(limit * max(1, share)))
         if db.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        ids = list(session.scalars(query))
+        ids = _share(session.execute(query).all(), share, limit)
         if not ids:
             return []
         session.execute(
@@ -192,6 +199,14 @@ def claim(db: Database, owner: str, *, limit: int, lease_seconds: float,
                 attempts=QueueRecipient.attempts + 1, updated_at=now,
             ).execution_options(synchronize_session=False))
         return _load_claimed(session, token)
+
+
+def _share(due: Sequence[Any], share: int, limit: int) -> list[int]:
+    """The ids of the first ``ceil(messages / share)`` messages of ``due`` ((id, queue id)
+    rows, oldest first), at most ``limit`` of them."""
+    messages = list(dict.fromkeys(queue_id for _, queue_id in due))
+    wanted = set(messages[:max(1, -(-len(messages) // max(1, share)))])
+    return [row_id for row_id, queue_id in due if queue_id in wanted][:limit]
 
 
 def renew(db: Database, tokens: Iterable[str], lease_seconds: float,

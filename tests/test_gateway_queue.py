@@ -109,6 +109,25 @@ def test_bounce_releases_the_key_and_purges(db: Database) -> None:
         assert [e.event for e in q.timeline(session, queue_id)] == ["queued", "bounced"]
 
 
+def test_a_claim_takes_its_share_of_the_messages_due(db: Database) -> None:
+    """Four workers, three messages just arrived: the first claim takes the oldest message
+    with all its recipients, not the three (the other workers deliver the rest meanwhile);
+    alone, a worker takes them all; a long backlog goes in batches of ``limit``."""
+    ids = [put(db, f"<s{n}@x>", "b@x.test", "c@x.test") for n in range(3)]
+    first = q.claim(db, "w1", limit=12, lease_seconds=60, share=4)
+    assert [(c.queue_id, len(c.rows)) for c in first] == [(ids[0], 2)]
+    second = q.claim(db, "w2", limit=12, lease_seconds=60, share=2)
+    assert [c.queue_id for c in second] == [ids[1]]
+    assert [c.queue_id for c in q.claim(db, "w3", limit=12, lease_seconds=60, share=4)] == [
+        ids[2]]
+    more = [put(db, f"<t{n}@x>", "b@x.test", "c@x.test") for n in range(3)]
+    assert [c.queue_id for c in q.claim(db, "w4", limit=12, lease_seconds=60)] == more
+    for n in range(40):
+        put(db, f"<u{n}@x>", "b@x.test", "c@x.test")
+    batch = q.claim(db, "w5", limit=12, lease_seconds=60, share=4)
+    assert sum(len(c.rows) for c in batch) == 12 and all(len(c.rows) == 2 for c in batch)
+
+
 def test_concurrent_claims_never_share_a_row(db: Database) -> None:
     for n in range(60):
         put(db, f"<c{n}@x>", "b@x.test", "c@x.test")

@@ -74,6 +74,33 @@ def test_plain_submission_is_signed_delivered_and_copied_to_sent(operator: Opera
     assert {"queued", "delivered"} <= events
 
 
+def test_a_delivery_s_time_is_split_between_the_queue_and_the_attempt(
+        operator: Operator) -> None:
+    """The operator's Postfix-like ``delays=``: each local delivery's time from acceptance to
+    its attempt and the attempt itself, within the acceptance → recorded latency."""
+    value = operator.gateway.metrics.registry.get_sample_value
+
+    def read() -> dict[str, float]:
+        found = {f"{part} {stage}": value(f"mss_delivery_stage_seconds_{part}",
+                                          {"kind": "local", "stage": stage}) or 0.0
+                 for part in ("count", "sum") for stage in ("queue", "attempt")}
+        found["latency"] = value("mss_delivery_latency_seconds_sum", {"kind": "local"}) or 0.0
+        found["batches"] = value("mss_delivery_record_seconds_count") or 0.0
+        return found
+
+    before = read()
+    operator.submit(MARIE, [PAUL], message("Delais"))
+    operator.wait_for(PAUL, subject_is("Delais"))
+    for _ in range(100):  # counted once the batch is recorded, just after the store has it
+        if (after := read())["count attempt"] > before["count attempt"]:
+            break
+        time.sleep(0.05)
+    grew = {k: after[k] - before[k] for k in after}
+    assert grew["count queue"] == grew["count attempt"] >= 1 and grew["batches"] >= 1
+    assert 0 < grew["sum attempt"] and 0 <= grew["sum queue"]
+    assert grew["sum queue"] + grew["sum attempt"] <= grew["latency"] + 1e-6
+
+
 def test_aiosmtplib_on_implicit_tls_port(operator: Operator) -> None:
     async def send() -> None:
         await aiosmtplib.send(message("Implicite", to=JULIE), hostname="127.0.0.1",

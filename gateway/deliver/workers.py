@@ -35,7 +35,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from core import audit
@@ -68,6 +68,10 @@ class Outcome:
     enhanced: str = ""  # RFC 3463, for the DSN
     reason: str = ""  # the remote reply or our reason, one line, no content
     in_doubt: bool = False  # deferred, but the store may hold it (no reply after the data)
+    # Where the time went (seconds; Postfix's ``delays=``): from acceptance to the start of
+    # this message's attempt (the queue, and the batch's earlier messages), and the attempt.
+    waited: float = 0.0
+    took: float = 0.0
 
 
 def _result(claimed: Claimed, row: Row, result: Result) -> Outcome:
@@ -167,10 +171,11 @@ class Deliverer:
         self.outbound, self.notifier, self.probe = outbound, notifier, probe
         self.leases = Leases(gw)
 
-    def run_once(self, owner: str, limit: int = BATCH) -> int:
-        """Claim, deliver and record one batch; the number of recipients handled."""
+    def run_once(self, owner: str, limit: int = BATCH, share: int = 1) -> int:
+        """Claim (``share``: how many workers share the backlog, ``spool.queue.claim``),
+        deliver and record one batch; the number of recipients handled."""
         lease = self.gw.settings.queue_lease_seconds
-        batch = q.claim(self.gw.db, owner, limit=limit, lease_seconds=lease)
+        batch = q.claim(self.gw.db, owner, limit=limit, lease_seconds=lease, share=share)
         if not batch:
             return 0
         # The lease is renewed while the batch is out (``Leases``), so a slow peer or mail
@@ -182,12 +187,23 @@ class Deliverer:
         with self.leases.holding(batch[0].token):
             for claimed in batch:
                 if time.monotonic() < deadline:
-                    outcomes += self.deliver(claimed)
+                    outcomes += self.timed(claimed)
                 else:
                     outcomes += [Outcome(claimed, row, "released", "") for row in claimed.rows]
             if outcomes:
+                started = time.monotonic()
                 self.finish(batch, outcomes)
+                self.metrics.record_seconds.observe(time.monotonic() - started)
         return len(outcomes)
+
+    def timed(self, claimed: Claimed) -> list[Outcome]:
+        """``deliver``, each outcome carrying where its time went (``Outcome.waited``,
+        ``Outcome.took``)."""
+        waited = max((utcnow() - claimed.created_at).total_seconds(), 0.0)
+        started = time.monotonic()
+        outcomes = self.deliver(claimed)
+        took = time.monotonic() - started
+        return [replace(o, waited=waited, took=took) for o in outcomes]
 
     def deliver(self, claimed: Claimed) -> list[Outcome]:
         local = [r for r in claimed.rows if r.kind in (RecipientKind.LOCAL, RecipientKind.SENT)]
@@ -334,6 +350,8 @@ class Deliverer:
             self.metrics.delivered.labels(kind=kind).inc()
             age = (utcnow() - o.claimed.created_at).total_seconds()
             self.metrics.latency.labels(kind=kind).observe(max(age, 0.0))
+            self.metrics.stage.labels(kind=kind, stage="queue").observe(o.waited)
+            self.metrics.stage.labels(kind=kind, stage="attempt").observe(o.took)
         elif o.status == "released":
             return
         elif o.status == "deferred":
@@ -353,9 +371,9 @@ class Workers:
 
     def __init__(self, deliverer: Deliverer, count: int, owner: str, poll: float = 0.5) -> None:
         self.deliverer, self.count, self.owner, self.poll = deliverer, count, owner, poll
-        # A claim takes one worker's share of a batch: the first worker to wake must not take
-        # the whole backlog, one message after the other, while the others sit idle (issue
-        # #19: submit → visible over IMAP).
+        # A claim takes one worker's share of the messages due, at most a share of a batch:
+        # the first worker to wake must not take the whole backlog, one message after the
+        # other, while the others sit idle (issue #19: submit → visible over IMAP).
         self.batch = max(2, BATCH // max(1, count))
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -380,7 +398,7 @@ class Workers:
     def _loop(self, owner: str) -> None:
         while not self._stop.is_set():
             try:
-                done = self.deliverer.run_once(owner, self.batch)
+                done = self.deliverer.run_once(owner, self.batch, self.count)
             except Exception:  # noqa: BLE001 — a worker never dies; the lease retakes rows
                 log.exception("livraison : lot en échec")
                 self._stop.wait(1.0)
