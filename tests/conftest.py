@@ -8,17 +8,53 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import create_engine, text
 
 from core.db import Base, Database, load_models
 from core.settings import Settings
 from tests.pg import TempPostgres
+from trust_space import accounts
 
 # Fixture modules, registered here (before any test module imports them) so that pytest
 # rewrites their asserts whatever the collection order.
 pytest_plugins = ["tests.mailstore_fixtures", "tests.gateway_fixtures", "tests.pair_fixtures"]
 
 _counter = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Cheap argon2id parameters for the passwords the tests make and check (the same code,
+    the same PHC strings, verified by the same Dovecot): the production ones cost ~0.2 s of
+    CPU per hash and the suite makes about a thousand. ``accounts.PRODUCTION_HASHER`` is
+    tested on its own (test_accounts.py, test_mailstore_auth.py); the ``mss`` processes that
+    tests start use it."""
+    accounts.HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+# The longest modules (browsers, several mss processes, kill -9 bursts), longest first, then
+# the other browser modules: ``setup.sh test`` spreads modules over two processes
+# (pytest-xdist, ``--dist loadfile``), which take the next module as they become free, so a
+# long module left for the end would run alone while the other process waits.
+LONG_MODULES = ("test_webmail_writing_browser", "test_demo_pair", "test_webmail_live_browser",
+                "test_webmail_list_browser", "test_webmail_mail_browser", "test_gateway_crash",
+                "test_webmail_first_hour_browser", "test_webmail_sieve_browser",
+                "test_webmail_reading_browser", "test_gateway_processes", "test_topology",
+                "test_topology_netns", "test_webmail_authz", "test_webmail_settings_safety",
+                "test_bench_search", "test_webmail_sieve", "test_webmail_list",
+                "test_cert_renewal", "test_whitelist_fetch", "test_selftest", "test_oauth_sasl",
+                "test_attacks_auth")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``LONG_MODULES`` first, in that order, then the other browser modules, then the rest;
+    each module's tests in their own order."""
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.stem
+        if name in LONG_MODULES:
+            return 0, LONG_MODULES.index(name)
+        return (1 if name.endswith("_browser") else 2), 0
+    items.sort(key=rank)  # stable: the order within a module and among the rest is kept
 
 
 @pytest.fixture(scope="session")

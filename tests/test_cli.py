@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -53,6 +54,11 @@ def test_demo_creates_the_trust_space(demo: Path) -> None:
     assert "julie.bernard@mss.test" in found
     ca = (demo / "pki" / "ca.pem").read_text()
     assert ca.count("BEGIN CERTIFICATE") == 2
+    # Outside the test suite (which hashes cheaply, tests/conftest.py) the real parameters.
+    with contextlib.closing(sqlite3.connect(demo / "mss.db")) as conn:
+        hashes = {h for (h,) in conn.execute(
+            "SELECT password_hash FROM account WHERE password_hash IS NOT NULL")}
+    assert hashes and all(h.startswith("$argon2id$v=19$m=65536,t=3,p=1$") for h in hashes)
 
 
 def test_demo_is_idempotent(demo: Path) -> None:

@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from sqlalchemy import select
 
 from mailstore.credentials import master_credentials
 from mailstore.service import DovecotService
+from trust_space import accounts
+from trust_space.models import Account
 
 if TYPE_CHECKING:
     from tests.mailstore_fixtures import TrustSpace
@@ -44,6 +47,28 @@ def test_login_over_imaps(dovecot: DovecotService, mailstore_space: TrustSpace) 
     assert conn.login(mailstore_space.address("marie"), PASSWORD)[0] == "OK"
     assert conn.select("INBOX")[0] == "OK"
     conn.logout()
+
+
+def test_dovecot_verifies_the_production_argon2_parameters(
+        dovecot: DovecotService, mailstore_space: TrustSpace) -> None:
+    """The suite hashes with cheap parameters (tests/conftest.py); a password hashed as
+    ``mss`` does outside it (t=3, m=64 MiB) is checked by Dovecot's libsodium too."""
+    emma = mailstore_space.address("emma")
+    with mailstore_space.db.transaction() as session:
+        account = session.scalar(select(Account).where(Account.login == emma))
+        assert account is not None
+        saved = account.password_hash
+        account.password_hash = accounts.PRODUCTION_HASHER.hash(PASSWORD)
+    try:
+        conn = mailstore_space.imaps()
+        assert conn.login(emma, PASSWORD)[0] == "OK"
+        conn.logout()
+        assert b"[AUTHENTICATIONFAILED]" in _login_fails(mailstore_space, emma, "Autre-Passw0rd")
+    finally:
+        with mailstore_space.db.transaction() as session:
+            account = session.scalar(select(Account).where(Account.login == emma))
+            assert account is not None
+            account.password_hash, account.failed_attempts = saved, 0
 
 
 def test_login_after_starttls(dovecot: DovecotService, mailstore_space: TrustSpace) -> None:
