@@ -354,6 +354,10 @@ def stage_buckets(services: Services) -> dict[tuple[str, str], dict[float, float
         text = reply.read().decode()
     found: dict[tuple[str, str], dict[float, float]] = defaultdict(dict)
     for family in text_string_to_metric_families(text):
+        if family.name == "mss_deferred":  # a deferral waits for its retry (60 s, doubling)
+            found[("mss_deferred", "local")] = {float("inf"): sum(
+                s.value for s in family.samples if s.name == "mss_deferred_total"
+                and s.labels.get("kind") in ("local", "sent"))}
         if family.name not in ("mss_delivery_stage_seconds", "mss_delivery_record_seconds"):
             continue
         for sample in family.samples:
@@ -390,6 +394,9 @@ def stage_report(before: dict[tuple[str, str], dict[float, float]],
     names = {("mss_delivery_stage_seconds", "queue"): "file d'attente (acceptation → essai)",
              ("mss_delivery_stage_seconds", "attempt"): "essai LMTP",
              ("mss_delivery_record_seconds", "batch"): "enregistrement d'un lot"}
+    deferred = (after.get(("mss_deferred", "local"), {}).get(float("inf"), 0.0)
+                - before.get(("mss_deferred", "local"), {}).get(float("inf"), 0.0))
+    print(f"remises locales différées (réessayées plus tard) : {deferred:.0f}")
     for key, label in names.items():
         now, then = after.get(key, {}), before.get(key, {})
         steady = {b: c - then.get(b, 0.0) for b, c in now.items()}
