@@ -346,7 +346,8 @@ def slowest_probes(services: Services, probes: list[tuple[str, float, float, flo
 
 def stage_buckets(services: Services) -> dict[tuple[str, str], dict[float, float]]:
     """The gateway's delivery-stage histograms (``mss_delivery_stage_seconds`` for local
-    recipients, ``mss_delivery_record_seconds``): (metric, stage) → {upper bound: count}."""
+    recipients, ``mss_delivery_record_seconds``, ``mss_delivery_claim_seconds`` by ``found``):
+    (metric, stage) → {upper bound: count}."""
     from prometheus_client.parser import text_string_to_metric_families
 
     url = f"http://127.0.0.1:{services.ports['METRICS']}/metrics"
@@ -358,13 +359,14 @@ def stage_buckets(services: Services) -> dict[tuple[str, str], dict[float, float
             found[("mss_deferred", "local")] = {float("inf"): sum(
                 s.value for s in family.samples if s.name == "mss_deferred_total"
                 and s.labels.get("kind") in ("local", "sent"))}
-        if family.name not in ("mss_delivery_stage_seconds", "mss_delivery_record_seconds"):
+        if family.name not in ("mss_delivery_stage_seconds", "mss_delivery_record_seconds",
+                               "mss_delivery_claim_seconds"):
             continue
         for sample in family.samples:
             labels = sample.labels
             if not sample.name.endswith("_bucket") or labels.get("kind", "local") != "local":
                 continue
-            key = (family.name, labels.get("stage", "batch"))
+            key = (family.name, labels.get("stage", labels.get("found", "batch")))
             bound = float(labels["le"])
             found[key][bound] = found[key].get(bound, 0.0) + sample.value
     return found
@@ -393,7 +395,9 @@ def stage_report(before: dict[tuple[str, str], dict[float, float]],
     the queue, the LMTP attempt, recording the batch; p50/p99 from the gateway's buckets."""
     names = {("mss_delivery_stage_seconds", "queue"): "file d'attente (acceptation → essai)",
              ("mss_delivery_stage_seconds", "attempt"): "essai LMTP",
-             ("mss_delivery_record_seconds", "batch"): "enregistrement d'un lot"}
+             ("mss_delivery_record_seconds", "batch"): "enregistrement d'un lot",
+             ("mss_delivery_claim_seconds", "yes"): "prise d'un lot (non vide)",
+             ("mss_delivery_claim_seconds", "no"): "prise d'un lot (vide)"}
     deferred = (after.get(("mss_deferred", "local"), {}).get(float("inf"), 0.0)
                 - before.get(("mss_deferred", "local"), {}).get(float("inf"), 0.0))
     print(f"remises locales différées (réessayées plus tard) : {deferred:.0f}")

@@ -63,6 +63,12 @@ class Metrics:
         self.record_seconds = Histogram("mss_delivery_record_seconds",
                                         "Recording one batch's outcomes",
                                         buckets=STAGE_BUCKETS, registry=r)
+        # A claim's own time (one write transaction, waiting for the database's write lock
+        # behind the acceptances and the other workers' recordings included): ``found`` is
+        # ``yes`` when it took something, ``no`` for an empty poll.
+        self.claim_seconds = Histogram("mss_delivery_claim_seconds",
+                                       "Claiming due recipients (one transaction)", ["found"],
+                                       buckets=STAGE_BUCKETS, registry=r)
         self.queue_depth = Gauge("mss_queue_depth", "Recipients waiting for delivery",
                                  registry=r)
         self.queue_oldest = Gauge("mss_queue_oldest_age_seconds",

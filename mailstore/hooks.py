@@ -34,6 +34,7 @@ import json
 import logging
 import queue
 import secrets
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -264,6 +265,17 @@ class _HttpServer(ThreadingHTTPServer):
         self.hooks = hooks
         super().__init__((host, 0), _Handler)
 
+    def handle_error(self, request: Any, client_address: tuple[str, int]) -> None:
+        """Into mss's log, not a traceback on stderr. Dovecot hanging up before the answer is
+        ordinary (its auth process reloaded or stopping, or its request timed out: it then
+        decides without us, ``auth_policy_reject_on_fail``)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            log.info("crochet de Dovecot : connexion fermée avant la réponse (%s)",
+                     type(error).__name__)
+            return
+        log.error("crochet de Dovecot : requête en échec", exc_info=error)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _HttpServer  # the server that made this handler (socketserver passes it in)
@@ -297,6 +309,8 @@ class _Handler(BaseHTTPRequestHandler):
                     url.path.removeprefix("/events/").encode(), secret.encode()):
                 return self._reply(200, {"queued": hooks.exported(body)})
             return self._reply(403, {"status": -1, "msg": "forbidden"})
+        except ConnectionError:
+            raise  # Dovecot hung up: no answer to write (_HttpServer.handle_error)
         except ValueError as exc:
             log.warning("requête de Dovecot refusée : %s", exc)
             return self._reply(400, {"status": -1, "msg": "bad request"})

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from core.db import Base, Database, load_models
 from core.settings import Settings
+from mailstore.service import DovecotService
 from tests.pg import TempPostgres
 from trust_space import accounts
 
@@ -55,6 +56,37 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             return 0, LONG_MODULES.index(name)
         return (1 if name.endswith("_browser") else 2), 0
     items.sort(key=rank)  # stable: the order within a module and among the rest is kept
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used a running Dovecot shows that Dovecot's warnings and errors and
+    the end of its log: a connection it closed leaves nothing else to go on (CI keeps no
+    temp directory)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "call" or not report.failed:
+        return
+    seen: set[Path] = set()
+    for name, value in getattr(item, "funcargs", {}).items():
+        service = value if isinstance(value, DovecotService) else getattr(value, "dovecot", None)
+        if isinstance(service, DovecotService) and service.paths.log not in seen:
+            seen.add(service.paths.log)
+            report.sections.append((f"journal de Dovecot ({name})", _dovecot_log(service)))
+
+
+def _dovecot_log(service: DovecotService) -> str:
+    path = service.paths.log
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 262144))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError as exc:
+        return f"{path} illisible : {exc}"
+    alarms = [line for line in lines if ": Info: " not in line and ": Debug: " not in line]
+    return "\n".join([f"{path} : avertissements et erreurs (les 40 derniers)", *alarms[-40:],
+                      "fin du journal (30 lignes)", *lines[-30:]])
 
 
 @pytest.fixture(scope="session")

@@ -114,7 +114,10 @@ class Operator:
                 found.append(parts[0][1])  # type: ignore[index]
             return found
         finally:
-            conn.logout()
+            try:
+                conn.logout()
+            except (imaplib.IMAP4.abort, OSError):
+                conn.shutdown()  # the server hung up: close the socket all the same
 
     def wait_for(self, address: str, predicate: Callable[[bytes], bool],
                  folder: str = "INBOX", timeout: float = 20.0) -> bytes:

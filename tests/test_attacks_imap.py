@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import imaplib
 import json
+import logging
 import re
 import shutil
 import smtplib
+import socket
+import struct
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from imapclient import IMAPClient
@@ -198,6 +202,34 @@ def test_forged_policy_requests_are_refused(operator: Operator, space: TrustSpac
         refused.value.close()
     assert _account(space, marie).failed_attempts == 0
     assert _audit_since(space, start) == []
+
+
+def test_a_policy_request_whose_sender_hangs_up_is_logged_quietly(
+        operator: Operator, space: TrustSpace, caplog: pytest.LogCaptureFixture) -> None:
+    """Dovecot hangs up before the answer when its auth process reloads or stops, or its
+    request times out: an ordinary event, one line in mss's log, no error or traceback, and
+    the server goes on answering."""
+    hooks = operator.dovecot.hooks
+    assert hooks is not None
+    url = urlsplit(hooks.endpoint.base_url)
+    body = json.dumps({"login": space.address("marie"), "mech": "PLAIN",
+                       "remote": "192.0.2.1", "tls": True}).encode()
+    request = (f"POST /policy?command=allow HTTP/1.1\r\nHost: {url.hostname}\r\n"
+               f"{HEADER}: {hooks.endpoint.secret}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    caplog.set_level(logging.INFO, logger="mss.mailstore")
+    for _ in range(5):
+        sock = socket.create_connection((url.hostname, url.port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(request)
+        sock.close()  # a reset, before the answer
+    answer = urllib.request.urlopen(urllib.request.Request(
+        f"{hooks.endpoint.base_url}/policy?command=allow", data=body, method="POST",
+        headers={HEADER: hooks.endpoint.secret, "Content-Type": "application/json"}),
+        timeout=5)
+    assert answer.status == 200 and json.loads(answer.read())["status"] == 0
+    mine = [r for r in caplog.records if r.name == "mss.mailstore"]
+    assert not [r for r in mine if r.levelno >= logging.WARNING], [r.getMessage() for r in mine]
 
 
 def test_policy_server_down_fails_closed(space: TrustSpace) -> None:

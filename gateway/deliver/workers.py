@@ -175,7 +175,10 @@ class Deliverer:
         """Claim (``share``: how many workers share the backlog, ``spool.queue.claim``),
         deliver and record one batch; the number of recipients handled."""
         lease = self.gw.settings.queue_lease_seconds
+        started = time.monotonic()
         batch = q.claim(self.gw.db, owner, limit=limit, lease_seconds=lease, share=share)
+        self.metrics.claim_seconds.labels(found="yes" if batch else "no").observe(
+            time.monotonic() - started)
         if not batch:
             return 0
         # The lease is renewed while the batch is out (``Leases``), so a slow peer or mail
