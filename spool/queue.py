@@ -8,7 +8,8 @@
 and due, or DELIVERING whose lease expired (their worker died). On PostgreSQL the candidate
 rows are read ``FOR UPDATE SKIP LOCKED``, so concurrent workers of several processes take
 disjoint rows without waiting; on SQLite every transaction starts with ``BEGIN IMMEDIATE``
-(``core.db``), so the claim is serialised. Either way the UPDATE repeats the due condition and
+(``core.db``), so the claim is serialised (the gateway's processes queue for that lock on a
+file lock, ``writing``; a poll that finds nothing due only reads). Either way the UPDATE repeats the due condition and
 marks the rows with a unique lease token, and only the rows carrying that token are returned:
 a row is never handed to two workers at once. While a batch is out its worker renews the
 lease every third of it (``renew``), so only a dead or stalled process loses its rows; and a
@@ -29,6 +30,7 @@ after taking the data (``mailstore.lmtp``: a Dovecot process that died between t
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import secrets
@@ -65,14 +67,16 @@ _tokens = itertools.count()
 
 @contextmanager
 def writing(db: Database) -> Iterator[Session]:
-    """``db.transaction()`` for the gateway's writes. On SQLite this process's writers queue on
-    a lock instead of SQLite's busy handler, which sleeps 1, 2, 5 … 100 ms between tries and
-    starves the hot path (other processes still meet the busy handler)."""
+    """``db.transaction()`` for the gateway's writes. On SQLite the gateway's writers queue,
+    in this process on a lock and between its processes on a file lock (``_writers``), instead
+    of SQLite's busy handler, which sleeps 1, 2, 5 … 100 ms between tries: under load a
+    process could lose the write lock to the other's writers for seconds (issue #19, the
+    queue's tail). The webmail and the commands still meet the busy handler."""
     if db.dialect != "sqlite":
         with db.transaction() as session:
             yield session
         return
-    with _SQLITE_WRITERS, db.transaction() as session:
+    with _writers(db), db.transaction() as session:
         yield session
 
 
@@ -83,8 +87,32 @@ def appending(db: Database) -> Iterator[Connection]:
         with db.appending() as conn:
             yield conn
         return
-    with _SQLITE_WRITERS, db.appending() as conn:
+    with _writers(db), db.appending() as conn:
         yield conn
+
+
+_lock_files: dict[tuple[int, str], int] = {}
+
+
+@contextmanager
+def _writers(db: Database) -> Iterator[None]:
+    """This process's writer lock, then ``flock`` on ``<database>.writers`` (opened by each
+    process for itself: a descriptor inherited across ``fork`` would share its lock). The
+    kernel wakes a waiting process as soon as the lock is released."""
+    path = db.engine.url.database
+    with _SQLITE_WRITERS:
+        if not path or path == ":memory:" or path.startswith("file:"):
+            yield
+            return
+        key = (os.getpid(), path)
+        fd = _lock_files.get(key)
+        if fd is None:
+            fd = _lock_files[key] = os.open(f"{path}.writers", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def new_queue_id() -> str:
@@ -181,6 +209,11 @@ def claim(db: Database, owner: str, *, limit: int, lease_seconds: float,
     of ``limit`` (fewer commits)."""
     now = now or utcnow()
     token = f"{owner}:{os.getpid()}:{next(_tokens)}"[:64]
+    if db.dialect == "sqlite":  # an empty poll reads, without the write lock (issue #19)
+        with db.read() as session:
+            if session.execute(select(QueueRecipient.id).where(_due(now)).limit(1)).first() \
+                    is None:
+                return []
     with writing(db) as session:
         query = (select(QueueRecipient.id, QueueRecipient.queue_id).where(_due(now))
                  .order_by(QueueRecipient.next_attempt_at, QueueRecipient.id)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -126,6 +130,69 @@ def test_a_claim_takes_its_share_of_the_messages_due(db: Database) -> None:
         put(db, f"<u{n}@x>", "b@x.test", "c@x.test")
     batch = q.claim(db, "w5", limit=12, lease_seconds=60, share=4)
     assert sum(len(c.rows) for c in batch) == 12 and all(len(c.rows) == 2 for c in batch)
+
+
+def test_an_empty_poll_on_sqlite_does_not_wait_for_the_write_lock(sqlite_db: Database) -> None:
+    """Idle workers poll twice a second: on SQLite an empty claim only reads, so it neither
+    queues behind a writer (here another process in a long write transaction) nor holds up
+    the acceptances; with something due, the claim writes as before."""
+    path = sqlite_db.engine.url.database
+    assert path
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    result: list[list[q.Claimed]] = []
+    try:
+        poll = threading.Thread(target=lambda: result.append(
+            q.claim(sqlite_db, "w", limit=5, lease_seconds=60)), daemon=True)
+        poll.start()
+        poll.join(10)  # the write lock would make it wait for SQLite's busy timeout (30 s)
+        assert result == [[]]
+    finally:
+        holder.rollback()
+        holder.close()
+    queue_id = put(sqlite_db, "<poll@x>", "b@x.test")
+    assert [c.queue_id for c in q.claim(sqlite_db, "w", limit=5, lease_seconds=60)] == [
+        queue_id]
+
+
+HOLD_WRITERS = """
+import sys
+from core.db import Database
+from spool import queue as q
+with q._writers(Database(sys.argv[1])):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_gateway_processes_queue_for_sqlite_s_write_lock_on_a_file_lock(
+        sqlite_db: Database) -> None:
+    """Between the gateway's processes on one SQLite file, writers wait on a file lock that
+    the kernel hands over on release, not in SQLite's busy handler (sleeps up to 100 ms
+    between tries, so a process could lose to the other's writers for seconds)."""
+    root = Path(__file__).resolve().parent.parent
+    with subprocess.Popen([sys.executable, "-c", HOLD_WRITERS, str(sqlite_db.url)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}) as other:
+        assert other.stdout is not None and other.stdin is not None
+        try:
+            assert other.stdout.readline().strip() == "held"
+            entered = threading.Event()
+
+            def write() -> None:
+                with q.writing(sqlite_db):
+                    entered.set()
+
+            waiting = threading.Thread(target=write, daemon=True)
+            waiting.start()
+            assert not entered.wait(0.5)  # the other process holds the gateway's writer lock
+            other.stdin.write("\n")
+            other.stdin.flush()
+            assert entered.wait(10)
+            assert other.wait(10) == 0
+        finally:
+            if other.poll() is None:
+                other.kill()
 
 
 def test_concurrent_claims_never_share_a_row(db: Database) -> None:
