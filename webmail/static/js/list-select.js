@@ -2,7 +2,7 @@
    range, and once the whole page is ticked the banner offers every message of the view
    ("Sélectionner les 1 234 messages de « Boîte de réception »"): the form then says tout=1 and
    the server finds them (webmail/mail/bulk.py). A form sent once is not sent again by a
-   second click. Without this script the same choices are links and plain checkboxes.
+   second click (submit-once.js, on every page). Without this script the same choices are links and plain checkboxes.
    Listeners sit on the document: a list replaced in place (#liste, refreshed with fragment())
    keeps working; whoever replaces it dispatches "mss:list-updated" on the document. */
 
@@ -68,21 +68,5 @@ document.addEventListener("change", (event) => {
   refresh();
 });
 
-// One submission per form: a double click on "Supprimer" sends one request (the server also
-// finds the messages gone on a second one). Reset when the page comes back from the cache.
-document.addEventListener("submit", (event) => {
-  const form = event.target;
-  if (!(form instanceof HTMLFormElement) || !form.matches("form#bulk, form.star-form")) { return; }
-  if (form.dataset.sending === "1") { event.preventDefault(); return; }
-  // Set after the other listeners had their say (a refused confirmation sends nothing).
-  setTimeout(() => {
-    if (!event.defaultPrevented) { form.dataset.sending = "1"; form.setAttribute("aria-busy", "true"); }
-  });
-});
-window.addEventListener("pageshow", () => {
-  document.querySelectorAll("form[data-sending]").forEach((f) => {
-    delete f.dataset.sending; f.removeAttribute("aria-busy");
-  });
-});
 document.addEventListener("mss:list-updated", () => { last = null; refresh(); });
 refresh();
