@@ -430,9 +430,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="submission sessions")
     parser.add_argument("--readers", type=int, default=2, help="IMAP readers and web users")
     parser.add_argument("--database-url", help="PostgreSQL URL (default: SQLite)")
+    parser.add_argument("--rate", type=float,
+                        help="steady rate in msg/s instead of half the measured maximum (to "
+                             "compare two settings or two versions at the same load)")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="an mss setting for the three processes, e.g. QUEUE_WORKERS=8 "
+                             "(MSS_QUEUE_WORKERS); repeatable")
     args = parser.parse_args(argv)
+    settings = {}
+    for item in args.setting:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            parser.error(f"--setting {item!r} : NOM=VALEUR attendu")
+        settings["MSS_" + name.strip().upper().removeprefix("MSS_")] = value
     root = open_tempdir("mss-soak-")
     services = Services(root, args.database_url)
+    services.env.update(settings)
     rec = Recorder()
     try:
         services.start()
@@ -448,10 +461,12 @@ def main(argv: list[str] | None = None) -> int:
         while inbox_count(load) < calibration and time.monotonic() < deadline:
             time.sleep(0.5)
         sustained = calibration / (time.monotonic() - began)
-        rate = max(min(max_rate, sustained) / 2, 0.1)
+        rate = args.rate or max(min(max_rate, sustained) / 2, 0.1)
         print(f"débit maximal mesuré : accepté {max_rate:.1f} msg/s, accepté et remis "
               f"{sustained:.1f} msg/s ({args.threads} sessions, {args.calibrate:.0f} s) ; "
-              f"régime : {rate:.1f} msg/s pendant {args.minutes:g} min", flush=True)
+              f"régime : {rate:.1f} msg/s{' (--rate)' if args.rate else ''} pendant "
+              f"{args.minutes:g} min" + "".join(f" ; {k}={v}" for k, v in settings.items()),
+              flush=True)
         load.accepted = 0
         traffic: list[tuple[object, tuple[object, ...]]] = [
             (load.submitter, (args.threads / rate, "submission"))] * args.threads
