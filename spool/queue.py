@@ -9,12 +9,13 @@ and due, or DELIVERING whose lease expired (their worker died). On PostgreSQL th
 rows are read ``FOR UPDATE SKIP LOCKED``, so concurrent workers of several processes take
 disjoint rows without waiting; on SQLite every transaction starts with ``BEGIN IMMEDIATE``
 (``core.db``), so the claim is serialised (the gateway's processes queue for that lock on a
-file lock, ``writing``; a poll that finds nothing due only reads). Either way the UPDATE repeats the due condition and
-marks the rows with a unique lease token, and only the rows carrying that token are returned:
-a row is never handed to two workers at once. While a batch is out its worker renews the
-lease every third of it (``renew``), so only a dead or stalled process loses its rows; and a
-stalled one that wakes up records nothing over the worker that took them over (``still_held``:
-outcomes are written only for rows still carrying the claim's token).
+file lock, ``writing``; a poll that finds nothing due only reads). Either way the UPDATE
+repeats the due condition and marks the rows with a unique lease token, and only the rows
+carrying that token are returned: a row is never handed to two workers at once. While a batch
+is out its worker renews the lease every third of it (``renew``), so only a dead or stalled
+process loses its rows; and a stalled one that wakes up records nothing over the worker that
+took them over (``still_held``: outcomes are written only for rows still carrying the claim's
+token).
 
 **At-least-once, de-duplicated per (Message-ID, recipient).** When a local delivery is claimed,
 its key (Message-ID, recipient) is reserved in ``DeliveredKey`` (unique) for that queue entry,
