@@ -2,7 +2,8 @@
    range, and once the whole page is ticked the banner offers every message of the view
    ("Sélectionner les 1 234 messages de « Boîte de réception »"): the form then says tout=1 and
    the server finds them (webmail/mail/bulk.py). A form sent once is not sent again by a
-   second click (submit-once.js, on every page). Without this script the same choices are links and plain checkboxes.
+   second click (submit-once.js, on every page). Without this script the same choices are
+   links and plain checkboxes.
    Listeners sit on the document: a list replaced in place (#liste, refreshed with fragment())
    keeps working; whoever replaces it dispatches "mss:list-updated" on the document. */
 
@@ -69,4 +70,8 @@ document.addEventListener("change", (event) => {
 });
 
 document.addEventListener("mss:list-updated", () => { last = null; refresh(); });
+// A header box ticked before this script ran (a slow phone loads it late): it meant the page.
+if (document.querySelector("input.select-all:checked") && !document.querySelector(ROW_BOX + ":checked")) {
+  setAll(true);
+}
 refresh();
