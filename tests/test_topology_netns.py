@@ -299,16 +299,14 @@ def test_several_hosts_deliver_once_and_survive_a_killed_gateway(hosts: Hosts) -
     found = hosts.wait_delivered({one, two, web})
     assert [found[t] for t in (one, two, web)] == [1, 1, 1], found
 
-    # the gateways reached the store over LMTP on TLS, from their own addresses
-    store_log = hosts.log("store")
-    for gw in ("gw1", "gw2"):
-        assert f"LMTP sur TLS : passerelle {ip(gw)} " in store_log, gw
-
     # two stores: gateway 1 delivers Julie's copy to store 2, her login at store 1 is proxied
     third = f"j{uuid.uuid4().hex[:12]}"
     assert hosts.submit("gw1", [third], recipient=JULIE) == [third]
     assert hosts.wait_delivered({third}, JULIE)[third] == 1
-    assert f"LMTP sur TLS : passerelle {ip('gw1')} " in hosts.log("store2")
+    # over LMTP on TLS, from a gateway's own address (either gateway may claim any message:
+    # they share the queue)
+    assert any(f"LMTP sur TLS : passerelle {ip(gw)} " in hosts.log("store2")
+               for gw in ("gw1", "gw2"))
     proxied = (hosts.data / "log" / "dovecot.log").read_text(errors="replace")
     assert f"Started proxying to <{ip('store2')}> (master mss-proxy)" in proxied
     assert (hosts.data.parent / "data2" / "mail" / "mss.test" / "julie.bernard").is_dir()
@@ -337,6 +335,11 @@ def test_several_hosts_deliver_once_and_survive_a_killed_gateway(hosts: Hosts) -
     assert not lost, f"{len(lost)} message(s) acceptés perdus"
     twice = [t for t in first + second + [one, two, web] if found[t] > 1]
     assert not twice, f"remis plusieurs fois : {twice}"
+    # Each gateway reached a store over LMTP on TLS, from its own address: gateway 2 at least
+    # after gateway 1 died; gateway 1 before (its share of the burst, claimed while it ran).
+    stores = hosts.log("store") + hosts.log("store2")
+    for gw in ("gw1", "gw2"):
+        assert f"LMTP sur TLS : passerelle {ip(gw)} " in stores, gw
     print(f"\nrafale : passerelle 1 tuée après {len(acked['gw1'])}/{BURST} acceptés, "
           f"passerelle 2 {len(acked['gw2'])}/{BURST} ; non acquittés remis : "
           f"{len(set(found) & (set(first) - confirmed))} ; tout remis "
