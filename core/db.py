@@ -114,8 +114,13 @@ def load_models() -> MetaData:
 class Database:
     """An engine and its session factory; one per process, injected where needed."""
 
-    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+    def __init__(self, url: str, *, connections: int = 0, **engine_kwargs: Any) -> None:
+        """``connections``: how many threads of this process may hold one at the same time (the
+        pool keeps that many, plus SQLAlchemy's 10 overflow); 0 keeps SQLAlchemy's 5. A thread
+        beyond the pool waits for a connection: sized from the threads that use it (issue #19)."""
         self.url = url
+        if connections > 0:
+            engine_kwargs.setdefault("pool_size", connections)
         self.engine = make_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_engine = self.engine.execution_options(mss_read_only=True)

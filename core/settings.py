@@ -213,6 +213,9 @@ class Settings:
             raise ConfigError("MSS_SMARTHOST doit être de la forme hôte:port")
         if not self.domain or "@" in self.domain or "." not in self.domain:
             raise ConfigError(f"MSS_DOMAIN invalide : « {self.domain} »")
+        if not 0 <= self.queue_workers <= 64:
+            raise ConfigError("MSS_QUEUE_WORKERS doit valoir entre 0 (passerelle qui accepte "
+                              "sans remettre) et 64 (fils de remise par processus)")
         if not 0 <= self.gateway_processes <= 64:
             raise ConfigError("MSS_GATEWAY_PROCESSES doit valoir entre 0 (un par cœur) et 64")
         if not 0 <= self.web_event_streams <= 2000:

@@ -18,7 +18,7 @@ from core.db import Database
 from core.errors import MssError
 from core.logs import configure
 from core.settings import Settings
-from gateway.service import GatewayService
+from gateway.service import GatewayService, db_connections
 
 PR_SET_PDEATHSIG = 1
 
@@ -46,7 +46,7 @@ def main() -> int:
         print(json.dumps({"error": exc.message}), flush=True)
         return 1
     configure(settings.log_level)
-    db = Database(settings.effective_database_url)
+    db = Database(settings.effective_database_url, connections=db_connections(settings))
     service = GatewayService(settings, db, reuse_port=True, metrics=False)
     try:
         service.start()

@@ -28,6 +28,15 @@ from trust_space import whitelist_history
 
 log = logging.getLogger("mss.gateway")
 
+SMTP_WORK_THREADS = 8  # blocking work of the SMTP sessions (policy, signing, spooling)
+
+
+def db_connections(settings: Settings) -> int:
+    """Database connections one gateway process may hold at once: each delivery worker, each
+    SMTP work thread, and the directory watch / metrics refresh."""
+    return settings.queue_workers + SMTP_WORK_THREADS + 2
+
+
 
 class GatewayService:
     """``start`` binds the three SMTP ports and starts ``queue_workers`` delivery threads."""
@@ -61,8 +70,9 @@ class GatewayService:
         self.deliverer = self._deliverer(self.gw, trust)
         self.workers = Workers(self.deliverer, self.workers_count, owner=socket.gethostname())
         self.gw.wake = self.workers.wake
-        # Bounded below the database pool (5 + 10 overflow) minus the delivery workers.
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="smtp-work")
+        # The database pool is sized for these and the delivery workers (db_connections).
+        self._pool = ThreadPoolExecutor(max_workers=SMTP_WORK_THREADS,
+                                        thread_name_prefix="smtp-work")
         if self.listen:
             self.listeners = Listeners(self.gw, self.metrics, self._pool,
                                        reuse_port=self.reuse_port)

@@ -28,6 +28,17 @@ domain = "{domain}"
 class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.db_connections = 0  # SQLAlchemy's default pool; see size_pool
+
+    def size_pool(self, connections: int) -> None:
+        """Let ``connections`` threads hold a database connection at once (``mss run`` sizes it
+        from its services' threads before starting them; a command's one thread needs no more).
+        An engine already made for a command's set-up is closed and made again."""
+        if connections == self.db_connections:
+            return
+        if "db" in self.__dict__:
+            self.__dict__.pop("db").dispose()
+        self.db_connections = connections
 
     @classmethod
     def from_data_dir(cls, data_dir: str | Path | None = None, **overrides: Any) -> App:
@@ -35,7 +46,7 @@ class App:
 
     @cached_property
     def db(self) -> Database:
-        return Database(self.settings.effective_database_url)
+        return Database(self.settings.effective_database_url, connections=self.db_connections)
 
     @cached_property
     def pki(self) -> Pki:

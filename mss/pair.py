@@ -41,7 +41,7 @@ from core import audit
 from core.errors import ConfigError
 from core.settings import Settings
 from mss.app import App
-from mss.run import MAINTENANCE_INTERVAL, Service, _maintain, services_for
+from mss.run import MAINTENANCE_INTERVAL, Service, _maintain, db_connections, services_for
 
 log = logging.getLogger("mss.pair")
 
@@ -329,6 +329,8 @@ def start(app: App, roles: Iterable[str] = ROLES) -> Running:
     """Start ``app``'s services of ``roles`` in order (as ``mss run`` does); on a failure the
     ones already started are stopped and the error is raised."""
     started: list[Service] = []
+    roles = tuple(roles)
+    app.size_pool(db_connections(app, roles))
     try:
         for role in roles:
             for factory in services_for(role, app):

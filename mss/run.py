@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from mss.app import App
@@ -110,6 +110,23 @@ def services_for(role: str, app: App | None = None) -> list[Callable[[App], Serv
 
 
 MAINTENANCE_INTERVAL = 3600.0  # seconds between housekeeping rounds
+BACKGROUND_CONNECTIONS = 4  # Dovecot's hook server, housekeeping, directory feed, whitelist
+
+
+def db_connections(app: App, roles: Iterable[str]) -> int:
+    """How many threads of this process may use the database at once with ``roles`` running:
+    the pool is sized for that, so that none waits for a connection under load (issue #19)."""
+    roles = set(roles)
+    total = BACKGROUND_CONNECTIONS
+    if roles & {"all", "gateway"}:
+        from gateway.service import db_connections as gateway
+
+        total += gateway(app.settings)
+    if roles & {"all", "webmail"}:
+        from webmail.service import db_connections as webmail
+
+        total += webmail(app.settings)
+    return total
 
 
 def _maintain(app: App, services: list[Service]) -> None:
@@ -139,6 +156,7 @@ def run(app: App, role: str, *, ready: Callable[[list[Service]], None] | None = 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     started: list[Service] = []
+    app.size_pool(db_connections(app, [role]))
     try:
         for factory in services_for(role, app):
             service = factory(app)

@@ -35,6 +35,9 @@ def test_bad_values_are_clear(tmp_path: Path) -> None:
         Settings.load(data_dir=tmp_path, environ={"MSS_SECURITY_POLICY": "maybe"})
     with pytest.raises(ConfigError, match="MSS_SMARTHOST"):
         Settings.load(data_dir=tmp_path, environ={"MSS_SMARTHOST": "nohostport"})
+    for workers in ("-1", "65"):
+        with pytest.raises(ConfigError, match="MSS_QUEUE_WORKERS doit valoir entre 0"):
+            Settings.load(data_dir=tmp_path, environ={"MSS_QUEUE_WORKERS": workers})
     (tmp_path / "mss.toml").write_text("colour = 1\n")
     with pytest.raises(ConfigError, match="colour"):
         Settings.load(data_dir=tmp_path, environ={})

@@ -32,6 +32,12 @@ THREADS = 16  # worker threads for requests: they are short, IMAP work is I/O bo
 http_log = logging.getLogger("mss.webmail.http")
 
 
+def db_connections(settings: Settings) -> int:
+    """Database connections the webmail may hold at once: one per request thread and two for
+    the delayed-send outbox; the event streams' brief session checks share the pool's overflow."""
+    return THREADS + 2
+
+
 class _HttpConnection(cheroot_server.HTTPConnection):
     """cheroot's connection without its reference cycle, so that it is freed when closed.
 
