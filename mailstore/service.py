@@ -376,14 +376,22 @@ def _is_ours(pid: int, conf: Path) -> bool:
     return bool(cmdline) and cmdline[0].endswith(b"dovecot") and str(conf).encode() in cmdline
 
 
+def log_lines(path: Path, window: int = 8192) -> list[str]:
+    """The lines of the last ``window`` bytes of Dovecot's log (Dovecot logs no mail content).
+
+    Raises:
+        OSError: the log cannot be read.
+    """
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - window))
+        return fh.read().decode("utf-8", "replace").splitlines()
+
+
 def log_tail(path: Path, lines: int = 15) -> str:
-    """The end of Dovecot's log, for error messages (Dovecot logs no mail content)."""
+    """The end of Dovecot's log, for error messages."""
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 8192))
-            text = fh.read().decode("utf-8", "replace")
+        found = log_lines(path)
     except OSError:
         return "(journal de Dovecot illisible)"
-    return "Fin du journal de Dovecot (" + str(path) + ") :\n" + "\n".join(
-        text.splitlines()[-lines:])
+    return "Fin du journal de Dovecot (" + str(path) + ") :\n" + "\n".join(found[-lines:])

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from core.db import Base, Database, load_models
 from core.settings import Settings
-from mailstore.service import DovecotService
+from mailstore.service import DovecotService, log_lines
 from tests.pg import TempPostgres
 from trust_space import accounts
 
@@ -78,10 +78,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def _dovecot_log(service: DovecotService) -> str:
     path = service.paths.log
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 262144))
-            lines = fh.read().decode("utf-8", "replace").splitlines()
+        lines = log_lines(path, window=262144)
     except OSError as exc:
         return f"{path} illisible : {exc}"
     alarms = [line for line in lines if ": Info: " not in line and ": Debug: " not in line]
