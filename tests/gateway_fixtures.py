@@ -7,6 +7,7 @@ real ``GatewayService`` on ephemeral ports. Test modules load the fixtures with
 
 from __future__ import annotations
 
+import asyncio
 import imaplib
 import shutil
 import smtplib
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 from sqlalchemy import select
 
@@ -158,3 +160,17 @@ def operator() -> Iterator[Operator]:
     yield op
     stop_operator(op)
     shutil.rmtree(root, ignore_errors=True)
+
+
+async def quit_and_wait_closed(smtp: aiosmtplib.SMTP, timeout: float = 10.0) -> None:
+    """QUIT, then wait for the connection's socket to be closed: over TLS the close waits for
+    the TLS shutdown, and a loop ended before it leaves the socket to the garbage collector
+    (a ResourceWarning in whichever later test it runs; CI met it under load)."""
+    protocol = smtp.protocol
+    await smtp.quit()
+    deadline = asyncio.get_running_loop().time() + timeout
+    # connection_lost, once the socket is closed, unsets the protocol's transport
+    while protocol is not None and protocol.transport is not None:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("connexion SMTP non fermée après QUIT")
+        await asyncio.sleep(0.01)

@@ -95,6 +95,8 @@ async def burst(port: int, op: Operator, count: int, sessions: int,
     acked = set() if acked is None else acked
     context = op.client_context()
 
+    from tests.gateway_fixtures import quit_and_wait_closed
+
     async def session(index: int) -> None:
         smtp: aiosmtplib.SMTP | None = None
         target = (ports or [port])[index % len(ports or [port])]
@@ -117,7 +119,7 @@ async def burst(port: int, op: Operator, count: int, sessions: int,
                     smtp = None
                     await asyncio.sleep(0.2)
         if smtp is not None:
-            await smtp.quit()
+            await quit_and_wait_closed(smtp)
 
     await asyncio.gather(*(session(i) for i in range(sessions)))
     return acked

@@ -105,11 +105,15 @@ def test_a_delivery_s_time_is_split_between_the_queue_and_the_attempt(
 
 
 def test_aiosmtplib_on_implicit_tls_port(operator: Operator) -> None:
+    from tests.gateway_fixtures import quit_and_wait_closed
+
     async def send() -> None:
-        await aiosmtplib.send(message("Implicite", to=JULIE), hostname="127.0.0.1",
-                              port=operator.port("submissions"), use_tls=True,
-                              tls_context=operator.client_context(), username=MARIE,
-                              password=PASSWORD, sender=MARIE, recipients=[JULIE])
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=operator.port("submissions"),
+                               use_tls=True, tls_context=operator.client_context(), timeout=30)
+        await smtp.connect()
+        await smtp.login(MARIE, PASSWORD)
+        await smtp.sendmail(MARIE, [JULIE], message("Implicite", to=JULIE))
+        await quit_and_wait_closed(smtp)
 
     asyncio.run(send())
     operator.wait_for(JULIE, subject_is("Implicite"))
