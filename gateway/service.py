@@ -16,7 +16,8 @@ from gateway.accept.context import DirectoryWatch, Gateway, Trust
 from gateway.accept.keys import KeyRing
 from gateway.deliver.notify import notifier_for
 from gateway.deliver.outbound import Outbound
-from gateway.deliver.workers import Deliverer, MailboxProbe, Workers
+from gateway.deliver.probes import probe_for
+from gateway.deliver.workers import Deliverer, Workers
 from gateway.metrics import Metrics
 from gateway.smtp import tls
 from gateway.smtp.listeners import Listeners
@@ -105,9 +106,8 @@ class GatewayService:
         outbound = Outbound(self.db, s.hostname, lambda: tls.peer_client_context(s),
                             trust.store)
         notifier = notifier_for(s.smarthost, s.hostname, s.data_dir)
-        probe = MailboxProbe(DovecotPaths.from_settings(s))
         return Deliverer(gw, self.metrics, lmtp=stores.lmtp_for(s, self.db), outbound=outbound,
-                         notifier=notifier, probe=probe.holds)
+                         notifier=notifier, probe=probe_for(s))
 
     def _depth(self) -> float:
         with self.db.read() as session:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import email
-import email.parser
 import email.policy
 import imaplib
 import re
@@ -27,11 +26,11 @@ from typing import Any, cast
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
+from mailformat import headers
 from mailstore.config import SEPARATOR, SHARED_PREFIX
 from mailstore.errors import ImapError, MailboxNotFound
 
 _APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
-_HEADERS = email.parser.HeaderParser(policy=email.policy.compat32)
 
 
 def imaplib_of(client: IMAPClient) -> imaplib.IMAP4:
@@ -171,8 +170,8 @@ class MailboxSession:
         found = []
         for uid, data in answer.items():
             block = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"")
-            fields = _HEADERS.parsestr(bytes(block or b"").decode("utf-8", "replace"))
-            if any(str(v).strip() == value for v in fields.get_all(name, [])):
+            # the gateway's parser (CONVENTIONS.md, 13): what it checked is what is compared
+            if any(v.strip() == value for v in headers.parse(bytes(block or b"")).values(name)):
                 found.append(int(uid))
         return sorted(found)
 

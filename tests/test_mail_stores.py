@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -242,6 +243,52 @@ def test_webmail_master_login_is_proxied(stores: Stores) -> None:
     # it as a webmail session (its full-text search, mailstore.sql.user_query)
     log = (stores.one.data_dir / "log" / "dovecot.log").read_text()
     assert "Started proxying to <127.0.0.2> (master webmail)" in log
+
+
+def test_in_doubt_check_reads_the_recipients_store_over_imap(stores: Stores) -> None:
+    """A gateway whose mail is on other hosts asks the recipient's store over IMAP whether a
+    message left in doubt is there (gateway.deliver.probes.ImapProbe): Marie's mailbox is on
+    store2, the question goes to store1, which proxies it. doveadm on store1's host cannot
+    answer for her (not its mailbox): that is why. Exact field only: a piece of the
+    Message-ID, another account, a folder never created are all « no »."""
+    from dataclasses import replace
+
+    from core.db import utcnow
+    from gateway.deliver.probes import DoveadmProbe, ImapProbe, probe_for
+    from mailstore.config import DovecotPaths
+    from mailstore.pool import ImapPool
+
+    probe = probe_for(stores.one)
+    assert isinstance(getattr(probe, "__self__", None), ImapProbe)
+    token = f"doute{time.monotonic_ns()}-{'compte-rendu-' * 6}"
+    key = f"<{token}@stores.test>"
+    assert StoreLmtp(stores.one, stores.space.db).deliver(
+        _message(token), SENDER, [MARIE])[MARIE].delivered
+    now = utcnow()
+    assert probe(MARIE, "INBOX", key, now) is True
+    assert probe(MARIE, "INBOX", key[:-12] + ">", now) is False  # a piece is not the field
+    assert probe(MARIE, "INBOX", key.upper(), now) is False
+    assert probe(PAUL, "INBOX", key, now) is False  # on store1, and not his
+    assert probe(MARIE, "Jamais-cree", key, now) is False
+    # store1's doveadm does not know Marie's mailbox: it cannot say (None), never « no »
+    local = DoveadmProbe(DovecotPaths.from_settings(stores.one))
+    assert local.holds(MARIE, "INBOX", key, now) is None
+    # the store out of reach, or the master secret refused: unknown, so not delivered again
+    pool = ImapPool.for_settings(stores.one, timeout=5)
+    closed = ImapProbe(replace_pool(pool, port=free_port()))
+    assert closed.holds(MARIE, "INBOX", key, now) is None
+    wrong = ImapProbe(replace_pool(pool, credentials=replace(pool.credentials, secret="faux")))
+    assert wrong.holds(MARIE, "INBOX", key, now) is None
+
+
+def replace_pool(pool: Any, **changes: Any) -> Any:
+    """A new ImapPool like ``pool`` with ``changes`` (host, port, credentials)."""
+    from mailstore.pool import ImapPool
+
+    values = {"host": pool.host, "port": pool.port, "ssl_context": pool.ssl_context,
+              "credentials": pool.credentials, **changes}
+    return ImapPool(values.pop("host"), values.pop("port"), values.pop("ssl_context"),
+                    values.pop("credentials"), timeout=5)
 
 
 def test_webmail_filters_are_proxied_over_managesieve(stores: Stores) -> None:

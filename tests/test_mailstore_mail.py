@@ -287,22 +287,22 @@ def test_no_delegation_no_access(dovecot: DovecotService, mailstore_space: Trust
 
 def test_the_gateways_in_doubt_search_answers_yes_no_or_unknown(
         dovecot: DovecotService, mailstore_space: TrustSpace, tmp_path: Path) -> None:
-    """gateway.deliver.workers.MailboxProbe on the real store: a long Message-ID found whole (not
+    """gateway.deliver.probes.DoveadmProbe on the real store: a long Message-ID found whole (not
     through Xapian's pieces of words), one not there, a folder not created yet (no), and a
     store it cannot read (unknown: the gateway then waits rather than deliver twice)."""
     import re
     from dataclasses import replace
 
-    from gateway.deliver.workers import MailboxProbe
+    from gateway.deliver.probes import DoveadmProbe
     from mailstore.config import DovecotPaths
 
     space, paul = mailstore_space, mailstore_space.address("paul")
     raw = space.message(f"Sondage {_token()}")
     key = re.search(rb"Message-ID: (<[^>]+>)", raw).group(1).decode()  # type: ignore[union-attr]
     assert _lmtp(space).deliver(raw, SENDER, [paul])[paul].delivered
-    probe = MailboxProbe(DovecotPaths.from_settings(space.settings))
+    probe = DoveadmProbe(DovecotPaths.from_settings(space.settings))
     assert probe.holds(paul, "INBOX", key) is True
     assert probe.holds(paul, "INBOX", f"<{os.urandom(16).hex()}@mss.test>") is False
     assert probe.holds(paul, "Jamais-cree", key) is False
-    broken = MailboxProbe(replace(probe.paths, conf=tmp_path / "absent.conf"))
+    broken = DoveadmProbe(replace(probe.paths, conf=tmp_path / "absent.conf"))
     assert broken.holds(paul, "INBOX", key) is None

@@ -14,10 +14,11 @@ de-duplication below makes that safe):
 **De-duplication after a crash.** A row a dead worker left DELIVERING is taken over once its
 lease expires, flagged ``in_doubt``: the mail store may hold it already. Dovecot's LMTP does not
 de-duplicate, so before delivering such a row again the worker asks the mail store whether the
-mailbox folder holds that Message-ID (``doveadm search``, only on this rare path, without the
-full-text plugins: an exact header match). The same holds for a row deferred because Dovecot
-went silent after taking the data (``Result.uncertain``: an LMTP process that died between two
-recipients of one transaction, seen when first deliveries create the mailboxes concurrently).
+mailbox folder holds that Message-ID (``gateway.deliver.probes``: ``doveadm search`` on the
+store's host, IMAP from another host; only on this rare path, an exact match of the field).
+The same holds for a row deferred because Dovecot went silent after taking the data
+(``Result.uncertain``: an LMTP process that died between two recipients of one transaction,
+seen when first deliveries create the mailboxes concurrently).
 Peer rows in doubt are sent again: the peer de-duplicates by (Message-ID, recipient) on its side.
 
 Temporary failures retry with exponential backoff (``retry_base_seconds`` doubling, capped at
@@ -28,15 +29,13 @@ bounced and the sender gets a DSN (``gateway.deliver.reports``).
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from core import audit
 from core.db import utcnow
@@ -47,7 +46,6 @@ from gateway.deliver.notify import Notifier, build_notice
 from gateway.deliver.outbound import Outbound, PeerNotTrusted, PeerTlsFailure, PeerUnavailable
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from mailstore.config import BASE_PLUGINS, DovecotPaths
 from mailstore.lmtp import Result
 from mailstore.stores import Delivers
 from spool import queue as q
@@ -83,39 +81,6 @@ def _result(claimed: Claimed, row: Row, result: Result) -> Outcome:
     return Outcome(claimed, row, "bounced" if permanent else "deferred", str(result.code),
                    enhanced, " ".join(result.text.split())[:300],
                    in_doubt=result.uncertain and not permanent)
-
-
-DOVEADM_NOT_FOUND = 68  # doveadm's exit code for a mailbox that does not exist (EX_NOHOST)
-
-
-class MailboxProbe:
-    """Does a mailbox folder hold a Message-ID? (``doveadm search``; the in-doubt path)."""
-
-    def __init__(self, paths: DovecotPaths) -> None:
-        self.paths = paths
-        self.binary = shutil.which("doveadm") or "/usr/bin/doveadm"
-
-    def holds(self, address: str, folder: str, message_key: str) -> bool | None:
-        """True: the folder holds it; False: it does not (or the folder does not exist yet);
-        None: the search failed (the store busy or down) — not known, so not delivered again
-        now: the row stays in doubt and is looked at on its next attempt."""
-        # Without the full-text plugins: an exact header match, never Xapian's pieces of
-        # words (a long Message-ID is not in its index whole; found nothing = delivered twice).
-        command = [self.binary, "-c", str(self.paths.conf), "-o",
-                   f"mail_plugins={BASE_PLUGINS}", "search", "-u", address,
-                   "mailbox", folder, "header", "Message-ID", message_key]
-        try:
-            done = subprocess.run(command, capture_output=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            log.warning("doveadm search (dédoublonnage) impossible : %s", type(exc).__name__)
-            return None
-        if done.returncode == 0:
-            return bool(done.stdout.strip())
-        if done.returncode == DOVEADM_NOT_FOUND:
-            return False
-        log.warning("doveadm search (dédoublonnage) en échec, code %s : %s",
-                    done.returncode, done.stderr.decode(errors="replace").strip()[:300])
-        return None
 
 
 class Leases:
@@ -166,7 +131,7 @@ class Deliverer:
 
     def __init__(self, gw: Gateway, metrics: Metrics, *, lmtp: Delivers, outbound: Outbound,
                  notifier: Notifier | None,
-                 probe: Callable[[str, str, str], bool | None]) -> None:
+                 probe: Callable[[str, str, str, datetime], bool | None]) -> None:
         self.gw, self.metrics, self.lmtp = gw, metrics, lmtp
         self.outbound, self.notifier, self.probe = outbound, notifier, probe
         self.leases = Leases(gw)
@@ -229,7 +194,8 @@ class Deliverer:
         for row in rows:
             folder = "Sent" if row.kind is RecipientKind.SENT else "INBOX"
             if row.in_doubt:
-                held = self.probe(row.address, folder, claimed.message_key)
+                held = self.probe(row.address, folder, claimed.message_key,
+                                  claimed.created_at)
                 log.info("livraison incertaine de %s (%s) : %s", claimed.message_key, folder,
                          {True: "déjà dans la boîte", False: "absente, livrée à nouveau",
                           None: "boîte illisible, nouvel essai plus tard"}[held])
