@@ -60,7 +60,7 @@ class Settings:
     policy_cache_seconds: int = 5  # MAIL FROM rights / RCPT routes kept in memory; 0 = off
     delivery_expiry_hours: int = 24  # then a DSN (RFC 3464) tells the sender
     retry_base_seconds: int = 60  # first retry delay; doubles each attempt, capped at 1 h
-    queue_workers: int = 4  # delivery threads per gateway process
+    queue_workers: int = 8  # delivery threads per gateway process (README, Scaling)
     # issue #19: gateway processes sharing the SMTP ports (SO_REUSEPORT), each with its
     # listeners and its queue_workers; 0: one per core (os.sched_getaffinity) on PostgreSQL,
     # 1 on SQLite (its one writer at a time bounds the rate: README, Scaling)

@@ -275,9 +275,10 @@ def test_in_doubt_check_reads_the_recipients_store_over_imap(stores: Stores) -> 
     assert local.holds(MARIE, "INBOX", key, now) is None
     # the store out of reach, or the master secret refused: unknown, so not delivered again
     pool = ImapPool.for_settings(stores.one, timeout=5)
-    closed = ImapProbe(replace_pool(pool, port=free_port()))
+    closed = ImapProbe(lambda: replace_pool(pool, port=free_port()))
     assert closed.holds(MARIE, "INBOX", key, now) is None
-    wrong = ImapProbe(replace_pool(pool, credentials=replace(pool.credentials, secret="faux")))
+    wrong = ImapProbe(lambda: replace_pool(pool, credentials=replace(pool.credentials,
+                                                                     secret="faux")))
     assert wrong.holds(MARIE, "INBOX", key, now) is None
 
 

@@ -67,10 +67,19 @@ class DoveadmProbe:
 
 
 class ImapProbe:
-    """The same question over IMAPS, from another host than the mail (module docstring)."""
+    """The same question over IMAPS, from another host than the mail (module docstring).
+    ``pool``: a factory, called on the first question (the master secret is read then, not
+    when the gateway starts)."""
 
-    def __init__(self, pool: ImapPool) -> None:
-        self.pool = pool
+    def __init__(self, pool: Callable[[], ImapPool]) -> None:
+        self._factory = pool
+        self._pool: ImapPool | None = None
+
+    @property
+    def pool(self) -> ImapPool:
+        if self._pool is None:
+            self._pool = self._factory()
+        return self._pool
 
     def holds(self, address: str, folder: str, message_key: str,
               accepted: datetime | None = None) -> bool | None:
@@ -97,5 +106,5 @@ def probe_for(settings: Settings) -> Probe:
     """``DoveadmProbe`` beside the one store, ``ImapProbe`` when the mail is elsewhere."""
     endpoint = settings.lmtp_endpoint
     if settings.stores or (endpoint is not None and endpoint.tls):
-        return ImapProbe(ImapPool.for_settings(settings, timeout=30)).holds
+        return ImapProbe(lambda: ImapPool.for_settings(settings, timeout=30)).holds
     return DoveadmProbe(DovecotPaths.from_settings(settings)).holds
