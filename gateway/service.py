@@ -38,7 +38,6 @@ def db_connections(settings: Settings) -> int:
     return settings.queue_workers + SMTP_WORK_THREADS + 2
 
 
-
 class GatewayService:
     """``start`` binds the three SMTP ports and starts ``queue_workers`` delivery threads."""
 

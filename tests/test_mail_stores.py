@@ -282,6 +282,18 @@ def test_in_doubt_check_reads_the_recipients_store_over_imap(stores: Stores) -> 
     assert wrong.holds(MARIE, "INBOX", key, now) is None
 
 
+def test_a_gateway_elsewhere_reads_no_master_secret_until_a_message_is_in_doubt(
+        tmp_path: Path) -> None:
+    """probe_for on a gateway host (lmtps://) picks the IMAP check and touches nothing at
+    start: the master secret is read (or, wrongly placed, created) only by a real question."""
+    from gateway.deliver.probes import ImapProbe, probe_for
+
+    settings = make_settings(tmp_path / "data", lmtp_url="lmtps://127.0.0.1:2424")
+    probe = probe_for(settings)
+    assert isinstance(getattr(probe, "__self__", None), ImapProbe)
+    assert not (settings.data_dir / "dovecot" / credentials.MASTER_SECRET_FILE).exists()
+
+
 def replace_pool(pool: Any, **changes: Any) -> Any:
     """A new ImapPool like ``pool`` with ``changes`` (host, port, credentials)."""
     from mailstore.pool import ImapPool
