@@ -14,7 +14,6 @@ from __future__ import annotations
 import imaplib
 import os
 import shutil
-import socket
 import ssl
 import tempfile
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from core.db import Database, utcnow
 from core.settings import Settings
 from mailstore.config import Options
 from mailstore.service import DovecotService
+from tests.ports import free_port  # noqa: F401 — re-exported for the test modules
 from trust_space.accounts import hash_password
 from trust_space.models import (
     Account,
@@ -80,12 +80,6 @@ PEOPLE = {
     "emma": Person("Emma", "Garnier", rpps="10000000008"),
     "leo": Person("Leo", "Faure", rpps="10000000009"),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

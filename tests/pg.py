@@ -23,9 +23,9 @@ def _pg_bin() -> Path | None:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from tests.ports import free_port
+
+    return free_port()
 
 
 class TempPostgres:

@@ -16,15 +16,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from core.db import Database
+from tests.ports import free_port
 from trust_space.models import Account, AccountKind
 
 MSS = [sys.executable, "-m", "mss.cli"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_init_then_run_the_gateway_role(tmp_path: Path) -> None:

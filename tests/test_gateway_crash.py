@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from spool import queue as q
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from tests.gateway_fixtures import Operator
@@ -73,12 +74,6 @@ class Gateway:
             self.proc.stdout.close()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def burst_message(mid: str) -> bytes:

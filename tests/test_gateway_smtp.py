@@ -9,7 +9,6 @@ import email
 import email.policy
 import email.utils
 import smtplib
-import socket
 import time
 import uuid
 from email import message_from_bytes
@@ -23,6 +22,7 @@ from sqlalchemy import select
 from gateway.deliver.notify import SmtpNotifier
 from gateway.deliver.workers import Workers
 from spool.models import DeliveryEvent
+from tests.ports import free_port
 from trust_space.models import Account, Mailbox, MailboxState
 
 if TYPE_CHECKING:
@@ -35,10 +35,6 @@ PASSWORD = "Demo-Passw0rd"  # tests.mailstore_fixtures.PASSWORD
 MARIE, PAUL, JULIE = "marie.martin@mss.test", "paul.durand@mss.test", "julie.bernard@mss.test"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def message(subject: str, sender: str = MARIE, to: str = PAUL, extra: str = "") -> bytes:

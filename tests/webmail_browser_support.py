@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import json
 import re
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from core.settings import Settings
 from mss.app import App
+from tests.ports import free_port  # noqa: F401 — re-exported for the browser modules
 
 # axe-core, installed by `bash setup.sh test` (npm ci in tests/js, from its package-lock.json).
 AXE = Path(__file__).parent / "js" / "node_modules" / "axe-core" / "axe.min.js"
@@ -79,10 +79,6 @@ def wait(probe: Callable[[], object], timeout: float = 10.0):  # type: ignore[no
     raise AssertionError("timed out waiting")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stranger_card(tmp: Path) -> Path:
