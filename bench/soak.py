@@ -346,7 +346,8 @@ def slowest_probes(services: Services, probes: list[tuple[str, float, float, flo
 
 def stage_buckets(services: Services) -> dict[tuple[str, str], dict[float, float]]:
     """The gateway's delivery-stage histograms (``mss_delivery_stage_seconds`` for local
-    recipients, ``mss_delivery_record_seconds``, ``mss_delivery_claim_seconds`` by ``found``):
+    recipients, ``mss_delivery_record_seconds``, ``mss_delivery_claim_seconds`` by ``found``,
+    and the count of ``mss_delivery_handed_total``):
     (metric, stage) → {upper bound: count}."""
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -359,6 +360,9 @@ def stage_buckets(services: Services) -> dict[tuple[str, str], dict[float, float
             found[("mss_deferred", "local")] = {float("inf"): sum(
                 s.value for s in family.samples if s.name == "mss_deferred_total"
                 and s.labels.get("kind") in ("local", "sent"))}
+        if family.name == "mss_delivery_handed":  # claimed at acceptance, no claim of its own
+            found[("mss_delivery_handed", "total")] = {float("inf"): sum(
+                s.value for s in family.samples if s.name == "mss_delivery_handed_total")}
         if family.name not in ("mss_delivery_stage_seconds", "mss_delivery_record_seconds",
                                "mss_delivery_claim_seconds"):
             continue
@@ -401,6 +405,9 @@ def stage_report(before: dict[tuple[str, str], dict[float, float]],
     deferred = (after.get(("mss_deferred", "local"), {}).get(float("inf"), 0.0)
                 - before.get(("mss_deferred", "local"), {}).get(float("inf"), 0.0))
     print(f"remises locales différées (réessayées plus tard) : {deferred:.0f}")
+    handed = (after.get(("mss_delivery_handed", "total"), {}).get(float("inf"), 0.0)
+              - before.get(("mss_delivery_handed", "total"), {}).get(float("inf"), 0.0))
+    print(f"messages remis à un livreur libre dès l'acceptation (sans prise) : {handed:.0f}")
     for key, label in names.items():
         now, then = after.get(key, {}), before.get(key, {})
         steady = {b: c - then.get(b, 0.0) for b, c in now.items()}

@@ -69,6 +69,12 @@ class Metrics:
         self.claim_seconds = Histogram("mss_delivery_claim_seconds",
                                        "Claiming due recipients (one transaction)", ["found"],
                                        buckets=STAGE_BUCKETS, registry=r)
+        self.handed = Counter("mss_delivery_handed_total",
+                              "Messages handed to an idle worker at acceptance, claimed in "
+                              "the DATA transaction (no claim of their own)", registry=r)
+        self.workers_idle = Gauge("mss_delivery_workers_idle",
+                                  "Delivery workers of this process waiting for work",
+                                  registry=r)
         self.queue_depth = Gauge("mss_queue_depth", "Recipients waiting for delivery",
                                  registry=r)
         self.queue_oldest = Gauge("mss_queue_oldest_age_seconds",

@@ -69,7 +69,8 @@ class GatewayService:
         self.gw = Gateway(s, self.db, KeyRing(s.secret()), trust, chain=chain)
         self.deliverer = self._deliverer(self.gw, trust)
         self.workers = Workers(self.deliverer, self.workers_count, owner=socket.gethostname())
-        self.gw.wake = self.workers.wake
+        self.gw.dispatch = workers = self.workers
+        self.metrics.workers_idle.set_function(lambda: workers.idle)
         # The database pool is sized for these and the delivery workers (db_connections).
         self._pool = ThreadPoolExecutor(max_workers=SMTP_WORK_THREADS,
                                         thread_name_prefix="smtp-work")

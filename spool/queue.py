@@ -15,7 +15,11 @@ carrying that token are returned: a row is never handed to two workers at once. 
 is out its worker renews the lease every third of it (``renew``), so only a dead or stalled
 process loses its rows; and a stalled one that wakes up records nothing over the worker that
 took them over (``still_held``: outcomes are written only for rows still carrying the claim's
-token).
+token). When one of the accepting process's workers is idle, the DATA transaction itself
+writes the rows claimed for it (``enqueue``'s ``hold``: the same lease, attempt and keys) and
+the message is handed to that worker in memory once committed: no claim transaction, no
+wake-up, on the path from ``250`` to the mailbox; if that process dies first, the lease
+expires and the rows are taken over in doubt like any claim's.
 
 **At-least-once, de-duplicated per (Message-ID, recipient).** When a local delivery is claimed,
 its key (Message-ID, recipient) is reserved in ``DeliveredKey`` (unique) for that queue entry,
@@ -130,27 +134,60 @@ _INSERT_RECIPIENT = insert(QueueRecipient)
 _INSERT_EVENT = insert(DeliveryEvent)
 
 
+@dataclass(frozen=True)
+class Hold:
+    """``enqueue`` hands the message straight to a delivery worker of this process: its rows
+    are written already claimed under ``token`` (see ``lease_token``) for ``lease_seconds``."""
+
+    token: str
+    lease_seconds: float
+
+
+def lease_token(owner: str) -> str:
+    """A lease token no other claim carries (``owner``: the worker's host or name)."""
+    return f"{owner}:{os.getpid()}:{next(_tokens)}"[:64]
+
+
 def enqueue(session: Executor, *, queue_id: str, origin: Origin, envelope_from: str,
             message_key: str, submitter: str, size: int, local: bytes | None,
             peer: bytes | None = None, clear: bytes | None = None,
             recipients: Sequence[tuple[str, RecipientKind]],
             state: RecipientState = RecipientState.QUEUED, protection: str = "",
-            quarantine_reason: str = "") -> None:
+            quarantine_reason: str = "", hold: Hold | None = None) -> list[Claimed]:
     """Write a message and its recipients (not committed: the caller's transaction). Core
     inserts built once, not the ORM unit of work: this runs once per accepted message.
     ``protection`` (the policy word applied, e.g. ``sign+encrypt``, or ``end-to-end``) is
     recorded in each recipient's "queued" event for the sender's timeline; a message
     accepted in quarantine also gets a "quarantined" event with ``quarantine_reason`` (a
-    code, e.g. ``bad_signature``)."""
+    code, e.g. ``bad_signature``).
+
+    ``hold``: claim the message in the same transaction (what ``claim`` would write: the
+    lease, the first attempt, the de-duplication keys reserved) and return it, for an idle
+    worker of this process to deliver at once, without a claim transaction of its own (issue
+    #19: submit → visible). Not for a quarantined message, nor when a twin entry holds one
+    of its keys already (``claim`` closes such a duplicate): then the rows are queued as
+    usual and ``[]`` is returned. Once committed the rows are leased like any claim's: a
+    process that dies before delivering them loses them to another worker when the lease
+    expires."""
     now, key = utcnow(), message_key[:250]
     session.execute(_INSERT_MESSAGE, {
         "id": queue_id, "created_at": now, "origin": origin, "envelope_from": envelope_from,
         "message_key": key, "submitter": submitter[:254], "size": size, "raw_local": local,
         "raw_peer": peer, "raw_clear": clear})
+    if hold is not None and state is RecipientState.QUEUED:
+        keys = {(key, dedup_key(kind, address)): queue_id for address, kind in recipients
+                if kind in (RecipientKind.LOCAL, RecipientKind.SENT)}
+        if any(owner != queue_id for owner in reserve_keys(session, keys, now).values()):
+            hold = None
+    else:
+        hold = None
+    held = {"state": RecipientState.DELIVERING, "attempts": 1, "lease_owner": hold.token,
+            "lease_until": now + timedelta(seconds=hold.lease_seconds)} if hold else {}
     session.execute(_INSERT_RECIPIENT, [{
         "queue_id": queue_id, "address": address, "kind": kind, "state": state,
         "attempts": 0, "next_attempt_at": now, "in_doubt": False, "last_code": "",
-        "last_reason": "", "updated_at": now} for address, kind in recipients])
+        "last_reason": "", "updated_at": now, "lease_owner": None, "lease_until": None,
+        **held} for address, kind in recipients])
     events = [(Event.QUEUED, protection)]
     if state is RecipientState.QUARANTINED:  # held for an operator (``retry_now`` releases)
         events.append((Event.QUARANTINED, quarantine_reason))
@@ -158,6 +195,15 @@ def enqueue(session: Executor, *, queue_id: str, origin: Origin, envelope_from: 
         "at": now, "queue_id": queue_id, "message_key": key, "recipient": address,
         "event": event, "detail": detail(kind, words)}
         for event, words in events for address, kind in recipients])
+    if hold is None:
+        return []
+    rows = session.execute(select(QueueRecipient.id, QueueRecipient.address,
+                                  QueueRecipient.kind)
+                           .where(QueueRecipient.queue_id == queue_id)
+                           .order_by(QueueRecipient.id))
+    return [Claimed(queue_id, origin, envelope_from, key, now, local, peer, clear,
+                    [Row(row_id, address, kind, 1, False) for row_id, address, kind in rows],
+                    token=hold.token, claimed_at=now)]
 
 
 # ---------------------------------------------------------------------- claiming
@@ -184,6 +230,7 @@ class Claimed:
     raw_clear: bytes | None
     rows: list[Row] = field(default_factory=list)
     token: str = ""  # the lease token the rows carry while this worker holds them
+    claimed_at: datetime = field(default_factory=utcnow)  # when that lease began
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -203,7 +250,7 @@ def claim(db: Database, owner: str, *, limit: int, lease_seconds: float,
     the first awake (issue #19: submit → visible), while a large backlog still goes in batches
     of ``limit`` (fewer commits)."""
     now = now or utcnow()
-    token = f"{owner}:{os.getpid()}:{next(_tokens)}"[:64]
+    token = lease_token(owner)
     if db.dialect == "sqlite":  # an empty poll reads, without the write lock (issue #19)
         with db.read() as session:
             if session.execute(select(QueueRecipient.id).where(_due(now)).limit(1)).first() \
@@ -277,13 +324,20 @@ def _load_claimed(session: Session, token: str) -> list[Claimed]:
 
 def _reserve(session: Session, pairs: list[tuple[QueuedMessage, QueueRecipient]]
              ) -> dict[tuple[str, str], str]:
-    """Reserve (Message-ID, recipient) for the queue entry that delivers it: the unique key
-    is inserted if absent (on PostgreSQL a concurrent insert of the same key waits for the
-    other transaction, then yields to it); the owner of each key is returned."""
     if not pairs:
         return {}
-    wanted = {(m.message_key, dedup_key(r.kind, r.address)): m.id for m, r in pairs}
-    _insert_keys(session, wanted, utcnow())
+    return reserve_keys(session, {(m.message_key, dedup_key(r.kind, r.address)): m.id
+                                  for m, r in pairs}, utcnow())
+
+
+def reserve_keys(session: Executor, wanted: dict[tuple[str, str], str], now: datetime
+                 ) -> dict[tuple[str, str], str]:
+    """Reserve each (Message-ID, recipient) of ``wanted`` for its queue entry: the unique key
+    is inserted if absent (on PostgreSQL a concurrent insert of the same key waits for the
+    other transaction, then yields to it); the owner of each key is returned."""
+    if not wanted:
+        return {}
+    _insert_keys(session, wanted, now)
     found = session.execute(select(DeliveredKey.message_key, DeliveredKey.recipient,
                                    DeliveredKey.queue_id)
                             .where(DeliveredKey.message_key.in_({k for k, _ in wanted})))
@@ -364,10 +418,11 @@ _EVENTS = {RecipientState.DELIVERED: Event.DELIVERED, RecipientState.QUEUED: Eve
            RecipientState.BOUNCED: Event.BOUNCED, RecipientState.FAILED: Event.FAILED}
 
 
-def _insert_keys(session: Session, keys: dict[tuple[str, str], str], now: datetime) -> None:
+def _insert_keys(session: Executor, keys: dict[tuple[str, str], str], now: datetime) -> None:
     # INSERT … ON CONFLICT DO NOTHING: a key already there (a delivery recovered after a
     # crash) is not an error.
-    dialect = session.get_bind().dialect.name
+    bind = session.get_bind() if isinstance(session, Session) else session
+    dialect = bind.dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
     statement = module.insert(DeliveredKey).on_conflict_do_nothing()
     # Sorted: concurrent claims take the unique-index entries in one order (no deadlock).

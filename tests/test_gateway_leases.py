@@ -19,7 +19,14 @@ from core.db import Database, utcnow
 from gateway.deliver.workers import Leases, Workers
 from mailstore.lmtp import LmtpClient, Result
 from spool import queue as q
-from spool.models import DeliveredKey, DeliveryEvent, QueueRecipient, RecipientState
+from spool.models import (
+    DeliveredKey,
+    DeliveryEvent,
+    Origin,
+    QueueRecipient,
+    RecipientKind,
+    RecipientState,
+)
 from tests.gateway_fixtures import Operator, build_operator, start_operator, stop_operator
 from tests.mailstore_fixtures import open_tempdir
 from tests.test_gateway_queue import put, state
@@ -116,7 +123,7 @@ def test_a_batch_slower_than_its_lease_is_delivered_once(leased: Operator) -> No
         assert others == 0 and taken == [2]  # JULIE and MARIE's Sent copy
     finally:
         gateway.workers = Workers(gateway.deliverer, 2, owner="test")
-        gateway.gw.wake = gateway.workers.wake
+        gateway.gw.dispatch = gateway.workers
         gateway.workers.start()
     with leased.space.db.transaction() as session:
         rows = session.scalars(select(QueueRecipient).where(
@@ -127,3 +134,94 @@ def test_a_batch_slower_than_its_lease_is_delivered_once(leased: Operator) -> No
     assert events.count("delivered") == 2
     copies = [r for r in leased.messages(JULIE) if subject.encode() in r]
     assert len(copies) == 1
+
+
+# ---------------------------------------------------------------------- handed over at acceptance
+def swap_workers(op: Operator, count: int, poll: float) -> Workers:
+    """The gateway's delivery workers replaced by ``count`` polling every ``poll`` seconds,
+    once every one of them waits for work."""
+    gateway = op.gateway
+    assert gateway.workers is not None and gateway.deliverer is not None and gateway.gw
+    gateway.workers.stop()
+    workers = Workers(gateway.deliverer, count, owner="test", poll=poll)
+    gateway.workers, gateway.gw.dispatch = workers, workers
+    workers.start()
+    deadline = time.monotonic() + 20
+    while workers.idle < count:
+        assert time.monotonic() < deadline, "les livreurs n'attendent pas"
+        time.sleep(0.02)
+    return workers
+
+
+def note(subject: str) -> bytes:
+    return (f"From: {MARIE}\r\nTo: {JULIE}\r\nSubject: {subject}\r\nMessage-ID: "
+            f"<{uuid.uuid4().hex}@mss.test>\r\n\r\nBonjour.\r\n").encode()
+
+
+def copies(op: Operator, subject: str) -> int:
+    return sum(subject.encode() in raw for raw in op.messages(JULIE))
+
+
+def test_a_message_accepted_while_a_worker_waits_is_handed_to_it(leased: Operator) -> None:
+    """No claim transaction and no wake-up: the DATA transaction claims it for the idle
+    worker (issue #19, submit → visible). With that worker promised to another message, the
+    next one is claimed from the queue as before."""
+    value = leased.gateway.metrics.registry.get_sample_value
+
+    def counts() -> tuple[float, float]:
+        return (value("mss_delivery_handed_total") or 0.0,
+                value("mss_delivery_claim_seconds_count", {"found": "yes"}) or 0.0)
+
+    # A poll of a minute: only a hand-over or a wake-up can deliver within the test.
+    workers = swap_workers(leased, 1, poll=60)
+    try:
+        handed, claims = counts()
+        leased.submit(MARIE, [JULIE], note(subject := f"Remis {uuid.uuid4().hex[:6]}"))
+        leased.wait_for(JULIE, lambda raw: subject.encode() in raw)
+        deadline = time.monotonic() + 10
+        while counts() == (handed, claims) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert counts() == (handed + 1, claims)
+        assert workers.reserve() == "test"  # the one idle worker, promised here
+        assert workers.reserve() is None  # …so not to a second message
+        try:
+            leased.submit(MARIE, [JULIE], note(other := f"Pris {uuid.uuid4().hex[:6]}"))
+            leased.wait_for(JULIE, lambda raw: other.encode() in raw)
+        finally:
+            workers.hand_over([])  # the promise given back
+        deadline = time.monotonic() + 10
+        while counts()[1] == claims and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert counts() == (handed + 1, claims + 1)
+        assert copies(leased, subject) == copies(leased, other) == 1
+    finally:
+        swap_workers(leased, 2, poll=0.5)
+
+
+def test_a_message_handed_over_as_the_workers_stop_goes_back_to_the_queue(
+        leased: Operator) -> None:
+    """Accepted (committed, claimed for an idle worker) while the gateway stops: it is given
+    back to the queue unattempted, neither lost until its lease expires nor in doubt."""
+    workers = swap_workers(leased, 1, poll=60)
+    db = leased.space.db
+    owner = workers.reserve()
+    assert owner is not None
+    queue_id, subject = q.new_queue_id(), f"Arret {uuid.uuid4().hex[:6]}"
+    with q.appending(db) as conn:
+        held = q.enqueue(conn, queue_id=queue_id, origin=Origin.SUBMISSION,
+                         envelope_from=MARIE, message_key=f"<{queue_id}@mss.test>",
+                         submitter=MARIE, size=100, local=note(subject),
+                         recipients=[(JULIE, RecipientKind.LOCAL)],
+                         hold=q.Hold(q.lease_token(owner), LEASE))
+    assert held and state(db, queue_id) == {RecipientState.DELIVERING}
+    workers.stop()
+    assert workers.reserve() is None
+    workers.hand_over(held)  # the DATA transaction's end, after the stop
+    with db.transaction() as session:
+        row = session.scalars(select(QueueRecipient).where(
+            QueueRecipient.queue_id == queue_id)).one()
+        assert (row.state, row.in_doubt, row.lease_owner) == (RecipientState.QUEUED, False,
+                                                              None)
+    swap_workers(leased, 2, poll=0.5)
+    leased.wait_for(JULIE, lambda raw: subject.encode() in raw)
+    assert copies(leased, subject) == 1

@@ -225,3 +225,64 @@ def test_administration(db: Database) -> None:
         assert q.retry_now(session, queue_id) == 1
         assert q.remove(session, queue_id) and not q.remove(session, queue_id)
         assert q.depth(session) == 0
+
+
+# ---------------------------------------------------------------------- claimed as queued
+def put_held(db: Database, key: str, *addresses: str, sent: str = "",
+             state: RecipientState = RecipientState.QUEUED) -> tuple[str, list[q.Claimed]]:
+    """``put`` as the gateway does when a worker is idle: claimed in the same transaction."""
+    queue_id = q.new_queue_id()
+    rcpts = [(a, LOCAL) for a in addresses] + ([(sent, RecipientKind.SENT)] if sent else [])
+    with db.transaction() as session:
+        held = q.enqueue(session, queue_id=queue_id, origin=Origin.SUBMISSION,
+                         envelope_from="a@x.test", message_key=key, submitter="a", size=3,
+                         local=b"abc", recipients=rcpts, state=state,
+                         hold=q.Hold(q.lease_token("w1"), 60))
+    return queue_id, held
+
+
+def test_a_message_claimed_as_it_is_queued_is_held_as_a_claim_would_hold_it(
+        db: Database) -> None:
+    queue_id, held = put_held(db, "<h1@x>", "b@x.test", sent="a@x.test")
+    assert [c.queue_id for c in held] == [queue_id] and held[0].raw_local == b"abc"
+    assert sorted((r.address, r.kind, r.attempts, r.in_doubt) for r in held[0].rows) == [
+        ("a@x.test", RecipientKind.SENT, 1, False), ("b@x.test", LOCAL, 1, False)]
+    assert state(db, queue_id) == {RecipientState.DELIVERING}
+    assert q.claim(db, "w2", limit=10, lease_seconds=60) == []  # nobody else takes it
+    with db.transaction() as session:  # both keys reserved for it, in that transaction
+        assert set(session.execute(select(DeliveredKey.recipient, DeliveredKey.queue_id))) == {
+            ("b@x.test", queue_id), ("Sent:a@x.test", queue_id)}
+        # its lease token is the one on the rows: the outcome is recorded (fencing passes)
+        assert len(q.record(session, [q.Done(held[0], r, RecipientState.DELIVERED, "250")
+                                      for r in held[0].rows])) == 2
+    assert state(db, queue_id) == {RecipientState.DELIVERED}
+
+
+def test_a_held_message_whose_process_died_is_taken_over_in_doubt(db: Database) -> None:
+    queue_id, held = put_held(db, "<h2@x>", "b@x.test")
+    again = q.claim(db, "w2", limit=10, lease_seconds=60, now=utcnow() + timedelta(seconds=61))
+    assert [c.queue_id for c in again] == [queue_id]
+    assert all(row.in_doubt and row.attempts == 2 for row in again[0].rows)
+    with db.transaction() as session:  # the dead holder's late outcome is not written
+        assert q.record(session, [q.Done(held[0], held[0].rows[0], RecipientState.DELIVERED,
+                                         "250")]) == []
+
+
+def test_a_twin_of_a_held_message_is_queued_and_closed_as_a_duplicate(db: Database) -> None:
+    first, held = put_held(db, "<h3@x>", "b@x.test")
+    second, twin = put_held(db, "<h3@x>", "b@x.test", "d@x.test")  # sent again
+    assert held and twin == []  # b's key is the first's: the twin is claimed the usual way
+    assert state(db, second) == {RecipientState.QUEUED}
+    again = q.claim(db, "w", limit=10, lease_seconds=60)
+    assert [r.address for c in again for r in c.rows] == ["d@x.test"]
+    with db.transaction() as session:
+        events = set(session.scalars(select(DeliveryEvent.event)
+                                     .where(DeliveryEvent.queue_id == second)))
+    assert "duplicate" in events
+
+
+def test_a_quarantined_message_is_never_claimed_as_it_is_queued(db: Database) -> None:
+    queue_id, held = put_held(db, "<h4@x>", "b@x.test", state=RecipientState.QUARANTINED)
+    assert held == [] and state(db, queue_id) == {RecipientState.QUARANTINED}
+    with db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(DeliveredKey)) == 0

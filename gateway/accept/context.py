@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from gateway.accept.forms import SecurityContext
 from gateway.accept.keys import KeyRing
 from mailformat import authresults
 from mailformat.headers import Head
+from spool.queue import Claimed
 from trust_space import changes
 
 log = logging.getLogger("mss.gateway")
@@ -132,17 +132,35 @@ class DirectoryWatch:
             self._thread.join(5)
 
 
+class Dispatch:
+    """How a message just queued reaches the delivery workers (``gateway.deliver.workers.
+    Workers``; this base: a process without workers). ``reserve`` before the DATA
+    transaction: the owner name to lease the message to when one of this process's workers is
+    idle, else None; ``hand_over`` after it, exactly once per reservation, with what
+    ``spool.queue.enqueue`` claimed (``[]``: nothing, the reservation is given back);
+    otherwise ``wake`` the workers, to claim it from the queue."""
+
+    def reserve(self) -> str | None:
+        return None
+
+    def hand_over(self, batch: list[Claimed]) -> None:
+        return None
+
+    def wake(self) -> None:
+        return None
+
+
 @dataclass
 class Gateway:
     """What the use cases share: settings, database, keys, trust, the identity provider whose
-    access tokens open AUTH (None when no ``oidc_issuer``), and a hook to wake the delivery
-    workers when something was queued."""
+    access tokens open AUTH (None when no ``oidc_issuer``), and the delivery workers to hand
+    what was queued to (``Dispatch``)."""
 
     settings: Settings
     db: Database
     keys: KeyRing
     trust: Trust
-    wake: Callable[[], None] = lambda: None
+    dispatch: Dispatch = field(default_factory=Dispatch)
     chain: list[x509.Certificate] = field(default_factory=list)
     checks: ValidationCache = field(default_factory=ValidationCache)
     decisions: Decisions = field(init=False)

@@ -25,8 +25,11 @@ step            what                                                       modul
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Connection
 
 from core import audit
 from gateway.accept import checks, forms, opening
@@ -39,6 +42,7 @@ from mailformat.headers import Head
 from spool import queue as q
 from spool.events import SmtpAction
 from spool.models import Origin, RecipientKind, RecipientState
+from spool.queue import Claimed
 from trust_space.policy import Identity
 
 
@@ -168,36 +172,60 @@ def _summary(w: Work, protection: str) -> dict[str, object]:
             "ip": env.ip}
 
 
+@contextmanager
+def _queueing(w: Work) -> Iterator[tuple[Connection, q.Hold | None, list[Claimed]]]:
+    """The DATA transaction that queues the message, then its way to a delivery worker: handed
+    straight to an idle worker of this process with its rows claimed in the same transaction
+    (``Dispatch.reserve``/``hand_over``; no claim transaction, no wake-up), or the workers
+    woken to claim it. The caller appends what ``enqueue`` claimed to the list; it is handed
+    over only once the transaction committed."""
+    dispatch = w.gw.dispatch
+    owner = dispatch.reserve()
+    hold = q.Hold(q.lease_token(owner), w.gw.settings.queue_lease_seconds) if owner else None
+    held: list[Claimed] = []
+    committed: list[Claimed] = []
+    try:
+        with q.appending(w.gw.db) as conn:
+            yield conn, hold, held
+        committed = held
+    finally:
+        if owner is not None:
+            dispatch.hand_over(committed)
+    if not committed:
+        dispatch.wake()
+
+
 def _queue_submission(w: Work) -> None:
     assert w.identity is not None
     env, f = w.env, w.forms
     rcpts = [(r.address, RecipientKind.CLEAR if r.kind is RecipientKind.PEER
               and r.address in f.clear_recipients else r.kind) for r in env.routes]
     rcpts.append((env.mail_from.lower(), RecipientKind.SENT))
-    with q.appending(w.gw.db) as conn:
-        q.enqueue(conn, queue_id=w.queue_id, origin=Origin.SUBMISSION,
-                  envelope_from=env.mail_from, message_key=w.key, submitter=w.submitter,
-                  size=len(env.raw), local=w.local, peer=w.peer, clear=w.clear,
-                  recipients=rcpts, protection=f.protection)
+    with _queueing(w) as (conn, hold, held):
+        held += q.enqueue(conn, queue_id=w.queue_id, origin=Origin.SUBMISSION,
+                          envelope_from=env.mail_from, message_key=w.key,
+                          submitter=w.submitter, size=len(env.raw), local=w.local,
+                          peer=w.peer, clear=w.clear, recipients=rcpts,
+                          protection=f.protection, hold=hold)
         audit.record(conn, actor=w.submitter, action=SmtpAction.SUBMIT, target=w.queue_id,
                      outcome="queued", request={**_summary(w, f.protection),
                                                 "as": w.identity.login})
-    w.gw.wake()
 
 
 def _queue_relayed(w: Work) -> None:
     assert w.verdict is not None
     env = w.env
-    with q.appending(w.gw.db) as conn:
-        q.enqueue(conn, queue_id=w.queue_id, origin=Origin.RELAY, envelope_from=env.mail_from,
-                  message_key=w.key, submitter=w.submitter, size=len(env.raw), local=w.local,
-                  recipients=[(r.address, RecipientKind.LOCAL) for r in env.routes],
-                  state=w.state, quarantine_reason=w.verdict.error_code or "")
+    with _queueing(w) as (conn, hold, held):
+        held += q.enqueue(conn, queue_id=w.queue_id, origin=Origin.RELAY,
+                          envelope_from=env.mail_from, message_key=w.key,
+                          submitter=w.submitter, size=len(env.raw), local=w.local,
+                          recipients=[(r.address, RecipientKind.LOCAL) for r in env.routes],
+                          state=w.state, quarantine_reason=w.verdict.error_code or "",
+                          hold=hold)
         audit.record(conn, actor=w.submitter[:254], action=SmtpAction.RECEIVE,
                      target=w.queue_id, outcome=w.state.value,
                      request={**_summary(w, w.verdict.result),
                               "encrypted": w.verdict.encrypted})
-    w.gw.wake()
 
 
 HEADER, LOOP, KEY = Step("header", _header), Step("loop", _loop), Step("key", _key)

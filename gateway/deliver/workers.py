@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 
 from core import audit
 from core.db import utcnow
-from gateway.accept.context import Gateway
+from gateway.accept.context import Dispatch, Gateway
 from gateway.deliver import reports
 from gateway.deliver.dsn import Failure
 from gateway.deliver.notify import Notifier, build_notice
@@ -144,13 +144,20 @@ class Deliverer:
         batch = q.claim(self.gw.db, owner, limit=limit, lease_seconds=lease, share=share)
         self.metrics.claim_seconds.labels(found="yes" if batch else "no").observe(
             time.monotonic() - started)
+        return self.run_held(batch)
+
+    def run_held(self, batch: list[Claimed]) -> int:
+        """Deliver and record ``batch``, claimed by ``run_once`` or at acceptance
+        (``spool.queue.enqueue``'s ``hold``); the number of recipients handled."""
         if not batch:
             return 0
         # The lease is renewed while the batch is out (``Leases``), so a slow peer or mail
-        # store does not let another worker take the rows over; past half the lease the rest
-        # of the batch is handed back all the same, so that one slow batch does not hold the
-        # others' messages.
-        deadline = time.monotonic() + lease / 2
+        # store does not let another worker take the rows over; past half the lease (counted
+        # from the claim) the rest of the batch is handed back all the same, so that one slow
+        # batch does not hold the others' messages.
+        lease = self.gw.settings.queue_lease_seconds
+        since = min(max((utcnow() - c.claimed_at).total_seconds(), 0.0) for c in batch)
+        deadline = time.monotonic() + lease / 2 - since
         outcomes = []
         with self.leases.holding(batch[0].token):
             for claimed in batch:
@@ -163,6 +170,11 @@ class Deliverer:
                 self.finish(batch, outcomes)
                 self.metrics.record_seconds.observe(time.monotonic() - started)
         return len(outcomes)
+
+    def release(self, batch: list[Claimed]) -> None:
+        """Give ``batch`` back to the queue unattempted (due again at once, not in doubt)."""
+        self.finish(batch, [Outcome(c, row, "released", "", reason="non tenté (arrêt)")
+                            for c in batch for row in c.rows])
 
     def timed(self, claimed: Claimed) -> list[Outcome]:
         """``deliver``, each outcome carrying where its time went (``Outcome.waited``,
@@ -306,7 +318,8 @@ class Deliverer:
             return q.Done(c, row, RecipientState.QUEUED, o.code, o.reason, delay,
                           in_doubt=o.in_doubt)
         if o.status == "released":  # not attempted: due again at once
-            return q.Done(c, row, RecipientState.QUEUED, "", "non tenté (lot trop long)")
+            return q.Done(c, row, RecipientState.QUEUED, "",
+                          o.reason or "non tenté (lot trop long)")
         # A DSN for real recipients only: not for the Sent copy, a notice, or a report.
         reportable = (o.status == "bounced" and c.origin not in (Origin.DSN, Origin.MDN) and
                       row.kind in (RecipientKind.LOCAL, RecipientKind.PEER, RecipientKind.CLEAR))
@@ -334,9 +347,10 @@ def _overall(done: list[q.Done]) -> str:
     return states.pop().value if len(states) == 1 else "mixed"
 
 
-class Workers:
-    """``count`` threads running ``Deliverer.run_once``; woken when something is queued,
-    polling every ``poll`` seconds otherwise (other processes, retries)."""
+class Workers(Dispatch):
+    """``count`` threads running ``Deliverer.run_once``; a message just accepted is handed
+    straight to an idle one (``Dispatch``), else they are woken when something is queued,
+    and poll every ``poll`` seconds otherwise (other processes, retries)."""
 
     def __init__(self, deliverer: Deliverer, count: int, owner: str, poll: float = 0.5) -> None:
         self.deliverer, self.count, self.owner, self.poll = deliverer, count, owner, poll
@@ -344,13 +358,45 @@ class Workers:
         # the first worker to wake must not take the whole backlog, one message after the
         # other, while the others sit idle (issue #19: submit → visible over IMAP).
         self.batch = max(2, BATCH // max(1, count))
-        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._handed: deque[list[Claimed]] = deque()
+        self._idle = 0  # threads waiting for work
+        self._promised = 0  # reservations whose batch is not handed over yet
+        self._wakes = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def wake(self) -> None:
-        self._wake.set()
+    @property
+    def idle(self) -> int:
+        """Threads waiting for work now (``mss_delivery_workers_idle``)."""
+        return self._idle
 
+    # ------------------------------------------------------------------ Dispatch
+    def reserve(self) -> str | None:
+        """This process's owner name when a worker is idle and not promised to another
+        message, else None (the message is then claimed from the queue)."""
+        with self._cond:
+            if self._stop.is_set() or self._idle <= self._promised + len(self._handed):
+                return None
+            self._promised += 1
+            return self.owner
+
+    def hand_over(self, batch: list[Claimed]) -> None:
+        with self._cond:
+            self._promised -= 1
+            if batch and not self._stop.is_set():
+                self._handed.append(batch)
+                self._cond.notify()
+                return
+        if batch:  # stopping: back to the queue for whoever runs next
+            self.deliverer.release(batch)
+
+    def wake(self) -> None:
+        with self._cond:
+            self._wakes += 1
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ threads
     def start(self) -> None:
         for index in range(self.count):
             thread = threading.Thread(target=self._loop, args=(f"{self.owner}-{index}",),
@@ -359,19 +405,44 @@ class Workers:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop the threads; a batch handed over and not started goes back to the queue."""
         self._stop.set()
-        self._wake.set()
+        self.wake()
         for thread in self._threads:
             thread.join(timeout)
+        with self._cond:
+            left = list(self._handed)
+            self._handed.clear()
+        for batch in left:
+            self.deliverer.release(batch)
 
     def _loop(self, owner: str) -> None:
         while not self._stop.is_set():
             try:
-                done = self.deliverer.run_once(owner, self.batch, self.count)
+                handed = self._take()
+                if handed is not None:
+                    self.deliverer.metrics.handed.inc(len(handed))
+                    done = self.deliverer.run_held(handed)
+                else:
+                    done = self.deliverer.run_once(owner, self.batch, self.count)
             except Exception:  # noqa: BLE001 — a worker never dies; the lease retakes rows
                 log.exception("livraison : lot en échec")
                 self._stop.wait(1.0)
                 done = 0
             if not done and not self._stop.is_set():
-                self._wake.wait(self.poll)
-                self._wake.clear()
+                self._wait()
+
+    def _take(self) -> list[Claimed] | None:
+        with self._cond:
+            return self._handed.popleft() if self._handed else None
+
+    def _wait(self) -> None:
+        """Until a batch is handed over, a wake-up, the stop, or ``poll`` seconds."""
+        with self._cond:
+            wakes = self._wakes
+            self._idle += 1
+            try:
+                self._cond.wait_for(lambda: bool(self._handed) or self._wakes != wakes
+                                    or self._stop.is_set(), self.poll)
+            finally:
+                self._idle -= 1
