@@ -172,27 +172,26 @@ def test_a_message_accepted_while_a_worker_waits_is_handed_to_it(leased: Operato
         return (value("mss_delivery_handed_total") or 0.0,
                 value("mss_delivery_claim_seconds_count", {"found": "yes"}) or 0.0)
 
-    # A poll of a minute: only a hand-over or a wake-up can deliver within the test.
+    # A poll of a minute: only a hand-over or a wake-up can deliver within the test. (Claims
+    # are not expected to stay at their count: an earlier test's deferred row may fall due.)
     workers = swap_workers(leased, 1, poll=60)
     try:
-        handed, claims = counts()
+        handed, _ = counts()
         leased.submit(MARIE, [JULIE], note(subject := f"Remis {uuid.uuid4().hex[:6]}"))
         leased.wait_for(JULIE, lambda raw: subject.encode() in raw)
-        deadline = time.monotonic() + 10
-        while counts() == (handed, claims) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert counts() == (handed + 1, claims)
+        assert counts()[0] == handed + 1  # counted as the worker takes it, before LMTP
+        deadline = time.monotonic() + 20
+        while workers.idle < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert workers.reserve() == "test"  # the one idle worker, promised here
         assert workers.reserve() is None  # …so not to a second message
+        _, claims = counts()
         try:
             leased.submit(MARIE, [JULIE], note(other := f"Pris {uuid.uuid4().hex[:6]}"))
             leased.wait_for(JULIE, lambda raw: other.encode() in raw)
         finally:
             workers.hand_over([])  # the promise given back
-        deadline = time.monotonic() + 10
-        while counts()[1] == claims and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert counts() == (handed + 1, claims + 1)
+        assert counts()[0] == handed + 1 and counts()[1] >= claims + 1  # woken, claimed
         assert copies(leased, subject) == copies(leased, other) == 1
     finally:
         swap_workers(leased, 2, poll=0.5)
