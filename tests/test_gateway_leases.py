@@ -224,3 +224,34 @@ def test_a_message_handed_over_as_the_workers_stop_goes_back_to_the_queue(
     swap_workers(leased, 2, poll=0.5)
     leased.wait_for(JULIE, lambda raw: subject.encode() in raw)
     assert copies(leased, subject) == 1
+
+
+class EmptyClaims:
+    """A deliverer whose claims find nothing; the first one's message is committed (and the
+    workers woken) just after it read the queue: the race of an empty claim and a wake-up."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+        self.workers: Workers | None = None
+
+    def run_once(self, owner: str, limit: int, share: int) -> int:
+        self.calls.append(time.monotonic())
+        if len(self.calls) == 1 and self.workers is not None:
+            self.workers.wake()
+        return 0
+
+
+def test_a_wake_up_during_an_empty_claim_is_not_lost() -> None:
+    """Else the message waits for the next poll (half a second by default): a wake-up counts
+    from before the claim, not from the wait that follows it."""
+    deliverer = EmptyClaims()
+    workers = Workers(deliverer, 1, owner="t", poll=60)  # type: ignore[arg-type]
+    deliverer.workers = workers
+    workers.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(deliverer.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(deliverer.calls) >= 2 and deliverer.calls[1] - deliverer.calls[0] < 5
+    finally:
+        workers.stop()

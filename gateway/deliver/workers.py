@@ -418,6 +418,9 @@ class Workers(Dispatch):
 
     def _loop(self, owner: str) -> None:
         while not self._stop.is_set():
+            # A wake-up counted from before the claim: one that comes between an empty claim
+            # and the wait below is not lost (the message would wait for the next poll).
+            wakes = self._wakes
             try:
                 handed = self._take()
                 if handed is not None:
@@ -430,16 +433,16 @@ class Workers(Dispatch):
                 self._stop.wait(1.0)
                 done = 0
             if not done and not self._stop.is_set():
-                self._wait()
+                self._wait(wakes)
 
     def _take(self) -> list[Claimed] | None:
         with self._cond:
             return self._handed.popleft() if self._handed else None
 
-    def _wait(self) -> None:
-        """Until a batch is handed over, a wake-up, the stop, or ``poll`` seconds."""
+    def _wait(self, wakes: int) -> None:
+        """Until a batch is handed over, a wake-up since ``wakes`` was read, the stop, or
+        ``poll`` seconds."""
         with self._cond:
-            wakes = self._wakes
             self._idle += 1
             try:
                 self._cond.wait_for(lambda: bool(self._handed) or self._wakes != wakes
