@@ -91,6 +91,12 @@ class MailboxSession:
         self._selected: str | None = None
 
     # ------------------------------------------------------------------ folders
+    def listed(self, folder: str) -> bool:
+        """Whether LIST shows ``folder`` as one that can be selected (INBOX always is)."""
+        answer = self._call(self.client.list_folders, "", folder)
+        return any(b"\\Noselect" not in flags and b"\\NonExistent" not in flags
+                   for flags, _delim, _name in answer)
+
     def folders(self) -> list[Folder]:
         """Selectable folders with message and unseen counts (INBOX first)."""
         result = []

@@ -250,7 +250,8 @@ def test_in_doubt_check_reads_the_recipients_store_over_imap(stores: Stores) -> 
     message left in doubt is there (gateway.deliver.probes.ImapProbe): Marie's mailbox is on
     store2, the question goes to store1, which proxies it. doveadm on store1's host cannot
     answer for her (not its mailbox): that is why. Exact field only: a piece of the
-    Message-ID, another account, a folder never created are all « no »."""
+    Message-ID, another account, a folder never created are all « no »; a folder listed but
+    refused is « cannot say »."""
     from dataclasses import replace
 
     from core.db import utcnow
@@ -270,6 +271,16 @@ def test_in_doubt_check_reads_the_recipients_store_over_imap(stores: Stores) -> 
     assert probe(MARIE, "INBOX", key.upper(), now) is False
     assert probe(PAUL, "INBOX", key, now) is False  # on store1, and not his
     assert probe(MARIE, "Jamais-cree", key, now) is False
+    # INBOX listed but refused (a disk or permission error of the moment): unknown, not « no »
+    inbox = next(DovecotPaths.from_settings(stores.two).mail_dir.glob(
+        "*/marie.martin/sdbox/mailboxes/INBOX"))
+    mode = inbox.stat().st_mode
+    inbox.chmod(0)
+    try:
+        assert probe(MARIE, "INBOX", key, now) is None
+    finally:
+        inbox.chmod(mode)
+    assert probe(MARIE, "INBOX", key, now) is True
     # store1's doveadm does not know Marie's mailbox: it cannot say (None), never « no »
     local = DoveadmProbe(DovecotPaths.from_settings(stores.one))
     assert local.holds(MARIE, "INBOX", key, now) is None

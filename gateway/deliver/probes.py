@@ -92,8 +92,19 @@ class ImapProbe:
             # SINCE compares dates in the store's time zone: a day earlier covers any zone.
             since = (accepted - timedelta(days=1)).date() if accepted else None
             found = session.uids_with_header(folder, "Message-ID", message_key, since=since)
-        except MailboxNotFound:
-            return False  # the folder does not exist yet: nothing was delivered into it
+        except MailboxNotFound as exc:
+            # A folder never created holds nothing; one the store lists but would not open
+            # (a disk or permission error of the moment, on INBOX too) cannot say: « no »
+            # there would deliver the message a second time.
+            try:
+                listed = session.listed(folder)
+            except ImapError:
+                listed = True
+            if not listed:
+                return False
+            log.warning("recherche IMAP (dédoublonnage) : dossier listé mais illisible : %s",
+                        exc.message)
+            return None
         except ImapError as exc:
             log.warning("recherche IMAP (dédoublonnage) en échec : %s", exc.message)
             return None
