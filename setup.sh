@@ -110,7 +110,7 @@ echo "== lint"
 echo "== tests"
 set +e
 # Two processes (pytest-xdist), a module at a time each, so that one's waits (Dovecot, a
-# browser, a delivery) are the other's CPU: 19-20 min on 2 cores, against 25-34 serially.
+# browser, a delivery) are the other's CPU: 19-25 min on 2 cores, against 25-34 serially.
 # "-n 0" among the arguments runs serially (a debugger, -x on the first failure in order).
 # The 30 slowest tests at the end of the log: where the suite's time goes.
 .venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadfile --durations=30 "${@:2}"
