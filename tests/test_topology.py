@@ -40,42 +40,56 @@ class Topology:
 
     def __init__(self, data: Path, database_url: str) -> None:
         self.data = data
+        self.ports: set[int] = set()  # handed out to the roles: no two alike
         self.base = {k: v for k, v in os.environ.items() if not k.startswith("MSS_")}
         self.base.update(MSS_DATA_DIR=str(data), MSS_DATABASE_URL=database_url,
-                         MSS_DEMO_PASSWORD=PASSWORD, MSS_IMAP_PORT=str(free_port()),
-                         MSS_IMAPS_PORT=str(free_port()), MSS_WEB_PORT=str(free_port()),
-                         MSS_MANAGESIEVE_PORT=str(free_port()),
-                         MSS_OIDC_STANDIN_PORT=str(free_port()),  # the demo's PSC stand-in
+                         MSS_DEMO_PASSWORD=PASSWORD, MSS_IMAP_PORT=self.port(),
+                         MSS_IMAPS_PORT=self.port(), MSS_WEB_PORT=self.port(),
+                         MSS_MANAGESIEVE_PORT=self.port(),
+                         MSS_OIDC_STANDIN_PORT=self.port(),  # the demo's PSC stand-in
                          MSS_RATE_LIMIT_PER_MINUTE="0", MSS_RETRY_BASE_SECONDS="1",
                          # about the topology, not the credentials: the demo password on SMTP
                          MSS_IMAP_SMTP_WEB_PASSWORD="1")
         self.procs: list[subprocess.Popen[str]] = []
         self.submission: list[int] = []
 
+    def port(self) -> str:
+        """A free port not handed to another role yet (they bind only when started)."""
+        while (port := free_port()) in self.ports:
+            pass
+        self.ports.add(port)
+        return str(port)
+
     def mss(self, *args: str) -> None:
         subprocess.run([*MSS, *args], env=self.base, check=True, capture_output=True,
                        timeout=120)
 
     def start(self, role: str, **env: str) -> None:
-        proc = subprocess.Popen([*MSS, "run", "--role", role], env={**self.base, **env},
-                                text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        # Its errors in a file of its own, quoted if it does not come up (CI: a webmail that
+        # stopped at start, with nothing to say why).
+        errors = self.data.parent / f"{role}-{len(self.procs)}.stderr"
+        with errors.open("w") as sink:
+            proc = subprocess.Popen([*MSS, "run", "--role", role], env={**self.base, **env},
+                                    text=True, stdout=subprocess.PIPE, stderr=sink,
+                                    start_new_session=True)
         self.procs.append(proc)
         assert proc.stdout is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
-                raise AssertionError(f"mss run --role {role} s'est arrêté au démarrage")
+                raise AssertionError(f"mss run --role {role} s'est arrêté au démarrage :\n"
+                                     + errors.read_text(errors="replace")[-3000:])
             if "Ctrl-C" in line:
                 return
-        raise AssertionError(f"mss run --role {role} pas prêt en 60 s")
+        raise AssertionError(f"mss run --role {role} pas prêt en 60 s :\n"
+                             + errors.read_text(errors="replace")[-3000:])
 
     def start_gateway(self) -> None:
-        ports = {name: free_port() for name in ("SUBMISSION", "SUBMISSIONS", "RELAY",
+        ports = {name: self.port() for name in ("SUBMISSION", "SUBMISSIONS", "RELAY",
                                                 "METRICS")}
-        self.start("gateway", **{f"MSS_{n}_PORT": str(p) for n, p in ports.items()})
-        self.submission.append(ports["SUBMISSION"])
+        self.start("gateway", **{f"MSS_{n}_PORT": p for n, p in ports.items()})
+        self.submission.append(int(ports["SUBMISSION"]))
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

@@ -172,6 +172,9 @@ def test_sort_filter_star_and_page_size_on_a_desktop(site: Site, browser: Any) -
     # The star of a row, with script: no reload, the flag is in the store.
     page.click(".filters a:has-text('Tous')")
     expect(page.locator(".filters a[aria-current]")).to_have_text("Tous")
+    # The new page's module scripts (star.js) run before DOMContentLoaded: a click before
+    # that submits the star's form, a reload (CI, under load).
+    page.wait_for_load_state("domcontentloaded")
     _no_reload_marker(page)
     row = page.locator(ROWS, has_text="Bilan 04")
     row.locator("button.star").click()
