@@ -260,3 +260,85 @@ def test_rate_limit_on_login(web: Web) -> None:
     codes = [post(client, "/connexion", {"identifier": "x@mss.test", "password": "y"}).status_code
              for _ in range(4)]
     assert codes[:3] == [401, 401, 401] and codes[3] == 429
+
+
+# ------------------------------------------------ anonymous visits: no row, a signed cookie
+def _rows(web: Web) -> int:
+    with web.space.db.transaction() as session:
+        return len(session.scalars(select(WebSession.id)).all())
+
+
+def test_a_flood_of_anonymous_visits_stores_no_session_row(web: Web) -> None:
+    before = _rows(web)
+    for _ in range(40):  # each one a new visitor without a cookie
+        client = web.client()
+        assert client.get("/connexion").status_code == 200
+        cookie = client.get_cookie("mss_session")
+        assert cookie is not None and "." in cookie.value  # signed values, not a row's token
+        assert cookie.http_only and cookie.secure and cookie.same_site == "Lax"
+    assert _rows(web) == before
+    # The visitor's CSRF token, kept in that cookie, still lets the log-in form through; the
+    # second step (a pending code) and the log-in itself are on the server.
+    client = web.client()
+    login(web, client)
+    assert "." not in client.get_cookie("mss_session").value  # type: ignore[union-attr]
+    assert _rows(web) == before + 1
+    # Signing out leaves no row either (the goodbye message rides in the cookie).
+    post(client, "/compte", {}, action="/deconnexion")
+    assert _rows(web) == before
+    assert client.get("/compte").status_code == 302
+
+
+def test_an_altered_or_foreign_anonymous_cookie_is_a_new_visit(web: Web) -> None:
+    from itsdangerous import URLSafeTimedSerializer
+
+    before = _rows(web)
+    client = web.client()
+    client.get("/connexion")
+    value = client.get_cookie("mss_session").value  # type: ignore[union-attr]
+    payload, _, signature = value.rpartition(".")
+    forged = [
+        payload + "." + ("A" if signature[0] != "A" else "B") + signature[1:],  # altered
+        URLSafeTimedSerializer("another key", salt="mss anonymous session").dumps(
+            {"csrf_token": "x" * 40}),  # signed by someone else
+        # Signed with our key but carrying what must stay on the server (a logged-in user)
+        URLSafeTimedSerializer(web.app.secret_key, salt="mss anonymous session").dumps(
+            {"csrf_token": "x" * 40, "_user_id": "1"}),
+        "not.base64.at-all\x00",
+    ]
+    for cookie in forged:
+        attacker = web.client()
+        attacker.set_cookie("mss_session", cookie, domain="localhost")
+        answer = attacker.post("/connexion", data={
+            "csrf_token": "x" * 40, "identifier": MARIE, "password": PASSWORD})
+        assert answer.status_code == 400, cookie
+        assert "Formulaire expiré" in answer.get_data(as_text=True)
+        assert attacker.get("/compte").status_code == 302
+    assert _rows(web) == before
+
+
+def test_an_anonymous_cookie_older_than_the_timeout_is_refused(web: Web) -> None:
+    from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+    class Past(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return super().get_timestamp() - 121 * 60  # the timeout is 120 minutes
+
+    client = web.client()
+    form = client.get("/connexion").get_data(as_text=True)
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', form)
+    assert token is not None
+    raw = client.get_cookie("mss_session").value  # type: ignore[union-attr]
+    data = URLSafeTimedSerializer(web.app.secret_key, salt="mss anonymous session").loads(raw)
+    old = URLSafeTimedSerializer(web.app.secret_key, salt="mss anonymous session",
+                                 signer=Past).dumps(data)
+    domain = client.get_cookie("mss_session").domain  # type: ignore[union-attr]
+    client.set_cookie("mss_session", old, domain=domain)
+    answer = client.post("/connexion", data={
+        "csrf_token": token.group(1), "identifier": MARIE, "password": PASSWORD})
+    assert answer.status_code == 400 and "Formulaire expiré" in answer.get_data(as_text=True)
+    # The same values signed now pass: only the age was refused.
+    client.set_cookie("mss_session", raw, domain=domain)
+    answer = client.post("/connexion", data={
+        "csrf_token": token.group(1), "identifier": MARIE, "password": PASSWORD})
+    assert answer.status_code == 302

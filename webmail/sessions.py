@@ -6,6 +6,14 @@ page says so (MSSanté SC.SSI/IE.58). ``regenerate`` gives the session a new tok
 nothing of the old row: called at login so that a token planted before login is worthless
 (session fixation). ``last_seen_at`` is written at most once a minute when nothing else
 changed, to keep reads cheap, and never for a ``passive`` request (the page's live updates).
+
+An anonymous visit that holds nothing but its CSRF token, its messages (``flash``) and the page
+that asked for the log-in (``ANONYMOUS_KEYS``) gets no row: those few values travel in the same
+cookie, signed with the application's key and dated (itsdangerous; refused after ``timeout``, or
+if altered). Otherwise every cookieless GET of the log-in page stored a row until the purge, and
+a flood of them grew the table without limit. A row is made when the session needs one: a
+pending second factor, a password reset, the Pro Santé Connect state, a log-in. A row token and
+a signed value never look alike (the token has no ``.``).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import CallbackDict
@@ -26,6 +35,8 @@ from core.db import Database, utcnow
 from webmail.models import WebSession
 
 TOUCH_EVERY = timedelta(seconds=60)
+# What an anonymous session may hold and still live in its cookie (the module docstring).
+ANONYMOUS_KEYS = frozenset({"csrf_token", "_flashes", "pending_login_next"})
 
 
 def token_id(token: str) -> str:
@@ -37,7 +48,8 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
     """The session dict of one request, with what the interface needs to save it."""
 
     def __init__(self, initial: dict[str, Any] | None = None, token: str | None = None,
-                 last_seen: datetime | None = None, expired: bool = False) -> None:
+                 last_seen: datetime | None = None, expired: bool = False,
+                 had_cookie: bool = False) -> None:
         def on_update(session: ServerSession) -> None:
             session.modified = True
 
@@ -46,11 +58,17 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         self.new = token is None
         self.last_seen = last_seen
         self.expired = expired  # a session was presented but had timed out
+        self.had_cookie = had_cookie  # the browser sent a cookie (a token or signed data)
         self.modified = False
         self.regenerate_token = False
         # Set by a request the page makes on its own (live updates, webmail.mail.live): it is
         # not the person's activity, so it does not push the inactivity timeout back.
         self.passive = False
+
+    @property
+    def anonymous_light(self) -> bool:
+        """Whether this session may live in its cookie, without a row (``ANONYMOUS_KEYS``)."""
+        return self.token is None and ANONYMOUS_KEYS.issuperset(self.keys())
 
     @property
     def row_id(self) -> str | None:
@@ -75,24 +93,41 @@ class DbSessionInterface(SessionInterface):
         self.db = db
         self.timeout = timeout
 
+    def _signer(self, app: Flask) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(app.secret_key or "", salt="mss anonymous session")
+
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         token = request.cookies.get(self.get_cookie_name(app))
         if not token:
             return ServerSession()
+        if "." in token:  # an anonymous visit's signed values (no row)
+            try:
+                data, signed_at = self._signer(app).loads(
+                    token, max_age=int(self.timeout.total_seconds()), return_timestamp=True)
+            except BadSignature:  # altered, expired, or signed with another key
+                return ServerSession(had_cookie=True)
+            if not isinstance(data, dict) or not ANONYMOUS_KEYS.issuperset(data):
+                return ServerSession(had_cookie=True)
+            return ServerSession(data, last_seen=signed_at,
+                                 had_cookie=True)
         now = utcnow()
         with self.db.transaction() as session:
             row = session.get(WebSession, token_id(token))
             if row is None:
-                return ServerSession()
+                return ServerSession(had_cookie=True)
             if now - row.last_seen_at > self.timeout:
                 session.delete(row)
-                return ServerSession(expired=row.account_id is not None)
+                return ServerSession(expired=row.account_id is not None, had_cookie=True)
             data = json.loads(row.data)
-            return ServerSession(data, token=token, last_seen=row.last_seen_at)
+            return ServerSession(data, token=token, last_seen=row.last_seen_at,
+                                 had_cookie=True)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         assert isinstance(session, ServerSession)
         name = self.get_cookie_name(app)
+        if session and session.anonymous_light:
+            self._save_signed(app, session, response)
+            return
         with self.db.transaction() as db_session:
             if session.regenerate_token and session.token:
                 db_session.execute(delete(WebSession).where(WebSession.id == session.row_id))
@@ -100,14 +135,26 @@ class DbSessionInterface(SessionInterface):
             if not session:
                 if session.token:
                     db_session.execute(delete(WebSession).where(WebSession.id == session.row_id))
+                if session.token or session.had_cookie:
                     response.delete_cookie(name, path=self.get_cookie_path(app),
                                            domain=self.get_cookie_domain(app))
+                return
+            if session.anonymous_light:  # regenerated, then only anonymous values again
+                self._save_signed(app, session, response)
                 return
             if session.token is None:
                 session.token = self._insert(db_session, session)
                 self._set_cookie(app, response, session.token)
             else:
                 self._update(db_session, session)
+        response.vary.add("Cookie")
+
+    def _save_signed(self, app: Flask, session: ServerSession, response: Response) -> None:
+        """Put an anonymous session's values in its cookie, signed and dated (again when they
+        changed or every ``TOUCH_EVERY``, so that a visit in progress does not time out)."""
+        stale = session.last_seen is None or utcnow() - session.last_seen > TOUCH_EVERY
+        if session.modified or stale or not session.had_cookie:
+            self._set_cookie(app, response, self._signer(app).dumps(dict(session)))
         response.vary.add("Cookie")
 
     def _insert(self, db_session: Session, session: ServerSession) -> str:
