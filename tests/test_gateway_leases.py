@@ -5,12 +5,14 @@ delivered twice)."""
 from __future__ import annotations
 
 import copy
+import itertools
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
@@ -255,3 +257,85 @@ def test_a_wake_up_during_an_empty_claim_is_not_lost() -> None:
         assert len(deliverer.calls) >= 2 and deliverer.calls[1] - deliverer.calls[0] < 5
     finally:
         workers.stop()
+
+
+class CountingClaims:
+    """A deliverer that records each claim (when, by which thread); the first ``due`` claims
+    find a full batch, the rest nothing."""
+
+    def __init__(self, due: int = 0) -> None:
+        self.calls: list[tuple[float, str]] = []
+        self.held: list[list[object]] = []
+        self.due = due
+        self.lock = threading.Lock()
+        self.metrics = SimpleNamespace(handed=SimpleNamespace(inc=lambda n: None))
+
+    def run_once(self, owner: str, limit: int, share: int) -> int:
+        with self.lock:
+            self.calls.append((time.monotonic(), owner))
+            if self.due:
+                self.due -= 1
+                return limit
+        return 0
+
+    def run_held(self, batch: list[object]) -> int:
+        self.held.append(batch)
+        return len(batch)
+
+    def release(self, batch: list[object]) -> None:
+        raise AssertionError("nothing is released here")
+
+
+def test_idle_workers_poll_the_queue_one_at_a_time() -> None:
+    """Eight idle workers made sixteen empty claims a second; one of them polls now, and the
+    polling goes on when that one is handed a message."""
+    deliverer = CountingClaims()
+    workers = Workers(deliverer, 8, owner="t", poll=0.05)  # type: ignore[arg-type]
+    workers.start()
+    try:
+        deadline = time.monotonic() + 10
+        while workers.idle < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert workers.idle == 8
+        start, first = time.monotonic(), len(deliverer.calls)
+        time.sleep(1.0)
+        polls = len(deliverer.calls) - first
+        # One poller: ~20 in a second (each poll ≥ 50 ms after the last); eight would be ~160.
+        assert 5 <= polls <= 1.0 / 0.05 + 3, polls
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(deliverer.calls[first:])]
+        # Never two pollers at once (their claims would come together); a little below 50 ms
+        # is the next poller's wait starting before the last one's claim is recorded.
+        assert min(gaps) >= 0.02, gaps
+        # A message handed over: one worker takes it, and someone still polls afterwards.
+        owner = workers.reserve()
+        assert owner == "t"
+        workers.hand_over(["message"])  # type: ignore[list-item]
+        while not deliverer.held and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert deliverer.held == [["message"]]
+        before = len(deliverer.calls)
+        time.sleep(0.5)
+        assert len(deliverer.calls) - before >= 3
+        assert time.monotonic() - start < 5
+    finally:
+        workers.stop(timeout=5)
+    assert all(not t.is_alive() for t in workers._threads)
+
+
+def test_a_poll_that_finds_a_full_batch_wakes_the_other_idle_workers() -> None:
+    """Messages no wake-up announced (another process's, retries): the poller finds a full
+    batch, and the idle workers claim too instead of leaving the backlog to one thread."""
+    deliverer = CountingClaims()
+    workers = Workers(deliverer, 4, owner="t", poll=0.05)  # type: ignore[arg-type]
+    workers.start()
+    try:
+        deadline = time.monotonic() + 10
+        while workers.idle < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with deliverer.lock:
+            deliverer.due, first = 6, len(deliverer.calls)
+        time.sleep(0.5)
+        busy = {owner for _, owner in deliverer.calls[first:first + 10]}
+        assert deliverer.due == 0 and len(busy) >= 3, deliverer.calls[first:]
+    finally:
+        workers.stop(timeout=5)
