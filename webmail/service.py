@@ -54,6 +54,7 @@ class _HttpConnection(cheroot_server.HTTPConnection):
         super().__init__(*args, **kwargs)
         for name in ("resolve_peer_creds", "get_peer_creds"):
             self.__dict__.pop(name, None)
+        self.heard_from = False  # the client has sent something (``_Server.process_conn``)
 
 
 class _Server(wsgi.Server):
@@ -62,6 +63,21 @@ class _Server(wsgi.Server):
     connections are ``_HttpConnection`` (no reference cycle)."""
 
     ConnectionClass = _HttpConnection
+
+    def process_conn(self, conn: Any) -> None:
+        """A new connection waits in cheroot's selector until the client sends something;
+        only then does a worker thread take it. cheroot hands a connection just accepted to a
+        worker at once, which then waits up to ``timeout`` (10 s) for the TLS ClientHello:
+        sixteen sockets opened and left silent (a browser's unused speculative connections,
+        or someone doing it on purpose) and no visitor was served for ten seconds. In the
+        selector a silent connection costs a file descriptor until cheroot expires it after
+        ``timeout``. (The handshake itself runs in the worker: ``webmail.tls``.)"""
+        if isinstance(conn, _HttpConnection) and not conn.heard_from:
+            conn.heard_from = True
+            connections: Any = self._connections  # type: ignore[attr-defined]  # cheroot's
+            connections.put(conn)  # to a worker when readable (at once if it is)
+            return
+        super().process_conn(conn)
 
     def error_log(self, msg: str = "", level: int = logging.INFO,
                   traceback: bool = False) -> None:

@@ -12,9 +12,16 @@ sent in the CertificateRequest so that a card middleware offers the CPS certific
 The server certificate follows a renewal: ``wrap`` rebuilds the context when ``server.crt`` or
 ``server.key`` is replaced, for the connections that follow.
 
-The handshake is completed in ``wrap`` (cheroot's accept path, as its builtin adapter does), with
-a deadline, and the client certificate is put in the WSGI environ as ``SSL_CLIENT_CERT`` (PEM),
-as Apache's mod_ssl and cheroot's builtin adapter name it.
+The handshake is *not* done in ``wrap``: that is cheroot's accept path, one thread for every
+new connection, so a client that connected and sent nothing (or half a ClientHello) held up
+every other visitor for the handshake's deadline (10 s each: twenty idle sockets, and nobody
+could load a page; a browser's unused speculative connection did the same). The connection is
+handed to cheroot in the accept state and the handshake runs in the worker thread that first
+reads from it, once the client has sent something (cheroot's selector); a silent client costs
+a file descriptor, a slow one a worker for ``HANDSHAKE_TIMEOUT`` at most. Then the client
+certificate is put in the WSGI environ as ``SSL_CLIENT_CERT`` (PEM), as Apache's mod_ssl and
+cheroot's builtin adapter name it (the environ dict ``wrap`` returned is filled in place,
+before the request line is read).
 """
 
 from __future__ import annotations
@@ -49,7 +56,31 @@ class _Connection(SSL.Connection):
     (Added by the mail views' engineer, issue 6: compose POSTs failed in Chromium.)
     """
 
+    # The WSGI environ entries of this connection (``wrap``), completed by ``_handshaken``.
+    tls_environ: dict[str, Any] | None = None
+    _handshake_done = False
+
+    def _handshaken(self) -> None:
+        """Complete the handshake (first use, in a worker thread) and fill ``tls_environ``."""
+        if self._handshake_done:
+            return
+        try:
+            _handshake(self, self, time.monotonic() + HANDSHAKE_TIMEOUT)
+        except (SSL.Error, OSError) as exc:
+            from cheroot import errors
+
+            raise errors.FatalSSLAlert(str(exc)) from exc  # cheroot closes it, quietly
+        self._handshake_done = True
+        environ = self.tls_environ if self.tls_environ is not None else {}
+        environ["SSL_PROTOCOL"] = self.get_protocol_version_name()
+        environ["SSL_CIPHER"] = self.get_cipher_name() or ""
+        cert = self.get_peer_certificate(as_cryptography=True)
+        if cert is not None:
+            environ[CLIENT_CERT_ENV] = cert.public_bytes(Encoding.PEM).decode("ascii")
+            environ["SSL_CLIENT_VERIFY"] = "UNCHECKED"  # the application validates
+
     def _wait(self, call: Any, *args: Any) -> Any:
+        self._handshaken()
         timeout = self.gettimeout()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -114,24 +145,12 @@ class ClientCertAdapter(pyOpenSSLAdapter):
         return sock
 
     def wrap(self, sock: socket.socket) -> tuple[Any, dict[str, Any]]:
-        """Complete the handshake; return the TLS connection and its WSGI environ entries."""
+        """The TLS connection, in the accept state, and its WSGI environ entries: completed
+        by the handshake on first use (``_Connection._handshaken``; the module docstring)."""
         conn = _Connection(self._current_context(), sock)
         conn.set_accept_state()
-        try:
-            _handshake(conn, sock, time.monotonic() + HANDSHAKE_TIMEOUT)
-        except (SSL.Error, OSError) as exc:
-            from cheroot import errors
-
-            sock.close()
-            raise errors.FatalSSLAlert(str(exc)) from exc
-        environ = dict(self._environ)
-        environ["SSL_PROTOCOL"] = conn.get_protocol_version_name()
-        environ["SSL_CIPHER"] = conn.get_cipher_name() or ""
-        cert = conn.get_peer_certificate(as_cryptography=True)
-        if cert is not None:
-            environ[CLIENT_CERT_ENV] = cert.public_bytes(Encoding.PEM).decode("ascii")
-            environ["SSL_CLIENT_VERIFY"] = "UNCHECKED"  # the application validates
-        return conn, environ
+        conn.tls_environ = dict(self._environ)
+        return conn, conn.tls_environ
 
     def _current_context(self) -> SSL.Context:
         """The context, rebuilt when the certificate or key file was replaced (``mss cert
@@ -165,8 +184,9 @@ def _stamp(*paths: Path) -> tuple[tuple[int, int], ...]:
     return tuple(stamps)
 
 
-def _handshake(conn: SSL.Connection, sock: socket.socket, deadline: float) -> None:
-    """Drive a non-blocking handshake until done or ``deadline`` (then ``TimeoutError``)."""
+def _handshake(conn: SSL.Connection, sock: Any, deadline: float) -> None:
+    """Drive a non-blocking handshake until done or ``deadline`` (then ``TimeoutError``);
+    ``sock``: what ``select`` waits on (the socket, or the connection: it has a fileno)."""
     while True:
         try:
             conn.do_handshake()
