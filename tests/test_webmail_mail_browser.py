@@ -270,6 +270,7 @@ def test_phone_and_desktop_first_screens(site: Site, browser: Any) -> None:
     watcher = page_for(browser, site, PAUL)
     for n in range(8, 0, -1):
         wait_row(watcher, site, f"/courrier/{box_of(site, PAUL)}", f"Résultat d’examen n° {n} ")
+    watcher.context.close()  # its live stream and connections with it
     for size, tag in ((PHONE, "390"), (DESKTOP, "1366")):
         page = screen(browser, site, PAUL, size)
         page.goto(site.url + "/connexion")
