@@ -261,7 +261,7 @@ def test_a_wake_up_during_an_empty_claim_is_not_lost() -> None:
 
 class CountingClaims:
     """A deliverer that records each claim (when, by which thread); the first ``due`` claims
-    find a full batch, the rest nothing."""
+    find one message, the rest nothing."""
 
     def __init__(self, due: int = 0) -> None:
         self.calls: list[tuple[float, str]] = []
@@ -275,7 +275,7 @@ class CountingClaims:
             self.calls.append((time.monotonic(), owner))
             if self.due:
                 self.due -= 1
-                return limit
+                return 1
         return 0
 
     def run_held(self, batch: list[object]) -> int:
@@ -322,9 +322,9 @@ def test_idle_workers_poll_the_queue_one_at_a_time() -> None:
     assert all(not t.is_alive() for t in workers._threads)
 
 
-def test_a_poll_that_finds_a_full_batch_wakes_the_other_idle_workers() -> None:
-    """Messages no wake-up announced (another process's, retries): the poller finds a full
-    batch, and the idle workers claim too instead of leaving the backlog to one thread."""
+def test_a_poll_that_finds_a_message_wakes_the_other_idle_workers() -> None:
+    """Messages no wake-up announced (another process's, retries): the poller finds one, and
+    the idle workers claim too instead of leaving the backlog to one thread."""
     deliverer = CountingClaims()
     workers = Workers(deliverer, 4, owner="t", poll=0.05)  # type: ignore[arg-type]
     workers.start()

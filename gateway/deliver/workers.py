@@ -352,8 +352,9 @@ class Workers(Dispatch):
     straight to an idle one (``Dispatch``), else they are woken when something is queued.
     For what no wake-up announces (another process's messages, retries falling due), one idle
     thread at a time polls the queue every ``poll`` seconds, not each of them: eight idle
-    workers made sixteen empty claims a second per gateway process. A poll (or any claim)
-    that finds a full batch wakes the other idle threads, since more may be waiting."""
+    workers made sixteen empty claims a second per gateway process. A claim that finds
+    something wakes the other idle threads: more may be waiting (with two gateway processes,
+    each one's queued messages are the other's backlog; README « Hand-off at acceptance »)."""
 
     def __init__(self, deliverer: Deliverer, count: int, owner: str, poll: float = 0.5) -> None:
         self.deliverer, self.count, self.owner, self.poll = deliverer, count, owner, poll
@@ -435,8 +436,11 @@ class Workers(Dispatch):
                     done = self.deliverer.run_held(batch)
                 else:
                     done = self.deliverer.run_once(owner, self.batch, self.count)
-                    if done >= self.batch and self._idle:
-                        self.wake()  # a full claim: more may be due, for the idle ones too
+                    if done and self._idle:
+                        # Found in the queue, not handed over: a backlog (this process's
+                        # workers were busy, or another process accepted it) that the idle
+                        # ones must share, not leave to the poller alone.
+                        self.wake()
             except Exception:  # noqa: BLE001 — a worker never dies; the lease retakes rows
                 log.exception("livraison : lot en échec")
                 self._stop.wait(1.0)
