@@ -286,17 +286,24 @@ class CountingClaims:
         raise AssertionError("nothing is released here")
 
 
+def idle_workers(deliverer: CountingClaims, count: int) -> Workers:
+    """``count`` workers polling every 50 ms, started, once all of them wait for work."""
+    workers = Workers(deliverer, count, owner="t", poll=0.05)  # type: ignore[arg-type]
+    workers.start()
+    deadline = time.monotonic() + 10
+    while workers.idle < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert workers.idle == count
+    return workers
+
+
 def test_idle_workers_poll_the_queue_one_at_a_time() -> None:
     """Eight idle workers made sixteen empty claims a second; one of them polls now, and the
     polling goes on when that one is handed a message."""
     deliverer = CountingClaims()
-    workers = Workers(deliverer, 8, owner="t", poll=0.05)  # type: ignore[arg-type]
-    workers.start()
+    workers = idle_workers(deliverer, 8)
     try:
         deadline = time.monotonic() + 10
-        while workers.idle < 8 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert workers.idle == 8
         start, first = time.monotonic(), len(deliverer.calls)
         time.sleep(1.0)
         polls = len(deliverer.calls) - first
@@ -326,12 +333,8 @@ def test_a_poll_that_finds_a_message_wakes_the_other_idle_workers() -> None:
     """Messages no wake-up announced (another process's, retries): the poller finds one, and
     the idle workers claim too instead of leaving the backlog to one thread."""
     deliverer = CountingClaims()
-    workers = Workers(deliverer, 4, owner="t", poll=0.05)  # type: ignore[arg-type]
-    workers.start()
+    workers = idle_workers(deliverer, 4)
     try:
-        deadline = time.monotonic() + 10
-        while workers.idle < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
         with deliverer.lock:
             deliverer.due, first = 6, len(deliverer.calls)
         time.sleep(0.5)
