@@ -55,8 +55,9 @@ class Topology:
 
     def port(self) -> str:
         """A free port not handed to another role yet (they bind only when started)."""
-        while (port := free_port()) in self.ports:
-            pass
+        port = free_port()
+        while port in self.ports:
+            port = free_port()
         self.ports.add(port)
         return str(port)
 

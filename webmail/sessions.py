@@ -108,8 +108,7 @@ class DbSessionInterface(SessionInterface):
                 return ServerSession(had_cookie=True)
             if not isinstance(data, dict) or not ANONYMOUS_KEYS.issuperset(data):
                 return ServerSession(had_cookie=True)
-            return ServerSession(data, last_seen=signed_at,
-                                 had_cookie=True)
+            return ServerSession(data, last_seen=signed_at, had_cookie=True)
         now = utcnow()
         with self.db.transaction() as session:
             row = session.get(WebSession, token_id(token))
@@ -124,24 +123,19 @@ class DbSessionInterface(SessionInterface):
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         assert isinstance(session, ServerSession)
-        name = self.get_cookie_name(app)
-        if session and session.anonymous_light:
+        if session.token and (session.regenerate_token or not session):
+            with self.db.transaction() as db_session:  # its row is worthless now
+                db_session.execute(delete(WebSession).where(WebSession.id == session.row_id))
+            session.token = None
+        if not session:
+            if session.had_cookie:
+                response.delete_cookie(self.get_cookie_name(app), path=self.get_cookie_path(app),
+                                       domain=self.get_cookie_domain(app))
+            return
+        if session.anonymous_light:  # no row: the values in the cookie (module docstring)
             self._save_signed(app, session, response)
             return
         with self.db.transaction() as db_session:
-            if session.regenerate_token and session.token:
-                db_session.execute(delete(WebSession).where(WebSession.id == session.row_id))
-                session.token = None
-            if not session:
-                if session.token:
-                    db_session.execute(delete(WebSession).where(WebSession.id == session.row_id))
-                if session.token or session.had_cookie:
-                    response.delete_cookie(name, path=self.get_cookie_path(app),
-                                           domain=self.get_cookie_domain(app))
-                return
-            if session.anonymous_light:  # regenerated, then only anonymous values again
-                self._save_signed(app, session, response)
-                return
             if session.token is None:
                 session.token = self._insert(db_session, session)
                 self._set_cookie(app, response, session.token)

@@ -56,33 +56,37 @@ class _Connection(SSL.Connection):
     (Added by the mail views' engineer, issue 6: compose POSTs failed in Chromium.)
     """
 
-    # The WSGI environ entries of this connection (``wrap``), completed by ``_handshaken``.
-    tls_environ: dict[str, Any] | None = None
-    _handshake_done = False
+    def __init__(self, context: SSL.Context, sock: socket.socket) -> None:
+        super().__init__(context, sock)
+        self.tls_environ: dict[str, Any] = {}  # WSGI entries (``wrap``), completed below
+        self._handshake_done = False
 
     def _handshaken(self) -> None:
         """Complete the handshake (first use, in a worker thread) and fill ``tls_environ``."""
         if self._handshake_done:
             return
         try:
-            _handshake(self, self, time.monotonic() + HANDSHAKE_TIMEOUT)
+            self._retry(time.monotonic() + HANDSHAKE_TIMEOUT, self.do_handshake)
         except (SSL.Error, OSError) as exc:
             from cheroot import errors
 
             raise errors.FatalSSLAlert(str(exc)) from exc  # cheroot closes it, quietly
         self._handshake_done = True
-        environ = self.tls_environ if self.tls_environ is not None else {}
-        environ["SSL_PROTOCOL"] = self.get_protocol_version_name()
-        environ["SSL_CIPHER"] = self.get_cipher_name() or ""
+        self.tls_environ["SSL_PROTOCOL"] = self.get_protocol_version_name()
+        self.tls_environ["SSL_CIPHER"] = self.get_cipher_name() or ""
         cert = self.get_peer_certificate(as_cryptography=True)
         if cert is not None:
-            environ[CLIENT_CERT_ENV] = cert.public_bytes(Encoding.PEM).decode("ascii")
-            environ["SSL_CLIENT_VERIFY"] = "UNCHECKED"  # the application validates
+            self.tls_environ[CLIENT_CERT_ENV] = cert.public_bytes(Encoding.PEM).decode("ascii")
+            self.tls_environ["SSL_CLIENT_VERIFY"] = "UNCHECKED"  # the application validates
 
     def _wait(self, call: Any, *args: Any) -> Any:
         self._handshaken()
         timeout = self.gettimeout()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._retry(None if timeout is None else time.monotonic() + timeout, call, *args)
+
+    def _retry(self, deadline: float | None, call: Any, *args: Any) -> Any:
+        """``call``, again each time the socket is ready, until it completes or ``deadline``
+        passes (then ``TimeoutError``: socket.timeout, what cheroot expects when idle)."""
         while True:
             try:
                 return call(*args)
@@ -92,7 +96,7 @@ class _Connection(SSL.Connection):
                 readable, writable = [], [self]
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError("timed out")  # socket.timeout: what cheroot expects when idle
+                raise TimeoutError("timed out")
             select.select(readable, writable, [], remaining)
 
     def recv(self, *args: Any) -> Any:
@@ -149,7 +153,7 @@ class ClientCertAdapter(pyOpenSSLAdapter):
         by the handshake on first use (``_Connection._handshaken``; the module docstring)."""
         conn = _Connection(self._current_context(), sock)
         conn.set_accept_state()
-        conn.tls_environ = dict(self._environ)
+        conn.tls_environ.update(self._environ)
         return conn, conn.tls_environ
 
     def _current_context(self) -> SSL.Context:
@@ -182,20 +186,3 @@ def _stamp(*paths: Path) -> tuple[tuple[int, int], ...]:
             continue
         stamps.append((st.st_mtime_ns, st.st_ino))
     return tuple(stamps)
-
-
-def _handshake(conn: SSL.Connection, sock: Any, deadline: float) -> None:
-    """Drive a non-blocking handshake until done or ``deadline`` (then ``TimeoutError``);
-    ``sock``: what ``select`` waits on (the socket, or the connection: it has a fileno)."""
-    while True:
-        try:
-            conn.do_handshake()
-            return
-        except SSL.WantReadError:
-            readable, writable = [sock], []
-        except SSL.WantWriteError:
-            readable, writable = [], [sock]
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("TLS handshake timed out")
-        select.select(readable, writable, [], remaining)

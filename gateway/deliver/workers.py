@@ -427,11 +427,9 @@ class Workers(Dispatch):
             # A wake-up counted from before the claim: one that comes between an empty claim
             # and the wait below is not lost (the message would wait for the next poll).
             wakes = self._wakes
+            batch, handed = handed or self._take(), None
             try:
-                if handed is None:
-                    handed = self._take()
-                if handed is not None:
-                    batch, handed = handed, None
+                if batch is not None:
                     self.deliverer.metrics.handed.inc(len(batch))
                     done = self.deliverer.run_held(batch)
                 else:
@@ -447,6 +445,8 @@ class Workers(Dispatch):
                 done = 0
             if not done and not self._stop.is_set():
                 handed = self._wait(owner, wakes)
+        if handed is not None:  # taken from the hand-over as the stop came: back to the queue
+            self.deliverer.release(handed)
 
     def _take(self) -> list[Claimed] | None:
         with self._cond:
