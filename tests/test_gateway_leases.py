@@ -342,3 +342,27 @@ def test_a_poll_that_finds_a_message_wakes_the_other_idle_workers() -> None:
         assert deliverer.due == 0 and len(busy) >= 3, deliverer.calls[first:]
     finally:
         workers.stop(timeout=5)
+
+
+class Recording(CountingClaims):
+    """Records what is given back to the queue as well."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released: list[list[object]] = []
+
+    def release(self, batch: list[object]) -> None:
+        self.released.append(batch)
+
+
+def test_a_batch_handed_over_as_the_workers_stop_is_delivered_or_given_back_once() -> None:
+    """Handed over, then the stop at once, in every order the threads allow: the batch is
+    delivered or back in the queue, once, never left claimed until its lease runs out."""
+    for attempt in range(30):
+        deliverer = Recording()
+        workers = idle_workers(deliverer, 2)
+        assert workers.reserve() == "t"
+        batch = [f"message {attempt}"]
+        workers.hand_over(batch)  # type: ignore[arg-type]
+        workers.stop(timeout=5)
+        assert (deliverer.held + deliverer.released).count(batch) == 1, attempt
