@@ -243,6 +243,46 @@ def test_chiffrer_is_told_per_recipient_and_sent_shows_what_was_done(
     marie.context.close()
 
 
+def test_the_protection_list_never_shows_what_is_no_longer_asked(
+        site: Site, browser: Any) -> None:
+    """« Chiffrer » ticked while the network hiccups: the list is asked again, and when the
+    server does not answer it says so, never the protection of the box left unticked (a CI
+    run once kept « Signé, transmis… » under a ticked « Chiffrer »)."""
+    marie = page_for(browser, site, MARIE)
+    compose(marie, f"dr.martin@{PEER}", "Protection et réseau", "Bonjour.")
+    box = marie.locator("#protection")
+    peer = box.locator("li", has_text=f"dr.martin@{PEER}")
+    expect(peer).to_contain_text("espace de confiance")
+    asked = re.compile(r"/protection\?")
+    failures = {"left": 2, "seen": 0}
+
+    def flaky(route: Any) -> None:
+        failures["seen"] += 1
+        if failures["left"]:
+            failures["left"] -= 1
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    marie.route(asked, flaky)
+    marie.check("#encrypt")
+    expect(peer).to_contain_text("pas de certificat de chiffrement publié", timeout=10_000)
+    assert failures == {"left": 0, "seen": 3}
+    expect(box).not_to_have_attribute("aria-busy", "true")
+    marie.unroute(asked)
+    marie.route(asked, lambda route: route.fulfill(status=502, body="Bad Gateway"))
+    marie.uncheck("#encrypt")
+    expect(box).to_have_attribute("aria-busy", "true")  # the old line is not the answer
+    expect(box).to_contain_text("Protection non vérifiée pour l’instant", timeout=15_000)
+    expect(box).not_to_contain_text("pas de certificat")
+    expect(box).not_to_contain_text("espace de confiance")
+    marie.unroute(asked)
+    marie.fill("#to", f"{PAUL}, dr.martin@{PEER}")  # typing again asks again
+    expect(peer).to_contain_text("espace de confiance")
+    expect(box.locator("li.protection-internal")).to_contain_text(PAUL)
+    marie.context.close()
+
+
 # ---------------------------------------------------------------------- item 8
 def test_one_receipt_from_the_operator_and_a_timeline_in_sentences(
         site: Site, browser: Any) -> None:
