@@ -25,6 +25,7 @@ from mailstore import quota_usage, stores
 from mailstore.config import DovecotPaths
 from peers import health
 from spool import queue as q
+from spool.doorbell import doorbell_for
 from trust_space import whitelist_history
 
 log = logging.getLogger("mss.gateway")
@@ -68,7 +69,8 @@ class GatewayService:
         chain = [x509.load_pem_x509_certificate(issuing.read_bytes())] if issuing.exists() else []
         self.gw = Gateway(s, self.db, KeyRing(s.secret()), trust, chain=chain)
         self.deliverer = self._deliverer(self.gw, trust)
-        self.workers = Workers(self.deliverer, self.workers_count, owner=socket.gethostname())
+        self.workers = Workers(self.deliverer, self.workers_count, owner=socket.gethostname(),
+                               bell=doorbell_for(self.db, s.run_dir))
         self.gw.dispatch = workers = self.workers
         self.metrics.workers_idle.set_function(lambda: workers.idle)
         # The database pool is sized for these and the delivery workers (db_connections).

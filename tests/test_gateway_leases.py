@@ -21,6 +21,7 @@ from core.db import Database, utcnow
 from gateway.deliver.workers import Leases, Workers
 from mailstore.lmtp import LmtpClient, Result
 from spool import queue as q
+from spool.doorbell import SocketDoorbell
 from spool.models import (
     DeliveredKey,
     DeliveryEvent,
@@ -228,6 +229,44 @@ def test_a_message_handed_over_as_the_workers_stop_goes_back_to_the_queue(
     assert copies(leased, subject) == 1
 
 
+def test_a_message_no_worker_here_could_take_rings_the_other_processes(
+        leased: Operator) -> None:
+    """The accepting process has no idle worker; another gateway process (its workers here,
+    with a bell of their own in the same run directory) polls once a minute: the ring has it
+    claim the message now (without it: at its next poll, a minute later)."""
+    gateway = leased.gateway
+    bells = leased.space.settings.run_dir / "bell"
+    value = gateway.metrics.registry.get_sample_value
+
+    def rings(direction: str) -> float:
+        return value("mss_queue_rings_total", {"direction": direction}) or 0.0
+
+    busy = swap_workers(leased, 0, poll=60)  # nobody idle here: nothing is handed over
+    busy.bell = SocketDoorbell(bells)
+    other = Workers(gateway.deliverer, 2, owner="autre", poll=60, bell=SocketDoorbell(bells))
+    other.start()
+    try:
+        assert until_idle(other, 2)
+        sent, heard = rings("sent"), rings("heard")
+        leased.submit(MARIE, [JULIE], note(subject := f"Sonne {uuid.uuid4().hex[:6]}"))
+        leased.wait_for(JULIE, lambda raw: subject.encode() in raw, timeout=30)
+        assert rings("sent") == sent + 1 and rings("heard") >= heard + 1
+        assert copies(leased, subject) == 1
+    finally:
+        other.stop()
+        busy.bell.close()
+        swap_workers(leased, 2, poll=0.5)
+
+
+def until_idle(workers: Workers, count: int) -> bool:
+    deadline = time.monotonic() + 20
+    while workers.idle < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 class EmptyClaims:
     """A deliverer whose claims find nothing; the first one's message is committed (and the
     workers woken) just after it read the queue: the race of an empty claim and a wake-up."""
@@ -268,7 +307,9 @@ class CountingClaims:
         self.held: list[list[object]] = []
         self.due = due
         self.lock = threading.Lock()
-        self.metrics = SimpleNamespace(handed=SimpleNamespace(inc=lambda n: None))
+        counter = SimpleNamespace(inc=lambda n=1: None)
+        self.metrics = SimpleNamespace(handed=counter,
+                                       rings=SimpleNamespace(labels=lambda _d: counter))
 
     def run_once(self, owner: str, limit: int, share: int) -> int:
         with self.lock:
@@ -342,6 +383,30 @@ def test_a_poll_that_finds_a_message_wakes_the_other_idle_workers() -> None:
         assert deliverer.due == 0 and len(busy) >= 3, deliverer.calls[first:]
     finally:
         workers.stop(timeout=5)
+
+
+def test_a_nudge_makes_the_poller_claim_now_and_wakes_nobody_else() -> None:
+    """Another process rang: one claim now (the poll is a minute), not one per idle worker;
+    nobody idle, a nudge is nothing."""
+    deliverer = CountingClaims()
+    workers = Workers(deliverer, 4, owner="t", poll=60)  # type: ignore[arg-type]
+    workers.start()
+    try:
+        assert until_idle(workers, 4)
+        time.sleep(0.2)
+        before = len(deliverer.calls)
+        workers.nudge()
+        deadline = time.monotonic() + 10
+        while len(deliverer.calls) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert len(deliverer.calls) == before + 1  # the poller only; it found nothing
+        assert until_idle(workers, 4)
+    finally:
+        workers.stop(timeout=5)
+    idle = Workers(deliverer, 0, owner="t", poll=60)  # type: ignore[arg-type]
+    idle.nudge()
+    assert not idle._nudged
 
 
 class Recording(CountingClaims):

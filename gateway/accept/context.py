@@ -138,7 +138,8 @@ class Dispatch:
     transaction: the owner name to lease the message to when one of this process's workers is
     idle, else None; ``hand_over`` after it, exactly once per reservation, with what
     ``spool.queue.enqueue`` claimed (``[]``: nothing, the reservation is given back);
-    otherwise ``wake`` the workers, to claim it from the queue."""
+    otherwise ``queued``: the workers, here and in the other gateway processes, claim it from
+    the queue."""
 
     def reserve(self) -> str | None:
         return None
@@ -146,7 +147,7 @@ class Dispatch:
     def hand_over(self, batch: list[Claimed]) -> None:
         return None
 
-    def wake(self) -> None:
+    def queued(self) -> None:
         return None
 
 

@@ -176,9 +176,9 @@ def _summary(w: Work, protection: str) -> dict[str, object]:
 def _queueing(w: Work) -> Iterator[tuple[Connection, q.Hold | None, list[Claimed]]]:
     """The DATA transaction that queues the message, then its way to a delivery worker: handed
     straight to an idle worker of this process with its rows claimed in the same transaction
-    (``Dispatch.reserve``/``hand_over``; no claim transaction, no wake-up), or the workers
-    woken to claim it. The caller appends what ``enqueue`` claimed to the list; it is handed
-    over only once the transaction committed."""
+    (``Dispatch.reserve``/``hand_over``; no claim transaction, no wake-up), or the workers of
+    every gateway process woken to claim it (``Dispatch.queued``). The caller appends what
+    ``enqueue`` claimed to the list; it is handed over only once the transaction committed."""
     dispatch = w.gw.dispatch
     owner = dispatch.reserve()
     hold = q.Hold(q.lease_token(owner), w.gw.settings.queue_lease_seconds) if owner else None
@@ -192,7 +192,7 @@ def _queueing(w: Work) -> Iterator[tuple[Connection, q.Hold | None, list[Claimed
         if owner is not None:
             dispatch.hand_over(committed)
     if not committed:
-        dispatch.wake()
+        dispatch.queued()
 
 
 def _queue_submission(w: Work) -> None:

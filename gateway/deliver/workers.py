@@ -49,6 +49,7 @@ from gateway.metrics import Metrics
 from mailstore.lmtp import Result
 from mailstore.stores import Delivers
 from spool import queue as q
+from spool.doorbell import Doorbell
 from spool.models import Origin, RecipientKind, RecipientState
 from spool.queue import Claimed, Row
 
@@ -354,10 +355,14 @@ class Workers(Dispatch):
     thread at a time polls the queue every ``poll`` seconds, not each of them: eight idle
     workers made sixteen empty claims a second per gateway process. A claim that finds
     something wakes the other idle threads: more may be waiting (with two gateway processes,
-    each one's queued messages are the other's backlog; README « Hand-off at acceptance »)."""
+    each one's queued messages are the other's backlog; README « Hand-off at acceptance »).
+    A message queued that no worker here could take rings the other processes' ``bell``
+    (``spool.doorbell``): their polling thread claims it at once (``nudge``)."""
 
-    def __init__(self, deliverer: Deliverer, count: int, owner: str, poll: float = 0.5) -> None:
+    def __init__(self, deliverer: Deliverer, count: int, owner: str, poll: float = 0.5,
+                 bell: Doorbell | None = None) -> None:
         self.deliverer, self.count, self.owner, self.poll = deliverer, count, owner, poll
+        self.bell = bell
         # A claim takes one worker's share of the messages due, at most a share of a batch:
         # the first worker to wake must not take the whole backlog, one message after the
         # other, while the others sit idle (issue #19: submit → visible over IMAP).
@@ -368,6 +373,7 @@ class Workers(Dispatch):
         self._promised = 0  # reservations whose batch is not handed over yet
         self._wakes = 0
         self._poller: str | None = None  # the idle thread that polls (``_wait``)
+        self._nudged = False  # another process rang: the poller claims now
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -396,13 +402,32 @@ class Workers(Dispatch):
         if batch:  # stopping: back to the queue for whoever runs next
             self.deliverer.release(batch)
 
+    def queued(self) -> None:
+        self.wake()
+        if self.bell is not None:
+            self.deliverer.metrics.rings.labels("sent").inc()
+            self.bell.ring()
+
     def wake(self) -> None:
         with self._cond:
             self._wakes += 1
             self._cond.notify_all()
 
+    def nudge(self) -> None:
+        """Another process queued a message its workers could not take: the polling thread
+        claims now, not at the end of its ``poll`` (the others stay asleep: it wakes them if
+        it finds more than it takes, ``_loop``). Nobody idle: nothing to do, a busy worker
+        claims again when its delivery ends."""
+        self.deliverer.metrics.rings.labels("heard").inc()
+        with self._cond:
+            if self._idle:
+                self._nudged = True
+                self._cond.notify_all()
+
     # ------------------------------------------------------------------ threads
     def start(self) -> None:
+        if self.bell is not None:
+            self.bell.listen(self.nudge)
         for index in range(self.count):
             thread = threading.Thread(target=self._loop, args=(f"{self.owner}-{index}",),
                                       name=f"delivery-{index}", daemon=True)
@@ -412,6 +437,8 @@ class Workers(Dispatch):
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the threads; a batch handed over and not started goes back to the queue."""
         self._stop.set()
+        if self.bell is not None:
+            self.bell.close()
         self.wake()
         for thread in self._threads:
             thread.join(timeout)
@@ -471,7 +498,8 @@ class Workers(Dispatch):
                         continue
                     assert deadline is not None
                     left = deadline - time.monotonic()
-                    if left <= 0:
+                    if left <= 0 or self._nudged:
+                        self._nudged = False
                         return None  # time to look at the queue
                     self._cond.wait(left)
                 return None
