@@ -347,7 +347,7 @@ def slowest_probes(services: Services, probes: list[tuple[str, float, float, flo
 def stage_buckets(services: Services) -> dict[tuple[str, str], dict[float, float]]:
     """The gateway's delivery-stage histograms (``mss_delivery_stage_seconds`` for local
     recipients, ``mss_delivery_record_seconds``, ``mss_delivery_claim_seconds`` by ``found``,
-    and the count of ``mss_delivery_handed_total``):
+    the count of ``mss_delivery_handed_total`` and of ``mss_queue_rings_total`` by direction):
     (metric, stage) → {upper bound: count}."""
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -363,6 +363,11 @@ def stage_buckets(services: Services) -> dict[tuple[str, str], dict[float, float
         if family.name == "mss_delivery_handed":  # claimed at acceptance, no claim of its own
             found[("mss_delivery_handed", "total")] = {float("inf"): sum(
                 s.value for s in family.samples if s.name == "mss_delivery_handed_total")}
+        if family.name == "mss_queue_rings":  # spool.doorbell, over every process
+            for direction in ("sent", "heard"):
+                found[("mss_queue_rings", direction)] = {float("inf"): sum(
+                    s.value for s in family.samples if s.name == "mss_queue_rings_total"
+                    and s.labels.get("direction") == direction)}
         if family.name not in ("mss_delivery_stage_seconds", "mss_delivery_record_seconds",
                                "mss_delivery_claim_seconds"):
             continue
@@ -408,6 +413,11 @@ def stage_report(before: dict[tuple[str, str], dict[float, float]],
     handed = (after.get(("mss_delivery_handed", "total"), {}).get(float("inf"), 0.0)
               - before.get(("mss_delivery_handed", "total"), {}).get(float("inf"), 0.0))
     print(f"messages remis à un livreur libre dès l'acceptation (sans prise) : {handed:.0f}")
+    rings = [after.get(("mss_queue_rings", d), {}).get(float("inf"), 0.0)
+             - before.get(("mss_queue_rings", d), {}).get(float("inf"), 0.0)
+             for d in ("sent", "heard")]
+    print(f"sonnette de la file : {rings[0]:.0f} coups donnés, {rings[1]:.0f} entendus par un "
+          "autre processus")
     for key, label in names.items():
         now, then = after.get(key, {}), before.get(key, {})
         steady = {b: c - then.get(b, 0.0) for b, c in now.items()}
