@@ -131,12 +131,16 @@ class PgDoorbell:
         import psycopg
 
         with self._lock:
+            if self._stop.is_set():
+                return  # closed: no new connection that nobody would close
             try:
                 if self._out is None or self._out.closed:
                     self._out = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
                 self._out.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.name))
             except psycopg.Error as exc:
                 log.debug("sonnette de la file : %s", exc)
+                if self._out is not None:
+                    self._out.close()
                 self._out = None
 
     def listen(self, nudge: Callable[[], None]) -> None:

@@ -106,3 +106,5 @@ def test_postgresql_rings_through_notify(pg_url: str) -> None:
     finally:
         for bell in bells:
             bell.close()
+    bells[0].ring()  # an acceptance finishing after the stop: no connection left open
+    assert bells[0]._out is None
