@@ -80,14 +80,19 @@ class Services:
     def start(self) -> None:
         subprocess.run([*MSS, "demo"], env=self.env, check=True, capture_output=True)
         for role in ROLES:
-            proc = subprocess.Popen([*MSS, "run", "--role", role], env=self.env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    start_new_session=True)
+            errors = self.data.parent / f"{role}.stderr"  # warnings and errors (LOG_LEVEL)
+            with errors.open("w") as sink:
+                proc = subprocess.Popen([*MSS, "run", "--role", role], env=self.env, text=True,
+                                        stdout=subprocess.PIPE, stderr=sink,
+                                        start_new_session=True)
             self.procs[role] = proc
             assert proc.stdout is not None
+            said: list[str] = []
             while "Ctrl-C" not in (line := proc.stdout.readline()):
                 if not line:
-                    raise SystemExit(f"mss run --role {role} s'est arrêté")
+                    tail = "".join(said[-10:]) + "".join(errors.read_text().splitlines(True)[-20:])
+                    raise SystemExit(f"mss run --role {role} s'est arrêté :\n{tail}")
+                said.append(line)
 
     def stop(self) -> None:
         for proc in self.procs.values():
