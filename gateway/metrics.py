@@ -73,9 +73,11 @@ class Metrics:
                               "Messages handed to an idle worker at acceptance, claimed in "
                               "the DATA transaction (no claim of their own)", registry=r)
         self.rings = Counter("mss_queue_rings_total",
-                             "Rings of the queue's doorbell (spool.doorbell): ``sent`` for a "
-                             "message no worker here could take, ``heard`` from another "
-                             "process", ["direction"], registry=r)
+                             "Rings of the queue's doorbell (spool.doorbell): sent for a "
+                             "message no worker of this process could take, heard from "
+                             "another process", ["direction"], registry=r)
+        for direction in ("sent", "heard"):  # shown at 0 from the start
+            self.rings.labels(direction)
         self.workers_idle = Gauge("mss_delivery_workers_idle",
                                   "Delivery workers of this process waiting for work",
                                   registry=r)

@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -139,7 +140,8 @@ def test_connections_land_on_every_process(topo: tuple[Topology, Group, Group]) 
     assert sorted(accepted.values()) == sorted(seen.values()), (accepted, seen)
 
 
-def _accepted_by_process(group: Group) -> dict[str, float]:
+def _families(group: Group) -> list[Any]:
+    """The group's one metrics endpoint, checked by promtool, parsed as Prometheus does."""
     from prometheus_client.parser import text_string_to_metric_families
 
     url = f"http://127.0.0.1:{group.ports['METRICS']}/metrics"
@@ -150,13 +152,23 @@ def _accepted_by_process(group: Group) -> dict[str, float]:
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
                           text=True, check=False)
     assert "error" not in (lint.stdout + lint.stderr).lower(), lint.stdout + lint.stderr
+    return list(text_string_to_metric_families(text))
+
+
+def _accepted_by_process(group: Group) -> dict[str, float]:
     found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
+    families = _families(group)
+    for family in families:
         if family.name == "mss_smtp_accepted":
             for sample in family.samples:
                 if sample.name == "mss_smtp_accepted_total":
                     process = sample.labels["process"]
                     found[process] = found.get(process, 0) + sample.value
+    # The queue's doorbell between the processes (spool.doorbell): shown for each, from 0.
+    rings = {(s.labels["process"], s.labels["direction"]) for f in families
+             if f.name == "mss_queue_rings" for s in f.samples
+             if s.name == "mss_queue_rings_total"}
+    assert rings == {(p, d) for p in found for d in ("sent", "heard")}, rings
     return found
 
 
