@@ -354,8 +354,8 @@ class Workers(Dispatch):
     For what no wake-up announces (another process's messages, retries falling due), one idle
     thread at a time polls the queue every ``poll`` seconds, not each of them: eight idle
     workers made sixteen empty claims a second per gateway process. A claim that finds
-    something wakes the other idle threads: more may be waiting (with two gateway processes,
-    each one's queued messages are the other's backlog; README « Hand-off at acceptance »).
+    something wakes the other idle threads: more may be waiting (a backlog: messages accepted
+    while every worker was busy or promised; README « Hand-off at acceptance »).
     A message queued that no worker here could take rings the other processes' ``bell``
     (``spool.doorbell``): their polling thread claims it at once (``nudge``)."""
 
