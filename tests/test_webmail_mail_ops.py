@@ -84,7 +84,9 @@ def test_queue_retry_and_delete(mail_web: Web, peer: str,
     assert "Rendez-vous" not in page
     queue_id = re.search(r'<section class="card queue-entry" id="q-([^"]+)"', page).group(1)  # type: ignore[union-attr]
     retried = post_form(ops, f"/operateur/file/{queue_id}/relancer", {}, follow_redirects=True)
-    assert "1 remise(s) relancée(s)" in text(retried)
+    # A CI run once got another page here: say which (its flash, its title), to find why.
+    said = re.findall(r'class="flash[^"]*"[^>]*>([^<]*)<|<title>([^<]*)<', text(retried))
+    assert "1 remise(s) relancée(s)" in text(retried), said
     wait_until(lambda: _attempts(text(ops.get("/operateur/file")), f"dr.durand@{peer}") == 2
                and "injoignable" in text(ops.get("/operateur/file")))
     deleted = post_form(ops, f"/operateur/file/{queue_id}/supprimer", {},
