@@ -15,6 +15,7 @@ buffer, the database connection down), the poll still finds the message.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -30,7 +31,8 @@ from core.db import Database
 log = logging.getLogger("mss.gateway")
 
 CHANNEL = "mss_queue"
-RETRY_SECONDS = 5.0  # the PostgreSQL listener, after its connection failed
+RETRY_SECONDS = 5.0
+DRAIN = 1024  # rings read at most per nudge  # the PostgreSQL listener, after its connection failed
 
 
 class Doorbell(Protocol):
@@ -99,11 +101,7 @@ class SocketDoorbell:
                 continue
             except OSError:
                 return  # closed
-            try:  # the rings that came meanwhile are one
-                while sock.recv(16, socket.MSG_DONTWAIT):
-                    pass
-            except OSError:
-                pass
+            _drain(sock)
             nudge()
 
     def close(self) -> None:
@@ -114,6 +112,14 @@ class SocketDoorbell:
         for sock in (self._in, self._out):
             if sock is not None:
                 sock.close()
+
+
+def _drain(sock: socket.socket) -> None:
+    """The rings that came meanwhile are one nudge: read them all (``BlockingIOError`` when
+    none is left; at most ``DRAIN`` at a time, the next ones make the next nudge)."""
+    with contextlib.suppress(OSError):
+        for _ in range(DRAIN):
+            sock.recv(16, socket.MSG_DONTWAIT)
 
 
 class PgDoorbell:
