@@ -39,11 +39,14 @@ class Doorbell(Protocol):
     """``listen(nudge)`` starts the thread that calls ``nudge`` when another process rings;
     ``ring`` after a transaction that queued a message committed; ``close`` at the stop."""
 
-    def ring(self) -> None: ...
+    def ring(self) -> None:
+        """Tell the other processes; never raises (a ring is a hint)."""
 
-    def listen(self, nudge: Callable[[], None]) -> None: ...
+    def listen(self, nudge: Callable[[], None]) -> None:
+        """Start the thread that calls ``nudge`` for another process's rings."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Stop listening, remove what ``listen`` made."""
 
 
 def doorbell_for(db: Database, run_dir: Path) -> Doorbell:
