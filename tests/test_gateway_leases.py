@@ -149,10 +149,7 @@ def swap_workers(op: Operator, count: int, poll: float) -> Workers:
     workers = Workers(gateway.deliverer, count, owner="test", poll=poll)
     gateway.workers, gateway.gw.dispatch = workers, workers
     workers.start()
-    deadline = time.monotonic() + 20
-    while workers.idle < count:
-        assert time.monotonic() < deadline, "les livreurs n'attendent pas"
-        time.sleep(0.02)
+    assert until_idle(workers, count), "les livreurs n'attendent pas"
     return workers
 
 
@@ -183,9 +180,7 @@ def test_a_message_accepted_while_a_worker_waits_is_handed_to_it(leased: Operato
         leased.submit(MARIE, [JULIE], note(subject := f"Remis {uuid.uuid4().hex[:6]}"))
         leased.wait_for(JULIE, lambda raw: subject.encode() in raw)
         assert counts()[0] == handed + 1  # counted as the worker takes it, before LMTP
-        deadline = time.monotonic() + 20
-        while workers.idle < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        until_idle(workers, 1)
         assert workers.reserve() == "test"  # the one idle worker, promised here
         assert workers.reserve() is None  # …so not to a second message
         _, claims = counts()
@@ -331,10 +326,7 @@ def idle_workers(deliverer: CountingClaims, count: int) -> Workers:
     """``count`` workers polling every 50 ms, started, once all of them wait for work."""
     workers = Workers(deliverer, count, owner="t", poll=0.05)  # type: ignore[arg-type]
     workers.start()
-    deadline = time.monotonic() + 10
-    while workers.idle < count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert workers.idle == count
+    assert until_idle(workers, count)
     return workers
 
 
