@@ -8,12 +8,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from spool.doorbell import PgDoorbell, SocketDoorbell
+from tests.webmail_mail_helpers import wait_until
 
 
 class Heard:
@@ -24,15 +24,6 @@ class Heard:
     def __call__(self) -> None:
         self.count += 1
         self.event.set()
-
-
-def until(probe: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_a_ring_reaches_every_other_process_and_not_the_ringer(tmp_path: Path) -> None:
@@ -48,7 +39,7 @@ def test_a_ring_reaches_every_other_process_and_not_the_ringer(tmp_path: Path) -
         # Many rings while a process is busy are one nudge or a few, never a backlog of them.
         for _ in range(200):
             bells[1].ring()
-        assert until(lambda: heard[0].count >= 1)
+        wait_until(lambda: heard[0].count >= 1, 10)
         time.sleep(0.3)
         assert heard[0].count < 50
     finally:
@@ -98,7 +89,7 @@ def test_postgresql_rings_through_notify(pg_url: str) -> None:
         bell.listen(ear)
     try:
         # LISTEN is issued by each bell's thread: ring until the other has heard.
-        assert until(lambda: (bells[0].ring(), heard[1].event.is_set())[1])
+        wait_until(lambda: (bells[0].ring(), heard[1].event.is_set())[1], 10)
         time.sleep(0.5)
         assert heard[0].count == 0  # its own ring comes back through LISTEN, ignored
         bells[1].ring()
