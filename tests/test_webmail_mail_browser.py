@@ -294,10 +294,19 @@ def test_phone_and_desktop_first_screens(site: Site, browser: Any) -> None:
         else:
             assert page.is_visible(".folder-list") and page.is_visible(".mainnav")
             assert not page.is_visible("#menu summary")
-        page.locator("td.col-subject a", has_text="Résultat d’examen n° 8").click()
+        # A message in the middle of the list, whichever it is (eight workers deliver side by
+        # side, so arrival order is not sending order): it has both a previous and a next one,
+        # the read view's fullest bar.
+        page.locator(f"{ROWS} td.col-subject a").nth(3).click()
         page.wait_for_selector("#security-badge")
+        expect(page.locator(".msg-around a[rel=prev]")).to_be_visible()
+        expect(page.locator(".msg-around a[rel=next]")).to_be_visible()
         shot(site, page, f"{tag}-lecture", full_page=False)
         assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]
+        back = page.locator(".msg-around > a").first.bounding_box()
+        for rel in ("prev", "next"):  # one line, never wrapped
+            button = page.locator(f".msg-around a[rel={rel}]").bounding_box()
+            assert button["y"] <= back["y"] + back["height"] / 2 <= button["y"] + button["height"]
         assert page.locator("#msg-subject").bounding_box()["y"] < 200  # the message first
         page.click("#write")
         shot(site, page, f"{tag}-ecrire", full_page=False)
