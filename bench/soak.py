@@ -29,6 +29,7 @@ import contextlib
 import functools
 import imaplib
 import os
+import random
 import shutil
 import signal
 import smtplib
@@ -41,6 +42,7 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +58,16 @@ PROBE = "julie.bernard@mss.test"  # the visibility probe's recipient: no other t
 VISIBLE_P99 = 0.250  # seconds
 RSS_BAND = 5.0  # MB
 ROLES = ("gateway", "webmail", "mailstore")  # mail store last (see tests/test_topology.py)
+
+
+def arrival_gaps(interval: float, rng: random.Random | None = None) -> Iterator[float]:
+    """A submitter's schedule: first a random moment within one ``interval``, then gaps drawn
+    from an exponential distribution of mean ``interval`` (Poisson arrivals); all zeros for
+    0 (as fast as possible)."""
+    rng = rng or random.Random()
+    yield rng.uniform(0.0, interval) if interval else 0.0
+    while True:
+        yield rng.expovariate(1.0 / interval) if interval else 0.0
 
 
 class Services:
@@ -117,31 +129,45 @@ class Services:
         its anonymous part only (``RssAnon``: the heap, what a leak grows), without the pages
         of mapped files, which come and go with the kernel's page cache (Dovecot's auth
         process, seen here between 12 and 76 MB from one sample to the next)."""
-        procs: dict[int, tuple[int, str, float]] = {}  # pid -> (parent pid, name, MB)
+        def mb(entry: Path, _stat: list[str]) -> float:
+            if anonymous:
+                status = (entry / "status").read_text()
+                return int(status.split("RssAnon:", 1)[1].split()[0]) / 1024
+            pages = int((entry / "statm").read_text().split()[1])
+            return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+        return self._by_process(mb)
+
+    def cpu_by_process(self) -> dict[tuple[str, int, str], float]:
+        """(role, pid, command name) → CPU seconds (user + system) of every process of the
+        roles, with those of its children that ended and that it reaped (Dovecot's IMAP
+        processes, one per login, end in their master's count)."""
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def seconds(_entry: Path, stat: list[str]) -> float:
+            return sum(int(v) for v in stat[11:15]) / tick  # utime stime cutime cstime
+        return self._by_process(seconds)
+
+    def _by_process(self, measure: Callable[[Path, list[str]], float]
+                    ) -> dict[tuple[str, int, str], float]:
+        procs: dict[int, tuple[int, str, float]] = {}  # pid -> (parent pid, name, measure)
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
                 head, _, rest = (entry / "stat").read_text().rpartition(")")
-                if anonymous:
-                    status = (entry / "status").read_text()
-                    kb = int(status.split("RssAnon:", 1)[1].split()[0])
-                    mb = kb / 1024
-                else:
-                    pages = int((entry / "statm").read_text().split()[1])
-                    mb = pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+                stat = rest.split()  # from the state on: [1] parent pid, [11:15] CPU ticks
+                value = measure(entry, stat)
             except (OSError, IndexError, ValueError):
                 continue
-            name = head.partition("(")[2]
-            procs[int(entry.name)] = (int(rest.split()[1]), name, mb)
+            procs[int(entry.name)] = (int(stat[1]), head.partition("(")[2], value)
         roles = {proc.pid: role for role, proc in self.procs.items()}
         found: dict[tuple[str, int, str], float] = {}
-        for pid, (_, name, mb) in procs.items():
+        for pid, (_, name, value) in procs.items():
             ancestor, hops = pid, 0
             while ancestor not in roles and ancestor in procs and hops < 50:
                 ancestor, hops = procs[ancestor][0], hops + 1
             if ancestor in roles:
-                found[(roles[ancestor], pid, name)] = mb
+                found[(roles[ancestor], pid, name)] = value
         return found
 
 
@@ -181,9 +207,17 @@ class Load:
         return smtp
 
     def submitter(self, interval: float, name: str) -> None:
-        """Send one message every ``interval`` seconds (0: as fast as possible)."""
+        """Send one message every ``interval`` seconds on average (0: as fast as possible).
+
+        The gaps are drawn from an exponential distribution and each thread starts at a random
+        moment of its first interval: the submitters together make Poisson arrivals at the
+        steady rate, as independent senders do. (Until 2026-12-07 every thread sent at the
+        same instants: ``--threads`` messages at once every ``interval``, bursts that queued
+        behind each other and that no rate of independent senders produces.)"""
         smtp: smtplib.SMTP | None = None
-        due = time.monotonic()
+        gaps = arrival_gaps(interval)
+        due = time.monotonic() + next(gaps)
+        self.stop.wait(max(0.0, due - time.monotonic()))
         while not self.stop.is_set():
             if smtp is None:
                 try:
@@ -201,7 +235,7 @@ class Load:
             else:
                 smtp = None
             if interval:
-                due += interval
+                due += next(gaps)
                 self.stop.wait(max(0.0, due - time.monotonic()))
 
     def visibility(self) -> None:
@@ -431,6 +465,39 @@ def stage_report(before: dict[tuple[str, str], dict[float, float]],
               f"p99≈{bucket_quantile(0.99, steady) * 1000:.0f} ms")
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU ticks of the whole machine since boot (``/proc/stat``)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = values[3] + values[4]  # idle, iowait
+    return float(sum(values) - idle), float(sum(values))
+
+
+def cpu_report(before: dict[tuple[str, int, str], float],
+               after: dict[tuple[str, int, str], float], client: float,
+               machine: tuple[float, float], messages: int) -> None:
+    """Where the steady phase's CPU went, per message accepted: each role (its processes and
+    the children they reaped), the mail store by process name, and the load client itself
+    (this process: submitters, readers, probe), which shares the machine's cores."""
+    if messages <= 0:
+        return
+    roles: dict[str, float] = defaultdict(float)
+    names: dict[str, float] = defaultdict(float)
+    for key, seconds in after.items():
+        spent = max(seconds - before.get(key, 0.0), 0.0)
+        roles[key[0]] += spent
+        if key[0] == "mailstore":
+            names[key[2]] += spent
+    busy, total = machine
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000 / messages:.1f} ms"
+    top = ", ".join(f"{name} {ms(v)}" for name, v in
+                    sorted(names.items(), key=lambda kv: -kv[1])[:6])
+    print(f"CPU du régime : machine occupée à {100 * busy / max(total, 1):.0f} % ; par message "
+          f"accepté : " + ", ".join(f"{role} {ms(roles[role])}" for role in ROLES)
+          + f" ({top}) ; client de charge {ms(client)}")
+
+
 def rss_shape(each: list[dict[tuple[str, int, str], float]],
               keys: list[tuple[str, int, str]]) -> None:
     """The anonymous RSS of ``keys`` minute by minute (the lowest sample of each minute;
@@ -502,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
                 rec.errors[f"{name} (mise en route)"].extend(failures)
             load.rec, warmed, load.accepted = rec, load.accepted, 0
         stages_before = stage_buckets(services)
+        cpu_before, client_before = services.cpu_by_process(), sum(os.times()[:2])
+        machine_before = machine_busy()
         samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
         each: list[dict[tuple[str, int, str], float]] = []  # anonymous RSS, every 5 s
         start = time.monotonic()
@@ -517,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
                     samples[role].append((time.monotonic() - start, mb))
                 load.stop.wait(5)
         run_threads(traffic + [(sample, ()), (load.visibility, ())], args.minutes * 60, load)
+        cpu_after, client_after = services.cpu_by_process(), sum(os.times()[:2])
+        machine = [b - a for a, b in zip(machine_before, machine_busy(), strict=True)]
         deadline = time.monotonic() + 120
         accepted = calibration + warmed + load.accepted
         while (delivered := inbox_count(load)) < accepted and time.monotonic() < deadline:
@@ -551,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"écart {b - a:+.1f} Mo (croissance admise ≤ {RSS_BAND:g})")
         growing = sorted(drifts, key=lambda k: drifts[k][0] - drifts[k][1])[:3]
         rss_shape(each, growing)
+        cpu_report(cpu_before, cpu_after, client_after - client_before,
+                   (machine[0], machine[1]), load.accepted)
         try:
             stage_report(stages_before, stage_buckets(services))
         except Exception as exc:  # noqa: BLE001 — a diagnosis only: the verdicts stand
