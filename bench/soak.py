@@ -8,8 +8,12 @@ then the steady phase submits at half of it while IMAP readers and webmail page 
 Between the two, ``--warm-up`` seconds (60) of the steady phase's traffic, unmeasured but with
 its errors counted: a process's first minute of a kind of traffic (the webmail gets none during
 the calibration) fills its caches, thread stacks and allocator arenas once, and is not a trend.
-Printed: latency percentiles per activity, errors, delivered vs accepted, and the resident
-memory (RSS of each role's process and its descendants) sampled every 5 s, with its trend.
+Printed: latency percentiles per activity, errors, delivered vs accepted, the resident
+memory (RSS of each role's process and its descendants) sampled every 5 s with its trend, and
+the steady phase's CPU per message for each role. The submitters arrive as a Poisson process
+(``arrival_gaps``); every client logs in over SMTP/IMAP with an application password of its
+own, as mss's default settings require (``--account-password``: the Argon2id account password
+instead, as until 2026-12-07).
 
 ``visibility`` is the time from a submission's MAIL FROM to the moment an IMAP client polling
 the recipient's INBOX (NOOP every 20 ms) sees the message (issue #19: p99 ≤ 250 ms at half the
@@ -73,17 +77,23 @@ def arrival_gaps(interval: float, rng: random.Random | None = None) -> Iterator[
 class Services:
     """The three role processes, each in its own process group."""
 
-    def __init__(self, root: Path, database_url: str | None) -> None:
+    def __init__(self, root: Path, database_url: str | None,
+                 account_password: bool = False) -> None:
+        """``account_password``: the clients log in over SMTP and IMAP with the accounts' own
+        password (Argon2id, ~0.1 s of CPU per login; allowed by ``MSS_IMAP_SMTP_WEB_PASSWORD``,
+        off by default), as the soak did until 2026-12-07; by default with an application
+        password each, as mss requires of IMAP/SMTP clients."""
         self.data = root / "data"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MSS_")}
         self.ports = {n: free_port() for n in ("SUBMISSION", "SUBMISSIONS", "RELAY", "IMAP",
                                                "IMAPS", "WEB", "METRICS")}
         self.env.update({f"MSS_{n}_PORT": str(p) for n, p in self.ports.items()})
         self.env.update(MSS_DATA_DIR=str(self.data), MSS_DEMO_PASSWORD=PASSWORD,
-                        MSS_RATE_LIMIT_PER_MINUTE="0", MSS_LOG_LEVEL="WARNING",
-                        # the demo password over SMTP and IMAP (by default only application
-                        # passwords are): the soak is about the load, not the login policy
-                        MSS_IMAP_SMTP_WEB_PASSWORD="true")
+                        MSS_RATE_LIMIT_PER_MINUTE="0", MSS_LOG_LEVEL="WARNING")
+        if account_password:
+            self.env["MSS_IMAP_SMTP_WEB_PASSWORD"] = "true"
+        self.account_password = account_password
+        self.passwords = {login: PASSWORD for login in (SENDER, RECIPIENT, PROBE)}
         self.database_url = database_url
         if database_url:
             self.env["MSS_DATABASE_URL"] = database_url
@@ -91,6 +101,12 @@ class Services:
 
     def start(self) -> None:
         subprocess.run([*MSS, "demo"], env=self.env, check=True, capture_output=True)
+        if not self.account_password:
+            for login in self.passwords:  # shown once, on the line after the title
+                made = subprocess.run([*MSS, "account", "app-password", "create", login,
+                                       "--name", "Soak"], env=self.env, check=True,
+                                      capture_output=True, text=True)
+                self.passwords[login] = made.stdout.splitlines()[1].strip()
         for role in ROLES:
             errors = self.data.parent / f"{role}.stderr"  # warnings and errors (LOG_LEVEL)
             with errors.open("w") as sink:
@@ -203,7 +219,7 @@ class Load:
     def _session(self) -> smtplib.SMTP:
         smtp = smtplib.SMTP("127.0.0.1", self.s.ports["SUBMISSION"], timeout=30)
         smtp.starttls(context=self.ctx)
-        smtp.login(SENDER, PASSWORD)
+        smtp.login(SENDER, self.s.passwords[SENDER])
         return smtp
 
     def submitter(self, interval: float, name: str) -> None:
@@ -249,7 +265,7 @@ class Load:
                 if imap is None:
                     imap = IMAPClient("127.0.0.1", port=self.s.ports["IMAPS"], ssl=True,
                                       ssl_context=self.ctx, timeout=30)
-                    imap.login(PROBE, PASSWORD)
+                    imap.login(PROBE, self.s.passwords[PROBE])
                     imap.select_folder("INBOX", readonly=True)
                 if smtp is None:
                     smtp = self._session()
@@ -296,7 +312,7 @@ class Load:
         def read() -> None:
             with imaplib.IMAP4_SSL("127.0.0.1", self.s.ports["IMAPS"], ssl_context=self.ctx,
                                    timeout=30) as imap:
-                imap.login(RECIPIENT, PASSWORD)
+                imap.login(RECIPIENT, self.s.passwords[RECIPIENT])
                 _, data = imap.select("INBOX", readonly=True)
                 count = int(data[0] or 0)
                 if count:
@@ -330,7 +346,7 @@ def run_threads(targets: list[tuple[object, tuple[object, ...]]], seconds: float
 
 def inbox_count(load: Load) -> int:
     with imaplib.IMAP4_SSL("127.0.0.1", load.s.ports["IMAPS"], ssl_context=load.ctx) as imap:
-        imap.login(RECIPIENT, PASSWORD)
+        imap.login(RECIPIENT, load.s.passwords[RECIPIENT])
         _, data = imap.select("INBOX", readonly=True)
         return int(data[0] or 0)
 
@@ -519,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="submission sessions")
     parser.add_argument("--readers", type=int, default=2, help="IMAP readers and web users")
     parser.add_argument("--database-url", help="PostgreSQL URL (default: SQLite)")
+    parser.add_argument("--account-password", action="store_true",
+                        help="SMTP/IMAP logins with the account's Argon2id password (as before "
+                             "2026-12-07) instead of an application password each")
     parser.add_argument("--rate", type=float,
                         help="steady rate in msg/s instead of half the measured maximum (to "
                              "compare two settings or two versions at the same load)")
@@ -533,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--setting {item!r} : NOM=VALEUR attendu")
         settings["MSS_" + name.strip().upper().removeprefix("MSS_")] = value
     root = open_tempdir("mss-soak-")
-    services = Services(root, args.database_url)
+    services = Services(root, args.database_url, args.account_password)
     services.env.update(settings)
     rec = Recorder()
     try:
