@@ -83,6 +83,8 @@ def record(
     chain: a row lock on the head (PostgreSQL), the database write lock (SQLite, BEGIN IMMEDIATE).
     Core statements, not the ORM unit of work: the relay appends one per accepted message.
     """
+    if isinstance(session, Session):  # the Core path on the session's connection, same
+        session = session.connection()  # transaction: the ORM's would compile each time
     head = session.execute(_HEAD).first()
     prev = head[0] if head is not None else GENESIS
     at = utcnow()

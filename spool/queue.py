@@ -304,12 +304,14 @@ def renew(db: Database, tokens: Iterable[str], lease_seconds: float,
         return 0
     now = now or utcnow()
     with writing(db) as session:
-        result = cast(CursorResult[Any], session.execute(
-            update(QueueRecipient).where(QueueRecipient.lease_owner.in_(tokens),
-                                         QueueRecipient.state == RecipientState.DELIVERING)
-            .values(lease_until=now + timedelta(seconds=lease_seconds))
-            .execution_options(synchronize_session=False)))
+        result = cast(CursorResult[Any], session.connection().execute(_RENEW, {
+            "tokens": tokens, "until": now + timedelta(seconds=lease_seconds)}))
         return result.rowcount
+
+
+_RENEW = update(QueueRecipient).where(
+    QueueRecipient.lease_owner.in_(bindparam("tokens", expanding=True)),
+    QueueRecipient.state == RecipientState.DELIVERING).values(lease_until=bindparam("until"))
 
 
 def _load_claimed(session: Session, token: str) -> list[Claimed]:

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from core.settings import Settings
@@ -87,14 +87,18 @@ def send_dsn(session: Session, settings: Settings, claimed: Claimed,
                     failure.status)
 
 
+# Built once: it runs after every local delivery (on the session's connection: Core, not the
+# ORM's compile on each call).
+_NOTIFY_USUAL = select(Mailbox.address, Professional.usual_email).join(Professional).where(
+    Mailbox.address.in_(bindparam("addresses", expanding=True)),
+    Mailbox.notify_usual_email.is_(True))
+
+
 def after_local(session: Session, settings: Settings, claimed: Claimed,
                 rows: Sequence[Row]) -> None:
     """Notifications and MDNs after the delivery of ``rows`` (LOCAL recipients of one
     message)."""
-    addresses = [r.address for r in rows]
-    usual = session.execute(
-        select(Mailbox.address, Professional.usual_email).join(Professional).where(
-            Mailbox.address.in_(addresses), Mailbox.notify_usual_email.is_(True)))
+    usual = session.connection().execute(_NOTIFY_USUAL, {"addresses": [r.address for r in rows]})
     q.add_recipients(session, claimed, [(email.lower(), RecipientKind.NOTIFY)
                                         for _address, email in usual if email])
     if claimed.origin in (Origin.SUBMISSION, Origin.RELAY) and claimed.raw_local:
