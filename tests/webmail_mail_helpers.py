@@ -54,12 +54,15 @@ METADATA = b"""<?xml version="1.0" encoding="UTF-8"?>
 
 
 def xdm_zip() -> bytes:
-    """A small IHE XDM package: one PDF document and its metadata."""
+    """A small IHE XDM package: one PDF document and its metadata. The same bytes at every
+    call (a fixed date on each entry: with the clock's, two calls across a 2-second boundary
+    differ, and a test comparing them failed once in CI)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("IHE_XDM/SUBSET01/METADATA.XML", METADATA)
-        archive.writestr("IHE_XDM/SUBSET01/DOC0001.PDF", b"%PDF-1.4 compte rendu")
-        archive.writestr("INDEX.HTM", b"<html>index</html>")
+        for name, data in (("IHE_XDM/SUBSET01/METADATA.XML", METADATA),
+                           ("IHE_XDM/SUBSET01/DOC0001.PDF", b"%PDF-1.4 compte rendu"),
+                           ("INDEX.HTM", b"<html>index</html>")):
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 5, 9, 30, 0)), data)
     return buffer.getvalue()
 
 
