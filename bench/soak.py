@@ -606,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
                 load.stop.wait(5)
         run_threads(traffic + [(sample, ()), (load.visibility, ())], args.minutes * 60, load)
         cpu_after, client_after = services.cpu_by_process(), sum(os.times()[:2])
-        machine = [b - a for a, b in zip(machine_before, machine_busy(), strict=True)]
+        busy_after, total_after = machine_busy()
+        machine = (busy_after - machine_before[0], total_after - machine_before[1])
         deadline = time.monotonic() + 120
         accepted = calibration + warmed + load.accepted
         while (delivered := inbox_count(load)) < accepted and time.monotonic() < deadline:
@@ -642,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         growing = sorted(drifts, key=lambda k: drifts[k][0] - drifts[k][1])[:3]
         rss_shape(each, growing)
         cpu_report(cpu_before, cpu_after, client_after - client_before,
-                   (machine[0], machine[1]), load.accepted)
+                   machine, load.accepted)
         try:
             stage_report(stages_before, stage_buckets(services))
         except Exception as exc:  # noqa: BLE001 — a diagnosis only: the verdicts stand

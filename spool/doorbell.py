@@ -31,8 +31,8 @@ from core.db import Database
 log = logging.getLogger("mss.gateway")
 
 CHANNEL = "mss_queue"
-RETRY_SECONDS = 5.0
-DRAIN = 1024  # rings read at most per nudge  # the PostgreSQL listener, after its connection failed
+RETRY_SECONDS = 5.0  # the PostgreSQL listener, after its connection failed
+DRAIN = 1024  # rings read at most per nudge
 
 
 class Doorbell(Protocol):

@@ -390,8 +390,7 @@ _OUTCOME = update(QueueRecipient).where(QueueRecipient.id == bindparam("row_id")
     in_doubt=bindparam("doubt"), next_attempt_at=bindparam("due"))
 _LEFT = select(QueueRecipient.queue_id).distinct().where(
     QueueRecipient.queue_id.in_(bindparam("ids", expanding=True)),
-    QueueRecipient.state.in_([RecipientState.QUEUED, RecipientState.DELIVERING,
-                              RecipientState.QUARANTINED]))
+    QueueRecipient.state.in_([*PENDING, RecipientState.QUARANTINED]))
 _PURGE_RECIPIENTS = delete(QueueRecipient).where(
     QueueRecipient.queue_id.in_(bindparam("ids", expanding=True)))
 _PURGE_MESSAGES = delete(QueuedMessage).where(
